@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
+)
+
+// envConfig names the config file when --config is not given.
+const envConfig = "ENRICHER_CONFIG"
+
+// Config is the runtime config every subcommand reads (enricher.yaml).
+type Config struct {
+	Catalog  storage.CatalogConfig `yaml:"catalog"`
+	Jobs     []string              `yaml:"jobs"`
+	Pipeline PipelineConfig        `yaml:"pipeline"`
+
+	file string
+	dir  string
+}
+
+// PipelineConfig tunes the stages; zero values take the defaults of
+// consumer.Options.
+type PipelineConfig struct {
+	BatchRows       int    `yaml:"batch_rows"`
+	ChunkRows       int64  `yaml:"chunk_rows"`
+	Workers         int    `yaml:"workers"`
+	ReadConcurrency int    `yaml:"read_concurrency"`
+	ShutdownGrace   string `yaml:"shutdown_grace"`
+}
+
+// ConfigError names the config file, the field and the reason.
+type ConfigError struct {
+	File, Field, Reason string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Field == "" {
+		return fmt.Sprintf("%s: %s", e.File, e.Reason)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Reason)
+}
+
+// configPath returns --config, else $ENRICHER_CONFIG.
+func configPath(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if env := os.Getenv(envConfig); env != "" {
+		return env, nil
+	}
+	return "", fmt.Errorf("no config: pass --config FILE or set %s (enricher demo writes one)", envConfig)
+}
+
+// loadConfig reads and validates a config file. Relative paths in it are
+// relative to the file's folder.
+func loadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &ConfigError{File: path, Reason: "file is empty"}
+		}
+		return nil, &ConfigError{File: path, Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config path: %w", err)
+	}
+	c.file, c.dir = path, filepath.Dir(abs)
+	c.Catalog = c.Catalog.Resolve(c.dir)
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &ConfigError{File: c.file, Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	if err := c.Catalog.Validate(); err != nil {
+		errs = append(errs, &ConfigError{File: c.file, Reason: err.Error()})
+	}
+	if len(c.Jobs) == 0 {
+		bad("jobs", "at least one job spec file is required")
+	}
+	p := c.Pipeline
+	if p.BatchRows < 0 {
+		bad("pipeline.batch_rows", "must not be negative, got %d", p.BatchRows)
+	}
+	if p.ChunkRows < 0 {
+		bad("pipeline.chunk_rows", "must not be negative, got %d", p.ChunkRows)
+	}
+	if p.Workers < 0 {
+		bad("pipeline.workers", "must not be negative, got %d", p.Workers)
+	}
+	if p.ReadConcurrency < 0 {
+		bad("pipeline.read_concurrency", "must not be negative, got %d", p.ReadConcurrency)
+	}
+	if p.ShutdownGrace != "" {
+		if d, err := time.ParseDuration(p.ShutdownGrace); err != nil || d < 0 {
+			bad("pipeline.shutdown_grace", "%q is not a duration such as 30s", p.ShutdownGrace)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// grace is the configured shutdown grace period (0: the default).
+func (c *Config) grace() time.Duration {
+	d, _ := time.ParseDuration(c.Pipeline.ShutdownGrace)
+	return d
+}
+
+// specPaths resolves the job spec files relative to the config's folder.
+func (c *Config) specPaths() []string {
+	out := make([]string, len(c.Jobs))
+	for i, p := range c.Jobs {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(c.dir, p)
+		}
+		out[i] = p
+	}
+	return out
+}
+
+// loadJobs loads every job spec and builds its model. All spec errors are
+// returned together, each naming its file and field.
+func (c *Config) loadJobs() ([]consumer.Job, error) {
+	var jobs []consumer.Job
+	var errs []error
+	names := map[string]string{}
+	for _, p := range c.specPaths() {
+		spec, err := enrich.LoadSpec(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if prev, ok := names[spec.Name]; ok {
+			errs = append(errs, &enrich.SpecError{File: p, Field: "name", Reason: fmt.Sprintf("%q is also the name of %s", spec.Name, prev)})
+			continue
+		}
+		names[spec.Name] = p
+		model, err := newModel(spec)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		jobs = append(jobs, consumer.Job{Spec: spec, Model: model})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return jobs, nil
+}
+
+// newModel builds the backend a spec asks for.
+func newModel(spec *enrich.Spec) (enrich.Model, error) {
+	switch spec.Model.Provider {
+	case enrich.ProviderLexicon:
+		return enrich.NewLexicon(spec)
+	default:
+		return nil, &enrich.SpecError{File: spec.File, Field: "model.provider", Reason: fmt.Sprintf("%q is not available", spec.Model.Provider)}
+	}
+}
+
+// options turns the pipeline config into processor options.
+func (c *Config) options() consumer.Options {
+	return consumer.Options{
+		BatchRows:       c.Pipeline.BatchRows,
+		ChunkRows:       c.Pipeline.ChunkRows,
+		Workers:         c.Pipeline.Workers,
+		ReadConcurrency: c.Pipeline.ReadConcurrency,
+	}
+}

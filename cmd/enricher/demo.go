@@ -1,0 +1,429 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apache/iceberg-go/table"
+	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/jobs"
+	"github.com/socialdata/enricher/storage"
+)
+
+// demoMarker marks a folder as a demo workdir that demo may reset.
+const demoMarker = ".enricher-demo"
+
+// defaultDemoDir is where demo works unless --workdir says otherwise.
+const defaultDemoDir = "enricher-demo"
+
+const demoConfig = `# Runtime config written by "enricher demo". Every subcommand takes it with
+# --config or the ENRICHER_CONFIG environment variable. Relative paths are
+# relative to this file's folder.
+catalog:
+  name: demo
+  type: sql              # iceberg-go's SQL catalog on a sqlite file
+  uri: catalog.db
+  warehouse: warehouse   # table data and metadata files
+jobs:
+  - jobs/sentiment.yaml
+pipeline:
+  batch_rows: 8192       # rows per Arrow batch read from the source
+  chunk_rows: 250000     # source rows per target commit
+  workers: 0             # enrich goroutines; 0 = one per CPU
+`
+
+type demoFlags struct {
+	workdir  string
+	posts    string
+	rounds   int
+	generate int64
+	seed     uint64
+	samples  int
+}
+
+func newDemoCmd(g *globals) *cobra.Command {
+	f := demoFlags{}
+	cmd := &cobra.Command{
+		Use:   "demo [--workdir DIR] [--posts FILE] [--rounds N]",
+		Short: "Run the whole flow on an embedded warehouse: no network, no accounts",
+		Long: `demo runs the complete flow locally and shows what it wrote:
+
+  1. creates DIR with a SQL Iceberg catalog on a sqlite file, a warehouse folder,
+     the sentiment job spec (jobs/sentiment.yaml) and DIR/enricher.yaml, the
+     runtime config every other subcommand takes with --config;
+  2. creates the source table social.posts and appends the posts in N append
+     snapshots, publishing one snapshot event per append to an in-memory queue,
+     and then publishes the first event again, as an at-least-once queue may;
+  3. consumes the events: plan (from the target's watermark), read (incremental
+     append scan, streamed as Arrow batches), enrich (the offline VADER lexicon
+     model), write (append to social.posts_sentiment with the new watermark in
+     the same commit), acknowledge;
+  4. prints rows read and written per status, time and rows/s, sample rows, and
+     the next commands to try.
+
+Without --posts it generates --generate varied sample posts. With --posts FILE
+each line of FILE is one post whose post_id is its line number (from 1).
+
+DIR is created if missing and reset if it holds an earlier demo; demo refuses
+to touch a non-empty folder that it did not create.`,
+		Example: `  enricher demo
+  enricher demo --posts ../shared/data/tweeteval-sentiment/val_text.txt --rounds 4
+  enricher demo --generate 1000000 --workdir /tmp/big-demo`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runDemo(cmd.Context(), g, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.workdir, "workdir", defaultDemoDir, "folder for the embedded catalog, warehouse and config")
+	fl.StringVar(&f.posts, "posts", "", "text file with one post per line (default: generated posts)")
+	fl.IntVar(&f.rounds, "rounds", 2, "number of append snapshots (and events) to split the posts into")
+	fl.Int64Var(&f.generate, "generate", 1000, "how many sample posts to generate when --posts is not given")
+	fl.Uint64Var(&f.seed, "seed", 1, "seed of the generated posts")
+	fl.IntVar(&f.samples, "samples", 6, "sample rows to show")
+	return cmd
+}
+
+func runDemo(ctx context.Context, g *globals, f demoFlags) error {
+	if f.rounds < 1 {
+		return fmt.Errorf("%w: --rounds must be at least 1, got %d", errUsage, f.rounds)
+	}
+	log, err := g.logger(slog.LevelWarn)
+	if err != nil {
+		return err
+	}
+	var total int64
+	if f.posts != "" {
+		if total, err = storage.CountLines(f.posts); err != nil {
+			return err
+		}
+	} else {
+		if f.generate < 1 {
+			return fmt.Errorf("%w: --generate must be at least 1, got %d", errUsage, f.generate)
+		}
+		total = f.generate
+	}
+	if total == 0 {
+		return fmt.Errorf("%s holds no posts", f.posts)
+	}
+	cfgPath, err := prepareDemoDir(f.workdir)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		return err
+	}
+	jobList, err := cfg.loadJobs()
+	if err != nil {
+		return err
+	}
+	spec := jobList[0].Spec
+	out := g.stdout
+	fmt.Fprintf(out, "enricher demo: embedded warehouse in %s (sqlite catalog, local files, %s model)\n\n", f.workdir, jobList[0].Model.Name())
+
+	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, storage.PostsSchema(), nil)
+	if err != nil {
+		return err
+	}
+
+	// Ingest: one append snapshot and one event per round.
+	queue := consumer.NewMemQueue()
+	texts := map[int64]string{} // texts of the first posts, for the sample rows
+	const keepTexts = 5000
+	var firstEvent []byte
+	per := (total + int64(f.rounds) - 1) / int64(f.rounds)
+	for r := range int64(f.rounds) {
+		from, to := r*per, min((r+1)*per, total)
+		if from >= to {
+			break
+		}
+		var posts iter.Seq2[storage.Post, error]
+		if f.posts != "" {
+			posts = storage.PostsFile(f.posts, 1, from, to)
+		} else {
+			posts = storage.SamplePosts(to-from, from+1, f.seed+uint64(r))
+		}
+		posts = remember(posts, texts, keepTexts)
+		var n int64
+		src, n, err = storage.AppendPosts(ctx, src, posts)
+		if err != nil {
+			return err
+		}
+		snap := src.CurrentSnapshot().SnapshotID
+		ev := consumer.SnapshotEvent{Table: spec.Source.Table, SnapshotID: snap}
+		now := time.Now().UTC()
+		ev.PublishedAt = &now
+		body := ev.Encode()
+		if firstEvent == nil {
+			firstEvent = body
+		}
+		queue.Publish(body)
+		fmt.Fprintf(out, "ingest   round %d: %d posts -> %s snapshot %d, event published\n", r+1, n, spec.Source.Table, snap)
+	}
+	queue.Publish(firstEvent)
+	fmt.Fprintf(out, "ingest   the first event is published again, as an at-least-once queue may deliver it\n\n")
+	queue.Close()
+
+	// Consume.
+	opts := cfg.options()
+	opts.Logger = log
+	proc, err := consumer.NewProcessor(cat, jobList, opts)
+	if err != nil {
+		return err
+	}
+	counts := enrich.Counts{}
+	var read, written int64
+	var failed []consumer.MessageOutcome
+	c := &consumer.Consumer{Source: queue, Processor: proc, Logger: log, Grace: cfg.grace(),
+		OnOutcome: func(o consumer.MessageOutcome) {
+			printOutcome(out, o)
+			for _, r := range o.Results {
+				counts.Add(r.Counts)
+				read += r.RowsRead
+				written += r.RowsWritten
+			}
+			if o.Err != nil {
+				failed = append(failed, o)
+			}
+		}}
+	start := time.Now()
+	if err := c.Run(ctx); err != nil {
+		return err
+	}
+	elapsed := time.Since(start)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("demo interrupted: %w", err)
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("%d event(s) failed; first: %w", len(failed), failed[0].Err)
+	}
+
+	tgt, err := cat.LoadTable(ctx, spec.Target.Table)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nsummary\n")
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  rows read\t%d\t(%s)\n", read, spec.Source.Table)
+	fmt.Fprintf(tw, "  rows enriched\t%d\t(status ok)\n", counts[enrich.StatusOK])
+	var perStatus []string
+	for _, s := range enrich.Statuses {
+		perStatus = append(perStatus, fmt.Sprintf("%s %d", s, counts[s]))
+	}
+	fmt.Fprintf(tw, "  rows written\t%d\t(%s)\n", written, strings.Join(perStatus, ", "))
+	if snap := tgt.CurrentSnapshot(); snap != nil && snap.Summary != nil {
+		fmt.Fprintf(tw, "  target rows\t%s\t(%s, one per source row)\n", snap.Summary.Properties["total-records"], spec.Target.Table)
+	}
+	rate := float64(read) / elapsed.Seconds()
+	fmt.Fprintf(tw, "  time\t%s\t(%.0f rows/s)\n", elapsed.Round(time.Millisecond), rate)
+	if peak, ok := peakRSS(); ok {
+		fmt.Fprintf(tw, "  peak memory\t%d MiB\t(resident set, whole process)\n", peak>>20)
+	}
+	tw.Flush()
+
+	if f.samples > 0 {
+		if err := printSamples(ctx, out, tgt, spec, texts, f.samples); err != nil {
+			return err
+		}
+	}
+	self := selfCommand()
+	fmt.Fprintf(out, "\nnext\n")
+	fmt.Fprintf(out, "  %s export --config %s --table %s --limit 5\n", self, cfgPath, spec.Target.Table)
+	fmt.Fprintf(out, "  %s export --config %s --table %s --format csv > sentiment.csv\n", self, cfgPath, spec.Target.Table)
+	fmt.Fprintf(out, "  %s ingest --config %s --table %s --posts FILE --first-id %d\n", self, cfgPath, spec.Source.Table, total+1)
+	fmt.Fprintf(out, "  %s demo --posts ../shared/data/tweeteval-sentiment/val_text.txt --rounds 4\n", self)
+	return nil
+}
+
+// prepareDemoDir creates (or resets) the demo folder and writes its config
+// and job spec. It returns the config's path.
+func prepareDemoDir(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return "", fmt.Errorf("demo workdir: %w", err)
+	case len(entries) > 0:
+		if _, err := os.Stat(filepath.Join(dir, demoMarker)); err != nil {
+			return "", fmt.Errorf("demo workdir %s is not empty and was not made by demo: choose another --workdir", dir)
+		}
+		for _, name := range []string{"catalog.db", "catalog.db-wal", "catalog.db-shm", "warehouse", "jobs", "enricher.yaml"} {
+			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+				return "", fmt.Errorf("reset demo workdir: %w", err)
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "jobs"), 0o755); err != nil {
+		return "", fmt.Errorf("demo workdir: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "warehouse"), 0o755); err != nil {
+		return "", fmt.Errorf("demo workdir: %w", err)
+	}
+	spec, err := jobs.Files.ReadFile("sentiment.yaml")
+	if err != nil {
+		return "", fmt.Errorf("embedded job spec: %w", err)
+	}
+	files := map[string][]byte{
+		demoMarker:                              []byte("This folder was made by `enricher demo`, which resets it on its next run.\n"),
+		filepath.Join("jobs", "sentiment.yaml"): spec,
+		"enricher.yaml":                         []byte(demoConfig),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return "", fmt.Errorf("demo workdir: %w", err)
+		}
+	}
+	return filepath.Join(dir, "enricher.yaml"), nil
+}
+
+// remember records the texts of posts with id <= keep as they pass.
+func remember(posts iter.Seq2[storage.Post, error], texts map[int64]string, keep int64) iter.Seq2[storage.Post, error] {
+	return func(yield func(storage.Post, error) bool) {
+		for p, err := range posts {
+			if err == nil && p.ID <= keep {
+				texts[p.ID] = p.Text
+			}
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
+}
+
+func printOutcome(w io.Writer, o consumer.MessageOutcome) {
+	if o.Err != nil && len(o.Results) == 0 {
+		fmt.Fprintf(w, "consume  message %s: %s: %v\n", o.Message.ID, o.Action, o.Err)
+		return
+	}
+	for _, r := range o.Results {
+		switch r.Outcome {
+		case consumer.OutcomeStale:
+			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, the watermark (%s) is already past it: nothing written\n", r.SnapshotID, r.To)
+		case consumer.OutcomeUpToDate:
+			fmt.Fprintf(w, "consume  snapshot %d: the watermark is already there: nothing written\n", r.SnapshotID)
+		default:
+			skipped := ""
+			if len(r.Skipped) > 0 {
+				skipped = fmt.Sprintf(", passed over %d non-append snapshot(s)", len(r.Skipped))
+			}
+			fmt.Fprintf(w, "consume  snapshot %d: %d rows read, %d written in %d commit(s), watermark %s -> %s%s (%s)\n",
+				r.SnapshotID, r.RowsRead, r.RowsWritten, r.Commits, r.From, r.To, skipped, r.Duration.Round(time.Millisecond))
+		}
+	}
+	if o.Err != nil {
+		fmt.Fprintf(w, "consume  message %s: %s: %v\n", o.Message.ID, o.Action, o.Err)
+	}
+}
+
+// printSamples shows a few target rows, a varied pick of labels and
+// statuses, with the text they came from.
+func printSamples(ctx context.Context, w io.Writer, tgt *table.Table, spec *enrich.Spec, texts map[int64]string, n int) error {
+	seen := map[string]int{}
+	var picked []map[string]any
+	for row, err := range storage.Rows(ctx, tgt, 5000) {
+		if err != nil {
+			return err
+		}
+		kind := fmt.Sprint(row[enrich.ColStatus], "/", row[spec.Outputs[0].Name])
+		if seen[kind] >= max(1, n/4) {
+			continue
+		}
+		seen[kind]++
+		picked = append(picked, row)
+		if len(picked) == n {
+			break
+		}
+	}
+	fmt.Fprintf(w, "\nsample rows of %s\n", spec.Target.Table)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := []string{spec.Source.Key}
+	for _, f := range spec.Outputs {
+		header = append(header, f.Name)
+	}
+	header = append(header, enrich.ColStatus, spec.Source.Text)
+	fmt.Fprintf(tw, "  %s\n", strings.Join(header, "\t"))
+	for _, row := range picked {
+		cells := []string{fmt.Sprint(row[spec.Source.Key])}
+		for _, f := range spec.Outputs {
+			cells = append(cells, cell(row[f.Name]))
+		}
+		text := ""
+		if id, ok := row[spec.Source.Key].(int64); ok {
+			text = texts[id]
+		}
+		cells = append(cells, cell(row[enrich.ColStatus]), strconv.Quote(clip(text, 60)))
+		fmt.Fprintf(tw, "  %s\n", strings.Join(cells, "\t"))
+	}
+	return tw.Flush()
+}
+
+func cell(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "-"
+	case float64:
+		return strconv.FormatFloat(v, 'f', 3, 64)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// peakRSS is the process's peak resident set size, from /proc (Linux).
+func peakRSS() (int64, bool) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			return kb << 10, true
+		}
+	}
+	return 0, false
+}
+
+// selfCommand is how the user ran this binary, for the "next" hints.
+func selfCommand() string {
+	exe := os.Args[0]
+	if strings.Contains(exe, "go-build") {
+		return "go run ./cmd/enricher"
+	}
+	return exe
+}
+
+// clip shortens s to n characters for display.
+func clip(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}

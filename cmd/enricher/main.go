@@ -1,0 +1,97 @@
+// Command enricher enriches the rows that new snapshots append to Apache
+// Iceberg tables with a language model, exactly once. Run `enricher --help`.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "enricher:", err)
+		os.Exit(1)
+	}
+}
+
+// globals are the flags every subcommand takes.
+type globals struct {
+	config    string
+	logLevel  string
+	logFormat string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "enricher",
+		Short: "Enrich the rows new Iceberg snapshots append, with a language model, exactly once",
+		Long: `enricher reads exactly the rows that new snapshots appended to a source Iceberg
+table, asks a model to enrich them (sentiment first: any job spec), validates the
+answers and appends the enriched rows to a target Iceberg table, exactly once:
+the target's snapshot summary records how far each job has come.
+
+Start with the embedded demo, which needs no network and no accounts:
+
+  enricher demo
+
+Every subcommand reads the runtime config (enricher.yaml, written by demo) from
+--config or from the ENRICHER_CONFIG environment variable.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.config, "config", "", "runtime config file (default $"+envConfig+")")
+	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
+	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g))
+	return root
+}
+
+// logger builds the logger the flags ask for; def is the level when
+// --log-level is not given.
+func (g *globals) logger(def slog.Level) (*slog.Logger, error) {
+	level := def
+	if g.logLevel != "" {
+		if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+		}
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(g.logFormat) {
+	case "text":
+		return slog.New(slog.NewTextHandler(g.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	}
+}
+
+// loadConfig finds and loads the config of a subcommand.
+func (g *globals) loadConfig() (*Config, error) {
+	path, err := configPath(g.config)
+	if err != nil {
+		return nil, err
+	}
+	return loadConfig(path)
+}
+
+// errUsage marks an error in the command line itself.
+var errUsage = errors.New("usage")

@@ -1,0 +1,471 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go/table"
+	"github.com/sethvargo/go-retry"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
+)
+
+// Job is a job spec with the model that serves it.
+type Job struct {
+	Spec  *enrich.Spec
+	Model enrich.Model
+}
+
+// Options tune the pipeline. Zero values take the defaults.
+type Options struct {
+	// BatchRows caps the rows of one Arrow batch read from the source
+	// (default 8192). Memory in flight is about BatchRows x (2 x Workers + 2).
+	BatchRows int
+	// ChunkRows is how many source rows go into one target commit (default
+	// 250,000). A crash loses at most the chunk in flight.
+	ChunkRows int64
+	// Workers is how many batches are enriched at once (default GOMAXPROCS).
+	Workers int
+	// ReadConcurrency is how many data files are decoded at once (default 2).
+	ReadConcurrency int
+	// ConflictRetries is how often a job is re-planned after another writer
+	// committed to its target first (default 5).
+	ConflictRetries int
+	// Allocator receives every Arrow allocation (default: Go allocator).
+	Allocator memory.Allocator
+	// Logger receives progress and warnings (default: slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.BatchRows <= 0 {
+		o.BatchRows = 8192
+	}
+	if o.ChunkRows <= 0 {
+		o.ChunkRows = 250_000
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.ReadConcurrency <= 0 {
+		o.ReadConcurrency = 2
+	}
+	if o.ConflictRetries <= 0 {
+		o.ConflictRetries = 5
+	}
+	if o.Allocator == nil {
+		o.Allocator = memory.NewGoAllocator()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Processor runs the plan, read, enrich and write stages for snapshot
+// events. It is safe for concurrent use, but two events for the same target
+// are best processed one after the other (they would conflict and re-plan).
+type Processor struct {
+	cat  *storage.Catalog
+	jobs []Job
+	opts Options
+}
+
+// NewProcessor returns a processor for jobs on the tables of cat.
+func NewProcessor(cat *storage.Catalog, jobs []Job, opts Options) (*Processor, error) {
+	if len(jobs) == 0 {
+		return nil, errors.New("new processor: no jobs")
+	}
+	names := map[string]bool{}
+	for _, j := range jobs {
+		if names[j.Spec.Name] {
+			return nil, fmt.Errorf("new processor: two jobs are named %s", j.Spec.Name)
+		}
+		names[j.Spec.Name] = true
+	}
+	opts.setDefaults()
+	return &Processor{cat: cat, jobs: jobs, opts: opts}, nil
+}
+
+// Jobs returns the processor's jobs.
+func (p *Processor) Jobs() []Job { return p.jobs }
+
+// Outcome of one job for one event.
+type Outcome string
+
+// Job outcomes.
+const (
+	OutcomeEnriched Outcome = "enriched"
+	OutcomeUpToDate Outcome = "up_to_date"
+	OutcomeStale    Outcome = "stale"
+)
+
+// Result is what one job did for one event.
+type Result struct {
+	Job, SourceTable, TargetTable string
+	SnapshotID                    int64
+	Outcome                       Outcome
+	From, To                      storage.Cursor
+	Skipped                       []storage.SnapshotInfo
+	RowsRead, RowsWritten         int64
+	Counts                        enrich.Counts
+	Commits, Conflicts            int
+	Duration                      time.Duration
+}
+
+// Process brings every job reading ev.Table (or the job ev.Job names) up
+// to ev.SnapshotID. Errors that no retry can fix are *PermanentError.
+func (p *Processor) Process(ctx context.Context, ev SnapshotEvent) ([]Result, error) {
+	var jobs []Job
+	for _, j := range p.jobs {
+		if j.Spec.Source.Table == ev.Table && (ev.Job == "" || ev.Job == j.Spec.Name) {
+			jobs = append(jobs, j)
+		}
+	}
+	if len(jobs) == 0 {
+		if ev.Job != "" && !slices.ContainsFunc(p.jobs, func(j Job) bool { return j.Spec.Name == ev.Job }) {
+			return nil, Permanentf(ReasonUnknownJob, "no job is named %q (known jobs: %s)", ev.Job, p.jobNames())
+		}
+		if ev.Job != "" {
+			return nil, Permanentf(ReasonUnknownJob, "job %s does not read table %s (known jobs: %s)", ev.Job, ev.Table, p.jobNames())
+		}
+		return nil, Permanentf(ReasonUnknownTable, "no job reads table %s (known jobs: %s)", ev.Table, p.jobNames())
+	}
+	results := make([]Result, 0, len(jobs))
+	for _, j := range jobs {
+		r, err := p.processJob(ctx, j, ev)
+		results = append(results, r)
+		if err != nil {
+			return results, fmt.Errorf("job %s, table %s, snapshot %d: %w", j.Spec.Name, ev.Table, ev.SnapshotID, err)
+		}
+	}
+	return results, nil
+}
+
+func (p *Processor) jobNames() string {
+	var out []string
+	for _, j := range p.jobs {
+		out = append(out, j.Spec.Name+" (reads "+j.Spec.Source.Table+")")
+	}
+	return strings.Join(out, ", ")
+}
+
+// processJob runs one job, re-planning after commit conflicts.
+func (p *Processor) processJob(ctx context.Context, j Job, ev SnapshotEvent) (Result, error) {
+	start := time.Now()
+	res := Result{Job: j.Spec.Name, SourceTable: j.Spec.Source.Table, TargetTable: j.Spec.Target.Table,
+		SnapshotID: ev.SnapshotID, Counts: enrich.Counts{}}
+	first := true
+	backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
+		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
+	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		err := p.runJob(ctx, j, ev, &res, first)
+		first = false
+		if errors.Is(err, storage.ErrConflict) {
+			res.Conflicts++
+			p.opts.Logger.Warn("target commit conflict, re-planning",
+				"job", j.Spec.Name, "target", j.Spec.Target.Table, "attempt", res.Conflicts, "err", err)
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+	res.Duration = time.Since(start)
+	return res, err
+}
+
+func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Result, first bool) error {
+	spec := j.Spec
+	log := p.opts.Logger.With("job", spec.Name, "table", spec.Source.Table, "snapshot", ev.SnapshotID)
+	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
+	if errors.Is(err, storage.ErrTableNotFound) {
+		return Permanent(ReasonTableNotFound, err)
+	}
+	if err != nil {
+		return err
+	}
+	in, err := storage.ProjectedSchema(src, spec.Columns())
+	if err != nil {
+		return Permanent(ReasonSchemaMismatch, fmt.Errorf("job %s cannot read table %s: %w", spec.Name, spec.Source.Table, err))
+	}
+	enr, err := enrich.NewEnricher(spec, j.Model, in, p.opts.Allocator)
+	if err != nil {
+		var se *enrich.SchemaError
+		if errors.As(err, &se) {
+			return Permanent(ReasonSchemaMismatch, err)
+		}
+		return err
+	}
+	tgt, err := p.target(ctx, spec, enr.Schema())
+	if err != nil {
+		return err
+	}
+	wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
+	if err != nil {
+		return err
+	}
+	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
+	switch {
+	case errors.Is(err, storage.ErrSnapshotNotFound):
+		return Permanent(ReasonSnapshotNotFound, err)
+	case errors.Is(err, storage.ErrNotAncestor):
+		return Permanent(ReasonHistory, err)
+	case err != nil:
+		return err
+	}
+	if first {
+		res.From = wm.Cursor
+	}
+	res.To = wm.Cursor
+	switch {
+	case plan.Stale:
+		if res.Outcome == "" {
+			res.Outcome = OutcomeStale
+		}
+		log.Info("event is behind the watermark: nothing to do", "watermark", wm.Cursor.String())
+		return nil
+	case plan.UpToDate:
+		if res.Outcome == "" {
+			res.Outcome = OutcomeUpToDate
+		}
+		log.Info("watermark is already at the event's snapshot: nothing to do", "watermark", wm.Cursor.String())
+		return nil
+	}
+	for _, s := range plan.Skipped() {
+		log.Warn("passing over a snapshot that is not an append", "skipped_snapshot", s.ID, "operation", s.Operation)
+		res.Skipped = append(res.Skipped, s)
+	}
+	res.Outcome = OutcomeEnriched
+	log.Info("plan", "from", wm.Cursor.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows())
+	return p.pipeline(ctx, log, src, tgt, enr, plan, res)
+}
+
+// target loads the job's target table, creating it with schema when it
+// does not exist, and checks that it can take the job's rows.
+func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow.Schema) (*table.Table, error) {
+	tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
+	if errors.Is(err, storage.ErrTableNotFound) {
+		tgt, err = p.cat.CreateTable(ctx, spec.Target.Table, schema, map[string]string{"enricher.job": spec.Name})
+		if err != nil {
+			// Another consumer may have created it first.
+			if t, lerr := p.cat.LoadTable(ctx, spec.Target.Table); lerr == nil {
+				tgt, err = t, nil
+			}
+		} else {
+			p.opts.Logger.Info("created target table", "job", spec.Name, "target", spec.Target.Table)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := storage.CheckSchema(tgt, schema); err != nil {
+		return nil, Permanent(ReasonSchemaMismatch, fmt.Errorf("job %s: %w", spec.Name, err))
+	}
+	return tgt, nil
+}
+
+// chunk is a run of units committed together.
+type chunk struct {
+	units []storage.Unit
+	after storage.Cursor
+}
+
+// chunks cuts a plan into commits of about chunkRows rows, on data file
+// boundaries. A plan without units still yields one (empty) chunk so that
+// the watermark moves past snapshots that added nothing to read.
+func chunks(plan *storage.Plan, chunkRows int64) []chunk {
+	var out []chunk
+	var cur chunk
+	var rows int64
+	for _, u := range plan.Units {
+		cur.units = append(cur.units, u)
+		cur.after = u.After
+		rows += u.Rows
+		if rows >= chunkRows {
+			out = append(out, cur)
+			cur, rows = chunk{}, 0
+		}
+	}
+	if len(cur.units) > 0 || len(out) == 0 {
+		cur.after = plan.End()
+		out = append(out, cur)
+	}
+	// The last chunk always ends at the plan's end, so that snapshots after
+	// the last file are passed over too.
+	out[len(out)-1].after = plan.End()
+	return out
+}
+
+// bySnapshot splits units into runs of the same snapshot.
+func bySnapshot(units []storage.Unit) [][]storage.Unit {
+	var out [][]storage.Unit
+	for i := 0; i < len(units); {
+		j := i + 1
+		for j < len(units) && units[j].SnapshotID == units[i].SnapshotID {
+			j++
+		}
+		out = append(out, units[i:j])
+		i = j
+	}
+	return out
+}
+
+// slot is one place in the ordered stream from the reader to the writer.
+// The reader queues slots in source order; a worker fills one and closes
+// done; the writer takes them in order. A slot with end set marks the end
+// of a chunk and carries no batch.
+type slot struct {
+	done   chan struct{}
+	out    arrow.RecordBatch
+	counts enrich.Counts
+	rows   int64
+	err    error
+	end    bool
+}
+
+type workItem struct {
+	slot *slot
+	rec  arrow.RecordBatch
+	snap int64
+}
+
+// pipeline streams the plan through read -> enrich -> write. The reader
+// owns (and closes) the order and work channels; workers fill slots; the
+// writer commits chunk after chunk and, however it ends, drains and
+// releases what is still queued.
+func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *table.Table, enr *enrich.Enricher, plan *storage.Plan, res *Result) error {
+	spec := enr.Spec()
+	cs := chunks(plan, p.opts.ChunkRows)
+	g, gctx := errgroup.WithContext(compute.WithAllocator(ctx, p.opts.Allocator))
+	// order is how far reading and enriching may run ahead of writing.
+	order := make(chan *slot, 2*p.opts.Workers)
+	work := make(chan workItem)
+	closed := make(chan struct{})
+	close(closed)
+
+	g.Go(func() error { // reader
+		defer close(order)
+		defer close(work)
+		ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
+		for _, c := range cs {
+			for _, run := range bySnapshot(c.units) {
+				for rec, err := range storage.ReadUnits(gctx, src, spec.Columns(), run, ropts) {
+					if err != nil {
+						return err
+					}
+					s := &slot{done: make(chan struct{}), rows: rec.NumRows()}
+					select {
+					case order <- s:
+					case <-gctx.Done():
+						rec.Release()
+						return gctx.Err()
+					}
+					select {
+					case work <- workItem{slot: s, rec: rec, snap: run[0].SnapshotID}:
+					case <-gctx.Done():
+						rec.Release()
+						s.err = gctx.Err()
+						close(s.done)
+						return gctx.Err()
+					}
+				}
+			}
+			select {
+			case order <- &slot{done: closed, end: true}:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+
+	for range p.opts.Workers {
+		g.Go(func() error {
+			for w := range work {
+				out, counts, err := enr.Enrich(gctx, w.rec, w.snap)
+				w.rec.Release()
+				w.slot.out, w.slot.counts, w.slot.err = out, counts, err
+				close(w.slot.done)
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+
+	g.Go(func() error { // writer
+		defer func() {
+			for s := range order {
+				<-s.done
+				if s.out != nil {
+					s.out.Release()
+				}
+			}
+		}()
+		for i, c := range cs {
+			counts := enrich.Counts{}
+			var read int64
+			batches := func(yield func(arrow.RecordBatch, error) bool) {
+				for {
+					var s *slot
+					select {
+					case s = <-order:
+					case <-gctx.Done():
+						yield(nil, gctx.Err())
+						return
+					}
+					if s == nil {
+						yield(nil, errors.New("reader stopped before the end of a chunk"))
+						return
+					}
+					<-s.done // workers always close it, also on cancellation
+					switch {
+					case s.end:
+						return
+					case s.err != nil:
+						yield(nil, s.err)
+						return
+					}
+					counts.Add(s.counts)
+					read += s.rows
+					if !yield(s.out, nil) {
+						return
+					}
+				}
+			}
+			commit := &storage.Commit{Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
+				After: c.after, Schema: enr.Schema(), Batches: batches}
+			next, written, err := storage.AppendChunk(gctx, tgt, commit)
+			if err != nil {
+				return err
+			}
+			tgt = next
+			res.Commits++
+			res.RowsRead += read
+			res.RowsWritten += written
+			res.Counts.Add(counts)
+			res.To = c.after
+			log.Info("chunk committed", "chunk", i+1, "chunks", len(cs), "rows", written,
+				"watermark", c.after.String(), "target_snapshot", snapshotID(tgt))
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func snapshotID(t *table.Table) int64 {
+	if s := t.CurrentSnapshot(); s != nil {
+		return s.SnapshotID
+	}
+	return 0
+}

@@ -1,0 +1,195 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/catalog"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
+	"github.com/uptrace/bun/driver/sqliteshim"
+)
+
+// Catalog types the enricher can open.
+const (
+	CatalogSQL = "sql"
+)
+
+// CatalogConfig says which Iceberg catalog holds the tables.
+type CatalogConfig struct {
+	// Name is the catalog's name, stored with every table it registers.
+	Name string `yaml:"name"`
+	// Type is the catalog kind: "sql" is iceberg-go's SQL catalog on a
+	// sqlite file (the embedded default).
+	Type string `yaml:"type"`
+	// URI is the sqlite file of a sql catalog.
+	URI string `yaml:"uri"`
+	// Warehouse is where table data and metadata go: a local folder or a
+	// file:// URL.
+	Warehouse string `yaml:"warehouse"`
+	// Properties are passed to the catalog unchanged, for settings this
+	// struct does not name.
+	Properties map[string]string `yaml:"properties,omitempty"`
+}
+
+// ErrTableNotFound is returned (wrapped) for a table the catalog does not hold.
+var ErrTableNotFound = errors.New("table not found")
+
+// Catalog is the enricher's handle on an Iceberg catalog. It is safe for
+// concurrent use.
+type Catalog struct {
+	cat catalog.Catalog
+}
+
+// Resolve makes relative paths in cfg relative to dir (the folder of the
+// config file that named them).
+func (cfg CatalogConfig) Resolve(dir string) CatalogConfig {
+	abs := func(p string) string {
+		if p == "" || strings.Contains(p, "://") || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	cfg.URI = abs(cfg.URI)
+	cfg.Warehouse = abs(cfg.Warehouse)
+	return cfg
+}
+
+// Validate reports the first field of cfg that cannot work.
+func (cfg CatalogConfig) Validate() error {
+	switch cfg.Type {
+	case CatalogSQL:
+		if cfg.URI == "" {
+			return errors.New("catalog.uri: is required for a sql catalog (the sqlite file)")
+		}
+		if cfg.Warehouse == "" {
+			return errors.New("catalog.warehouse: is required (a folder or file:// URL for table files)")
+		}
+	case "":
+		return errors.New("catalog.type: is required (sql)")
+	default:
+		return fmt.Errorf("catalog.type: %q is not supported (sql)", cfg.Type)
+	}
+	return nil
+}
+
+// OpenCatalog opens the catalog cfg names. For a sql catalog the sqlite file
+// is created when missing, in WAL mode with a busy timeout so that several
+// processes can share it.
+func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	name := cfg.Name
+	if name == "" {
+		name = "enricher"
+	}
+	props := iceberg.Properties{}
+	for k, v := range cfg.Properties {
+		props[k] = v
+	}
+	props["type"] = cfg.Type
+	warehouse := cfg.Warehouse
+	if !strings.Contains(warehouse, "://") {
+		warehouse = "file://" + filepath.ToSlash(warehouse)
+	}
+	props["warehouse"] = warehouse
+	if cfg.Type == CatalogSQL {
+		props[sqlcat.DriverKey] = sqliteshim.ShimName
+		props[sqlcat.DialectKey] = string(sqlcat.SQLite)
+		uri := strings.TrimPrefix(cfg.URI, "file://")
+		props["uri"] = "file:" + uri + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)"
+	}
+	cat, err := catalog.Load(ctx, name, props)
+	if err != nil {
+		return nil, fmt.Errorf("open %s catalog %s: %w", cfg.Type, cfg.URI, err)
+	}
+	return &Catalog{cat: cat}, nil
+}
+
+// Close releases the catalog's connections.
+func (c *Catalog) Close() error {
+	if cl, ok := c.cat.(catalog.Closer); ok {
+		if err := cl.Close(); err != nil {
+			return fmt.Errorf("close catalog: %w", err)
+		}
+	}
+	return nil
+}
+
+// Ident parses "namespace.table" (the last dot separates the table).
+func Ident(name string) (table.Identifier, error) {
+	i := strings.LastIndexByte(name, '.')
+	if i <= 0 || i == len(name)-1 {
+		return nil, fmt.Errorf("table name %q: want NAMESPACE.TABLE", name)
+	}
+	return append(strings.Split(name[:i], "."), name[i+1:]), nil
+}
+
+// LoadTable loads a table by "namespace.table". A missing table (or
+// namespace) is ErrTableNotFound.
+func (c *Catalog) LoadTable(ctx context.Context, name string) (*table.Table, error) {
+	id, err := Ident(name)
+	if err != nil {
+		return nil, err
+	}
+	tbl, err := c.cat.LoadTable(ctx, id)
+	if errors.Is(err, catalog.ErrNoSuchTable) || errors.Is(err, catalog.ErrNoSuchNamespace) {
+		return nil, fmt.Errorf("load table %s: %w", name, ErrTableNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load table %s: %w", name, err)
+	}
+	return tbl, nil
+}
+
+// Tables lists the tables of a namespace as "namespace.table".
+func (c *Catalog) Tables(ctx context.Context, namespace string) ([]string, error) {
+	var out []string
+	for id, err := range c.cat.ListTables(ctx, strings.Split(namespace, ".")) {
+		if errors.Is(err, catalog.ErrNoSuchNamespace) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list tables of %s: %w", namespace, err)
+		}
+		out = append(out, strings.Join(id, "."))
+	}
+	return out, nil
+}
+
+// CreateTable creates a table (and its namespace when missing) with the
+// columns of an Arrow schema; field ids are assigned fresh.
+func (c *Catalog) CreateTable(ctx context.Context, name string, schema *arrow.Schema, props map[string]string) (*table.Table, error) {
+	sc, err := table.ArrowSchemaToIcebergWithFreshIDs(schema, false)
+	if err != nil {
+		return nil, fmt.Errorf("create table %s: schema: %w", name, err)
+	}
+	return c.CreateIcebergTable(ctx, name, sc, props)
+}
+
+// CreateIcebergTable creates a table (and its namespace when missing).
+func (c *Catalog) CreateIcebergTable(ctx context.Context, name string, sc *iceberg.Schema, props map[string]string) (*table.Table, error) {
+	id, err := Ident(name)
+	if err != nil {
+		return nil, err
+	}
+	ns := catalog.NamespaceFromIdent(id)
+	if err := c.cat.CreateNamespace(ctx, ns, nil); err != nil && !errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
+		return nil, fmt.Errorf("create namespace %s: %w", strings.Join(ns, "."), err)
+	}
+	p := iceberg.Properties{table.PropertyFormatVersion: "2"}
+	for k, v := range props {
+		p[k] = v
+	}
+	tbl, err := c.cat.CreateTable(ctx, id, sc, catalog.WithProperties(p))
+	if err != nil {
+		return nil, fmt.Errorf("create table %s: %w", name, err)
+	}
+	return tbl, nil
+}

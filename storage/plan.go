@@ -1,0 +1,280 @@
+package storage
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/iceberg-go/table"
+)
+
+// ErrSnapshotNotFound is returned (wrapped) for a snapshot id the source
+// table does not have (expired, or of another table).
+var ErrSnapshotNotFound = errors.New("snapshot not found")
+
+// ErrNotAncestor is returned (wrapped) when the watermark is not in the
+// history of the requested snapshot, for example after a rollback.
+var ErrNotAncestor = errors.New("watermark is not an ancestor of the snapshot")
+
+// Cursor is a position in a source table's append history: every snapshot
+// up to and including SnapshotID is done and, when PartialSnapshotID is set,
+// so are the first PartialFiles data files (in path order) of that snapshot.
+// The zero Cursor is the start of the history.
+type Cursor struct {
+	SnapshotID        int64
+	PartialSnapshotID int64
+	PartialFiles      int
+}
+
+// IsZero reports whether c is the start of the history.
+func (c Cursor) IsZero() bool { return c == Cursor{} }
+
+func (c Cursor) String() string {
+	if c.PartialSnapshotID != 0 {
+		return fmt.Sprintf("%d+%d files of %d", c.SnapshotID, c.PartialFiles, c.PartialSnapshotID)
+	}
+	if c.SnapshotID == 0 {
+		return "start"
+	}
+	return fmt.Sprint(c.SnapshotID)
+}
+
+// SnapshotInfo describes one source snapshot of a plan.
+type SnapshotInfo struct {
+	ID        int64
+	Operation string
+	// Files is the number of data files still to read from it (0 for a
+	// snapshot that is not an append).
+	Files int
+	Rows  int64
+}
+
+// Unit is one data file to read, the finest grain of a plan.
+type Unit struct {
+	SnapshotID int64
+	Task       table.FileScanTask
+	Rows       int64
+	// After is the cursor once this unit (and every unit before it) is done.
+	After Cursor
+}
+
+// Plan is what an event asks of a source table: the appended data files
+// between a cursor and a snapshot, in commit order.
+type Plan struct {
+	From, To  int64
+	Start     Cursor
+	Snapshots []SnapshotInfo // oldest first, appends and others
+	Units     []Unit
+	// Stale is set when To is already behind the cursor (a redelivered or
+	// old event); UpToDate when To is the cursor itself.
+	Stale, UpToDate bool
+}
+
+// Rows is the number of rows the plan reads.
+func (p *Plan) Rows() int64 {
+	var n int64
+	for _, u := range p.Units {
+		n += u.Rows
+	}
+	return n
+}
+
+// Skipped lists the snapshots in the plan that are not appends.
+func (p *Plan) Skipped() []SnapshotInfo {
+	var out []SnapshotInfo
+	for _, s := range p.Snapshots {
+		if s.Operation != string(table.OpAppend) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// End is the cursor once the whole plan is done.
+func (p *Plan) End() Cursor { return Cursor{SnapshotID: p.To} }
+
+// PlanAppends plans the data files that the append snapshots after cursor
+// and up to snapshot to added to src. Snapshots that are not appends
+// (overwrite, delete, replace) are listed but contribute no files. A to
+// that the cursor has already passed yields a plan marked Stale; a to equal
+// to the cursor one marked UpToDate. Both have no units.
+func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (*Plan, error) {
+	meta := src.Metadata()
+	name := tableName(src)
+	if meta.SnapshotByID(to) == nil {
+		return nil, fmt.Errorf("table %s: snapshot %d: %w", name, to, ErrSnapshotNotFound)
+	}
+	p := &Plan{From: from.SnapshotID, To: to, Start: from}
+	switch {
+	case to == from.SnapshotID && from.PartialSnapshotID == 0:
+		p.UpToDate = true
+		return p, nil
+	case to == from.SnapshotID || (from.SnapshotID != 0 && isAncestor(meta, to, from.SnapshotID)):
+		p.Stale = true
+		return p, nil
+	}
+
+	// Walk back from `to` to the cursor.
+	var chain []*table.Snapshot
+	found := from.SnapshotID == 0
+	for s := meta.SnapshotByID(to); s != nil; {
+		if s.SnapshotID == from.SnapshotID {
+			found = true
+			break
+		}
+		chain = append(chain, s)
+		if s.ParentSnapshotID == nil {
+			break
+		}
+		s = meta.SnapshotByID(*s.ParentSnapshotID)
+	}
+	if !found {
+		return nil, fmt.Errorf("table %s: watermark %d, snapshot %d: %w", name, from.SnapshotID, to, ErrNotAncestor)
+	}
+	slices.Reverse(chain)
+
+	for i, s := range chain {
+		info := SnapshotInfo{ID: s.SnapshotID}
+		if s.Summary != nil {
+			info.Operation = string(s.Summary.Operation)
+		}
+		if info.Operation != string(table.OpAppend) {
+			p.Snapshots = append(p.Snapshots, info)
+			continue
+		}
+		scan := src.NewIncrementalAppendScan().ToSnapshot(s.SnapshotID)
+		if s.ParentSnapshotID != nil {
+			scan = scan.FromSnapshotExclusive(*s.ParentSnapshotID)
+		} else {
+			scan = scan.FromSnapshotInclusive(s.SnapshotID)
+		}
+		tasks, err := scan.PlanFiles(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("table %s: plan files of snapshot %d: %w", name, s.SnapshotID, err)
+		}
+		slices.SortFunc(tasks, func(a, b table.FileScanTask) int {
+			return cmp.Or(cmp.Compare(a.File.FilePath(), b.File.FilePath()), cmp.Compare(a.Start, b.Start))
+		})
+		skip := 0
+		if i == 0 && from.PartialSnapshotID == s.SnapshotID {
+			skip = min(from.PartialFiles, len(tasks))
+		}
+		for j := skip; j < len(tasks); j++ {
+			u := Unit{SnapshotID: s.SnapshotID, Task: tasks[j], Rows: tasks[j].File.Count()}
+			if j == len(tasks)-1 {
+				u.After = Cursor{SnapshotID: s.SnapshotID}
+			} else {
+				u.After = Cursor{SnapshotID: parentOr(s), PartialSnapshotID: s.SnapshotID, PartialFiles: j + 1}
+			}
+			p.Units = append(p.Units, u)
+			info.Files++
+			info.Rows += u.Rows
+		}
+		p.Snapshots = append(p.Snapshots, info)
+	}
+	if from.PartialSnapshotID != 0 && (len(chain) == 0 || chain[0].SnapshotID != from.PartialSnapshotID) {
+		return nil, fmt.Errorf("table %s: watermark is partway through snapshot %d, which does not follow snapshot %d: %w",
+			name, from.PartialSnapshotID, from.SnapshotID, ErrNotAncestor)
+	}
+	// A unit that completes its snapshot also completes every following
+	// snapshot that has nothing to read, up to the next unit.
+	next := to
+	for i := len(p.Units) - 1; i >= 0; i-- {
+		u := &p.Units[i]
+		if u.After.PartialSnapshotID == 0 {
+			u.After.SnapshotID = next
+		}
+		next = parentOr(meta.SnapshotByID(u.SnapshotID))
+	}
+	return p, nil
+}
+
+func parentOr(s *table.Snapshot) int64 {
+	if s.ParentSnapshotID == nil {
+		return 0
+	}
+	return *s.ParentSnapshotID
+}
+
+func isAncestor(meta table.Metadata, ancestor, of int64) bool {
+	for s := meta.SnapshotByID(of); s != nil; {
+		if s.SnapshotID == ancestor {
+			return true
+		}
+		if s.ParentSnapshotID == nil {
+			return false
+		}
+		s = meta.SnapshotByID(*s.ParentSnapshotID)
+	}
+	return false
+}
+
+func tableName(t *table.Table) string {
+	id := t.Identifier()
+	out := ""
+	for i, p := range id {
+		if i > 0 {
+			out += "."
+		}
+		out += p
+	}
+	return out
+}
+
+// ReadOptions tune how data files are read.
+type ReadOptions struct {
+	// BatchRows caps the rows of one Arrow batch (0: the table's setting).
+	BatchRows int
+	// Concurrency is how many files are decoded at once (0: one).
+	Concurrency int
+}
+
+// ProjectedSchema is the Arrow schema of the batches ReadUnits yields for
+// columns of src.
+func ProjectedSchema(src *table.Table, columns []string) (*arrow.Schema, error) {
+	sc, err := src.Scan(table.WithSelectedFields(columns...)).Projection()
+	if err != nil {
+		return nil, fmt.Errorf("table %s: project %v: %w", tableName(src), columns, err)
+	}
+	as, err := table.SchemaToArrowSchema(sc, nil, false, false)
+	if err != nil {
+		return nil, fmt.Errorf("table %s: arrow schema: %w", tableName(src), err)
+	}
+	return as, nil
+}
+
+// ReadUnits streams the rows of units, which must all belong to one
+// snapshot, as Arrow batches of the given columns. Every batch yielded is
+// the caller's to Release. Batches come in unit order.
+func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []Unit, opts ReadOptions) iter.Seq2[arrow.RecordBatch, error] {
+	return func(yield func(arrow.RecordBatch, error) bool) {
+		if len(units) == 0 {
+			return
+		}
+		tasks := make([]table.FileScanTask, len(units))
+		for i, u := range units {
+			tasks[i] = u.Task
+		}
+		scan := src.Scan(table.WithSelectedFields(columns...),
+			table.WithArrowBatchSize(opts.BatchRows),
+			table.WithMaxConcurrency(max(1, opts.Concurrency)))
+		_, recs, err := scan.ReadTasks(ctx, tasks)
+		if err != nil {
+			yield(nil, fmt.Errorf("table %s: read snapshot %d: %w", tableName(src), units[0].SnapshotID, err))
+			return
+		}
+		for rec, err := range recs {
+			if err != nil {
+				yield(nil, fmt.Errorf("table %s: read snapshot %d: %w", tableName(src), units[0].SnapshotID, err))
+				return
+			}
+			if !yield(rec, nil) {
+				return
+			}
+		}
+	}
+}

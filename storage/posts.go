@@ -1,0 +1,99 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"iter"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// Post is one social-media post, a row of the source table the demo and
+// `enricher ingest` write. Empty Author or Lang are written as null.
+type Post struct {
+	ID        int64
+	Text      string
+	Author    string
+	CreatedAt time.Time
+	Lang      string
+}
+
+// PostsSchema is the schema of a posts source table.
+func PostsSchema() *iceberg.Schema {
+	return iceberg.NewSchemaWithIdentifiers(0, []int{1},
+		iceberg.NestedField{ID: 1, Name: "post_id", Type: iceberg.PrimitiveTypes.Int64, Required: true},
+		iceberg.NestedField{ID: 2, Name: "text", Type: iceberg.PrimitiveTypes.String},
+		iceberg.NestedField{ID: 3, Name: "author", Type: iceberg.PrimitiveTypes.String},
+		iceberg.NestedField{ID: 4, Name: "created_at", Type: iceberg.PrimitiveTypes.TimestampTz},
+		iceberg.NestedField{ID: 5, Name: "lang", Type: iceberg.PrimitiveTypes.String},
+	)
+}
+
+// postBatchRows is how many posts go into one Arrow batch while appending.
+const postBatchRows = 8192
+
+// AppendPosts appends posts to tbl as one snapshot, streaming them in
+// bounded batches, and returns the committed table and the row count.
+func AppendPosts(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error]) (*table.Table, int64, error) {
+	sc, err := table.SchemaToArrowSchema(tbl.Schema(), nil, false, false)
+	if err != nil {
+		return nil, 0, fmt.Errorf("table %s: arrow schema: %w", tableName(tbl), err)
+	}
+	var n int64
+	batches := func(yield func(arrow.RecordBatch, error) bool) {
+		b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+		defer b.Release()
+		id := b.Field(0).(*array.Int64Builder)
+		text := b.Field(1).(*array.StringBuilder)
+		author := b.Field(2).(*array.StringBuilder)
+		at := b.Field(3).(*array.TimestampBuilder)
+		lang := b.Field(4).(*array.StringBuilder)
+		rows := 0
+		flush := func() bool {
+			rows = 0
+			return yield(b.NewRecordBatch(), nil)
+		}
+		for p, err := range posts {
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			id.Append(p.ID)
+			text.Append(p.Text)
+			appendOrNull(author, p.Author)
+			at.Append(arrow.Timestamp(p.CreatedAt.UnixMicro()))
+			appendOrNull(lang, p.Lang)
+			n++
+			if rows++; rows == postBatchRows && !flush() {
+				return
+			}
+		}
+		if rows > 0 {
+			flush()
+		}
+	}
+	rdr := array.ReaderFromIter(sc, batches)
+	defer rdr.Release()
+	txn := tbl.NewTransaction()
+	if err := txn.Append(ctx, rdr, nil); err != nil {
+		return nil, 0, fmt.Errorf("table %s: append posts: %w", tableName(tbl), err)
+	}
+	out, err := txn.Commit(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("table %s: commit posts: %w", tableName(tbl), err)
+	}
+	return out, n, nil
+}
+
+func appendOrNull(b *array.StringBuilder, s string) {
+	if s == "" {
+		b.AppendNull()
+		return
+	}
+	b.Append(s)
+}

@@ -1,0 +1,157 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// Snapshot summary properties that carry the watermark of a job in the
+// target table. They are written in the same commit as the rows they
+// account for, so the rows and the watermark can never disagree.
+const (
+	PropJob               = "enricher.job"
+	PropSourceTable       = "enricher.source-table"
+	PropSourceSnapshotID  = "enricher.source-snapshot-id"
+	PropPartialSnapshotID = "enricher.partial-snapshot-id"
+	PropPartialFiles      = "enricher.partial-files"
+	PropSpecVersion       = "enricher.spec-version"
+)
+
+// ErrConflict is returned (wrapped) when another writer committed to the
+// target table since it was loaded. Nothing of the failed commit is
+// visible; reload, re-read the watermark and plan again.
+var ErrConflict = errors.New("target table changed concurrently")
+
+// Watermark is where a job stands on one source table, as recorded in the
+// target table.
+type Watermark struct {
+	Cursor
+	// TargetSnapshotID is the target snapshot that recorded it (0: none).
+	TargetSnapshotID int64
+	CommittedAt      time.Time
+	SpecVersion      string
+}
+
+// ReadWatermark finds the newest snapshot of tgt (walking back from the
+// current one) written by job for sourceTable, and returns its cursor. A
+// target without one returns the zero Watermark.
+func ReadWatermark(tgt *table.Table, job, sourceTable string) (Watermark, error) {
+	meta := tgt.Metadata()
+	for s := meta.CurrentSnapshot(); s != nil; {
+		if s.Summary != nil && s.Summary.Properties[PropJob] == job && s.Summary.Properties[PropSourceTable] == sourceTable {
+			return parseWatermark(s)
+		}
+		if s.ParentSnapshotID == nil {
+			break
+		}
+		s = meta.SnapshotByID(*s.ParentSnapshotID)
+	}
+	return Watermark{}, nil
+}
+
+func parseWatermark(s *table.Snapshot) (Watermark, error) {
+	p := s.Summary.Properties
+	w := Watermark{
+		TargetSnapshotID: s.SnapshotID,
+		CommittedAt:      time.UnixMilli(s.TimestampMs).UTC(),
+		SpecVersion:      p[PropSpecVersion],
+	}
+	var err error
+	parse := func(key string) int64 {
+		v := p[key]
+		if v == "" || err != nil {
+			return 0
+		}
+		n, perr := strconv.ParseInt(v, 10, 64)
+		if perr != nil {
+			err = fmt.Errorf("target snapshot %d: property %s=%q: %w", s.SnapshotID, key, v, perr)
+		}
+		return n
+	}
+	w.SnapshotID = parse(PropSourceSnapshotID)
+	w.PartialSnapshotID = parse(PropPartialSnapshotID)
+	w.PartialFiles = int(parse(PropPartialFiles))
+	return w, err
+}
+
+// Commit is one atomic append to a target table: the rows of a chunk and
+// the watermark they move the job to.
+type Commit struct {
+	Job, SourceTable, SpecVersion string
+	// After is the cursor once these rows are durable.
+	After Cursor
+	// Schema is the Arrow schema of the batches.
+	Schema *arrow.Schema
+	// Batches are the rows; each one is released once written. An empty
+	// sequence commits the watermark alone.
+	Batches iter.Seq2[arrow.RecordBatch, error]
+}
+
+// Props are the snapshot summary properties of the commit. (Iceberg adds
+// its own counts, such as added-records, to the same summary.)
+func (c *Commit) Props() iceberg.Properties {
+	p := iceberg.Properties{
+		PropJob:              c.Job,
+		PropSourceTable:      c.SourceTable,
+		PropSourceSnapshotID: strconv.FormatInt(c.After.SnapshotID, 10),
+		PropSpecVersion:      c.SpecVersion,
+	}
+	if c.After.PartialSnapshotID != 0 {
+		p[PropPartialSnapshotID] = strconv.FormatInt(c.After.PartialSnapshotID, 10)
+		p[PropPartialFiles] = strconv.Itoa(c.After.PartialFiles)
+	}
+	return p
+}
+
+// AppendChunk appends c to tgt in one snapshot, on the condition that tgt's
+// main branch is still where tgt says it is; otherwise it fails with
+// ErrConflict and commits nothing. It returns the table as committed and
+// the number of rows written.
+func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table, int64, error) {
+	name := tableName(tgt)
+	txn := tgt.NewTransaction()
+	if err := txn.AssertRefSnapshotID(table.MainBranch); err != nil {
+		return nil, 0, fmt.Errorf("table %s: pin branch: %w", name, err)
+	}
+	var rows int64
+	counted := func(yield func(arrow.RecordBatch, error) bool) {
+		for rec, err := range c.Batches {
+			if err == nil {
+				rows += rec.NumRows()
+			}
+			if !yield(rec, err) {
+				return
+			}
+		}
+	}
+	// The reader takes ownership of every batch and releases it once the
+	// writer has moved past it.
+	rdr := array.ReaderFromIter(c.Schema, counted)
+	defer rdr.Release()
+	if err := txn.Append(ctx, rdr, c.Props()); err != nil {
+		return nil, 0, fmt.Errorf("table %s: append: %w", name, err)
+	}
+	out, err := txn.Commit(ctx)
+	if err != nil {
+		if isConflict(err) {
+			return nil, 0, fmt.Errorf("table %s: commit: %w: %w", name, ErrConflict, err)
+		}
+		return nil, 0, fmt.Errorf("table %s: commit: %w", name, err)
+	}
+	return out, rows, nil
+}
+
+func isConflict(err error) bool {
+	return errors.Is(err, table.ErrCommitFailed) || errors.Is(err, table.ErrCommitDiverged) ||
+		strings.Contains(err.Error(), "requirement failed")
+}
