@@ -46,6 +46,18 @@ type Options struct {
 	Allocator memory.Allocator
 	// Logger receives progress and warnings (default: slog.Default()).
 	Logger *slog.Logger
+	// OnChunk, when set, is called after each chunk is committed, from
+	// the writer stage: keep it quick.
+	OnChunk func(ChunkCommitted)
+}
+
+// ChunkCommitted reports one durable commit of a job to its target.
+type ChunkCommitted struct {
+	Job              string
+	Chunk, Chunks    int
+	Rows             int64
+	Watermark        storage.Cursor
+	TargetSnapshotID int64
 }
 
 func (o *Options) setDefaults() {
@@ -457,6 +469,10 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			res.To = c.after
 			log.Info("chunk committed", "chunk", i+1, "chunks", len(cs), "rows", written,
 				"watermark", c.after.String(), "target_snapshot", snapshotID(tgt))
+			if p.opts.OnChunk != nil {
+				p.opts.OnChunk(ChunkCommitted{Job: spec.Name, Chunk: i + 1, Chunks: len(cs), Rows: written,
+					Watermark: c.after, TargetSnapshotID: snapshotID(tgt)})
+			}
 		}
 		return nil
 	})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -36,6 +37,14 @@ type CatalogConfig struct {
 	// struct does not name.
 	Properties map[string]string `yaml:"properties,omitempty"`
 }
+
+// RowGroupBytes is the Parquet row group size of the tables the enricher
+// creates (write.parquet.row-group-size-bytes).
+const RowGroupBytes = 16 << 20
+
+// RowGroupRows caps the rows of one Parquet row group of the tables the
+// enricher creates (write.parquet.row-group-limit).
+const RowGroupRows = 128 << 10
 
 // ErrTableNotFound is returned (wrapped) for a table the catalog does not hold.
 var ErrTableNotFound = errors.New("table not found")
@@ -183,7 +192,14 @@ func (c *Catalog) CreateIcebergTable(ctx context.Context, name string, sc *icebe
 	if err := c.cat.CreateNamespace(ctx, ns, nil); err != nil && !errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
 		return nil, fmt.Errorf("create namespace %s: %w", strings.Join(ns, "."), err)
 	}
-	p := iceberg.Properties{table.PropertyFormatVersion: "2"}
+	p := iceberg.Properties{
+		table.PropertyFormatVersion: "2",
+		// Writers buffer a whole row group in memory and readers decode one
+		// at a time: small row groups keep both bounded however large a
+		// commit or a data file is.
+		table.ParquetRowGroupSizeBytesKey: strconv.Itoa(RowGroupBytes),
+		table.ParquetRowGroupLimitKey:     strconv.Itoa(RowGroupRows),
+	}
 	for k, v := range props {
 		p[k] = v
 	}

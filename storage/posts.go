@@ -40,6 +40,13 @@ const postBatchRows = 8192
 // AppendPosts appends posts to tbl as one snapshot, streaming them in
 // bounded batches, and returns the committed table and the row count.
 func AppendPosts(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error]) (*table.Table, int64, error) {
+	return AppendPostsBatched(ctx, tbl, posts, postBatchRows)
+}
+
+// AppendPostsBatched is AppendPosts with batchRows posts per Arrow batch.
+// (The writer starts a new data file only between batches, so small
+// batches and a small write.target-file-size-bytes make many files.)
+func AppendPostsBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error], batchRows int) (*table.Table, int64, error) {
 	sc, err := table.SchemaToArrowSchema(tbl.Schema(), nil, false, false)
 	if err != nil {
 		return nil, 0, fmt.Errorf("table %s: arrow schema: %w", tableName(tbl), err)
@@ -69,7 +76,7 @@ func AppendPosts(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, er
 			at.Append(arrow.Timestamp(p.CreatedAt.UnixMicro()))
 			appendOrNull(lang, p.Lang)
 			n++
-			if rows++; rows == postBatchRows && !flush() {
+			if rows++; rows == batchRows && !flush() {
 				return
 			}
 		}

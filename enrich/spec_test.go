@@ -1,0 +1,182 @@
+package enrich_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/enrich"
+)
+
+func TestShippedSentimentSpecIsValid(t *testing.T) {
+	t.Parallel()
+	spec, err := enrich.LoadSpec(filepath.Join("..", "jobs", "sentiment.yaml"))
+	require.NoError(t, err)
+	assert.Equal(t, "sentiment", spec.Name)
+	assert.Equal(t, "social.posts", spec.Source.Table)
+	assert.Equal(t, "social.posts_sentiment", spec.Target.Table)
+	assert.Equal(t, []string{"post_id", "text", "author", "created_at", "lang"}, spec.Columns())
+	label, ok := spec.Output("sentiment")
+	require.True(t, ok)
+	assert.Equal(t, []string{"negative", "neutral", "positive"}, label.Enum)
+	score, ok := spec.Output("score")
+	require.True(t, ok)
+	assert.Equal(t, -1.0, *score.Min)
+	assert.Equal(t, 1.0, *score.Max)
+}
+
+const validSpec = `
+name: sentiment
+version: "1"
+source: {table: social.posts, key: post_id, text: text, carry: [author]}
+target: {table: social.posts_sentiment}
+model: {provider: lexicon, lexicon: {label_field: sentiment, score_field: score}}
+outputs:
+  - {name: sentiment, type: string, enum: [negative, neutral, positive]}
+  - {name: score, type: double, min: -1, max: 1}
+`
+
+func TestSpecDefaults(t *testing.T) {
+	t.Parallel()
+	spec, err := enrich.ParseSpec("s.yaml", []byte(validSpec))
+	require.NoError(t, err)
+	assert.Equal(t, enrich.DefaultMaxTextChars, spec.Model.MaxTextChars)
+	assert.Equal(t, enrich.DefaultRowsPerRequest, spec.Model.RowsPerRequest)
+	assert.Equal(t, "vader", spec.Model.Name)
+	assert.Equal(t, enrich.DefaultNeutralBand, *spec.Model.Lexicon.NeutralBand)
+}
+
+func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		give  string // replaces the first occurrence of from in validSpec
+		from  string
+		field string
+		want  string
+	}{
+		{name: "missing name", from: "name: sentiment\n", give: "", field: "name", want: "is required"},
+		{name: "bad name", from: "name: sentiment", give: "name: Senti-ment", field: "name", want: "lower case"},
+		{name: "missing version", from: `version: "1"`, give: "", field: "version", want: "is required"},
+		{name: "table without namespace", from: "table: social.posts,", give: "table: posts,", field: "source.table", want: "NAMESPACE.TABLE"},
+		{name: "same source and target", from: "table: social.posts_sentiment", give: "table: social.posts", field: "target.table", want: "must differ"},
+		{name: "missing key", from: "key: post_id, ", give: "", field: "source.key", want: "is required"},
+		{name: "carry repeats key", from: "carry: [author]", give: "carry: [post_id]", field: "source.carry[0]", want: "already source.key"},
+		{name: "carry reserved name", from: "carry: [author]", give: "carry: [_status]", field: "source.carry[0]", want: "reserved"},
+		{name: "unknown provider", from: "provider: lexicon", give: "provider: llama", field: "model.provider", want: `"llama" is not one of`},
+		{name: "bad output type", from: "type: double", give: "type: float", field: "outputs[1].type", want: `"float" is not one of`},
+		{name: "min above max", from: "min: -1, max: 1", give: "min: 1, max: -1", field: "outputs[1].max", want: "must be at least min"},
+		{name: "enum on a number", from: "type: double,", give: "type: double, enum: [a],", field: "outputs[1].enum", want: "only string"},
+		{name: "duplicate enum", from: "[negative, neutral, positive]", give: "[negative, neutral, neutral]", field: "outputs[0].enum[2]", want: "listed twice"},
+		{name: "lexicon label not an output", from: "label_field: sentiment", give: "label_field: mood", field: "model.lexicon.label_field", want: "not an output"},
+		{name: "lexicon score too narrow", from: "min: -1, max: 1", give: "min: 0, max: 1", field: "model.lexicon.score_field", want: "[-1, 1]"},
+		{name: "rows per request", from: "provider: lexicon,", give: "provider: lexicon, rows_per_request: 9999,", field: "model.rows_per_request", want: "from 1 to 500"},
+		{name: "unknown field", from: "version:", give: "versoin: x\nversion:", field: "", want: "versoin"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Contains(t, validSpec, tt.from)
+			data := strings.Replace(validSpec, tt.from, tt.give, 1)
+			_, err := enrich.ParseSpec("jobs/x.yaml", []byte(data))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "jobs/x.yaml: ")
+			assert.Contains(t, err.Error(), tt.want)
+			if tt.field != "" {
+				var se *enrich.SpecError
+				found := false
+				for _, e := range unjoin(err) {
+					if errors.As(e, &se) && se.Field == tt.field && strings.Contains(se.Reason, tt.want) {
+						found = true
+					}
+				}
+				assert.True(t, found, "no error for field %s with %q in: %v", tt.field, tt.want, err)
+			}
+		})
+	}
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func TestLoadSpecErrors(t *testing.T) {
+	t.Parallel()
+	_, err := enrich.LoadSpec(filepath.Join(t.TempDir(), "missing.yaml"))
+	require.ErrorIs(t, err, os.ErrNotExist)
+
+	empty := filepath.Join(t.TempDir(), "empty.yaml")
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
+	_, err = enrich.LoadSpec(empty)
+	require.ErrorContains(t, err, "empty.yaml: file is empty")
+}
+
+func TestFieldCheck(t *testing.T) {
+	t.Parallel()
+	lo, hi := -1.0, 1.0
+	tests := []struct {
+		name  string
+		field enrich.Field
+		give  enrich.Value
+		want  string // "" = valid
+	}{
+		{"enum ok", enrich.Field{Name: "s", Type: enrich.TypeString, Enum: []string{"a", "b"}}, enrich.Value{Set: true, Str: "b"}, ""},
+		{"enum bad", enrich.Field{Name: "s", Type: enrich.TypeString, Enum: []string{"a", "b"}}, enrich.Value{Set: true, Str: "c"}, `"c" is not one of a, b`},
+		{"missing", enrich.Field{Name: "s", Type: enrich.TypeString}, enrich.Value{}, "missing"},
+		{"range ok", enrich.Field{Name: "x", Type: enrich.TypeDouble, Min: &lo, Max: &hi}, enrich.Value{Set: true, Num: 0.5}, ""},
+		{"below min", enrich.Field{Name: "x", Type: enrich.TypeDouble, Min: &lo, Max: &hi}, enrich.Value{Set: true, Num: -1.5}, "below the minimum"},
+		{"above max long", enrich.Field{Name: "n", Type: enrich.TypeLong, Max: &hi}, enrich.Value{Set: true, Int: 2}, "above the maximum"},
+		{"list enum", enrich.Field{Name: "l", Type: enrich.TypeStringList, Enum: []string{"a"}}, enrich.Value{Set: true, List: []string{"a", "z"}}, `"z" is not one of a`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.field.Check(tt.give)
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			assert.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		give    string
+		max     int
+		want    string
+		wantCut bool
+	}{
+		{"hello", 5, "hello", false},
+		{"hello!", 5, "hello", true},
+		{"héllo wörld", 5, "héllo", true},
+		{"😀😀😀", 2, "😀😀", true},
+		{"😀😀", 2, "😀😀", false}, // 8 bytes, 2 characters
+		{"", 3, "", false},
+	}
+	for _, tt := range tests {
+		got, cut := enrich.Truncate(tt.give, tt.max)
+		assert.Equal(t, tt.want, got, "Truncate(%q, %d)", tt.give, tt.max)
+		assert.Equal(t, tt.wantCut, cut, "Truncate(%q, %d) cut", tt.give, tt.max)
+	}
+}
+
+func TestBlank(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"", " ", "\t\n ", "\u00a0"} {
+		assert.True(t, enrich.Blank(s), "%q", s)
+	}
+	for _, s := range []string{"a", " . "} {
+		assert.False(t, enrich.Blank(s), "%q", s)
+	}
+}
