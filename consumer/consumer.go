@@ -81,22 +81,40 @@ func (c *Consumer) Run(ctx context.Context) error {
 		wg.Wait()
 	}()
 
-	for {
+	for ctx.Err() == nil {
 		msgs, err := c.Source.Receive(ctx, 1)
 		switch {
 		case errors.Is(err, ErrDrained):
 			return nil
 		case ctx.Err() != nil:
-			log.Info("stopped receiving: shutting down")
-			return nil
+			// Shutting down: what was just received goes back untouched.
+			c.releaseAll(work, log, msgs)
+			continue
 		case err != nil:
 			return fmt.Errorf("receive: %w", err)
 		}
-		for _, m := range msgs {
+		for i, m := range msgs {
+			if ctx.Err() != nil {
+				c.releaseAll(work, log, msgs[i:])
+				break
+			}
 			out := c.handle(work, log, m)
 			if c.OnOutcome != nil {
 				c.OnOutcome(out)
 			}
+		}
+	}
+	log.Info("stopped receiving: shutting down")
+	return nil
+}
+
+// releaseAll hands messages back to the source unprocessed.
+func (c *Consumer) releaseAll(ctx context.Context, log *slog.Logger, msgs []*Message) {
+	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+	for _, m := range msgs {
+		if err := c.Source.Release(settle, m); err != nil {
+			log.Warn("release message at shutdown", "message_id", m.ID, "err", err)
 		}
 	}
 }

@@ -99,6 +99,9 @@ func (q *MemQueue) Close() {
 // Receive implements Source.
 func (q *MemQueue) Receive(ctx context.Context, max int) ([]*Message, error) {
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		q.mu.Lock()
 		if len(q.ready) > 0 {
 			n := min(max, len(q.ready))

@@ -131,7 +131,7 @@ func ParseSpec(file string, data []byte) (*Spec, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &SpecError{File: file, Reason: "file is empty"}
 		}
-		return nil, &SpecError{File: file, Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, &SpecError{File: file, Reason: DescribeYAMLError(err)}
 	}
 	s.File = file
 	s.applyDefaults()
@@ -139,6 +139,23 @@ func ParseSpec(file string, data []byte) (*Spec, error) {
 		return nil, err
 	}
 	return &s, nil
+}
+
+var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// DescribeYAMLError turns a YAML decoding error into a short reason:
+// "line 3: unknown field tpye; line 5: cannot read "x" as a number".
+func DescribeYAMLError(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		parts := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			e = unknownField.ReplaceAllString(e, "unknown field $1")
+			parts[i] = strings.Replace(e, "cannot unmarshal", "cannot read", 1)
+		}
+		return strings.Join(parts, "; ")
+	}
+	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
 func (s *Spec) applyDefaults() {

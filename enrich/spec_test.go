@@ -76,7 +76,7 @@ func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
 		{name: "lexicon label not an output", from: "label_field: sentiment", give: "label_field: mood", field: "model.lexicon.label_field", want: "not an output"},
 		{name: "lexicon score too narrow", from: "min: -1, max: 1", give: "min: 0, max: 1", field: "model.lexicon.score_field", want: "[-1, 1]"},
 		{name: "rows per request", from: "provider: lexicon,", give: "provider: lexicon, rows_per_request: 9999,", field: "model.rows_per_request", want: "from 1 to 500"},
-		{name: "unknown field", from: "version:", give: "versoin: x\nversion:", field: "", want: "versoin"},
+		{name: "unknown field", from: "version:", give: "versoin: x\nversion:", field: "", want: "line 3: unknown field versoin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -77,7 +76,7 @@ func loadConfig(path string) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, &ConfigError{File: path, Reason: "file is empty"}
 		}
-		return nil, &ConfigError{File: path, Reason: strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, &ConfigError{File: path, Reason: enrich.DescribeYAMLError(err)}
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {

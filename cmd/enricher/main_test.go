@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
+		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
+	)
+}
+
+// run runs the enricher with args in-process and returns its stdout.
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd(&out, &errOut)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	if err != nil {
+		t.Logf("enricher %s: %v\nstderr:\n%s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), err
+}
+
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := run(t, args...)
+	require.NoError(t, err)
+	return out
+}
+
+// exportRows exports a table as JSON lines and decodes them, keeping
+// numbers exact.
+func exportRows(t *testing.T, cfg, tbl string) []map[string]any {
+	t.Helper()
+	out := mustRun(t, "export", "--config", cfg, "--table", tbl)
+	var rows []map[string]any
+	dec := json.NewDecoder(strings.NewReader(out))
+	dec.UseNumber()
+	for dec.More() {
+		var r map[string]any
+		require.NoError(t, dec.Decode(&r))
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func TestDemoWithPostsFileEndToEnd(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	posts := []string{
+		"I love this so much, what a wonderful day",
+		"",
+		"This is the worst service ever, I hate it",
+		"   ",
+		strings.Repeat("a very long post about nothing in particular ", 5000),
+		"The meeting is at ten",
+	}
+	for i := range 40 {
+		posts = append(posts, "post number "+strconv.Itoa(i)+" is great")
+	}
+	postsFile := filepath.Join(dir, "posts.txt")
+	require.NoError(t, os.WriteFile(postsFile, []byte(strings.Join(posts, "\n")+"\n"), 0o644))
+	work := filepath.Join(dir, "demo")
+
+	out := mustRun(t, "demo", "--workdir", work, "--posts", postsFile, "--rounds", "3")
+	for _, want := range []string{"round 1:", "round 3:", "redelivered event", "rows read", "rows written   46",
+		"skipped 2", "rows/s", "sample rows", "next", "export --config"} {
+		assert.Contains(t, out, want)
+	}
+
+	cfg := filepath.Join(work, "enricher.yaml")
+	rows := exportRows(t, cfg, "social.posts_sentiment")
+	require.Len(t, rows, len(posts))
+	seen := map[int64]map[string]any{}
+	for _, r := range rows {
+		num, ok := r["post_id"].(json.Number)
+		require.True(t, ok, "post_id is a JSON number: %v", r["post_id"])
+		id, err := num.Int64()
+		require.NoError(t, err)
+		require.NotContains(t, seen, id, "post %d written twice", id)
+		seen[id] = r
+		_, err = time.Parse(time.RFC3339Nano, r["_enriched_at"].(string))
+		require.NoError(t, err, "timestamps are RFC 3339")
+		_, ok = r["_source_snapshot_id"].(json.Number)
+		require.True(t, ok)
+	}
+	for id := int64(1); id <= int64(len(posts)); id++ {
+		require.Contains(t, seen, id, "post_id is the line number")
+	}
+	assert.Equal(t, "positive", seen[1]["sentiment"])
+	assert.Equal(t, "skipped", seen[2]["_status"])
+	assert.Nil(t, seen[2]["sentiment"])
+	assert.Equal(t, "negative", seen[3]["sentiment"])
+	assert.Equal(t, "skipped", seen[4]["_status"])
+	assert.Equal(t, "ok", seen[5]["_status"], "an over-long post is truncated, not dropped")
+	assert.Equal(t, "lexicon/vader", seen[6]["_model"])
+
+	// A second run resets the folder it made, and starts over.
+	mustRun(t, "demo", "--workdir", work, "--generate", "50", "--rounds", "1", "--samples", "0")
+	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 50)
+}
+
+func TestDemoRefusesAForeignFolder(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "precious.txt"), []byte("keep"), 0o644))
+	_, err := run(t, "demo", "--workdir", dir)
+	require.ErrorContains(t, err, "not empty and was not made by demo")
+	_, err = os.Stat(filepath.Join(dir, "precious.txt"))
+	require.NoError(t, err)
+}
+
+func TestIngestThenExportCSV(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	work := filepath.Join(dir, "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "20", "--samples", "0")
+	cfg := filepath.Join(work, "enricher.yaml")
+	more := filepath.Join(dir, "more.txt")
+	require.NoError(t, os.WriteFile(more, []byte("one\ntwo\nthree"), 0o644))
+
+	out := mustRun(t, "ingest", "--config", cfg, "--table", "social.posts", "--posts", more, "--first-id", "21")
+	snap, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+	require.NoError(t, err, "ingest prints the snapshot id alone: %q", out)
+	assert.Positive(t, snap)
+
+	out = mustRun(t, "export", "--config", cfg, "--table", "social.posts", "--format", "csv")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	assert.Equal(t, "post_id,text,author,created_at,lang", lines[0])
+	assert.Len(t, lines, 1+23)
+	assert.Contains(t, out, "\n23,three,,")
+
+	out = mustRun(t, "export", "--config", cfg, "--table", "social.posts", "--limit", "2")
+	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 2)
+}
+
+func TestConfigFromEnvironment(t *testing.T) {
+	// Not parallel: it sets an environment variable.
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	t.Setenv(envConfig, filepath.Join(work, "enricher.yaml"))
+	assert.Len(t, exportRows(t, "", "social.posts_sentiment"), 10)
+
+	t.Setenv(envConfig, "")
+	_, err := run(t, "export", "--table", "social.posts")
+	require.ErrorContains(t, err, "no config: pass --config FILE or set ENRICHER_CONFIG")
+}
+
+func TestInvalidConfigAndSpecNameFileFieldAndReason(t *testing.T) {
+	t.Parallel()
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "5", "--samples", "0")
+	cfg := filepath.Join(work, "enricher.yaml")
+	out := mustRun(t, "validate", "--config", cfg)
+	assert.Contains(t, out, "job sentiment v1")
+	assert.Contains(t, out, "social.posts.text -> social.posts_sentiment via lexicon/vader")
+
+	spec := filepath.Join(work, "jobs", "sentiment.yaml")
+	data, err := os.ReadFile(spec)
+	require.NoError(t, err)
+	broken := strings.Replace(string(data), "max: 1\n", "max: -2\n", 1)
+	require.NoError(t, os.WriteFile(spec, []byte(broken), 0o644))
+	_, err = run(t, "validate", "--config", cfg)
+	require.ErrorContains(t, err, spec+": outputs[1].max: must be at least min (-1), got -2")
+
+	bad := filepath.Join(work, "bad.yaml")
+	require.NoError(t, os.WriteFile(bad, []byte("catalog:\n  type: sql\n  uri: c.db\n  warehouse: w\njobs: [jobs/sentiment.yaml]\npipeline:\n  workers: -1\n  shutdown_grace: soon\n"), 0o644))
+	_, err = run(t, "validate", "--config", bad)
+	require.ErrorContains(t, err, bad+": pipeline.workers: must not be negative, got -1")
+	require.ErrorContains(t, err, bad+`: pipeline.shutdown_grace: "soon" is not a duration`)
+
+	require.NoError(t, os.WriteFile(bad, []byte("catalog:\n  tpye: sql\n"), 0o644))
+	_, err = run(t, "export", "--config", bad, "--table", "a.b")
+	require.ErrorContains(t, err, bad+": line 2: unknown field tpye")
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	_, err := run(t, "demo", "--rounds", "0", "--workdir", t.TempDir())
+	require.ErrorContains(t, err, "--rounds must be at least 1")
+	_, err = run(t, "export", "--config", "x.yaml", "--table", "a.b", "--format", "xml")
+	require.ErrorContains(t, err, `--format "xml": want jsonl or csv`)
+	_, err = run(t, "ingest", "--config", "x.yaml")
+	require.ErrorContains(t, err, "--posts FILE is required")
+}

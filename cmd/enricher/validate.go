@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+func newValidateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "validate",
+		Short: "Check the runtime config and every job spec it names, without touching any table",
+		Long: `validate loads the runtime config and every job spec it names, checks them, and
+prints what each job reads, asks and writes. It exits non-zero on the first
+invalid file, naming the file, the field and the reason, which is also what
+every other subcommand does at start.`,
+		Example: `  enricher validate --config enricher-demo/enricher.yaml`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			jobs, err := cfg.loadJobs()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(jobs))
+			for _, j := range jobs {
+				s := j.Spec
+				var outs []string
+				for _, f := range s.Outputs {
+					o := f.Name + " " + f.Type
+					if len(f.Enum) > 0 {
+						o += " {" + strings.Join(f.Enum, ",") + "}"
+					}
+					outs = append(outs, o)
+				}
+				fmt.Fprintf(g.stdout, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
+					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, j.Model.Name(), strings.Join(outs, ", "))
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,160 @@
+package consumer_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/consumer"
+)
+
+func TestDecodeEvent(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		give string
+		want consumer.SnapshotEvent
+		err  string
+	}{
+		{name: "minimal", give: `{"version":1,"table":"social.posts","snapshot_id":6517612934501126211}`,
+			want: consumer.SnapshotEvent{Version: 1, Table: "social.posts", SnapshotID: 6517612934501126211}},
+		{name: "with job and unknown field", give: `{"version":1,"table":"a.b.c","snapshot_id":7,"job":"sentiment","producer":"x"}`,
+			want: consumer.SnapshotEvent{Version: 1, Table: "a.b.c", SnapshotID: 7, Job: "sentiment"}},
+		{name: "not json", give: `hello`, err: "not a JSON object"},
+		{name: "truncated json", give: `{"version":1,`, err: "not valid JSON"},
+		{name: "empty", give: ``, err: "not a JSON object"},
+		{name: "array", give: `[1]`, err: "not a JSON object"},
+		{name: "missing version", give: `{"table":"a.b","snapshot_id":1}`, err: "version is missing"},
+		{name: "future version", give: `{"version":2,"table":"a.b","snapshot_id":1}`, err: "version 2 is not supported"},
+		{name: "missing table", give: `{"version":1,"snapshot_id":1}`, err: "table is missing"},
+		{name: "table without namespace", give: `{"version":1,"table":"posts","snapshot_id":1}`, err: "not NAMESPACE.TABLE"},
+		{name: "missing snapshot", give: `{"version":1,"table":"a.b"}`, err: "snapshot_id is missing"},
+		{name: "null snapshot", give: `{"version":1,"table":"a.b","snapshot_id":null}`, err: "snapshot_id is missing"},
+		{name: "string snapshot", give: `{"version":1,"table":"a.b","snapshot_id":"12"}`, err: "not a 64-bit integer"},
+		{name: "float snapshot", give: `{"version":1,"table":"a.b","snapshot_id":1.5}`, err: "not a 64-bit integer"},
+		{name: "overflowing snapshot", give: `{"version":1,"table":"a.b","snapshot_id":92233720368547758070}`, err: "not a 64-bit integer"},
+		{name: "negative snapshot", give: `{"version":1,"table":"a.b","snapshot_id":-3}`, err: "must be positive"},
+		{name: "bad published_at", give: `{"version":1,"table":"a.b","snapshot_id":3,"published_at":"yesterday"}`, err: "not an RFC 3339 time"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := consumer.DecodeEvent([]byte(tt.give))
+			if tt.err != "" {
+				reason, ok := consumer.IsPermanent(err)
+				require.True(t, ok, "want a permanent error, got %v", err)
+				assert.Equal(t, consumer.ReasonBadMessage, reason)
+				assert.ErrorContains(t, err, tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestEventRoundTrip(t *testing.T) {
+	t.Parallel()
+	at := time.Date(2026, 11, 25, 10, 0, 0, 123000000, time.UTC)
+	ev := consumer.SnapshotEvent{Table: "social.posts", SnapshotID: 1<<62 + 1, Job: "sentiment", PublishedAt: &at}
+	got, err := consumer.DecodeEvent(ev.Encode())
+	require.NoError(t, err)
+	ev.Version = 1
+	assert.Equal(t, ev.SnapshotID, got.SnapshotID, "64-bit ids survive")
+	assert.True(t, at.Equal(*got.PublishedAt))
+	got.PublishedAt, ev.PublishedAt = nil, nil
+	assert.Equal(t, ev, got)
+}
+
+func TestConsumerSettlesEveryMessage(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.appendPosts(30)
+	s2 := b.appendPosts(30)
+	q := consumer.NewMemQueue()
+	q.Publish(b.event(s1).Encode())
+	q.Publish([]byte("not json"))
+	q.Publish(consumer.SnapshotEvent{Table: "social.unknown", SnapshotID: s1}.Encode())
+	q.Publish(b.event(s2).Encode())
+	q.Publish(b.event(s1).Encode()) // redelivery of an old event
+	q.Close()
+
+	var outcomes []consumer.MessageOutcome
+	c := &consumer.Consumer{Source: q, Processor: b.processor(nil), Logger: quietLogger(),
+		OnOutcome: func(o consumer.MessageOutcome) { outcomes = append(outcomes, o) }}
+	require.NoError(t, c.Run(t.Context()))
+
+	require.Len(t, outcomes, 5)
+	actions := make([]string, len(outcomes))
+	for i, o := range outcomes {
+		actions[i] = o.Action
+	}
+	assert.Equal(t, []string{consumer.ActionAcked, consumer.ActionDeadLettered, consumer.ActionDeadLettered,
+		consumer.ActionAcked, consumer.ActionAcked}, actions)
+	assert.Equal(t, 3, q.Acked())
+	dead := q.Dead()
+	require.Len(t, dead, 2)
+	assert.Equal(t, consumer.ReasonBadMessage, dead[0].Reason)
+	assert.Equal(t, "not json", string(dead[0].Body))
+	assert.Equal(t, consumer.ReasonUnknownTable, dead[1].Reason)
+	assert.Contains(t, dead[1].Error, "social.unknown")
+	assert.Equal(t, 1, dead[0].ReceiveCount, "dead-lettered at once, not after retries")
+	b.requireExactlyOnce(60, nil)
+}
+
+func TestShutdownReleasesWorkInFlightAndLeaksNothing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.appendPosts(500)
+	q := consumer.NewMemQueue()
+	q.Publish(b.event(s1).Encode())
+
+	g := newGate(t, b.spec, 1) // the model stalls on its second batch
+	ctx, cancel := context.WithCancel(t.Context())
+	var outcomes []consumer.MessageOutcome
+	c := &consumer.Consumer{Source: q, Processor: b.processor(g), Logger: quietLogger(), Grace: 50 * time.Millisecond,
+		OnOutcome: func(o consumer.MessageOutcome) { outcomes = append(outcomes, o) }}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	waitClosed(t, g.held)
+	cancel() // SIGTERM: stop receiving, give the work its grace, then cancel it
+	select {
+	case err := <-done:
+		require.NoError(t, err, "shutdown is not an error")
+	case <-time.After(30 * time.Second):
+		t.Fatal("consumer did not stop")
+	}
+	require.Len(t, outcomes, 1)
+	assert.Equal(t, consumer.ActionReleased, outcomes[0].Action)
+	assert.ErrorIs(t, outcomes[0].Err, context.Canceled)
+	assert.Empty(t, q.Dead())
+	assert.Zero(t, q.Acked())
+
+	// The released message comes back and completes the work exactly once.
+	q.Close()
+	c2 := &consumer.Consumer{Source: q, Processor: b.processor(nil), Logger: quietLogger()}
+	require.NoError(t, c2.Run(t.Context()))
+	assert.Equal(t, 1, q.Acked())
+	b.requireExactlyOnce(500, nil)
+}
+
+func TestMemQueueMovesToDeadLettersAfterMaxReceives(t *testing.T) {
+	t.Parallel()
+	q := consumer.NewMemQueue()
+	q.MaxReceives = 2
+	q.Publish([]byte("x"))
+	for range 2 {
+		msgs, err := q.Receive(t.Context(), 10)
+		require.NoError(t, err)
+		require.Len(t, msgs, 1)
+		require.NoError(t, q.Release(t.Context(), msgs[0]))
+	}
+	require.Len(t, q.Dead(), 1)
+	assert.Equal(t, consumer.ReasonMaxReceives, q.Dead()[0].Reason)
+	q.Close()
+	_, err := q.Receive(t.Context(), 10)
+	require.ErrorIs(t, err, consumer.ErrDrained)
+}
