@@ -198,3 +198,55 @@ func TestUsageErrors(t *testing.T) {
 	_, err = run(t, "ingest", "--config", "x.yaml")
 	require.ErrorContains(t, err, "--posts FILE is required")
 }
+
+// sharedData finds ../shared/data (beside the repository) or
+// $ENRICHER_SHARED_DATA. Outside CI a missing folder skips loudly; in CI it
+// fails.
+func sharedData(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("ENRICHER_SHARED_DATA")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "..", "shared", "data")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tweeteval-sentiment", "val_text.txt")); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("shared data not found at %s (set ENRICHER_SHARED_DATA): %v", dir, err)
+		}
+		t.Skipf("SKIPPED: shared data not found at %s; set ENRICHER_SHARED_DATA to run this test", dir)
+	}
+	return dir
+}
+
+// TestDemoOnRealTweetsKeepsEveryLabelOnItsRow runs the demo on the TweetEval
+// validation tweets and scores the written labels against the gold labels
+// by post_id. The lexicon's macro-averaged recall there is about 0.60;
+// chance is 0.33, which is also what any row misattribution would give.
+func TestDemoOnRealTweetsKeepsEveryLabelOnItsRow(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(sharedData(t), "tweeteval-sentiment")
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--posts", filepath.Join(data, "val_text.txt"), "--rounds", "4", "--samples", "0")
+	raw, err := os.ReadFile(filepath.Join(data, "val_labels.txt"))
+	require.NoError(t, err)
+	gold := strings.Fields(string(raw))
+	names := map[string]string{"0": "negative", "1": "neutral", "2": "positive"}
+
+	rows := exportRows(t, filepath.Join(work, "enricher.yaml"), "social.posts_sentiment")
+	require.Len(t, rows, len(gold))
+	hits, totals := map[string]int{}, map[string]int{}
+	for _, r := range rows {
+		id, err := r["post_id"].(json.Number).Int64()
+		require.NoError(t, err)
+		want := names[gold[id-1]]
+		totals[want]++
+		if r["sentiment"] == want {
+			hits[want]++
+		}
+	}
+	var macro float64
+	for _, c := range []string{"negative", "neutral", "positive"} {
+		macro += float64(hits[c]) / float64(totals[c]) / 3
+	}
+	t.Logf("lexicon macro-averaged recall on val: %.3f", macro)
+	assert.Greater(t, macro, 0.55)
+}

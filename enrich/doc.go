@@ -1,0 +1,19 @@
+// Package enrich turns source rows into enriched rows: job specs (YAML
+// files naming the source columns, the model and the typed output fields),
+// their validation, the model backends, and the Arrow stage that assembles
+// target rows.
+//
+// What it promises:
+//
+//   - Every input row comes out with exactly one status: ok, skipped (blank
+//     text, never sent to a model), failed or invalid_output (a model answer
+//     that does not match the spec's enum or range). Rows are never dropped.
+//   - Texts longer than model.max_text_chars characters are cut to that many
+//     characters (Unicode code points) before a model sees them.
+//   - Enricher and the models are safe for concurrent use. Enricher.Enrich
+//     returns a batch the caller owns and must Release; the key and carried
+//     columns are shared with the input batch (retained, not copied).
+//
+// enrich knows nothing of queues or tables: it imports neither consumer nor
+// storage.
+package enrich

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script):
+# formatting, go vet, staticcheck, then every test with the race detector.
+# Needs only Go; the Go module proxy supplies every dependency, staticcheck
+# included (pinned in go.mod as a tool).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "go mod download"
+go mod download
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [ -n "$unformatted" ]; then
+  echo "not gofmt-formatted:"; echo "$unformatted"; exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "staticcheck"
+go tool staticcheck ./...
+
+step "go test -race"
+# The end-to-end tests read ../shared/data beside the repository; point
+# ENRICHER_SHARED_DATA elsewhere if it lives somewhere else.
+go test -race -count=1 -timeout 20m ./...
