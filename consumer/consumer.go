@@ -31,22 +31,33 @@ type MessageOutcome struct {
 // acknowledges a message only after the commits that made its work
 // durable, dead-letters a message that can never succeed, and releases one
 // that failed for a passing reason so that it comes back.
+//
+// It works on up to Concurrency messages at once, but on the messages of
+// one source table strictly one after the other, in the order received
+// (that is also what keeps a FIFO queue's per-table order). While a
+// message waits or is worked on, a source that needs it (Extender) gets a
+// heartbeat that keeps the message invisible.
 type Consumer struct {
 	Source    Source
 	Processor *Processor
 	Logger    *slog.Logger
+	// Concurrency is how many messages are worked on at once (default 1).
+	Concurrency int
 	// Grace is how long work in flight may go on once Run's context is
 	// cancelled (default 30s); then it is cancelled and its message
 	// released. The chunks it committed stay committed.
 	Grace time.Duration
-	// OnOutcome, when set, is called after each message is settled, from
-	// the goroutine that called Run.
+	// OnOutcome, when set, is called after each message is settled. Calls
+	// never overlap.
 	OnOutcome func(MessageOutcome)
+
+	outcomeMu sync.Mutex
 }
 
 // Run consumes until the source is drained (nil) or ctx is cancelled (nil:
-// shutdown is not an error). It stops receiving at once on cancellation
-// and gives the message in flight Grace to finish.
+// shutdown is not an error). On cancellation it stops receiving at once,
+// releases the messages that were waiting for their table, and gives the
+// work in flight Grace to finish.
 func (c *Consumer) Run(ctx context.Context) error {
 	log := c.Logger
 	if log == nil {
@@ -56,12 +67,13 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if grace <= 0 {
 		grace = 30 * time.Second
 	}
+	conc := max(c.Concurrency, 1)
 	// work outlives ctx by at most grace.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	var bg sync.WaitGroup
+	bg.Go(func() {
 		select {
 		case <-done:
 			return
@@ -78,34 +90,172 @@ func (c *Consumer) Run(ctx context.Context) error {
 	})
 	defer func() {
 		close(done)
-		wg.Wait()
+		bg.Wait()
 	}()
 
-	for ctx.Err() == nil {
-		msgs, err := c.Source.Receive(ctx, 1)
+	s := &scheduler{
+		c: c, ctx: ctx, work: work, log: log,
+		held:    make(chan struct{}, 2*conc), // messages received and not yet settled
+		running: make(chan struct{}, conc),   // messages being worked on
+		waiting: map[string][]*held{},
+	}
+	err := s.receiveLoop()
+	s.workers.Wait()
+	if err == nil && ctx.Err() != nil {
+		log.Info("stopped receiving: shutting down")
+	}
+	return err
+}
+
+// scheduler hands received messages to workers, one table at a time.
+type scheduler struct {
+	c         *Consumer
+	ctx, work context.Context
+	log       *slog.Logger
+	held      chan struct{}
+	running   chan struct{}
+	workers   sync.WaitGroup
+
+	mu      sync.Mutex
+	waiting map[string][]*held // per busy key, the messages waiting for it
+}
+
+// held is a received message with its heartbeat.
+type held struct {
+	m             *Message
+	stopHeartbeat func()
+}
+
+func (s *scheduler) receiveLoop() error {
+	for s.ctx.Err() == nil {
+		select {
+		case s.held <- struct{}{}:
+		case <-s.ctx.Done():
+			return nil
+		}
+		n := 1
+		for n < 10 {
+			select {
+			case s.held <- struct{}{}:
+				n++
+				continue
+			default:
+			}
+			break
+		}
+		msgs, err := s.c.Source.Receive(s.ctx, n)
+		for range n - len(msgs) {
+			<-s.held
+		}
 		switch {
 		case errors.Is(err, ErrDrained):
 			return nil
-		case ctx.Err() != nil:
+		case s.ctx.Err() != nil:
 			// Shutting down: what was just received goes back untouched.
-			c.releaseAll(work, log, msgs)
-			continue
+			s.c.releaseAll(s.work, s.log, msgs)
+			for range msgs {
+				<-s.held
+			}
+			return nil
 		case err != nil:
 			return fmt.Errorf("receive: %w", err)
 		}
-		for i, m := range msgs {
-			if ctx.Err() != nil {
-				c.releaseAll(work, log, msgs[i:])
-				break
-			}
-			out := c.handle(work, log, m)
-			if c.OnOutcome != nil {
-				c.OnOutcome(out)
-			}
+		for _, m := range msgs {
+			s.dispatch(&held{m: m, stopHeartbeat: s.heartbeat(m)})
 		}
 	}
-	log.Info("stopped receiving: shutting down")
 	return nil
+}
+
+// key is what serializes messages: the event's table, or the message
+// itself when it is not a valid event.
+func key(m *Message) string {
+	if ev, err := DecodeEvent(m.Body); err == nil {
+		return "table:" + ev.Table
+	}
+	return "message:" + m.ID
+}
+
+func (s *scheduler) dispatch(h *held) {
+	k := key(h.m)
+	s.mu.Lock()
+	if q, busy := s.waiting[k]; busy {
+		s.waiting[k] = append(q, h)
+		s.mu.Unlock()
+		return
+	}
+	s.waiting[k] = nil
+	s.mu.Unlock()
+	s.workers.Go(func() { s.drainKey(k, h) })
+}
+
+// drainKey works on h, then on every message that arrived for the same key
+// meanwhile, in order.
+func (s *scheduler) drainKey(k string, h *held) {
+	for h != nil {
+		var out MessageOutcome
+		if s.ctx.Err() != nil {
+			// Shutting down before this one started: hand it back.
+			s.c.releaseAll(s.work, s.log, []*Message{h.m})
+			h.stopHeartbeat()
+			<-s.held
+		} else {
+			s.running <- struct{}{}
+			out = s.c.handle(s.work, s.log, h.m, h.stopHeartbeat)
+			<-s.running
+			<-s.held
+			s.c.report(out)
+		}
+		s.mu.Lock()
+		if q := s.waiting[k]; len(q) > 0 {
+			h, s.waiting[k] = q[0], q[1:]
+		} else {
+			delete(s.waiting, k)
+			h = nil
+		}
+		s.mu.Unlock()
+	}
+}
+
+// heartbeat keeps m invisible while it is held, if the source needs it.
+// The returned func stops it and waits for it.
+func (s *scheduler) heartbeat(m *Message) func() {
+	ext, ok := s.c.Source.(Extender)
+	if !ok {
+		return func() {}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(ext.HeartbeatInterval())
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := ext.Extend(s.work, m); err != nil {
+					s.log.Warn("heartbeat failed: the message may be redelivered while in flight", "message_id", m.ID, "err", err)
+				}
+			}
+		}
+	})
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(stop)
+			wg.Wait()
+		})
+	}
+}
+
+func (c *Consumer) report(out MessageOutcome) {
+	if c.OnOutcome == nil {
+		return
+	}
+	c.outcomeMu.Lock()
+	defer c.outcomeMu.Unlock()
+	c.OnOutcome(out)
 }
 
 // releaseAll hands messages back to the source unprocessed.
@@ -123,7 +273,9 @@ func (c *Consumer) releaseAll(ctx context.Context, log *slog.Logger, msgs []*Mes
 // through even when the work context was cancelled.
 const settleTimeout = 30 * time.Second
 
-func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message) MessageOutcome {
+// handle works on one message and settles it; the heartbeat is stopped
+// just before the message is settled.
+func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message, stopHeartbeat func()) MessageOutcome {
 	start := time.Now()
 	out := MessageOutcome{Message: m}
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
@@ -136,6 +288,7 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message) Mes
 	}
 	out.Err = err
 	out.Duration = time.Since(start)
+	stopHeartbeat()
 	var settleErr error
 	switch reason, permanent := IsPermanent(err); {
 	case err == nil:

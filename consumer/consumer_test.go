@@ -2,6 +2,8 @@ package consumer_test
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,15 +90,21 @@ func TestConsumerSettlesEveryMessage(t *testing.T) {
 	require.NoError(t, c.Run(t.Context()))
 
 	require.Len(t, outcomes, 5)
-	actions := make([]string, len(outcomes))
-	for i, o := range outcomes {
-		actions[i] = o.Action
+	actions := map[string]string{}
+	var tableOrder []int64
+	for _, o := range outcomes {
+		actions[o.Message.ID] = o.Action
+		if o.Event.Table == "social.posts" {
+			tableOrder = append(tableOrder, o.Event.SnapshotID)
+		}
 	}
-	assert.Equal(t, []string{consumer.ActionAcked, consumer.ActionDeadLettered, consumer.ActionDeadLettered,
-		consumer.ActionAcked, consumer.ActionAcked}, actions)
+	assert.Equal(t, map[string]string{"m1": consumer.ActionAcked, "m2": consumer.ActionDeadLettered,
+		"m3": consumer.ActionDeadLettered, "m4": consumer.ActionAcked, "m5": consumer.ActionAcked}, actions)
+	assert.Equal(t, []int64{s1, s2, s1}, tableOrder, "one table's messages are handled in the order received")
 	assert.Equal(t, 3, q.Acked())
 	dead := q.Dead()
 	require.Len(t, dead, 2)
+	slices.SortFunc(dead, func(a, b consumer.DeadLetter) int { return strings.Compare(a.ID, b.ID) })
 	assert.Equal(t, consumer.ReasonBadMessage, dead[0].Reason)
 	assert.Equal(t, "not json", string(dead[0].Body))
 	assert.Equal(t, consumer.ReasonUnknownTable, dead[1].Reason)

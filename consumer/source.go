@@ -24,6 +24,10 @@ type Message struct {
 	ReceiveCount int
 	// SentAt is when the message was first sent, if the queue knows.
 	SentAt time.Time
+	// GroupID is the FIFO message group, if any.
+	GroupID string
+	// Attributes are the message's string attributes, if any.
+	Attributes map[string]string
 
 	handle string // the source's handle of this delivery
 }
@@ -38,6 +42,14 @@ type Source interface {
 	Ack(ctx context.Context, m *Message) error
 	Release(ctx context.Context, m *Message) error
 	DeadLetter(ctx context.Context, m *Message, reason string, cause error) error
+}
+
+// Extender is a Source whose in-flight messages come back unless they are
+// extended: the consumer calls Extend every HeartbeatInterval while a
+// message waits or is worked on.
+type Extender interface {
+	HeartbeatInterval() time.Duration
+	Extend(ctx context.Context, m *Message) error
 }
 
 // DeadLetter is a message in a dead-letter queue, with why it is there.

@@ -1,0 +1,389 @@
+package consumer
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+)
+
+// SQSAPI is the subset of the SQS client the consumer, the publisher and
+// the dead-letter tools call. *sqs.Client implements it.
+type SQSAPI interface {
+	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
+	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+	SendMessage(ctx context.Context, in *sqs.SendMessageInput, opts ...func(*sqs.Options)) (*sqs.SendMessageOutput, error)
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
+	GetQueueUrl(ctx context.Context, in *sqs.GetQueueUrlInput, opts ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
+}
+
+var _ SQSAPI = (*sqs.Client)(nil)
+
+// Message attributes the consumer sets on a dead-lettered message.
+const (
+	AttrReason            = "enricher-reason"
+	AttrError             = "enricher-error"
+	AttrOriginalMessageID = "enricher-original-message-id"
+	AttrReceiveCount      = "enricher-receive-count"
+	AttrDeadLetteredAt    = "enricher-dead-lettered-at"
+	AttrSourceQueue       = "enricher-source-queue"
+)
+
+// maxErrorAttr bounds the error text carried in a message attribute.
+const maxErrorAttr = 2048
+
+// SQSConfig says which queue an SQSSource reads.
+type SQSConfig struct {
+	// QueueURL is the source queue.
+	QueueURL string
+	// DLQURL is the dead-letter queue; empty: found from the source queue's
+	// RedrivePolicy.
+	DLQURL string
+	// WaitTime is the long-poll wait of one receive (default 20s).
+	WaitTime time.Duration
+	// Drain makes Receive return ErrDrained once the queue is empty and
+	// nothing received is still in flight, for batch runs and tests.
+	Drain bool
+}
+
+// SQSSource is a Source on an Amazon SQS queue (standard or FIFO). Ack
+// deletes, Release makes the message visible again at once, DeadLetter
+// sends it to the dead-letter queue with the reason in its attributes and
+// then deletes it. While a message is in flight, Extend keeps it invisible.
+type SQSSource struct {
+	api        SQSAPI
+	cfg        SQSConfig
+	dlqURL     string
+	fifo       bool
+	visibility time.Duration // the queue's visibility timeout
+
+	mu       sync.Mutex
+	inFlight int
+}
+
+var (
+	_ Source   = (*SQSSource)(nil)
+	_ Extender = (*SQSSource)(nil)
+)
+
+// NewSQSSource checks the queue and finds its dead-letter queue and
+// visibility timeout.
+func NewSQSSource(ctx context.Context, api SQSAPI, cfg SQSConfig) (*SQSSource, error) {
+	if cfg.QueueURL == "" {
+		return nil, errors.New("sqs source: a queue URL is required")
+	}
+	if cfg.WaitTime <= 0 {
+		cfg.WaitTime = 20 * time.Second
+	}
+	s := &SQSSource{api: api, cfg: cfg, fifo: strings.HasSuffix(cfg.QueueURL, ".fifo")}
+	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl:       &cfg.QueueURL,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqs source: queue %s: %w", cfg.QueueURL, err)
+	}
+	secs, _ := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameVisibilityTimeout)])
+	s.visibility = time.Duration(max(secs, 1)) * time.Second
+	s.dlqURL = cfg.DLQURL
+	if s.dlqURL == "" {
+		s.dlqURL, err = dlqFromRedrivePolicy(ctx, api, attrs.Attributes[string(types.QueueAttributeNameRedrivePolicy)])
+		if err != nil {
+			return nil, fmt.Errorf("sqs source: queue %s: %w", cfg.QueueURL, err)
+		}
+	}
+	return s, nil
+}
+
+// RedrivePolicy is the JSON of an SQS queue's RedrivePolicy attribute.
+type RedrivePolicy struct {
+	DeadLetterTargetArn string `json:"deadLetterTargetArn"`
+	MaxReceiveCount     any    `json:"maxReceiveCount"` // a number or a string, depending on who wrote it
+}
+
+// dlqFromRedrivePolicy returns the URL of the dead-letter queue a
+// RedrivePolicy names ("" when there is none).
+func dlqFromRedrivePolicy(ctx context.Context, api SQSAPI, policy string) (string, error) {
+	if policy == "" {
+		return "", nil
+	}
+	var rp RedrivePolicy
+	if err := json.Unmarshal([]byte(policy), &rp); err != nil {
+		return "", fmt.Errorf("redrive policy %q: %w", policy, err)
+	}
+	name := rp.DeadLetterTargetArn[strings.LastIndexByte(rp.DeadLetterTargetArn, ':')+1:]
+	in := &sqs.GetQueueUrlInput{QueueName: &name}
+	if parts := strings.Split(rp.DeadLetterTargetArn, ":"); len(parts) == 6 {
+		in.QueueOwnerAWSAccountId = &parts[4]
+	}
+	out, err := api.GetQueueUrl(ctx, in)
+	if err != nil {
+		return "", fmt.Errorf("dead-letter queue %s: %w", rp.DeadLetterTargetArn, err)
+	}
+	return aws.ToString(out.QueueUrl), nil
+}
+
+// DLQURL is the dead-letter queue in use ("" if the queue has none).
+func (s *SQSSource) DLQURL() string { return s.dlqURL }
+
+// Receive implements Source: it long-polls until messages arrive.
+func (s *SQSSource) Receive(ctx context.Context, n int) ([]*Message, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		wait := s.cfg.WaitTime
+		if s.cfg.Drain {
+			wait = min(wait, 2*time.Second)
+		}
+		out, err := s.api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{
+			QueueUrl:            &s.cfg.QueueURL,
+			MaxNumberOfMessages: int32(min(max(n, 1), 10)),
+			WaitTimeSeconds:     int32(wait / time.Second),
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{
+				types.MessageSystemAttributeNameApproximateReceiveCount,
+				types.MessageSystemAttributeNameSentTimestamp,
+				types.MessageSystemAttributeNameMessageGroupId,
+			},
+			MessageAttributeNames: []string{"All"},
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("receive from %s: %w", s.cfg.QueueURL, err)
+		}
+		if len(out.Messages) > 0 {
+			msgs := make([]*Message, len(out.Messages))
+			for i, m := range out.Messages {
+				msgs[i] = fromSQS(m)
+			}
+			s.mu.Lock()
+			s.inFlight += len(msgs)
+			s.mu.Unlock()
+			return msgs, nil
+		}
+		if s.cfg.Drain {
+			drained, err := s.drained(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if drained {
+				return nil, ErrDrained
+			}
+		}
+	}
+}
+
+func fromSQS(m types.Message) *Message {
+	msg := &Message{ID: aws.ToString(m.MessageId), Body: []byte(aws.ToString(m.Body)), handle: aws.ToString(m.ReceiptHandle)}
+	msg.ReceiveCount, _ = strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
+	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
+		msg.SentAt = time.UnixMilli(ms).UTC()
+	}
+	msg.GroupID = m.Attributes[string(types.MessageSystemAttributeNameMessageGroupId)]
+	if len(m.MessageAttributes) > 0 {
+		msg.Attributes = make(map[string]string, len(m.MessageAttributes))
+		for k, v := range m.MessageAttributes {
+			msg.Attributes[k] = aws.ToString(v.StringValue)
+		}
+	}
+	return msg
+}
+
+// drained reports whether nothing is left: none in flight here and none
+// visible, in flight elsewhere or delayed in the queue.
+func (s *SQSSource) drained(ctx context.Context) (bool, error) {
+	s.mu.Lock()
+	busy := s.inFlight > 0
+	s.mu.Unlock()
+	if busy {
+		return false, nil
+	}
+	n, err := QueueDepth(ctx, s.api, s.cfg.QueueURL)
+	if err != nil {
+		return false, err
+	}
+	return n.Visible+n.InFlight+n.Delayed == 0, nil
+}
+
+func (s *SQSSource) settled() {
+	s.mu.Lock()
+	s.inFlight--
+	s.mu.Unlock()
+}
+
+// Ack implements Source.
+func (s *SQSSource) Ack(ctx context.Context, m *Message) error {
+	defer s.settled()
+	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle}); err != nil {
+		return fmt.Errorf("delete message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// Release implements Source: the message is visible again at once.
+func (s *SQSSource) Release(ctx context.Context, m *Message) error {
+	defer s.settled()
+	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: 0,
+	}); err != nil {
+		return fmt.Errorf("release message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// DeadLetter implements Source: it sends the body to the dead-letter queue
+// with the reason in message attributes, then deletes the original. If the
+// delete fails the message comes back and is dead-lettered again: a
+// duplicate in the DLQ, never a loss. Without a DLQ the message is
+// released, and the queue's own redrive (if any) takes over.
+func (s *SQSSource) DeadLetter(ctx context.Context, m *Message, reason string, cause error) error {
+	if s.dlqURL == "" {
+		if err := s.Release(ctx, m); err != nil {
+			return err
+		}
+		return fmt.Errorf("dead-letter message %s (%s): the queue has no dead-letter queue: pass --dlq-url or set a RedrivePolicy", m.ID, reason)
+	}
+	defer s.settled()
+	errText := ""
+	if cause != nil {
+		errText = cause.Error()
+	}
+	attrs := DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, s.cfg.QueueURL, time.Now())
+	in := &sqs.SendMessageInput{QueueUrl: &s.dlqURL, MessageBody: aws.String(string(m.Body)), MessageAttributes: attrs}
+	if strings.HasSuffix(s.dlqURL, ".fifo") {
+		group := m.GroupID
+		if group == "" {
+			group = "dead-letters"
+		}
+		in.MessageGroupId = &group
+		in.MessageDeduplicationId = aws.String(dedupID(m.ID))
+	}
+	if _, err := s.api.SendMessage(ctx, in); err != nil {
+		return fmt.Errorf("dead-letter message %s: send to %s: %w", m.ID, s.dlqURL, err)
+	}
+	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle}); err != nil {
+		return fmt.Errorf("dead-letter message %s: delete from source: %w", m.ID, err)
+	}
+	return nil
+}
+
+// DeadLetterAttributes are the message attributes of a dead-lettered
+// message.
+func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, sourceQueue string, at time.Time) map[string]types.MessageAttributeValue {
+	if len(errText) > maxErrorAttr {
+		errText = errText[:maxErrorAttr] + "…"
+	}
+	str := func(v string) types.MessageAttributeValue {
+		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
+	}
+	attrs := map[string]types.MessageAttributeValue{
+		AttrReason:            str(reason),
+		AttrOriginalMessageID: str(originalID),
+		AttrReceiveCount:      {DataType: aws.String("Number"), StringValue: aws.String(strconv.Itoa(receiveCount))},
+		AttrDeadLetteredAt:    str(at.UTC().Format(time.RFC3339Nano)),
+		AttrSourceQueue:       str(sourceQueue),
+	}
+	if errText != "" {
+		attrs[AttrError] = str(errText)
+	}
+	return attrs
+}
+
+// HeartbeatInterval implements Extender: a third of the visibility timeout.
+func (s *SQSSource) HeartbeatInterval() time.Duration { return max(s.visibility/3, time.Second) }
+
+// Extend implements Extender: the message stays invisible for another
+// visibility timeout.
+func (s *SQSSource) Extend(ctx context.Context, m *Message) error {
+	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: int32(s.visibility / time.Second),
+	}); err != nil {
+		return fmt.Errorf("extend visibility of message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// Depth counts the messages of a queue.
+type Depth struct {
+	Visible, InFlight, Delayed int
+}
+
+// QueueDepth reads the approximate message counts of a queue.
+func QueueDepth(ctx context.Context, api SQSAPI, url string) (Depth, error) {
+	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: &url,
+		AttributeNames: []types.QueueAttributeName{
+			types.QueueAttributeNameApproximateNumberOfMessages,
+			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible,
+			types.QueueAttributeNameApproximateNumberOfMessagesDelayed,
+		},
+	})
+	if err != nil {
+		return Depth{}, fmt.Errorf("queue %s attributes: %w", url, err)
+	}
+	n := func(k types.QueueAttributeName) int {
+		v, _ := strconv.Atoi(out.Attributes[string(k)])
+		return v
+	}
+	return Depth{
+		Visible:  n(types.QueueAttributeNameApproximateNumberOfMessages),
+		InFlight: n(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible),
+		Delayed:  n(types.QueueAttributeNameApproximateNumberOfMessagesDelayed),
+	}, nil
+}
+
+// dedupID is a FIFO deduplication id (at most 128 characters) for s.
+func dedupID(s string) string {
+	if len(s) <= 128 {
+		return s
+	}
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
+}
+
+// Publisher sends snapshot events to an SQS queue: the Go API for
+// producers. On a FIFO queue the message group is the table (events of one
+// table stay in order) and the deduplication id is table and snapshot, so
+// a retried publish within SQS's five-minute window is sent once.
+type Publisher struct {
+	API      SQSAPI
+	QueueURL string
+}
+
+// Publish sends ev (version and published_at are filled in when unset) and
+// returns the message id.
+func (p *Publisher) Publish(ctx context.Context, ev SnapshotEvent) (string, error) {
+	if ev.Version == 0 {
+		ev.Version = EventVersion
+	}
+	if ev.PublishedAt == nil {
+		now := time.Now().UTC()
+		ev.PublishedAt = &now
+	}
+	if _, err := DecodeEvent(ev.Encode()); err != nil {
+		return "", fmt.Errorf("publish: %w", err)
+	}
+	in := &sqs.SendMessageInput{QueueUrl: &p.QueueURL, MessageBody: aws.String(string(ev.Encode()))}
+	if strings.HasSuffix(p.QueueURL, ".fifo") {
+		in.MessageGroupId = aws.String(ev.Table)
+		in.MessageDeduplicationId = aws.String(dedupID(ev.Table + ":" + strconv.FormatInt(ev.SnapshotID, 10) + ":" + ev.Job))
+	}
+	out, err := p.API.SendMessage(ctx, in)
+	if err != nil {
+		return "", fmt.Errorf("publish %s snapshot %d to %s: %w", ev.Table, ev.SnapshotID, p.QueueURL, err)
+	}
+	return aws.ToString(out.MessageId), nil
+}
