@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/storage"
+)
+
+// envQueueURL names the source queue when --queue-url is not given.
+const envQueueURL = "ENRICHER_QUEUE_URL"
+
+// newSQSClient builds an SQS client from the standard AWS settings
+// (AWS_REGION, credentials chain, AWS_ENDPOINT_URL_SQS / AWS_ENDPOINT_URL).
+func newSQSClient(ctx context.Context) (*sqs.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	return sqs.NewFromConfig(cfg), nil
+}
+
+func queueURL(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if env := os.Getenv(envQueueURL); env != "" {
+		return env, nil
+	}
+	return "", fmt.Errorf("%w: --queue-url URL is required (or set %s)", errUsage, envQueueURL)
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	var (
+		queue, dlq  string
+		drain       bool
+		concurrency int
+		wait        time.Duration
+		grace       time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "run --queue-url URL",
+		Short: "Long-poll an SQS queue and process snapshot events until stopped",
+		Long: `run is the consumer daemon. It long-polls the SQS queue (standard or FIFO) for
+snapshot events, brings every job reading the event's table up to the event's
+snapshot, and deletes each message only after its target commits.
+
+The SQS endpoint, region and credentials come from the standard AWS settings:
+AWS_REGION, the credentials chain, AWS_ENDPOINT_URL_SQS or AWS_ENDPOINT_URL.
+
+It works on --concurrency messages at once but on one table's messages one
+after the other. While a message is worked on its visibility is extended
+(heartbeat). Messages that can never succeed (not JSON, wrong contract, unknown
+table or job, a schema the job cannot read) go to the dead-letter queue at once,
+with the reason in message attributes; the DLQ is the one in the queue's
+RedrivePolicy unless --dlq-url names another. Other failures release the
+message so that it comes back, and the queue's redrive policy moves it to the
+DLQ after maxReceiveCount receives.
+
+SIGINT or SIGTERM stops receiving at once; work in flight gets the shutdown
+grace period, then is cancelled and its message released. Chunks already
+committed stay committed and the next delivery resumes after them.`,
+		Example: `  AWS_ENDPOINT_URL_SQS=http://127.0.0.1:4566 enricher run --config enricher.yaml \
+      --queue-url http://127.0.0.1:4566/000000000000/snapshots --drain`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			url, err := queueURL(queue)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return err
+			}
+			jobs, err := cfg.loadJobs()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			api, err := newSQSClient(ctx)
+			if err != nil {
+				return err
+			}
+			src, err := consumer.NewSQSSource(ctx, api, consumer.SQSConfig{QueueURL: url, DLQURL: dlq, WaitTime: wait, Drain: drain})
+			if err != nil {
+				return err
+			}
+			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+			if err != nil {
+				return err
+			}
+			defer cat.Close()
+			opts := cfg.options()
+			opts.Logger = log
+			proc, err := consumer.NewProcessor(cat, jobs, opts)
+			if err != nil {
+				return err
+			}
+			if grace == 0 {
+				grace = cfg.grace()
+			}
+			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(jobs))
+			c := &consumer.Consumer{Source: src, Processor: proc, Logger: log, Concurrency: concurrency, Grace: grace}
+			if err := c.Run(ctx); err != nil {
+				return err
+			}
+			log.Info("consumer stopped")
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&queue, "queue-url", "", "source queue URL (default $"+envQueueURL+")")
+	f.StringVar(&dlq, "dlq-url", "", "dead-letter queue URL (default: from the queue's RedrivePolicy)")
+	f.BoolVar(&drain, "drain", false, "exit 0 once the queue is empty and nothing is in flight")
+	f.IntVar(&concurrency, "concurrency", runtime.GOMAXPROCS(0), "messages worked on at once (one table at a time)")
+	f.DurationVar(&wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
+	f.DurationVar(&grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
+	return cmd
+}
+
+func newPublishCmd(g *globals) *cobra.Command {
+	var (
+		queue, tableName, job string
+		snapshot              int64
+	)
+	cmd := &cobra.Command{
+		Use:   "publish --queue-url URL --table NS.TABLE [--snapshot-id ID]",
+		Short: "Send the snapshot event for a table's current (or given) snapshot",
+		Long: `publish is the helper ingestion jobs call after they commit: it sends the
+snapshot event {"version": 1, "table": ..., "snapshot_id": ...} for the table's
+current snapshot, or for --snapshot-id, and prints the SQS message id.
+
+On a FIFO queue the message group is the table and the deduplication id is the
+table and snapshot, so publishing the same event twice within five minutes
+sends it once; on any queue a duplicate is harmless (the consumer is
+idempotent).`,
+		Example: `  enricher publish --config enricher.yaml --queue-url "$QUEUE" --table social.posts`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			url, err := queueURL(queue)
+			if err != nil {
+				return err
+			}
+			if tableName == "" {
+				return fmt.Errorf("%w: --table NS.TABLE is required", errUsage)
+			}
+			ctx := cmd.Context()
+			if snapshot == 0 {
+				cfg, err := g.loadConfig()
+				if err != nil {
+					return err
+				}
+				cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+				if err != nil {
+					return err
+				}
+				defer cat.Close()
+				tbl, err := cat.LoadTable(ctx, tableName)
+				if err != nil {
+					return err
+				}
+				cur := tbl.CurrentSnapshot()
+				if cur == nil {
+					return fmt.Errorf("table %s has no snapshot yet: nothing to publish", tableName)
+				}
+				snapshot = cur.SnapshotID
+			}
+			api, err := newSQSClient(ctx)
+			if err != nil {
+				return err
+			}
+			p := &consumer.Publisher{API: api, QueueURL: url}
+			id, err := p.Publish(ctx, consumer.SnapshotEvent{Table: tableName, SnapshotID: snapshot, Job: job})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, id)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&queue, "queue-url", "", "queue URL (default $"+envQueueURL+")")
+	f.StringVar(&tableName, "table", "", "source table, NAMESPACE.TABLE (required)")
+	f.Int64Var(&snapshot, "snapshot-id", 0, "snapshot to announce (default: the table's current one, read through --config)")
+	f.StringVar(&job, "job", "", "limit the event to this job")
+	return cmd
+}
