@@ -72,7 +72,7 @@ type batchSource struct {
 	msgs   []*Message
 
 	mu        sync.Mutex
-	delivered bool
+	delivered int // records handed out so far
 	settled   int
 	done      map[string]bool // message id -> its work is durable (or dead-lettered)
 	wake      chan struct{}
@@ -96,12 +96,13 @@ func newBatchSource(ev events.SQSEvent, api SQSAPI, dlqURL string) *batchSource 
 	return s
 }
 
-func (s *batchSource) Receive(ctx context.Context, _ int) ([]*Message, error) {
+func (s *batchSource) Receive(ctx context.Context, n int) ([]*Message, error) {
 	s.mu.Lock()
-	if !s.delivered {
-		s.delivered = true
+	if s.delivered < len(s.msgs) {
+		out := s.msgs[s.delivered:min(s.delivered+max(n, 1), len(s.msgs))]
+		s.delivered += len(out)
 		s.mu.Unlock()
-		return s.msgs, nil
+		return out, nil
 	}
 	s.mu.Unlock()
 	for {

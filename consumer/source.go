@@ -33,7 +33,8 @@ type Message struct {
 }
 
 // Source is a queue of snapshot events. Receive blocks until at least one
-// message is there, ctx is done, or (for finite sources) ErrDrained. A
+// message is there (it returns at most max), ctx is done, or (for finite
+// sources) ErrDrained. A
 // received message is in flight until it is acknowledged (deleted: its
 // work is durable), released (it comes back for another try), or
 // dead-lettered. Implementations are safe for concurrent use.

@@ -102,7 +102,7 @@ alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'fauxqs/serve.mjs'
 }
 
-recorded_pid() { [ -f "$PID_FILE" ] && cat "$PID_FILE" || true; }
+recorded_pid() { if [ -f "$PID_FILE" ]; then cat "$PID_FILE"; fi; }
 
 recorded_port() {
   [ -f "$ENV_FILE" ] || return 0
@@ -118,13 +118,13 @@ running() {
 }
 
 stop() {
-  local pid i
+  local pid _
   pid=$(recorded_pid)
   if [ -n "$pid" ] && alive "$pid"; then
     # Started with setsid, so its pid is also its process group: this ends
     # it and any children, and nothing else.
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
+    for _ in $(seq 1 50); do
       alive "$pid" || break
       sleep 0.1
     done
@@ -149,8 +149,8 @@ start() {
   install
   command -v curl >/dev/null || die "curl is not installed"
 
-  local attempt port pid deadline
-  for attempt in 1 2 3; do
+  local port pid deadline _
+  for _ in 1 2 3; do
     port=$(free_port)
     : >"$LOG_FILE"
     (
