@@ -26,6 +26,9 @@ func TestMain(m *testing.M) {
 		// The sqlite driver and iceberg-go keep these for the process.
 		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
 		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
+		// Keep-alive connections of the SQS clients' shared pool.
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
 	)
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (.ci/run calls this script):
 # formatting, go vet, staticcheck, then every test with the race detector.
-# Needs only Go; the Go module proxy supplies every dependency, staticcheck
-# included (pinned in go.mod as a tool).
+# Needs Go, Node and npm: the Go module proxy supplies every Go dependency,
+# staticcheck included (pinned in go.mod as a tool); npm supplies the SQS
+# emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,12 @@ go vet ./...
 
 step "staticcheck"
 go tool staticcheck ./...
+
+step "SQS emulator"
+# Integration tests talk to the fauxqs SQS emulator from npm (installed into
+# .cache/ on first use); they find it through ENRICHER_SQS_ENDPOINT.
+eval "$(scripts/sqs-emulator.sh start)"
+trap 'scripts/sqs-emulator.sh stop' EXIT
 
 step "go test -race"
 # The end-to-end tests read ../shared/data beside the repository; point
