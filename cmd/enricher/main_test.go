@@ -250,3 +250,39 @@ func TestDemoOnRealTweetsKeepsEveryLabelOnItsRow(t *testing.T) {
 	t.Logf("lexicon macro-averaged recall on val: %.3f", macro)
 	assert.Greater(t, macro, 0.55)
 }
+
+func TestStatusShowsHowFarBehind(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	work := filepath.Join(dir, "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "30", "--samples", "0")
+	cfg := filepath.Join(work, "enricher.yaml")
+
+	status := func() map[string]any {
+		out := mustRun(t, "status", "--config", cfg, "--format", "json")
+		var s map[string]any
+		dec := json.NewDecoder(strings.NewReader(out))
+		dec.UseNumber()
+		require.NoError(t, dec.Decode(&s))
+		return s
+	}
+	s := status()
+	assert.Equal(t, "sentiment", s["job"])
+	assert.Equal(t, json.Number("0"), s["snapshots_behind"])
+	assert.Equal(t, json.Number("0"), s["rows_behind"])
+	assert.Equal(t, "30", s["target_rows"])
+	assert.Equal(t, s["source_snapshot_id"].(json.Number).String(), s["watermark"])
+	assert.NotEmpty(t, s["last_commit_at"])
+
+	more := filepath.Join(dir, "more.txt")
+	require.NoError(t, os.WriteFile(more, []byte("a\nb\nc\n"), 0o644))
+	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "31")
+	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "34")
+	s = status()
+	assert.Equal(t, json.Number("2"), s["snapshots_behind"])
+	assert.Equal(t, json.Number("6"), s["rows_behind"])
+
+	out := mustRun(t, "status", "--config", cfg)
+	assert.Contains(t, out, "SNAPSHOTS BEHIND")
+	assert.Contains(t, out, "social.posts")
+}
