@@ -55,12 +55,28 @@ func (h *LambdaHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 		defer cancel()
 		grace = margin / 2
 	}
-	c := &Consumer{Source: src, Processor: h.Processor, Logger: log, Concurrency: h.Concurrency, Grace: grace}
+	// In Lambda the figures that run serves to Prometheus go out as one
+	// structured log line per batch.
+	actions := map[string]int{}
+	rows := map[string]int64{}
+	var conflicts, commits int
+	c := &Consumer{Source: src, Processor: h.Processor, Logger: log, Concurrency: h.Concurrency, Grace: grace,
+		OnOutcome: func(o MessageOutcome) {
+			actions[o.Action]++
+			for _, r := range o.Results {
+				for st, n := range r.Counts {
+					rows[r.Job+"/"+string(st)] += n
+				}
+				conflicts += r.Conflicts
+				commits += r.Commits
+			}
+		}}
 	if err := c.Run(runCtx); err != nil {
 		return events.SQSEventResponse{}, fmt.Errorf("lambda batch: %w", err)
 	}
 	resp := src.response()
-	log.Info("lambda batch done", "records", len(ev.Records), "failed", len(resp.BatchItemFailures))
+	log.Info("lambda batch done", "records", len(ev.Records), "failed", len(resp.BatchItemFailures),
+		"messages", actions, "rows", rows, "commits", commits, "commit_conflicts", conflicts)
 	return resp, nil
 }
 

@@ -49,6 +49,17 @@ type Options struct {
 	// OnChunk, when set, is called after each chunk is committed, from
 	// the writer stage: keep it quick.
 	OnChunk func(ChunkCommitted)
+	// OnStage, when set, receives how long a stage step took: "plan" (per
+	// job and event), "enrich" (per batch, from the enrich workers,
+	// concurrently) and "commit" (per chunk: writing its files and
+	// committing). Keep it quick.
+	OnStage func(job, stage string, d time.Duration)
+}
+
+func (o *Options) stage(job, stage string, start time.Time) {
+	if o.OnStage != nil {
+		o.OnStage(job, stage, time.Since(start))
+	}
 }
 
 // ChunkCommitted reports one durable commit of a job to its target.
@@ -217,6 +228,7 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 		}
 		return err
 	}
+	planStart := time.Now()
 	tgt, err := p.target(ctx, spec, enr.Schema())
 	if err != nil {
 		return err
@@ -234,6 +246,7 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 	case err != nil:
 		return err
 	}
+	p.opts.stage(spec.Name, "plan", planStart)
 	if first {
 		res.From = wm.Cursor
 	}
@@ -403,7 +416,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 	for range p.opts.Workers {
 		g.Go(func() error {
 			for w := range work {
+				start := time.Now()
 				out, counts, err := enr.Enrich(gctx, w.rec, w.snap)
+				p.opts.stage(spec.Name, "enrich", start)
 				w.rec.Release()
 				w.slot.out, w.slot.counts, w.slot.err = out, counts, err
 				close(w.slot.done)
@@ -457,10 +472,12 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			}
 			commit := &storage.Commit{Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
 				After: c.after, Schema: enr.Schema(), Batches: batches}
+			start := time.Now()
 			next, written, err := storage.AppendChunk(gctx, tgt, commit)
 			if err != nil {
 				return err
 			}
+			p.opts.stage(spec.Name, "commit", start)
 			tgt = next
 			res.Commits++
 			res.RowsRead += read

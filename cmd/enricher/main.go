@@ -18,7 +18,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	var err error
+	if inLambda() && len(os.Args) == 1 {
+		err = runLambda(ctx)
+	} else {
+		err = newRootCmd(os.Stdout, os.Stderr).ExecuteContext(ctx)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "enricher:", err)

@@ -2,14 +2,21 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer"
@@ -46,6 +53,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		concurrency int
 		wait        time.Duration
 		grace       time.Duration
+		metricsAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "run --queue-url URL",
@@ -105,15 +113,25 @@ committed stay committed and the next delivery resumes after them.`,
 			defer cat.Close()
 			opts := cfg.options()
 			opts.Logger = log
-			proc, err := consumer.NewProcessor(cat, jobs, opts)
-			if err != nil {
+			c := &consumer.Consumer{Source: src, Logger: log, Concurrency: concurrency, Grace: grace}
+			if metricsAddr != "" {
+				reg := prometheus.NewRegistry()
+				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				m := consumer.NewMetrics(reg)
+				opts.OnStage, c.OnOutcome = m.ObserveStage, m.Observe
+				stop, err := serveMetrics(ctx, log, metricsAddr, reg)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
+			if c.Processor, err = consumer.NewProcessor(cat, jobs, opts); err != nil {
 				return err
 			}
-			if grace == 0 {
-				grace = cfg.grace()
+			if c.Grace == 0 {
+				c.Grace = cfg.grace()
 			}
 			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(jobs))
-			c := &consumer.Consumer{Source: src, Processor: proc, Logger: log, Concurrency: concurrency, Grace: grace}
 			if err := c.Run(ctx); err != nil {
 				return err
 			}
@@ -128,7 +146,36 @@ committed stay committed and the next delivery resumes after them.`,
 	f.IntVar(&concurrency, "concurrency", runtime.GOMAXPROCS(0), "messages worked on at once (one table at a time)")
 	f.DurationVar(&wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
 	f.DurationVar(&grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
+	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
 	return cmd
+}
+
+// serveMetrics serves /metrics and /healthz on addr until the returned
+// stop is called.
+func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *prometheus.Registry) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	})
+	log.Info("serving metrics", "addr", ln.Addr().String())
+	return func() {
+		shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutdown); err != nil {
+			log.Warn("metrics server shutdown", "err", err)
+		}
+		wg.Wait()
+	}, nil
 }
 
 func newPublishCmd(g *globals) *cobra.Command {

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/storage"
+)
+
+// envDLQURL names the dead-letter queue in Lambda mode.
+const envDLQURL = "ENRICHER_DLQ_URL"
+
+// inLambda reports whether the AWS Lambda runtime started this process.
+func inLambda() bool { return os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" }
+
+// runLambda serves SQS event batches until the runtime stops the process.
+// The config comes from ENRICHER_CONFIG; poison messages go to
+// ENRICHER_DLQ_URL when set (else the queue's redrive policy takes them
+// after maxReceiveCount). Logs are JSON.
+func runLambda(ctx context.Context) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	path, err := configPath("")
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	jobs, err := cfg.loadJobs()
+	if err != nil {
+		return err
+	}
+	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+	if err != nil {
+		return err
+	}
+	opts := cfg.options()
+	opts.Logger = log
+	proc, err := consumer.NewProcessor(cat, jobs, opts)
+	if err != nil {
+		return err
+	}
+	api, err := newSQSClient(ctx)
+	if err != nil {
+		return err
+	}
+	h := &consumer.LambdaHandler{Processor: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log}
+	log.Info("lambda handler ready", "jobs", len(jobs), "dlq", h.DLQURL)
+	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
+	return fmt.Errorf("lambda runtime returned")
+}

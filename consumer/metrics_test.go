@@ -1,0 +1,69 @@
+package consumer_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/consumer"
+)
+
+func TestMetricsCountOutcomesRowsAndStages(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.appendPosts(300)
+	reg := prometheus.NewRegistry()
+	m := consumer.NewMetrics(reg)
+	q := consumer.NewMemQueue()
+	q.Publish(b.event(s1).Encode())
+	q.Publish([]byte("junk"))
+	q.Close()
+	p := b.processor(nil, func(o *consumer.Options) { o.OnStage = m.ObserveStage })
+	c := &consumer.Consumer{Source: q, Processor: p, Logger: quietLogger(), OnOutcome: m.Observe}
+	require.NoError(t, c.Run(t.Context()))
+
+	okRows := counterValue(t, reg, "enricher_rows_total", map[string]string{"job": "sentiment", "status": "ok"})
+	skipped := counterValue(t, reg, "enricher_rows_total", map[string]string{"job": "sentiment", "status": "skipped"})
+	assert.Equal(t, 300.0, okRows+skipped)
+	assert.Positive(t, skipped)
+	expected := `
+# HELP enricher_dlq_moves_total Messages moved to the dead-letter queue, by reason.
+# TYPE enricher_dlq_moves_total counter
+enricher_dlq_moves_total{reason="bad_message"} 1
+# HELP enricher_messages_total Messages settled, by action (acked, released, dead_lettered).
+# TYPE enricher_messages_total counter
+enricher_messages_total{action="acked"} 1
+enricher_messages_total{action="dead_lettered"} 1
+`
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "enricher_messages_total", "enricher_dlq_moves_total"))
+	n, err := testutil.GatherAndCount(reg, "enricher_stage_duration_seconds")
+	require.NoError(t, err)
+	assert.Equal(t, 3, n, "plan, enrich and commit histograms")
+}
+
+// counterValue is the value of the counter name with the given labels.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, metric := range mf.GetMetric() {
+			for _, lp := range metric.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return metric.GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s%v", name, labels)
+	return 0
+}
