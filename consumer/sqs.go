@@ -303,7 +303,9 @@ func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, 
 }
 
 // HeartbeatInterval implements Extender: a third of the visibility timeout.
-func (s *SQSSource) HeartbeatInterval() time.Duration { return max(s.visibility/3, 200*time.Millisecond) }
+func (s *SQSSource) HeartbeatInterval() time.Duration {
+	return max(s.visibility/3, 200*time.Millisecond)
+}
 
 // Extend implements Extender: the message stays invisible for another
 // visibility timeout.
