@@ -34,3 +34,8 @@ step "go test -race"
 # The end-to-end tests read ../shared/data beside the repository; point
 # ENRICHER_SHARED_DATA elsewhere if it lives somewhere else.
 go test -race -count=1 -timeout 20m ./...
+
+step "fuzz (brief)"
+# Each fuzz target runs for a few seconds on top of its seed corpus
+# (testdata/fuzz/ in the package); a failure writes the input there.
+go test -run '^$' -fuzz '^FuzzDecodeEvent$' -fuzztime "${FUZZTIME:-10s}" ./consumer
