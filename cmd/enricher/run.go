@@ -131,6 +131,9 @@ committed stay committed and the next delivery resumes after them.`,
 			if c.Grace == 0 {
 				c.Grace = cfg.grace()
 			}
+			if src.DLQURL() == "" {
+				log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
+			}
 			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(jobs))
 			if err := c.Run(ctx); err != nil {
 				return err
