@@ -44,7 +44,10 @@ install() {
   mkdir -p "$DIR"
   if [ "$(installed_version)" != "$FAUXQS_VERSION" ]; then
     say "installing fauxqs@$FAUXQS_VERSION into $DIR"
-    npm install --prefix "$DIR" --no-audit --no-fund "fauxqs@$FAUXQS_VERSION" >&2
+    # npm ci from the committed lock file: every transitive version pinned.
+    mkdir -p "$DIR"
+    cp "$ROOT/scripts/fauxqs/package.json" "$ROOT/scripts/fauxqs/package-lock.json" "$DIR/"
+    npm ci --prefix "$DIR" --no-audit --no-fund >&2
     [ "$(installed_version)" = "$FAUXQS_VERSION" ] || die "fauxqs@$FAUXQS_VERSION did not install"
   fi
   # fauxqs's own CLI always binds 0.0.0.0; this launcher uses its public
