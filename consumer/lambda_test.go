@@ -2,6 +2,10 @@ package consumer_test
 
 import (
 	"context"
+	"encoding/json"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,4 +98,27 @@ func TestLambdaStopsBeforeItsDeadlineAndTheNextInvocationResumes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, resp.BatchItemFailures)
 	b.requireExactlyOnce(2000, nil)
+}
+
+// TestLambdaRecordedEvent feeds the handler an SQS event in the JSON shape
+// the Lambda runtime delivers (testdata/sqs-event.json).
+func TestLambdaRecordedEvent(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.appendPosts(25)
+	raw, err := os.ReadFile("testdata/sqs-event.json")
+	require.NoError(t, err)
+	var ev events.SQSEvent
+	require.NoError(t, json.Unmarshal([]byte(strings.ReplaceAll(string(raw), "SNAPSHOT", strconv.FormatInt(s1, 10))), &ev))
+	require.Len(t, ev.Records, 2)
+
+	h := &consumer.LambdaHandler{Processor: b.processor(nil), Logger: quietLogger()}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	resp, err := h.Handle(ctx, ev)
+	require.NoError(t, err)
+	// The second record misses snapshot_id: poison, and without a DLQ it is
+	// reported failed (the queue's redrive policy will take it).
+	assert.Equal(t, []string{"2e1424d4-f796-459a-8184-9c92662be6da"}, failedIDs(resp))
+	b.requireExactlyOnce(25, nil)
 }
