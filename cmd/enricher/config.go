@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -189,3 +191,43 @@ func (c *Config) options() consumer.Options {
 		ReadConcurrency: c.Pipeline.ReadConcurrency,
 	}
 }
+
+// runtimeEnv is what most subcommands start from: the config, its jobs
+// (when asked for) and the open catalog. Close releases the catalog.
+type runtimeEnv struct {
+	cfg  *Config
+	jobs []consumer.Job
+	cat  *storage.Catalog
+}
+
+// open loads the config (and, with withJobs, every job spec and model)
+// and opens the catalog. Loading comes first, so an invalid file stops the
+// command before anything is touched.
+func open(ctx context.Context, path string, withJobs bool) (*runtimeEnv, error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	e := &runtimeEnv{cfg: cfg}
+	if withJobs {
+		if e.jobs, err = cfg.loadJobs(); err != nil {
+			return nil, err
+		}
+	}
+	if e.cat, err = storage.OpenCatalog(ctx, cfg.Catalog); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// processor builds the pipeline for the env's jobs with opts' hooks.
+func (e *runtimeEnv) processor(log *slog.Logger, edit func(*consumer.Options)) (*consumer.Processor, error) {
+	opts := e.cfg.options()
+	opts.Logger = log
+	if edit != nil {
+		edit(&opts)
+	}
+	return consumer.NewProcessor(e.cat, e.jobs, opts)
+}
+
+func (e *runtimeEnv) Close() error { return e.cat.Close() }

@@ -126,23 +126,16 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(cfgPath)
+	env, err := open(ctx, cfgPath, true)
 	if err != nil {
 		return err
 	}
-	jobList, err := cfg.loadJobs()
-	if err != nil {
-		return err
-	}
+	defer env.Close()
+	cat, jobList := env.cat, env.jobs
 	spec := jobList[0].Spec
 	out := g.stdout
 	fmt.Fprintf(out, "enricher demo: embedded warehouse in %s (sqlite catalog, local files, %s model)\n\n", f.workdir, jobList[0].Model.Name())
 
-	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
-	if err != nil {
-		return err
-	}
-	defer cat.Close()
 	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, storage.PostsSchema(), nil)
 	if err != nil {
 		return err
@@ -187,16 +180,14 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	queue.Close()
 
 	// Consume.
-	opts := cfg.options()
-	opts.Logger = log
-	proc, err := consumer.NewProcessor(cat, jobList, opts)
+	proc, err := env.processor(log, nil)
 	if err != nil {
 		return err
 	}
 	counts := enrich.Counts{}
 	var read, written int64
 	var failed []consumer.MessageOutcome
-	c := &consumer.Consumer{Source: queue, Processor: proc, Logger: log, Grace: cfg.grace(),
+	c := &consumer.Consumer{Source: queue, Processor: proc, Logger: log, Grace: env.cfg.grace(),
 		OnOutcome: func(o consumer.MessageOutcome) {
 			printOutcome(out, o)
 			for _, r := range o.Results {

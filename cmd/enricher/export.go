@@ -32,17 +32,13 @@ csv: a header line, then one line per row; null is an empty field.`,
 			if format != storage.FormatJSONL && format != storage.FormatCSV {
 				return fmt.Errorf("%w: --format %q: want jsonl or csv", errUsage, format)
 			}
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+			env, err := g.open(ctx, false)
 			if err != nil {
 				return err
 			}
-			defer cat.Close()
-			tbl, err := cat.LoadTable(ctx, tableName)
+			defer env.Close()
+			tbl, err := env.cat.LoadTable(ctx, tableName)
 			if err != nil {
 				return err
 			}

@@ -36,16 +36,13 @@ skipped); lines of any length are read whole.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+			env, err := g.open(ctx, false)
 			if err != nil {
 				return err
 			}
-			defer cat.Close()
+			defer env.Close()
+			cat := env.cat
 			tbl, err := cat.LoadTable(ctx, tableName)
 			if errors.Is(err, storage.ErrTableNotFound) {
 				tbl, err = cat.CreateIcebergTable(ctx, tableName, storage.PostsSchema(), nil)

@@ -9,7 +9,6 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/storage"
 )
 
 // envDLQURL names the dead-letter queue in Lambda mode.
@@ -28,21 +27,11 @@ func runLambda(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(path)
+	env, err := open(ctx, path, true)
 	if err != nil {
 		return err
 	}
-	jobs, err := cfg.loadJobs()
-	if err != nil {
-		return err
-	}
-	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
-	if err != nil {
-		return err
-	}
-	opts := cfg.options()
-	opts.Logger = log
-	proc, err := consumer.NewProcessor(cat, jobs, opts)
+	proc, err := env.processor(log, nil)
 	if err != nil {
 		return err
 	}
@@ -51,7 +40,7 @@ func runLambda(ctx context.Context) error {
 		return err
 	}
 	h := &consumer.LambdaHandler{Processor: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log}
-	log.Info("lambda handler ready", "jobs", len(jobs), "dlq", h.DLQURL)
+	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL)
 	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
 	return fmt.Errorf("lambda runtime returned")
 }

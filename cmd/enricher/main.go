@@ -100,3 +100,12 @@ func (g *globals) loadConfig() (*Config, error) {
 
 // errUsage marks an error in the command line itself.
 var errUsage = errors.New("usage")
+
+// open finds the subcommand's config and opens its runtime env.
+func (g *globals) open(ctx context.Context, withJobs bool) (*runtimeEnv, error) {
+	path, err := configPath(g.config)
+	if err != nil {
+		return nil, err
+	}
+	return open(ctx, path, withJobs)
+}

@@ -20,7 +20,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/storage"
 )
 
 // envQueueURL names the source queue when --queue-url is not given.
@@ -89,15 +88,12 @@ committed stay committed and the next delivery resumes after them.`,
 			if err != nil {
 				return err
 			}
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			jobs, err := cfg.loadJobs()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
+			env, err := g.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer env.Close()
 			api, err := newSQSClient(ctx)
 			if err != nil {
 				return err
@@ -106,35 +102,29 @@ committed stay committed and the next delivery resumes after them.`,
 			if err != nil {
 				return err
 			}
-			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-			opts := cfg.options()
-			opts.Logger = log
+			var onStage func(job, stage string, d time.Duration)
 			c := &consumer.Consumer{Source: src, Logger: log, Concurrency: concurrency, Grace: grace}
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 				m := consumer.NewMetrics(reg)
-				opts.OnStage, c.OnOutcome = m.ObserveStage, m.Observe
+				onStage, c.OnOutcome = m.ObserveStage, m.Observe
 				stop, err := serveMetrics(ctx, log, metricsAddr, reg)
 				if err != nil {
 					return err
 				}
 				defer stop()
 			}
-			if c.Processor, err = consumer.NewProcessor(cat, jobs, opts); err != nil {
+			if c.Processor, err = env.processor(log, func(o *consumer.Options) { o.OnStage = onStage }); err != nil {
 				return err
 			}
 			if c.Grace == 0 {
-				c.Grace = cfg.grace()
+				c.Grace = env.cfg.grace()
 			}
 			if src.DLQURL() == "" {
 				log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
 			}
-			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(jobs))
+			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(env.jobs))
 			if err := c.Run(ctx); err != nil {
 				return err
 			}
@@ -209,16 +199,12 @@ idempotent).`,
 			}
 			ctx := cmd.Context()
 			if snapshot == 0 {
-				cfg, err := g.loadConfig()
+				env, err := g.open(ctx, false)
 				if err != nil {
 					return err
 				}
-				cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
-				if err != nil {
-					return err
-				}
-				defer cat.Close()
-				tbl, err := cat.LoadTable(ctx, tableName)
+				defer env.Close()
+				tbl, err := env.cat.LoadTable(ctx, tableName)
 				if err != nil {
 					return err
 				}

@@ -3,13 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-
-	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/storage"
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -28,21 +26,13 @@ last recorded the watermark, and the target's row count. It only reads.`,
 			if format != "text" && format != "json" {
 				return fmt.Errorf("%w: --format %q: want text or json", errUsage, format)
 			}
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			jobs, err := cfg.loadJobs()
-			if err != nil {
-				return err
-			}
 			ctx := cmd.Context()
-			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+			env, err := g.open(ctx, true)
 			if err != nil {
 				return err
 			}
-			defer cat.Close()
-			proc, err := consumer.NewProcessor(cat, jobs, cfg.options())
+			defer env.Close()
+			proc, err := env.processor(slog.Default(), nil)
 			if err != nil {
 				return err
 			}
