@@ -65,7 +65,7 @@ Every subcommand reads the runtime config (enricher.yaml, written by demo) from
 	pf.StringVar(&g.config, "config", "", "runtime config file (default $"+envConfig+")")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g))
+	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g))
 	return root
 }
 
