@@ -195,9 +195,10 @@ func (s *scheduler) drainKey(k string, h *held) {
 	for h != nil {
 		var out MessageOutcome
 		if s.ctx.Err() != nil {
-			// Shutting down before this one started: hand it back.
-			s.c.releaseAll(s.work, s.log, []*Message{h.m})
+			// Shutting down before this one started: hand it back (the
+			// heartbeat stops first, or it could hide the message again).
 			h.stopHeartbeat()
+			s.c.releaseAll(s.work, s.log, []*Message{h.m})
 			<-s.held
 		} else {
 			s.running <- struct{}{}
