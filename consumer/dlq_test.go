@@ -1,8 +1,11 @@
 package consumer_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +21,33 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 )
+
+// dlqClient is sqsClient(t) whose HTTP transport gets its own copy of each
+// request body, as the dead-letter tools do for their calls (see ownBody in
+// dlq.go): otherwise a receive of the tests themselves (receiveAll) can, on
+// rare occasions, lose its response to an SDK retry and hide a batch for
+// the visibility timeout.
+func dlqClient(t *testing.T) *sqs.Client {
+	t.Helper()
+	api := sqsClient(t)
+	return sqs.New(api.Options(), func(o *sqs.Options) { o.HTTPClient = bodyCopy{o.HTTPClient} })
+}
+
+type bodyCopy struct{ next sqs.HTTPClient }
+
+func (c bodyCopy) Do(req *http.Request) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return c.next.Do(req)
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	own := req.Clone(req.Context())
+	own.Body = io.NopCloser(bytes.NewReader(body))
+	own.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	return c.next.Do(own)
+}
 
 // dead is a message to put in a dead-letter queue. An empty reason sends
 // it without enricher-* attributes, as the queue's redrive policy moves
@@ -99,7 +129,7 @@ func numbered(prefix string, n int, reason string) []dead {
 
 func TestDLQStatsCountsAndAge(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 
 	empty, err := consumer.DLQStats(t.Context(), api, q.dlq)
@@ -135,7 +165,7 @@ func TestDLQStatsCountsAndAge(t *testing.T) {
 
 func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	at := time.Now().Add(-time.Minute).UTC()
 	sendDead(t, api, q.dlq,
@@ -186,7 +216,7 @@ func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 
 func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	msgs := numbered("m", 23, consumer.ReasonBadMessage)
 	sendDead(t, api, q.dlq, msgs...)
@@ -206,7 +236,7 @@ func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 
 func TestRedriveMovesEverythingBack(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	msgs := numbered("bad", 9, consumer.ReasonBadMessage)
 	msgs = append(msgs, numbered("policy", 4, "")...)
@@ -255,7 +285,7 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 
 func TestRedriveStopsAtMax(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	sendDead(t, api, q.dlq, numbered("m", 5, consumer.ReasonBadMessage)...)
 
@@ -271,7 +301,7 @@ func TestRedriveStopsAtMax(t *testing.T) {
 
 func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	sendDead(t, api, q.dlq,
 		dead{body: "bad-1", reason: consumer.ReasonBadMessage},
@@ -309,7 +339,7 @@ func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 
 func TestRedriveDryRunMovesNothing(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	sendDead(t, api, q.dlq, numbered("bad", 11, consumer.ReasonBadMessage)...)
 	sendDead(t, api, q.dlq, numbered("table", 2, consumer.ReasonUnknownTable)...)
@@ -331,7 +361,7 @@ func TestRedriveDryRunMovesNothing(t *testing.T) {
 
 func TestRedriveInterruptedLosesNothing(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, false, 10, 30)
 	msgs := numbered("m", 8, consumer.ReasonBadMessage)
 	sendDead(t, api, q.dlq, msgs...)
@@ -374,7 +404,7 @@ func TestRedriveInterruptedLosesNothing(t *testing.T) {
 
 func TestRedriveIntoFIFOKeepsTheGroup(t *testing.T) {
 	t.Parallel()
-	api := sqsClient(t)
+	api := dlqClient(t)
 	q := newQueues(t, api, true, 10, 30)
 	sendDead(t, api, q.dlq,
 		dead{body: "posts-1", reason: consumer.ReasonSnapshotNotFound, group: "social.posts"},
