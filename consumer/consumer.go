@@ -201,12 +201,21 @@ func (s *scheduler) drainKey(k string, h *held) {
 			s.c.releaseAll(s.work, s.log, []*Message{h.m})
 			<-s.held
 		} else {
-			s.running <- struct{}{}
+			select {
+			case s.running <- struct{}{}:
+			case <-s.ctx.Done():
+				// Shutdown came while this one waited for a slot.
+				h.stopHeartbeat()
+				s.c.releaseAll(s.work, s.log, []*Message{h.m})
+				<-s.held
+				goto next
+			}
 			out = s.c.handle(s.work, s.log, h.m, h.stopHeartbeat)
 			<-s.running
 			<-s.held
 			s.c.report(out)
 		}
+	next:
 		s.mu.Lock()
 		if q := s.waiting[k]; len(q) > 0 {
 			h, s.waiting[k] = q[0], q[1:]

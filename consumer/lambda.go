@@ -86,6 +86,8 @@ type batchSource struct {
 	dlqURL string
 	fifo   bool
 	msgs   []*Message
+	// sourceARN is the event source queue, for the dead-letter attribute.
+	sourceARN string
 
 	mu        sync.Mutex
 	delivered int // records handed out so far
@@ -99,6 +101,7 @@ var _ Source = (*batchSource)(nil)
 func newBatchSource(ev events.SQSEvent, api SQSAPI, dlqURL string) *batchSource {
 	s := &batchSource{api: api, dlqURL: dlqURL, done: map[string]bool{}, wake: make(chan struct{})}
 	for _, r := range ev.Records {
+		s.sourceARN = r.EventSourceARN
 		if strings.HasSuffix(r.EventSourceARN, ".fifo") {
 			s.fifo = true
 		}
@@ -165,7 +168,7 @@ func (s *batchSource) DeadLetter(ctx context.Context, m *Message, reason string,
 		errText = cause.Error()
 	}
 	in := &sqs.SendMessageInput{QueueUrl: &s.dlqURL, MessageBody: aws.String(string(m.Body)),
-		MessageAttributes: DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, "lambda", time.Now())}
+		MessageAttributes: DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, s.sourceARN, time.Now())}
 	if strings.HasSuffix(s.dlqURL, ".fifo") {
 		group := m.GroupID
 		if group == "" {

@@ -234,6 +234,9 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 		return err
 	}
 	wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
+	if errors.Is(err, storage.ErrWatermarkLost) {
+		return Permanent(ReasonHistory, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -431,14 +434,6 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 	}
 
 	g.Go(func() error { // writer
-		defer func() {
-			for s := range order {
-				<-s.done
-				if s.out != nil {
-					s.out.Release()
-				}
-			}
-		}()
 		for i, c := range cs {
 			counts := enrich.Counts{}
 			var read int64
@@ -493,7 +488,18 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		}
 		return nil
 	})
-	return g.Wait()
+	err := g.Wait()
+	// However the stages ended, the reader has closed order and every
+	// queued slot is (or will be) filled: release what was not written.
+	// Draining here, after Wait, lets the first error cancel the reader
+	// and the workers at once instead of reading on to the end.
+	for s := range order {
+		<-s.done
+		if s.out != nil {
+			s.out.Release()
+		}
+	}
+	return err
 }
 
 func snapshotID(t *table.Table) int64 {

@@ -54,10 +54,23 @@ func ReadWatermark(tgt *table.Table, job, sourceTable string) (Watermark, error)
 		if s.ParentSnapshotID == nil {
 			break
 		}
-		s = meta.SnapshotByID(*s.ParentSnapshotID)
+		parent := meta.SnapshotByID(*s.ParentSnapshotID)
+		if parent == nil {
+			// History was expired before the job's last snapshot was found:
+			// starting over would write every row again.
+			return Watermark{}, fmt.Errorf("target %s: snapshot %d's parent %d is expired before any snapshot of job %s for %s: %w",
+				tableName(tgt), s.SnapshotID, *s.ParentSnapshotID, job, sourceTable, ErrWatermarkLost)
+		}
+		s = parent
 	}
 	return Watermark{}, nil
 }
+
+// ErrWatermarkLost is returned (wrapped) when the target's history no
+// longer reaches the job's watermark (snapshots expired after commits by
+// other writers). Nothing is written: an operator must decide where to
+// resume.
+var ErrWatermarkLost = errors.New("watermark lost to snapshot expiry")
 
 func parseWatermark(s *table.Snapshot) (Watermark, error) {
 	p := s.Summary.Properties

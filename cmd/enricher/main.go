@@ -54,8 +54,8 @@ Start with the embedded demo, which needs no network and no accounts:
 
   enricher demo
 
-Every subcommand reads the runtime config (enricher.yaml, written by demo) from
---config or from the ENRICHER_CONFIG environment variable.`,
+Subcommands that touch tables read the runtime config (enricher.yaml, written
+by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -71,7 +71,7 @@ table or job, a schema the job cannot read) go to the dead-letter queue at once,
 with the reason in message attributes; the DLQ is the one in the queue's
 RedrivePolicy unless --dlq-url names another. Other failures release the
 message so that it comes back, and the queue's redrive policy moves it to the
-DLQ after maxReceiveCount receives.
+DLQ after maxReceiveCount receives (if the queue has one).
 
 SIGINT or SIGTERM stops receiving at once; work in flight gets the shutdown
 grace period, then is cancelled and its message released. Chunks already
@@ -83,6 +83,9 @@ committed stay committed and the next delivery resumes after them.`,
 			url, err := queueURL(queue)
 			if err != nil {
 				return err
+			}
+			if wait < time.Second || wait > 20*time.Second {
+				return fmt.Errorf("%w: --wait %s: SQS long polls last 1s to 20s", errUsage, wait)
 			}
 			log, err := g.logger(slog.LevelInfo)
 			if err != nil {
@@ -183,8 +186,8 @@ func newPublishCmd(g *globals) *cobra.Command {
 snapshot event {"version": 1, "table": ..., "snapshot_id": ...} for the table's
 current snapshot, or for --snapshot-id, and prints the SQS message id.
 
-On a FIFO queue the message group is the table and the deduplication id is the
-table and snapshot, so publishing the same event twice within five minutes
+On a FIFO queue the message group is the table and the deduplication id is
+"TABLE:SNAPSHOT:JOB", so publishing the same event twice within five minutes
 sends it once; on any queue a duplicate is harmless (the consumer is
 idempotent).`,
 		Example: `  enricher publish --config enricher.yaml --queue-url "$QUEUE" --table social.posts`,

@@ -14,7 +14,7 @@ func newValidateCmd(g *globals) *cobra.Command {
 		Long: `validate loads the runtime config and every job spec it names, checks them, and
 prints what each job reads, asks and writes. It exits non-zero on the first
 invalid file, naming the file, the field and the reason, which is also what
-every other subcommand does at start.`,
+run, status, demo and the Lambda handler do at start.`,
 		Example: `  enricher validate --config enricher-demo/enricher.yaml`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
