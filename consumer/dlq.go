@@ -60,7 +60,7 @@ func DLQURLOf(ctx context.Context, api SQSAPI, queueURL string) (string, error) 
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &queueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy},
-	}, ownBody)
+	}, OwnBody)
 	if err != nil {
 		return "", fmt.Errorf("queue %s: %w", queueURL, err)
 	}
@@ -113,7 +113,7 @@ func DLQStats(ctx context.Context, api SQSAPI, dlqURL string) (st Stats, err err
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &dlqURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMessageRetentionPeriod},
-	}, ownBody)
+	}, OwnBody)
 	if err != nil {
 		return Stats{}, fmt.Errorf("dlq stats: queue %s attributes: %w", dlqURL, err)
 	}
@@ -338,7 +338,7 @@ func Redrive(ctx context.Context, api DLQAPI, o RedriveOptions) (res RedriveResu
 						return res, err
 					}
 					dctx, cancel := detached(ctx)
-					_, err := api.DeleteMessage(dctx, &sqs.DeleteMessageInput{QueueUrl: &o.DLQURL, ReceiptHandle: m.ReceiptHandle}, ownBody)
+					_, err := api.DeleteMessage(dctx, &sqs.DeleteMessageInput{QueueUrl: &o.DLQURL, ReceiptHandle: m.ReceiptHandle}, OwnBody)
 					cancel()
 					if err != nil {
 						return res, fmt.Errorf("redrive: delete message %s from %s (it is now in both queues): %w", dl.ID, o.DLQURL, err)
@@ -389,7 +389,7 @@ func moveBack(ctx context.Context, api SQSAPI, queueURL string, fifo bool, m typ
 	}
 	ctx, cancel := detached(ctx)
 	defer cancel()
-	if _, err := api.SendMessage(ctx, in, ownBody); err != nil {
+	if _, err := api.SendMessage(ctx, in, OwnBody); err != nil {
 		return fmt.Errorf("redrive: send message %s to %s: %w", dl.ID, queueURL, err)
 	}
 	return nil
@@ -416,7 +416,7 @@ func startMoveTask(ctx context.Context, api DLQAPI, dlqURL, queueURL string) (*M
 	if err != nil {
 		return nil, fmt.Errorf("redrive: %w", err)
 	}
-	out, err := api.StartMessageMoveTask(ctx, &sqs.StartMessageMoveTaskInput{SourceArn: &src, DestinationArn: &dst}, ownBody)
+	out, err := api.StartMessageMoveTask(ctx, &sqs.StartMessageMoveTaskInput{SourceArn: &src, DestinationArn: &dst}, OwnBody)
 	if err != nil {
 		if unknownAction(err) {
 			return nil, fmt.Errorf("redrive: %w: %w", errNoMoveTask, err)
@@ -450,7 +450,7 @@ func queueArn(ctx context.Context, api SQSAPI, url string) (string, error) {
 	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &url,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
-	}, ownBody)
+	}, OwnBody)
 	if err != nil {
 		return "", fmt.Errorf("queue %s ARN: %w", url, err)
 	}
@@ -490,7 +490,7 @@ func (s *scan) next(ctx context.Context, n int) (fresh []types.Message, done boo
 			types.MessageSystemAttributeNameMessageGroupId,
 		},
 		MessageAttributeNames: []string{"All"},
-	}, ownBody)
+	}, OwnBody)
 	if err != nil {
 		return nil, false, fmt.Errorf("receive from %s: %w", s.url, err)
 	}
@@ -518,7 +518,7 @@ func (s *scan) release(ctx context.Context, what string) error {
 	defer cancel()
 	var errs []error
 	for id, handle := range s.held {
-		_, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: &s.url, ReceiptHandle: &handle, VisibilityTimeout: 0}, ownBody)
+		_, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: &s.url, ReceiptHandle: &handle, VisibilityTimeout: 0}, OwnBody)
 		var ae smithy.APIError
 		if err != nil && !(errors.As(err, &ae) && strings.HasSuffix(ae.ErrorCode(), "MessageNotInflight")) {
 			errs = append(errs, fmt.Errorf("%s: release message %s (it becomes visible again within %ds): %w", what, id, s.visibility, err))
@@ -528,7 +528,8 @@ func (s *scan) release(ctx context.Context, what string) error {
 	return errors.Join(errs...)
 }
 
-// ownBody is a per-call option of every SQS call of the dead-letter tools:
+// OwnBody is an SQS client or per-call option (the CLI sets it on its
+// client, the consumer on its receives):
 // the HTTP transport gets its own copy of the request body.
 //
 // smithy-go closes the request body as soon as the response headers have
@@ -540,7 +541,7 @@ func (s *scan) release(ctx context.Context, what string) error {
 // harmless: the messages the lost response carried stay invisible for the
 // visibility timeout, so a redrive or a peek would end early without them.
 // Against a local emulator it happened to about one receive in a hundred.
-func ownBody(o *sqs.Options) {
+func OwnBody(o *sqs.Options) {
 	if o.HTTPClient != nil {
 		o.HTTPClient = ownBodyClient{o.HTTPClient}
 	}

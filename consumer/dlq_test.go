@@ -1,11 +1,8 @@
 package consumer_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -22,31 +19,13 @@ import (
 	"github.com/socialdata/enricher/consumer"
 )
 
-// dlqClient is sqsClient(t) whose HTTP transport gets its own copy of each
-// request body, as the dead-letter tools do for their calls (see ownBody in
-// dlq.go): otherwise a receive of the tests themselves (receiveAll) can, on
+// dlqClient is sqsClient(t) with consumer.OwnBody on every call: otherwise a receive of the tests themselves (receiveAll) can, on
 // rare occasions, lose its response to an SDK retry and hide a batch for
 // the visibility timeout.
 func dlqClient(t *testing.T) *sqs.Client {
 	t.Helper()
 	api := sqsClient(t)
-	return sqs.New(api.Options(), func(o *sqs.Options) { o.HTTPClient = bodyCopy{o.HTTPClient} })
-}
-
-type bodyCopy struct{ next sqs.HTTPClient }
-
-func (c bodyCopy) Do(req *http.Request) (*http.Response, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return c.next.Do(req)
-	}
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, err
-	}
-	own := req.Clone(req.Context())
-	own.Body = io.NopCloser(bytes.NewReader(body))
-	own.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return c.next.Do(own)
+	return sqs.New(api.Options(), consumer.OwnBody)
 }
 
 // dead is a message to put in a dead-letter queue. An empty reason sends

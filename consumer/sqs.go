@@ -157,7 +157,7 @@ func (s *SQSSource) Receive(ctx context.Context, n int) ([]*Message, error) {
 				types.MessageSystemAttributeNameMessageGroupId,
 			},
 			MessageAttributeNames: []string{"All"},
-		}, ownBody) // see ownBody: a lost response would hide a batch for a visibility timeout
+		}, OwnBody) // see OwnBody: a lost response would hide a batch for a visibility timeout
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"regexp"
 	"slices"
@@ -47,30 +45,9 @@ func dlqEmulator(t *testing.T) *sqs.Client {
 			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
 		})))
 	require.NoError(t, err)
-	return sqs.NewFromConfig(cfg, func(o *sqs.Options) {
-		o.BaseEndpoint = aws.String(endpoint)
-		// The transport gets its own copy of each request body, as the
-		// dead-letter tools do for their calls (see ownBody in
-		// consumer/dlq.go): otherwise a receive of the tests themselves
-		// can, rarely, lose its response to an SDK retry and hide a batch.
-		o.HTTPClient = bodyCopy{o.HTTPClient}
-	})
-}
-
-type bodyCopy struct{ next sqs.HTTPClient }
-
-func (c bodyCopy) Do(req *http.Request) (*http.Response, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return c.next.Do(req)
-	}
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, err
-	}
-	own := req.Clone(req.Context())
-	own.Body = io.NopCloser(bytes.NewReader(body))
-	own.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return c.next.Do(own)
+	// consumer.OwnBody: a receive of the tests themselves could otherwise,
+	// rarely, lose its response to an SDK retry and hide a batch.
+	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) }, consumer.OwnBody)
 }
 
 var dlqQueueSeq atomic.Int64

@@ -32,7 +32,9 @@ func newSQSClient(ctx context.Context) (*sqs.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
-	return sqs.NewFromConfig(cfg), nil
+	// consumer.OwnBody on every call: see there (an SDK retry race that can
+	// hide a received batch for a visibility timeout).
+	return sqs.NewFromConfig(cfg, consumer.OwnBody), nil
 }
 
 func queueURL(flag string) (string, error) {
