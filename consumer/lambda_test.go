@@ -76,8 +76,8 @@ func TestLambdaStopsBeforeItsDeadlineAndTheNextInvocationResumes(t *testing.T) {
 	b.manyFiles()
 	s1 := b.appendPostsBatched(2000, 250)
 
-	// The model stalls after 12 batches of 50 rows: one chunk of two 250-row files is
-	// committed, then the deadline comes.
+	// The model stalls after 12 batches of 50 rows: two chunks of 300 rows
+	// are committed, then the deadline comes.
 	g := newGate(t, b.spec, 12)
 	h := &consumer.LambdaHandler{Logger: quietLogger(), Margin: 500 * time.Millisecond,
 		Processor: b.processor(g, func(o *consumer.Options) { o.ChunkRows = 300; o.BatchRows = 50; o.Workers = 1 })}
@@ -91,7 +91,7 @@ func TestLambdaStopsBeforeItsDeadlineAndTheNextInvocationResumes(t *testing.T) {
 	wm := b.watermark()
 	require.Equal(t, s1, wm.PartialSnapshotID, "some chunks were committed: %+v", wm)
 	committed := len(b.targetRows())
-	require.Equal(t, 500, committed, "one 500-row chunk (two 250-row files) was committed")
+	require.Equal(t, 600, committed, "two 300-row chunks were committed")
 
 	h2 := &consumer.LambdaHandler{Logger: quietLogger(), Processor: b.processor(nil)}
 	resp, err = h2.Handle(t.Context(), ev)

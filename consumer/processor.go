@@ -33,8 +33,13 @@ type Options struct {
 	// (default 8192). Memory in flight is about BatchRows x (2 x Workers + 2).
 	BatchRows int
 	// ChunkRows is how many source rows go into one target commit (default
-	// 250,000). A crash loses at most the chunk in flight.
+	// 250,000), whether they come from several data files or from part of
+	// one. A crash loses at most the chunk in flight.
 	ChunkRows int64
+	// ChunkBytes, when positive, also ends a chunk once it holds about this
+	// many bytes of source data (Parquet, as stored: a row counts its data
+	// file's size over its row count).
+	ChunkBytes int64
 	// Workers is how many batches are enriched at once (default GOMAXPROCS).
 	Workers int
 	// ReadConcurrency is how many data files are decoded at once (default 2).
@@ -301,30 +306,51 @@ func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow
 	return tgt, nil
 }
 
-// chunk is a run of units committed together.
+// chunk is a run of source rows committed together: the next rows of the
+// plan, in plan order.
 type chunk struct {
-	units []storage.Unit
+	rows  int64
 	after storage.Cursor
 }
 
-// chunks cuts a plan into commits of about chunkRows rows, on data file
-// boundaries. A plan without units still yields one (empty) chunk so that
-// the watermark moves past snapshots that added nothing to read.
-func chunks(plan *storage.Plan, chunkRows int64) []chunk {
+// chunks cuts a plan into commits of at most chunkRows rows and, when
+// chunkBytes is set, about chunkBytes bytes of source data (a row counts
+// its data file's size over its row count). A chunk may end inside a data
+// file; its cursor then records the rows done in that file. A plan without
+// units still yields one (empty) chunk so that the watermark moves past
+// snapshots that added nothing to read.
+func chunks(plan *storage.Plan, chunkRows, chunkBytes int64) []chunk {
 	var out []chunk
 	var cur chunk
-	var rows int64
+	var curBytes float64
 	for _, u := range plan.Units {
-		cur.units = append(cur.units, u)
-		cur.after = u.After
-		rows += u.Rows
-		if rows >= chunkRows {
-			out = append(out, cur)
-			cur, rows = chunk{}, 0
+		rowBytes := 0.0
+		if n := u.Task.File.Count(); n > 0 {
+			rowBytes = float64(u.Task.File.FileSizeBytes()) / float64(n)
+		}
+		for done := int64(0); done < u.Rows; {
+			room := chunkRows - cur.rows
+			if chunkBytes > 0 && rowBytes > 0 {
+				room = min(room, int64((float64(chunkBytes)-curBytes)/rowBytes))
+			}
+			if room <= 0 && cur.rows > 0 {
+				cur.after = u.Within(done)
+				out = append(out, cur)
+				cur, curBytes = chunk{}, 0
+				continue
+			}
+			take := min(u.Rows-done, max(room, 1))
+			done += take
+			cur.rows += take
+			curBytes += float64(take) * rowBytes
+			if cur.rows >= chunkRows || (chunkBytes > 0 && curBytes >= float64(chunkBytes)) {
+				cur.after = u.Within(done)
+				out = append(out, cur)
+				cur, curBytes = chunk{}, 0
+			}
 		}
 	}
-	if len(cur.units) > 0 || len(out) == 0 {
-		cur.after = plan.End()
+	if cur.rows > 0 || len(out) == 0 {
 		out = append(out, cur)
 	}
 	// The last chunk always ends at the plan's end, so that snapshots after
@@ -372,7 +398,7 @@ type workItem struct {
 // releases what is still queued.
 func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *table.Table, enr *enrich.Enricher, plan *storage.Plan, res *Result) error {
 	spec := enr.Spec()
-	cs := chunks(plan, p.opts.ChunkRows)
+	cs := chunks(plan, p.opts.ChunkRows, p.opts.ChunkBytes)
 	g, gctx := errgroup.WithContext(compute.WithAllocator(ctx, p.opts.Allocator))
 	// order is how far reading and enriching may run ahead of writing.
 	order := make(chan *slot, 2*p.opts.Workers)
@@ -383,35 +409,78 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 	g.Go(func() error { // reader
 		defer close(order)
 		defer close(work)
-		ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
-		for _, c := range cs {
-			for _, run := range bySnapshot(c.units) {
-				for rec, err := range storage.ReadUnits(gctx, src, spec.Columns(), run, ropts) {
-					if err != nil {
-						return err
-					}
-					s := &slot{done: make(chan struct{}), rows: rec.NumRows()}
-					select {
-					case order <- s:
-					case <-gctx.Done():
-						rec.Release()
-						return gctx.Err()
-					}
-					select {
-					case work <- workItem{slot: s, rec: rec, snap: run[0].SnapshotID}:
-					case <-gctx.Done():
-						rec.Release()
-						s.err = gctx.Err()
-						close(s.done)
-						return gctx.Err()
-					}
-				}
-			}
+		// send queues one batch (owned by the callee from here on).
+		send := func(rec arrow.RecordBatch, snap int64) error {
+			s := &slot{done: make(chan struct{}), rows: rec.NumRows()}
 			select {
-			case order <- &slot{done: closed, end: true}:
+			case order <- s:
 			case <-gctx.Done():
+				rec.Release()
 				return gctx.Err()
 			}
+			select {
+			case work <- workItem{slot: s, rec: rec, snap: snap}:
+				return nil
+			case <-gctx.Done():
+				rec.Release()
+				s.err = gctx.Err()
+				close(s.done)
+				return gctx.Err()
+			}
+		}
+		// The plan's rows stream in order, each file read once; the end of
+		// a chunk may fall inside a batch, which is then cut in two.
+		ci, left := 0, cs[0].rows
+		endChunks := func() error {
+			for ci < len(cs) && left == 0 {
+				select {
+				case order <- &slot{done: closed, end: true}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				if ci++; ci < len(cs) {
+					left = cs[ci].rows
+				}
+			}
+			return nil
+		}
+		if err := endChunks(); err != nil {
+			return err
+		}
+		ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
+		for _, run := range bySnapshot(plan.Units) {
+			for rec, err := range storage.ReadUnits(gctx, src, spec.Columns(), run, ropts) {
+				if err != nil {
+					return err
+				}
+				for off, n := int64(0), rec.NumRows(); off < n; {
+					if ci == len(cs) {
+						rec.Release()
+						return fmt.Errorf("table %s: the source yielded more rows than planned (%d)", spec.Source.Table, plan.Rows())
+					}
+					take := min(n-off, left)
+					piece := rec
+					if take < n {
+						piece = rec.NewSlice(off, off+take)
+					} else {
+						rec.Retain() // piece and rec are the same batch
+					}
+					if err := send(piece, run[0].SnapshotID); err != nil {
+						rec.Release()
+						return err
+					}
+					off += take
+					left -= take
+					if err := endChunks(); err != nil {
+						rec.Release()
+						return err
+					}
+				}
+				rec.Release()
+			}
+		}
+		if ci != len(cs) {
+			return fmt.Errorf("table %s: the source yielded fewer rows than planned (%d)", spec.Source.Table, plan.Rows())
 		}
 		return nil
 	})

@@ -124,10 +124,10 @@ func TestBigSnapshotIsCommittedInChunks(t *testing.T) {
 	files := len(mustPlan(t, b, storage.Cursor{}, s1).Units)
 	require.Greater(t, files, 2, "want several data files in the snapshot")
 
-	p := b.processor(nil, func(o *consumer.Options) { o.ChunkRows = 1 })
+	p := b.processor(nil, func(o *consumer.Options) { o.ChunkRows = 500 })
 	res, err := p.Process(t.Context(), b.event(s1))
 	require.NoError(t, err)
-	assert.Equal(t, files, res[0].Commits, "one commit per file with chunk_rows 1")
+	assert.Equal(t, files, res[0].Commits, "one commit per 500-row file with chunk_rows 500")
 	assert.Equal(t, int64(3000), res[0].RowsWritten)
 	b.requireExactlyOnce(3000, func(int64) int64 { return s1 })
 

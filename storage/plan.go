@@ -22,18 +22,23 @@ var ErrNotAncestor = errors.New("watermark is not an ancestor of the snapshot")
 
 // Cursor is a position in a source table's append history: every snapshot
 // up to and including SnapshotID is done and, when PartialSnapshotID is set,
-// so are the first PartialFiles data files (in path order) of that snapshot.
-// The zero Cursor is the start of the history.
+// so are the first PartialFiles data files (in path order) of that snapshot
+// and the first PartialRows rows of the data file after them. The zero
+// Cursor is the start of the history.
 type Cursor struct {
 	SnapshotID        int64
 	PartialSnapshotID int64
 	PartialFiles      int
+	PartialRows       int64
 }
 
 // IsZero reports whether c is the start of the history.
 func (c Cursor) IsZero() bool { return c == Cursor{} }
 
 func (c Cursor) String() string {
+	if c.PartialSnapshotID != 0 && c.PartialRows != 0 {
+		return fmt.Sprintf("%d+%d files %d rows of %d", c.SnapshotID, c.PartialFiles, c.PartialRows, c.PartialSnapshotID)
+	}
 	if c.PartialSnapshotID != 0 {
 		return fmt.Sprintf("%d+%d files of %d", c.SnapshotID, c.PartialFiles, c.PartialSnapshotID)
 	}
@@ -53,13 +58,36 @@ type SnapshotInfo struct {
 	Rows  int64
 }
 
-// Unit is one data file to read, the finest grain of a plan.
+// Unit is one data file to read, or the rows of one that are left when a
+// cursor stands partway through it.
 type Unit struct {
 	SnapshotID int64
 	Task       table.FileScanTask
-	Rows       int64
+	// Skip is how many leading rows of the file are already done (read and
+	// dropped by ReadUnits); Rows is how many are left to read.
+	Skip, Rows int64
 	// After is the cursor once this unit (and every unit before it) is done.
 	After Cursor
+
+	index  int   // the file's place in its snapshot (path order)
+	parent int64 // the snapshot's parent (0: none)
+}
+
+// Within is the cursor once the first done rows of u's Rows (and every unit
+// before it) are done: a finer watermark than After, for a chunk that ends
+// inside a data file. Within(u.Rows) is u.After.
+func (u Unit) Within(done int64) Cursor {
+	if done >= u.Rows {
+		return u.After
+	}
+	if u.Skip+done == 0 {
+		if u.index == 0 {
+			// Nothing of the snapshot is done yet: the end of the unit before.
+			return Cursor{SnapshotID: u.parent}
+		}
+		return Cursor{SnapshotID: u.parent, PartialSnapshotID: u.SnapshotID, PartialFiles: u.index}
+	}
+	return Cursor{SnapshotID: u.parent, PartialSnapshotID: u.SnapshotID, PartialFiles: u.index, PartialRows: u.Skip + done}
 }
 
 // Plan is what an event asks of a source table: the appended data files
@@ -159,12 +187,19 @@ func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (
 		slices.SortFunc(tasks, func(a, b table.FileScanTask) int {
 			return cmp.Or(cmp.Compare(a.File.FilePath(), b.File.FilePath()), cmp.Compare(a.Start, b.Start))
 		})
-		skip := 0
+		skip, skipRows := 0, int64(0)
 		if i == 0 && from.PartialSnapshotID == s.SnapshotID {
-			skip = min(from.PartialFiles, len(tasks))
+			skip, skipRows = min(from.PartialFiles, len(tasks)), from.PartialRows
+			if skipRows < 0 || (skipRows > 0 && (skip == len(tasks) || skipRows >= tasks[skip].File.Count())) {
+				return nil, fmt.Errorf("table %s: watermark %s is past the rows of snapshot %d's data files: %w",
+					name, from, s.SnapshotID, ErrNotAncestor)
+			}
 		}
 		for j := skip; j < len(tasks); j++ {
-			u := Unit{SnapshotID: s.SnapshotID, Task: tasks[j], Rows: tasks[j].File.Count()}
+			u := Unit{SnapshotID: s.SnapshotID, Task: tasks[j], Rows: tasks[j].File.Count(), index: j, parent: parentOr(s)}
+			if j == skip {
+				u.Skip, u.Rows = skipRows, u.Rows-skipRows
+			}
 			if j == len(tasks)-1 {
 				u.After = Cursor{SnapshotID: s.SnapshotID}
 			} else {
@@ -247,13 +282,22 @@ func ProjectedSchema(src *table.Table, columns []string) (*arrow.Schema, error) 
 	return as, nil
 }
 
+// ErrRowCount is returned (wrapped) when a data file yields another number
+// of rows than its manifest records: row positions in cursors would be
+// wrong, so nothing is written.
+var ErrRowCount = errors.New("data file row count differs from its manifest")
+
 // ReadUnits streams the rows of units, which must all belong to one
-// snapshot, as Arrow batches of the given columns. Every batch yielded is
-// the caller's to Release. Batches come in unit order.
+// snapshot, as Arrow batches of the given columns: for each unit its Rows
+// rows after the first Skip. Every batch yielded is the caller's to
+// Release. Batches come in unit order.
 func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []Unit, opts ReadOptions) iter.Seq2[arrow.RecordBatch, error] {
 	return func(yield func(arrow.RecordBatch, error) bool) {
 		if len(units) == 0 {
 			return
+		}
+		fail := func(err error) {
+			yield(nil, fmt.Errorf("table %s: read snapshot %d: %w", tableName(src), units[0].SnapshotID, err))
 		}
 		tasks := make([]table.FileScanTask, len(units))
 		for i, u := range units {
@@ -264,17 +308,50 @@ func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []
 			table.WithMaxConcurrency(max(1, opts.Concurrency)))
 		_, recs, err := scan.ReadTasks(ctx, tasks)
 		if err != nil {
-			yield(nil, fmt.Errorf("table %s: read snapshot %d: %w", tableName(src), units[0].SnapshotID, err))
+			fail(err)
 			return
 		}
+		// The tasks come back in order, each file whole: pos is the row of
+		// the current unit's file that the next batch starts at.
+		i, pos := 0, int64(0)
 		for rec, err := range recs {
 			if err != nil {
-				yield(nil, fmt.Errorf("table %s: read snapshot %d: %w", tableName(src), units[0].SnapshotID, err))
+				fail(err)
 				return
 			}
-			if !yield(rec, nil) {
-				return
+			n, off := rec.NumRows(), int64(0)
+			for off < n {
+				if i == len(units) {
+					rec.Release()
+					fail(fmt.Errorf("more rows than the files' %w", ErrRowCount))
+					return
+				}
+				u := units[i]
+				total := u.Skip + u.Rows
+				take := min(n-off, total-pos)
+				lo, hi := max(off, off+u.Skip-pos), off+take // keep [lo, hi) of rec
+				var out arrow.RecordBatch
+				switch {
+				case lo >= hi:
+				case lo == 0 && hi == n:
+					out = rec
+					out.Retain()
+				default:
+					out = rec.NewSlice(lo, hi)
+				}
+				off += take
+				if pos += take; pos == total {
+					i, pos = i+1, 0
+				}
+				if out != nil && !yield(out, nil) {
+					rec.Release()
+					return
+				}
 			}
+			rec.Release()
+		}
+		if i != len(units) {
+			fail(fmt.Errorf("%s: %d rows, want %d: %w", units[i].Task.File.FilePath(), pos, units[i].Skip+units[i].Rows, ErrRowCount))
 		}
 	}
 }

@@ -24,6 +24,7 @@ const (
 	PropSourceSnapshotID  = "enricher.source-snapshot-id"
 	PropPartialSnapshotID = "enricher.partial-snapshot-id"
 	PropPartialFiles      = "enricher.partial-files"
+	PropPartialRows       = "enricher.partial-rows"
 	PropSpecVersion       = "enricher.spec-version"
 )
 
@@ -94,6 +95,7 @@ func parseWatermark(s *table.Snapshot) (Watermark, error) {
 	w.SnapshotID = parse(PropSourceSnapshotID)
 	w.PartialSnapshotID = parse(PropPartialSnapshotID)
 	w.PartialFiles = int(parse(PropPartialFiles))
+	w.PartialRows = parse(PropPartialRows)
 	return w, err
 }
 
@@ -122,6 +124,9 @@ func (c *Commit) Props() iceberg.Properties {
 	if c.After.PartialSnapshotID != 0 {
 		p[PropPartialSnapshotID] = strconv.FormatInt(c.After.PartialSnapshotID, 10)
 		p[PropPartialFiles] = strconv.Itoa(c.After.PartialFiles)
+		if c.After.PartialRows != 0 {
+			p[PropPartialRows] = strconv.FormatInt(c.After.PartialRows, 10)
+		}
 	}
 	return p
 }
