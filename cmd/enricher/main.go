@@ -66,6 +66,7 @@ by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g))
+	root.AddCommand(newOrphansCmd(g))
 	return root
 }
 
