@@ -12,6 +12,9 @@ import (
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	// The S3 FileIO: warehouses on s3:// (AWS, or an S3-compatible store
+	// through the s3.endpoint property).
+	_ "github.com/apache/iceberg-go/io/gocloud/s3"
 	"github.com/apache/iceberg-go/table"
 	"github.com/uptrace/bun/driver/sqliteshim"
 )
@@ -30,11 +33,13 @@ type CatalogConfig struct {
 	Type string `yaml:"type"`
 	// URI is the sqlite file of a sql catalog.
 	URI string `yaml:"uri"`
-	// Warehouse is where table data and metadata go: a local folder or a
-	// file:// URL.
+	// Warehouse is where table data and metadata go: a local folder, a
+	// file:// URL or an s3://BUCKET/PREFIX URL.
 	Warehouse string `yaml:"warehouse"`
 	// Properties are passed to the catalog unchanged, for settings this
-	// struct does not name.
+	// struct does not name: for an S3 warehouse s3.region, s3.endpoint (an
+	// S3-compatible store, addressed path-style), s3.access-key-id and
+	// s3.secret-access-key (else the AWS credentials chain).
 	Properties map[string]string `yaml:"properties,omitempty"`
 }
 
@@ -77,7 +82,10 @@ func (cfg CatalogConfig) Validate() error {
 			return errors.New("catalog.uri: is required for a sql catalog (the sqlite file)")
 		}
 		if cfg.Warehouse == "" {
-			return errors.New("catalog.warehouse: is required (a folder or file:// URL for table files)")
+			return errors.New("catalog.warehouse: is required (a folder, file:// or s3:// URL for table files)")
+		}
+		if scheme, _, ok := strings.Cut(cfg.Warehouse, "://"); ok && scheme != "file" && scheme != "s3" {
+			return fmt.Errorf("catalog.warehouse: %q: scheme %s is not supported (a folder, file:// or s3://)", cfg.Warehouse, scheme)
 		}
 	case "":
 		return errors.New("catalog.type: is required (sql)")

@@ -70,6 +70,8 @@ func TestCatalogConfigValidate(t *testing.T) {
 	assert.ErrorContains(t, storage.CatalogConfig{Type: "hive"}.Validate(), `catalog.type: "hive" is not supported`)
 	assert.ErrorContains(t, storage.CatalogConfig{Type: "sql", Warehouse: "w"}.Validate(), "catalog.uri: is required")
 	assert.ErrorContains(t, storage.CatalogConfig{Type: "sql", URI: "c.db"}.Validate(), "catalog.warehouse: is required")
+	assert.ErrorContains(t, storage.CatalogConfig{Type: "sql", URI: "c.db", Warehouse: "gs://b/w"}.Validate(), "scheme gs is not supported")
+	assert.NoError(t, storage.CatalogConfig{Type: "sql", URI: "c.db", Warehouse: "s3://b/w"}.Validate())
 	r := storage.CatalogConfig{Type: "sql", URI: "c.db", Warehouse: "s3://bucket/wh"}.Resolve("/etc/enricher")
 	assert.Equal(t, "/etc/enricher/c.db", r.URI)
 	assert.Equal(t, "s3://bucket/wh", r.Warehouse)
