@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,10 +27,31 @@ const (
 var fieldTypes = []string{TypeString, TypeDouble, TypeLong, TypeBoolean, TypeStringList}
 
 // Providers names the model backends a spec may choose.
-var Providers = []string{ProviderLexicon}
+var Providers = []string{ProviderLexicon, ProviderOpenAI, ProviderAzure, ProviderNoop}
 
-// ProviderLexicon is the offline VADER lexicon model.
-const ProviderLexicon = "lexicon"
+// Model providers.
+const (
+	// ProviderLexicon is the offline VADER lexicon model.
+	ProviderLexicon = "lexicon"
+	// ProviderOpenAI is any server speaking the OpenAI chat-completions API
+	// (api.openai.com, vLLM, llama.cpp, Ollama, ...).
+	ProviderOpenAI = "openai"
+	// ProviderAzure is an Azure OpenAI deployment.
+	ProviderAzure = "azure"
+	// ProviderNoop answers every row at once with a fixed valid value; it
+	// exists to measure the pipeline without a model.
+	ProviderNoop = "noop"
+)
+
+// Defaults of the chat providers.
+const (
+	DefaultOpenAIBaseURL  = "https://api.openai.com/v1"
+	DefaultOpenAIModel    = "gpt-4o-mini"
+	DefaultAzureVersion   = "2024-10-21"
+	DefaultMaxConcurrency = 16
+	DefaultTimeout        = "60s"
+	DefaultMaxAttempts    = 6
+)
 
 // Defaults applied by LoadSpec when a field is absent.
 const (
@@ -74,6 +97,27 @@ type ModelSettings struct {
 	MaxTextChars   int           `yaml:"max_text_chars"`
 	RowsPerRequest int           `yaml:"rows_per_request"`
 	Lexicon        LexiconConfig `yaml:"lexicon"`
+
+	// Chat providers (openai, azure).
+	BaseURL         string  `yaml:"base_url"`
+	Deployment      string  `yaml:"deployment"`
+	APIVersion      string  `yaml:"api_version"`
+	RPM             int     `yaml:"rpm"`
+	TPM             int     `yaml:"tpm"`
+	MaxConcurrency  int     `yaml:"max_concurrency"`
+	Timeout         string  `yaml:"timeout"`
+	MaxAttempts     int     `yaml:"max_attempts"`
+	MaxTokensPerRow int     `yaml:"max_tokens_per_row"`
+	MaxTokensTotal  int64   `yaml:"max_tokens_total"`
+	Prices          Prices  `yaml:"prices"`
+	Temperature     float64 `yaml:"temperature"`
+}
+
+// Prices are a model's list prices in US dollars per million tokens, used to
+// estimate the cost of a run.
+type Prices struct {
+	InputPerMillion  float64 `yaml:"input_per_million"`
+	OutputPerMillion float64 `yaml:"output_per_million"`
 }
 
 // LexiconConfig maps the lexicon model's label and score onto output fields.
@@ -122,8 +166,22 @@ func LoadSpec(path string) (*Spec, error) {
 	return ParseSpec(path, data)
 }
 
+// LoadSpecWith is LoadSpec with command-line overrides of the model
+// settings, applied before defaults and validation.
+func LoadSpecWith(path string, o Overrides) (*Spec, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read job spec: %w", err)
+	}
+	return parseSpec(path, data, o)
+}
+
 // ParseSpec is LoadSpec for bytes already read; file names them in errors.
 func ParseSpec(file string, data []byte) (*Spec, error) {
+	return parseSpec(file, data, Overrides{})
+}
+
+func parseSpec(file string, data []byte, o Overrides) (*Spec, error) {
 	var s Spec
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -134,6 +192,7 @@ func ParseSpec(file string, data []byte) (*Spec, error) {
 		return nil, &SpecError{File: file, Reason: DescribeYAMLError(err)}
 	}
 	s.File = file
+	o.apply(&s)
 	s.applyDefaults()
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -168,15 +227,109 @@ func (s *Spec) applyDefaults() {
 	if s.Model.RowsPerRequest == 0 {
 		s.Model.RowsPerRequest = DefaultRowsPerRequest
 	}
-	if s.Model.Provider == ProviderLexicon {
-		if s.Model.Name == "" {
-			s.Model.Name = "vader"
+	m := &s.Model
+	switch m.Provider {
+	case ProviderLexicon:
+		if m.Name == "" {
+			m.Name = "vader"
 		}
-		if s.Model.Lexicon.NeutralBand == nil {
+		if m.Lexicon.NeutralBand == nil {
 			b := DefaultNeutralBand
-			s.Model.Lexicon.NeutralBand = &b
+			m.Lexicon.NeutralBand = &b
+		}
+	case ProviderNoop:
+		if m.Name == "" {
+			m.Name = "fixed"
+		}
+	case ProviderOpenAI, ProviderAzure:
+		if m.Provider == ProviderOpenAI {
+			if m.BaseURL == "" {
+				m.BaseURL = DefaultOpenAIBaseURL
+			}
+			if m.Name == "" {
+				m.Name = DefaultOpenAIModel
+			}
+		} else {
+			if m.APIVersion == "" {
+				m.APIVersion = DefaultAzureVersion
+			}
+			if m.Deployment == "" {
+				m.Deployment = m.Name
+			}
+			if m.Name == "" {
+				m.Name = m.Deployment
+			}
+		}
+		if m.MaxConcurrency == 0 {
+			m.MaxConcurrency = DefaultMaxConcurrency
+		}
+		if m.Timeout == "" {
+			m.Timeout = DefaultTimeout
+		}
+		if m.MaxAttempts == 0 {
+			m.MaxAttempts = DefaultMaxAttempts
 		}
 	}
+}
+
+// Overrides are model settings given on the command line; zero values
+// leave the spec's own setting.
+type Overrides struct {
+	Provider       string
+	BaseURL        string
+	Model          string
+	Deployment     string
+	APIVersion     string
+	RowsPerRequest int
+	RPM            int
+	TPM            int
+	MaxConcurrency int
+	MaxTokensTotal int64
+}
+
+func (o Overrides) apply(s *Spec) {
+	m := &s.Model
+	if o.Provider != "" && o.Provider != m.Provider {
+		// The file's model name belongs to its own provider ("vader" means
+		// nothing to a chat server): drop it, --model or the provider's
+		// default takes its place.
+		m.Provider, m.Name = o.Provider, ""
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&m.BaseURL, o.BaseURL)
+	set(&m.Name, o.Model)
+	set(&m.Deployment, o.Deployment)
+	set(&m.APIVersion, o.APIVersion)
+	if o.RowsPerRequest != 0 {
+		m.RowsPerRequest = o.RowsPerRequest
+	}
+	if o.RPM != 0 {
+		m.RPM = o.RPM
+	}
+	if o.TPM != 0 {
+		m.TPM = o.TPM
+	}
+	if o.MaxConcurrency != 0 {
+		m.MaxConcurrency = o.MaxConcurrency
+	}
+	if o.MaxTokensTotal != 0 {
+		m.MaxTokensTotal = o.MaxTokensTotal
+	}
+}
+
+// Chat reports whether the spec's provider is a chat-completion server.
+func (m ModelSettings) Chat() bool {
+	return m.Provider == ProviderOpenAI || m.Provider == ProviderAzure
+}
+
+// RequestTimeout is the parsed per-request timeout (validated by Validate).
+func (m ModelSettings) RequestTimeout() time.Duration {
+	d, _ := time.ParseDuration(m.Timeout)
+	return d
 }
 
 var (
@@ -251,8 +404,8 @@ func (s *Spec) Validate() error {
 	if s.Model.RowsPerRequest < 1 || s.Model.RowsPerRequest > 500 {
 		bad("model.rows_per_request", "must be from 1 to 500, got %d", s.Model.RowsPerRequest)
 	}
-	if s.Model.Provider != ProviderLexicon && strings.TrimSpace(s.Prompt.System) == "" {
-		bad("prompt.system", "is required for provider %s", s.Model.Provider)
+	if s.Model.Chat() {
+		s.validateChat(bad)
 	}
 
 	if len(s.Outputs) == 0 {
@@ -334,6 +487,53 @@ func (s *Spec) validateLexicon(bad func(field, format string, args ...any)) {
 	}
 	if b := lx.NeutralBand; b != nil && (*b < 0 || *b >= 1) {
 		bad("model.lexicon.neutral_band", "must be in [0, 1), got %g", *b)
+	}
+}
+
+func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
+	m := s.Model
+	if strings.TrimSpace(s.Prompt.System) == "" {
+		bad("prompt.system", "is required for provider %s", m.Provider)
+	}
+	if m.Provider == ProviderAzure {
+		if m.BaseURL == "" {
+			bad("model.base_url", "is required for provider azure: the resource endpoint, https://NAME.openai.azure.com")
+		}
+		if m.Deployment == "" {
+			bad("model.deployment", "is required for provider azure (or model.name, used as the deployment)")
+		}
+	}
+	if m.BaseURL != "" {
+		if u, err := url.Parse(m.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("model.base_url", "%q is not an http(s) URL", m.BaseURL)
+		}
+	}
+	if m.RPM < 0 {
+		bad("model.rpm", "must not be negative, got %d (0 means no limit)", m.RPM)
+	}
+	if m.TPM < 0 {
+		bad("model.tpm", "must not be negative, got %d (0 means no limit)", m.TPM)
+	}
+	if m.MaxConcurrency < 1 || m.MaxConcurrency > 1024 {
+		bad("model.max_concurrency", "must be from 1 to 1024, got %d", m.MaxConcurrency)
+	}
+	if d, err := time.ParseDuration(m.Timeout); err != nil || d <= 0 {
+		bad("model.timeout", "%q is not a positive duration such as 60s", m.Timeout)
+	}
+	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
+		bad("model.max_attempts", "must be from 1 to 100, got %d", m.MaxAttempts)
+	}
+	if m.MaxTokensPerRow < 0 {
+		bad("model.max_tokens_per_row", "must not be negative, got %d (0 derives it from the outputs)", m.MaxTokensPerRow)
+	}
+	if m.MaxTokensTotal < 0 {
+		bad("model.max_tokens_total", "must not be negative, got %d (0 means no budget)", m.MaxTokensTotal)
+	}
+	if m.Prices.InputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
+		bad("model.prices", "prices must not be negative")
+	}
+	if m.Temperature < 0 || m.Temperature > 2 {
+		bad("model.temperature", "must be from 0 to 2, got %g", m.Temperature)
 	}
 }
 

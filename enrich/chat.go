@@ -1,0 +1,533 @@
+package enrich
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sashabaranov/go-openai"
+	"github.com/sethvargo/go-retry"
+	"golang.org/x/sync/errgroup"
+)
+
+// ChatOptions are the runtime parts of a chat model that do not belong in a
+// job spec.
+type ChatOptions struct {
+	// APIKey is sent as the api-key header (azure) or bearer token (openai).
+	APIKey Secret
+	// HTTPClient defaults to a client whose pool keeps one idle connection
+	// per allowed concurrent request. Per-request timeouts come from the
+	// spec, not from the client.
+	HTTPClient *http.Client
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// CacheSize bounds the distinct texts whose answers are remembered to
+	// answer identical texts later in the run (default 100,000; about 200
+	// bytes each). Negative disables the cache.
+	CacheSize int
+	// RetryBase is the first backoff step (default 500ms); each retry
+	// doubles it, with 20% jitter, up to 30s, and never shorter than the
+	// server's Retry-After.
+	RetryBase time.Duration
+}
+
+// Chat is the model backend for OpenAI-compatible chat-completion servers
+// and Azure OpenAI deployments (via github.com/sashabaranov/go-openai).
+//
+// Annotate sends rows_per_request rows per request as a JSON array in the
+// user message and asks for strict JSON-schema structured output (see
+// prompt.go). Identical texts are sent once. Requests go through a
+// requests- and tokens-per-minute limiter and an adaptive concurrency gate;
+// throttling, 5xx and timeouts are retried with exponential backoff and
+// jitter that honours Retry-After. Rows missing or invalid in an answer, and
+// batches the model refused, filtered or cut off, are asked again in halves,
+// down to one row; what still fails is written as failed or invalid_output
+// with the reason. A wrong key, deployment or URL (401, 403, 404) and an
+// exhausted token budget stop the run instead: no row is written for them.
+type Chat struct {
+	spec     *Spec
+	name     string
+	key      Secret
+	client   *openai.Client
+	http     *http.Client
+	ownHTTP  bool
+	log      *slog.Logger
+	system   string
+	format   *openai.ChatCompletionResponseFormat
+	perRow   int
+	timeout  time.Duration
+	attempts int
+	base     time.Duration
+	lim      *limiter
+	gate     *gate
+	budget   budget
+	use      usage
+	cache    *answerCache
+}
+
+var (
+	_ Model         = (*Chat)(nil)
+	_ UsageReporter = (*Chat)(nil)
+)
+
+// NewChat builds the chat model for a validated spec whose provider is
+// openai or azure.
+func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
+	m := spec.Model
+	if !m.Chat() {
+		return nil, fmt.Errorf("chat model: spec %s asks for provider %s", spec.Name, m.Provider)
+	}
+	if opts.APIKey.Empty() && m.Provider == ProviderAzure {
+		return nil, fmt.Errorf("chat model: provider azure needs an API key (AZURE_OPENAI_API_KEY or --api-key-secret)")
+	}
+	c := &Chat{
+		spec:     spec,
+		name:     m.Provider + "/" + m.Name,
+		key:      opts.APIKey,
+		http:     opts.HTTPClient,
+		log:      opts.Logger,
+		system:   systemMessage(spec),
+		perRow:   m.MaxTokensPerRow,
+		timeout:  m.RequestTimeout(),
+		attempts: m.MaxAttempts,
+		base:     opts.RetryBase,
+		gate:     newGate(m.MaxConcurrency),
+		budget:   budget{max: m.MaxTokensTotal},
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	if c.base <= 0 {
+		c.base = 500 * time.Millisecond
+	}
+	if c.perRow == 0 {
+		c.perRow = rowTokens(spec)
+	}
+	if c.http == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = m.MaxConcurrency
+		c.http, c.ownHTTP = &http.Client{Transport: t}, true
+	}
+	size := opts.CacheSize
+	if size == 0 {
+		size = 100_000
+	}
+	if size > 0 {
+		c.cache = newAnswerCache(size)
+	}
+	var cfg openai.ClientConfig
+	if m.Provider == ProviderAzure {
+		cfg = openai.DefaultAzureConfig(c.key.Reveal(), m.BaseURL)
+		cfg.APIVersion = m.APIVersion
+		deployment := m.Deployment
+		cfg.AzureModelMapperFunc = func(string) string { return deployment }
+	} else {
+		cfg = openai.DefaultConfig(c.key.Reveal())
+		cfg.BaseURL = m.BaseURL
+	}
+	cfg.HTTPClient = capturingDoer{c.http}
+	c.client = openai.NewClientWithConfig(cfg)
+	c.format = &openai.ChatCompletionResponseFormat{
+		Type: openai.ChatCompletionResponseFormatTypeJSONSchema,
+		JSONSchema: &openai.ChatCompletionResponseFormatJSONSchema{
+			Name:   spec.Name + "_results",
+			Schema: responseSchema(spec),
+			Strict: true,
+		},
+	}
+	c.lim = newLimiter(m.RPM, m.TPM)
+	return c, nil
+}
+
+// Name implements Model.
+func (c *Chat) Name() string { return c.name }
+
+// Usage implements UsageReporter.
+func (c *Chat) Usage() Usage { return c.use.snapshot(c.spec.Model.Prices) }
+
+// Close releases idle connections of the model's own HTTP client.
+func (c *Chat) Close() {
+	if c.ownHTTP {
+		c.http.CloseIdleConnections()
+	}
+}
+
+// Annotate implements Model.
+func (c *Chat) Annotate(ctx context.Context, items []Item, out []Answer) error {
+	// Identical texts are asked once: uniq holds each distinct text and the
+	// items that share it.
+	type text struct {
+		text    string
+		key     [32]byte
+		members []int
+	}
+	var uniq []text
+	byText := make(map[string]int, len(items))
+	for i, it := range items {
+		if u, ok := byText[it.Text]; ok {
+			uniq[u].members = append(uniq[u].members, i)
+			continue
+		}
+		byText[it.Text] = len(uniq)
+		uniq = append(uniq, text{text: it.Text, members: []int{i}})
+	}
+	answers := make([]Answer, len(uniq))
+	todo := make([]int, 0, len(uniq))
+	var dedup int64
+	for u := range uniq {
+		t := &uniq[u]
+		dedup += int64(len(t.members) - 1)
+		if c.cache != nil {
+			t.key = sha256.Sum256([]byte(t.text))
+			if a, ok := c.cache.get(t.key); ok {
+				answers[u] = a
+				dedup++
+				continue
+			}
+		}
+		todo = append(todo, u)
+	}
+	c.use.dedupHits.Add(dedup)
+
+	var batches [][]int
+	for rpr := c.spec.Model.RowsPerRequest; len(todo) > 0; {
+		n := min(rpr, len(todo))
+		batches = append(batches, todo[:n:n])
+		todo = todo[n:]
+	}
+	textOf := func(u int) string { return uniq[u].text }
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for range min(len(batches), c.spec.Model.MaxConcurrency) {
+		g.Go(func() error {
+			for {
+				b := int(next.Add(1) - 1)
+				if b >= len(batches) {
+					return nil
+				}
+				c.use.rowsSent.Add(int64(len(batches[b])))
+				if err := c.solve(gctx, batches[b], textOf, answers); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for u, t := range uniq {
+		for _, i := range t.members {
+			out[i] = answers[u]
+		}
+		if c.cache != nil && answers[u].Status == StatusOK {
+			c.cache.put(t.key, answers[u])
+		}
+	}
+	return nil
+}
+
+// solve asks for the rows of batch (indexes into answers) and asks again,
+// in halves, for those that came back missing, invalid, refused, filtered
+// or cut off, until each has been asked alone.
+func (c *Chat) solve(ctx context.Context, batch []int, textOf func(int) string, answers []Answer) error {
+	res, again, err := c.ask(ctx, batch, textOf)
+	if err != nil {
+		return err
+	}
+	var bad []int
+	for j, u := range batch {
+		answers[u] = res[j]
+		if again[j] {
+			bad = append(bad, u)
+		}
+	}
+	if len(bad) == 0 || len(batch) == 1 {
+		return nil
+	}
+	c.use.splits.Add(1)
+	size := max(1, len(batch)/2)
+	for len(bad) > 0 {
+		n := min(size, len(bad))
+		if err := c.solve(ctx, bad[:n:n], textOf, answers); err != nil {
+			return err
+		}
+		bad = bad[n:]
+	}
+	return nil
+}
+
+// Errors of one request, classified.
+type (
+	// stopError stops the run: the configuration is wrong (401, 403,
+	// 404), not the rows.
+	stopError struct{ err error }
+	// batchError is an answer that says nothing row by row: a content
+	// filter, an unreadable body, another 4xx. Smaller batches may pass.
+	batchError struct {
+		status Status
+		reason string
+	}
+)
+
+func (e *stopError) Error() string  { return e.err.Error() }
+func (e *stopError) Unwrap() error  { return e.err }
+func (e *batchError) Error() string { return e.reason }
+
+// ask sends one request for the rows of batch and returns one answer per
+// row and whether that row is worth asking again in a smaller batch.
+func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([]Answer, []bool, error) {
+	ids := make([]string, len(batch))
+	rows := make([]promptRow, len(batch))
+	for j, u := range batch {
+		ids[j] = strconv.Itoa(u)
+		rows[j] = promptRow{ID: ids[j], Text: textOf(u)}
+	}
+	user, err := userMessage(rows)
+	if err != nil {
+		return nil, nil, err
+	}
+	maxTokens := len(batch)*c.perRow + 16
+	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
+	if err := c.budget.reserve(int64(cost)); err != nil {
+		return nil, nil, err
+	}
+	req := openai.ChatCompletionRequest{
+		Model: c.spec.Model.Name,
+		Messages: []openai.ChatCompletionMessage{
+			{Role: openai.ChatMessageRoleSystem, Content: c.system},
+			{Role: openai.ChatMessageRoleUser, Content: user},
+		},
+		MaxCompletionTokens: maxTokens,
+		Temperature:         float32(c.spec.Model.Temperature),
+		ResponseFormat:      c.format,
+	}
+	resp, err := c.call(ctx, req, cost)
+	var spent int64
+	if err == nil {
+		spent = int64(resp.Usage.PromptTokens + resp.Usage.CompletionTokens)
+		c.use.prompt.Add(int64(resp.Usage.PromptTokens))
+		c.use.completion.Add(int64(resp.Usage.CompletionTokens))
+	}
+	c.budget.settle(int64(cost), spent)
+
+	all := func(status Status, reason string, again bool) ([]Answer, []bool, error) {
+		res := make([]Answer, len(batch))
+		flags := make([]bool, len(batch))
+		for j := range res {
+			res[j] = Answer{Status: status, Error: reason}
+			flags[j] = again
+		}
+		return res, flags, nil
+	}
+	var be *batchError
+	var se *stopError
+	switch {
+	case err == nil:
+	case errors.As(err, &se), ctx.Err() != nil:
+		return nil, nil, err
+	case errors.As(err, &be):
+		if len(batch) == 1 {
+			c.log.Warn("model answer unusable", "model", c.name, "rows", len(batch), "reason", be.reason)
+		}
+		return all(be.status, be.reason, true)
+	default:
+		// Retries exhausted on throttling, 5xx or timeouts: smaller
+		// batches would not help, the rows are failed for a replay.
+		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, c.key.scrub(err.Error()))
+		c.log.Warn("model request failed", "model", c.name, "rows", len(batch), "error", reason)
+		return all(StatusFailed, reason, false)
+	}
+
+	if len(resp.Choices) == 0 {
+		return all(StatusInvalidOutput, "the answer has no choices", true)
+	}
+	choice := resp.Choices[0]
+	switch {
+	case choice.Message.Refusal != "":
+		return all(StatusFailed, "the model refused: "+clipText(choice.Message.Refusal), true)
+	case choice.FinishReason == openai.FinishReasonContentFilter:
+		return all(StatusFailed, "the provider's content filter stopped the answer", true)
+	case choice.FinishReason == openai.FinishReasonLength:
+		return all(StatusInvalidOutput, fmt.Sprintf("the answer was cut off at max_tokens (%d)", maxTokens), true)
+	}
+	res, unknown, err := parseAnswer(choice.Message.Content, ids, c.spec.Outputs)
+	if err != nil {
+		return all(StatusInvalidOutput, clipText(err.Error()), true)
+	}
+	if unknown > 0 {
+		c.log.Debug("model answered unknown ids", "model", c.name, "unknown", unknown)
+	}
+	again := make([]bool, len(res))
+	for j := range res {
+		again[j] = res[j].Status != StatusOK
+	}
+	return res, again, nil
+}
+
+// call sends one request, retrying what may pass later.
+func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost int) (openai.ChatCompletionResponse, error) {
+	b := &hintBackoff{next: retry.WithMaxRetries(uint64(c.attempts-1),
+		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
+	var resp openai.ChatCompletionResponse
+	attempt := 0
+	err := retry.Do(ctx, b, func(ctx context.Context) error {
+		attempt++
+		if attempt > 1 {
+			c.use.retries.Add(1)
+		}
+		if err := c.lim.wait(ctx, cost); err != nil {
+			return err
+		}
+		if err := c.gate.acquire(ctx); err != nil {
+			return err
+		}
+		info := &callInfo{}
+		actx, cancel := context.WithTimeout(context.WithValue(ctx, callInfoKey{}, info), c.timeout)
+		r, err := c.client.CreateChatCompletion(actx, req)
+		cancel()
+		c.use.requests.Add(1)
+		c.gate.release(info.status == http.StatusTooManyRequests)
+		if err == nil {
+			resp = r
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		msg := c.key.scrub(err.Error())
+		switch s := info.status; {
+		case s == http.StatusTooManyRequests:
+			c.use.throttled.Add(1)
+			if info.retryAfter > 0 {
+				c.lim.pause(info.retryAfter)
+			}
+			b.atLeast(info.retryAfter)
+			c.log.Debug("model throttled", "model", c.name, "attempt", attempt, "retry_after", info.retryAfter)
+			return retry.RetryableError(errors.New(msg))
+		case s == 0 || s == http.StatusRequestTimeout || s >= 500:
+			// Network errors, our per-request timeout, server errors.
+			c.use.serverErrors.Add(1)
+			b.atLeast(info.retryAfter)
+			c.log.Debug("model request failed, retrying", "model", c.name, "attempt", attempt, "status", s, "error", msg)
+			return retry.RetryableError(errors.New(msg))
+		case s == http.StatusUnauthorized || s == http.StatusForbidden || s == http.StatusNotFound:
+			return &stopError{fmt.Errorf("model %s: HTTP %d (check the key, the base URL, the model or deployment name): %s", c.name, s, msg)}
+		case s == http.StatusBadRequest && isContentFilter(err):
+			return &batchError{status: StatusFailed, reason: "the provider's content filter rejected the prompt"}
+		case s < 300:
+			return &batchError{status: StatusInvalidOutput, reason: "unreadable answer: " + clipText(msg)}
+		default:
+			return &batchError{status: StatusFailed, reason: fmt.Sprintf("HTTP %d: %s", s, clipText(msg))}
+		}
+	})
+	return resp, err
+}
+
+func isContentFilter(err error) bool {
+	var ae *openai.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	if code, _ := ae.Code.(string); code == "content_filter" {
+		return true
+	}
+	return ae.InnerError != nil && ae.InnerError.Code == "ResponsibleAIPolicyViolation"
+}
+
+// clipText keeps row errors short.
+func clipText(s string) string {
+	const n = 300
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
+// hintBackoff is a go-retry backoff whose next step is never shorter than
+// the server's last Retry-After.
+type hintBackoff struct {
+	next retry.Backoff
+	hint time.Duration
+}
+
+func (b *hintBackoff) atLeast(d time.Duration) { b.hint = d }
+
+func (b *hintBackoff) Next() (time.Duration, bool) {
+	d, stop := b.next.Next()
+	if stop {
+		return 0, true
+	}
+	d, b.hint = max(d, b.hint), 0
+	return d, false
+}
+
+// callInfo carries what go-openai drops from an HTTP answer: the status and
+// the Retry-After hint. capturingDoer fills it from the response headers.
+type (
+	callInfo struct {
+		status     int
+		retryAfter time.Duration
+	}
+	callInfoKey   struct{}
+	capturingDoer struct{ c *http.Client }
+)
+
+func (d capturingDoer) Do(req *http.Request) (*http.Response, error) {
+	resp, err := d.c.Do(req)
+	if err == nil {
+		if info, ok := req.Context().Value(callInfoKey{}).(*callInfo); ok {
+			info.status = resp.StatusCode
+			info.retryAfter = retryAfter(resp.Header, time.Now())
+		}
+	}
+	return resp, err
+}
+
+// answerCache remembers the answers to texts already asked in this run, by
+// the SHA-256 of the text. It holds two generations of at most size/2
+// entries each: when the young one fills, the old one is dropped, so memory
+// is bounded and recently used texts survive.
+type answerCache struct {
+	mu    sync.Mutex
+	half  int
+	young map[[32]byte]Answer
+	old   map[[32]byte]Answer
+}
+
+func newAnswerCache(size int) *answerCache {
+	half := max(1, size/2)
+	return &answerCache{half: half, young: make(map[[32]byte]Answer), old: map[[32]byte]Answer{}}
+}
+
+func (c *answerCache) get(k [32]byte) (Answer, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.young[k]; ok {
+		return a, true
+	}
+	a, ok := c.old[k]
+	if ok {
+		c.putLocked(k, a)
+	}
+	return a, ok
+}
+
+func (c *answerCache) put(k [32]byte, a Answer) {
+	c.mu.Lock()
+	c.putLocked(k, a)
+	c.mu.Unlock()
+}
+
+func (c *answerCache) putLocked(k [32]byte, a Answer) {
+	if len(c.young) >= c.half {
+		c.old, c.young = c.young, make(map[[32]byte]Answer, c.half)
+	}
+	c.young[k] = a
+}

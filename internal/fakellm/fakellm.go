@@ -1,0 +1,538 @@
+// Package fakellm is an OpenAI-compatible chat-completions server on
+// loopback for tests and benchmarks. It speaks the OpenAI URL form
+// (POST /v1/chat/completions, bearer token) and the Azure form
+// (POST /openai/deployments/{name}/chat/completions?api-version=..., api-key
+// header), answers the enricher's batch prompts with deterministic values
+// derived from each post's text, and can enforce requests- and
+// tokens-per-minute quotas with 429 + Retry-After, add latency, and inject
+// every fault a real provider produces: 5xx, hangs, malformed bodies,
+// missing, extra and duplicated ids, wrong types, refusals, content filters
+// and cut-off answers.
+package fakellm
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Fault is what the server does to one request instead of answering well.
+type Fault int
+
+// Faults.
+const (
+	None          Fault = iota
+	ServerError         // 500 with a JSON error body
+	Throttle            // 429 with Retry-After (Server.RetryAfter)
+	Hang                // no answer until the client gives up
+	MalformedBody       // 200 whose body is not JSON
+	MalformedJSON       // 200 whose message content is not JSON
+	DropRow             // the first row is not answered
+	ExtraRow            // an answer for an id nobody asked about
+	DuplicateRow        // the first row is answered twice
+	WrongType           // the first row's first field has a wrong value
+	Refusal             // message.refusal set, no content
+	ContentFilter       // finish_reason content_filter
+	PromptFilter        // 400 with code content_filter (Azure)
+	CutOff              // finish_reason length, content cut in half
+	Unauthorized        // 401 whatever the key
+)
+
+// Row is one post of a request's user message.
+type Row struct {
+	ID   string `json:"id"`
+	Text string `json:"text"`
+}
+
+// Field is an output field read from a request's JSON schema.
+type Field struct {
+	Name string
+	Type string // string, number, integer, boolean, array
+	Enum []string
+}
+
+// Request is what the server understood of one request.
+type Request struct {
+	N          int // 1-based, in arrival order
+	At         time.Time
+	Azure      bool
+	Deployment string
+	APIVersion string
+	Model      string
+	System     string
+	User       string
+	Rows       []Row
+	Fields     []Field
+	Strict     bool
+	MaxTokens  int
+	Cost       int // tokens charged to the TPM quota
+}
+
+// Server is the fake. Set its fields before Start; read results with
+// Requests and Stats.
+type Server struct {
+	// Key is the API key expected (bearer or api-key); empty accepts any.
+	Key string
+	// Latency is added to every answer.
+	Latency time.Duration
+	// RPM and TPM are the enforced quotas (0: none), as token buckets
+	// holding one second of quota.
+	RPM, TPM int
+	// RetryAfter is the hint sent with injected Throttle faults.
+	RetryAfter time.Duration
+	// Fault picks a fault for a request (nil: none).
+	Fault func(r *Request) Fault
+	// Answer computes a row's value of a field (default Deterministic).
+	Answer func(text string, f Field) any
+
+	srv      *http.Server
+	ln       net.Listener
+	done     chan struct{}
+	rpm, tpm *bucket
+
+	mu       sync.Mutex
+	requests []Request
+	stats    Stats
+}
+
+// Stats counts what the server did.
+type Stats struct {
+	Requests      int // requests received
+	Answered      int // 200 answers
+	LimitThrottle int // 429s because a quota was exceeded
+	Injected      int // faults injected
+	RowsAnswered  int
+	TokensCharged int
+}
+
+// Start listens on a loopback port and serves until Close.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("fakellm: listen: %w", err)
+	}
+	if s.RPM > 0 {
+		s.rpm = newBucket(s.RPM)
+	}
+	if s.TPM > 0 {
+		s.tpm = newBucket(s.TPM)
+	}
+	if s.Answer == nil {
+		s.Answer = Deterministic
+	}
+	s.ln, s.done = ln, make(chan struct{})
+	s.srv = &http.Server{Handler: http.HandlerFunc(s.handle), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		defer close(s.done)
+		_ = s.srv.Serve(ln) // returns http.ErrServerClosed on Close
+	}()
+	return nil
+}
+
+// URL is the server's root: the Azure endpoint. The OpenAI base URL is
+// URL()+"/v1".
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() }
+
+// Close stops the server and waits for its goroutines.
+func (s *Server) Close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(ctx); err != nil {
+		_ = s.srv.Close()
+	}
+	<-s.done
+}
+
+// Requests returns a copy of every request received.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// EstimateTokens is how the server counts tokens: one per four bytes,
+// rounded up, plus four per message.
+func EstimateTokens(s string) int { return (len(s) + 3) / 4 }
+
+// Deterministic answers from a hash of the text and the field name, so a
+// test can recompute what any row must hold: an enum value, a number in
+// [-1, 1], an integer in [0, 100), a boolean, or a one-element list.
+func Deterministic(text string, f Field) any {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(f.Name))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(text))
+	x := h.Sum64()
+	switch f.Type {
+	case "number":
+		return float64(x%2001)/1000 - 1
+	case "integer":
+		return int64(x % 100)
+	case "boolean":
+		return x%2 == 0
+	case "array":
+		if len(f.Enum) > 0 {
+			return []string{f.Enum[x%uint64(len(f.Enum))]}
+		}
+		return []string{"tag"}
+	default:
+		if len(f.Enum) > 0 {
+			return f.Enum[x%uint64(len(f.Enum))]
+		}
+		return fmt.Sprintf("v%d", x%1000)
+	}
+}
+
+type chatRequest struct {
+	Model               string `json:"model"`
+	MaxTokens           int    `json:"max_tokens"`
+	MaxCompletionTokens int    `json:"max_completion_tokens"`
+	Messages            []struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+	} `json:"messages"`
+	ResponseFormat *struct {
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Strict bool            `json:"strict"`
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
+	} `json:"response_format"`
+}
+
+func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	req := Request{At: time.Now()}
+	switch {
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
+		if s.Key != "" && r.Header.Get("Authorization") != "Bearer "+s.Key {
+			s.unauthorized(w, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+			return
+		}
+	case r.Method == http.MethodPost && strings.HasPrefix(r.URL.Path, "/openai/deployments/") && strings.HasSuffix(r.URL.Path, "/chat/completions"):
+		req.Azure = true
+		req.Deployment = strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/openai/deployments/"), "/chat/completions")
+		req.APIVersion = r.URL.Query().Get("api-version")
+		if req.APIVersion == "" {
+			writeError(w, http.StatusBadRequest, "missing api-version", "invalid_request_error", "")
+			return
+		}
+		if s.Key != "" && r.Header.Get("api-key") != s.Key {
+			s.unauthorized(w, r.Header.Get("api-key"))
+			return
+		}
+	default:
+		writeError(w, http.StatusNotFound, "no route "+r.URL.Path, "invalid_request_error", "")
+		return
+	}
+	var body chatRequest
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, "request body is not JSON: "+err.Error(), "invalid_request_error", "")
+		return
+	}
+	if err := s.read(&req, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), "invalid_request_error", "")
+		return
+	}
+
+	s.mu.Lock()
+	s.stats.Requests++
+	req.N = s.stats.Requests
+	s.requests = append(s.requests, req)
+	s.mu.Unlock()
+
+	fault := None
+	if s.Fault != nil {
+		fault = s.Fault(&req)
+	}
+	if fault == None {
+		if wait, ok := s.admit(req.Cost); !ok {
+			s.count(func(st *Stats) { st.LimitThrottle++ })
+			throttle(w, wait)
+			return
+		}
+	} else {
+		s.count(func(st *Stats) { st.Injected++ })
+	}
+
+	if s.Latency > 0 || fault == Hang {
+		d := s.Latency
+		if fault == Hang {
+			d = time.Hour
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+
+	switch fault {
+	case ServerError:
+		writeError(w, http.StatusInternalServerError, "The server had an error while processing your request.", "server_error", "")
+		return
+	case Throttle:
+		throttle(w, s.RetryAfter)
+		return
+	case PromptFilter:
+		writeError(w, http.StatusBadRequest, "The response was filtered due to the prompt triggering content management policy.", "invalid_request_error", "content_filter")
+		return
+	case Unauthorized:
+		s.unauthorized(w, "")
+		return
+	case MalformedBody:
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"id": "chatcmpl-1", "choices": [`))
+		return
+	}
+
+	content, finish, refusal := s.answer(&req, fault)
+	s.count(func(st *Stats) {
+		st.Answered++
+		st.RowsAnswered += len(req.Rows)
+	})
+	prompt := EstimateTokens(req.System) + EstimateTokens(req.User) + 12
+	resp := map[string]any{
+		"id":      fmt.Sprintf("chatcmpl-%d", req.N),
+		"object":  "chat.completion",
+		"created": time.Now().Unix(),
+		"model":   req.Model,
+		"choices": []any{map[string]any{
+			"index":         0,
+			"finish_reason": finish,
+			"message":       map[string]any{"role": "assistant", "content": content, "refusal": refusal},
+		}},
+		"usage": map[string]any{
+			"prompt_tokens":     prompt,
+			"completion_tokens": EstimateTokens(content),
+			"total_tokens":      prompt + EstimateTokens(content),
+		},
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// read fills req from the body: rows from the user message, fields from
+// the JSON schema.
+func (s *Server) read(req *Request, body *chatRequest) error {
+	req.Model = body.Model
+	req.MaxTokens = max(body.MaxTokens, body.MaxCompletionTokens)
+	for _, m := range body.Messages {
+		switch m.Role {
+		case "system":
+			req.System = m.Content
+		case "user":
+			req.User = m.Content
+		}
+	}
+	if err := json.Unmarshal([]byte(req.User), &req.Rows); err != nil {
+		return fmt.Errorf("the user message is not a JSON array of {id, text}: %v", err)
+	}
+	if body.ResponseFormat == nil || body.ResponseFormat.Type != "json_schema" || body.ResponseFormat.JSONSchema == nil {
+		return fmt.Errorf("response_format json_schema is required")
+	}
+	req.Strict = body.ResponseFormat.JSONSchema.Strict
+	var schema struct {
+		Properties struct {
+			Results struct {
+				Items struct {
+					Properties map[string]struct {
+						Type  string   `json:"type"`
+						Enum  []string `json:"enum"`
+						Items *struct {
+							Enum []string `json:"enum"`
+						} `json:"items"`
+					} `json:"properties"`
+					Required []string `json:"required"`
+				} `json:"items"`
+			} `json:"results"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(body.ResponseFormat.JSONSchema.Schema, &schema); err != nil {
+		return fmt.Errorf("json_schema.schema: %v", err)
+	}
+	items := schema.Properties.Results.Items
+	for _, name := range items.Required {
+		if name == "id" {
+			continue
+		}
+		p, ok := items.Properties[name]
+		if !ok {
+			return fmt.Errorf("required %q has no property", name)
+		}
+		f := Field{Name: name, Type: p.Type, Enum: p.Enum}
+		if p.Items != nil {
+			f.Enum = p.Items.Enum
+		}
+		req.Fields = append(req.Fields, f)
+	}
+	req.Cost = EstimateTokens(req.System) + EstimateTokens(req.User) + 12 + req.MaxTokens
+	return nil
+}
+
+// admit charges a request to the quotas; when one is exceeded it says how
+// long until it would not be.
+func (s *Server) admit(cost int) (time.Duration, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	var wait time.Duration
+	for _, b := range []*bucket{s.rpm, s.tpm} {
+		if b != nil {
+			wait = max(wait, b.wait(now, cost, b == s.rpm))
+		}
+	}
+	if wait > 0 {
+		return wait, false
+	}
+	for _, b := range []*bucket{s.rpm, s.tpm} {
+		if b != nil {
+			n := float64(cost)
+			if b == s.rpm {
+				n = 1
+			}
+			b.level -= n
+		}
+	}
+	s.stats.TokensCharged += cost
+	return 0, true
+}
+
+// bucket is a per-minute quota enforced as a token bucket refilled at the
+// quota's rate and holding one second of it. A request is admitted when the
+// bucket holds its cost, or is full; a cost above a full bucket leaves it in
+// debt, which later requests wait out.
+type bucket struct {
+	perSec, capacity, level float64
+	last                    time.Time
+}
+
+func newBucket(perMinute int) *bucket {
+	ps := float64(perMinute) / 60
+	c := max(1, math.Ceil(ps))
+	return &bucket{perSec: ps, capacity: c, level: c, last: time.Now()}
+}
+
+func (b *bucket) wait(now time.Time, cost int, perRequest bool) time.Duration {
+	b.level = min(b.capacity, b.level+now.Sub(b.last).Seconds()*b.perSec)
+	b.last = now
+	need := float64(cost)
+	if perRequest {
+		need = 1
+	}
+	need = min(need, b.capacity)
+	if b.level >= need {
+		return 0
+	}
+	return time.Duration((need - b.level) / b.perSec * float64(time.Second))
+}
+
+func (s *Server) answer(req *Request, fault Fault) (content string, finish string, refusal string) {
+	switch fault {
+	case Refusal:
+		return "", "stop", "I can't help with that."
+	case ContentFilter:
+		return "", "content_filter", ""
+	case MalformedJSON:
+		return `{"results": [{"id": "` + firstID(req) + `", oops`, "stop", ""
+	}
+	results := make([]map[string]any, 0, len(req.Rows)+1)
+	for _, row := range req.Rows {
+		m := map[string]any{"id": row.ID}
+		for _, f := range req.Fields {
+			m[f.Name] = s.Answer(row.Text, f)
+		}
+		results = append(results, m)
+	}
+	if len(results) > 0 {
+		switch fault {
+		case DropRow:
+			results = results[1:]
+		case DuplicateRow:
+			results = append(results, results[0])
+		case ExtraRow:
+			extra := map[string]any{"id": "no-such-id"}
+			for k, v := range results[0] {
+				if k != "id" {
+					extra[k] = v
+				}
+			}
+			results = append(results, extra)
+		case WrongType:
+			if len(req.Fields) > 0 {
+				results[0][req.Fields[0].Name] = wrongValue(req.Fields[0])
+			}
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"results": results})
+	content = string(b)
+	if fault == CutOff {
+		return content[:len(content)/2], "length", ""
+	}
+	return content, "stop", ""
+}
+
+func wrongValue(f Field) any {
+	switch f.Type {
+	case "string":
+		if len(f.Enum) > 0 {
+			return "not-" + f.Enum[0]
+		}
+		return 42
+	case "number", "integer":
+		return 1e9
+	default:
+		return "wrong"
+	}
+}
+
+func firstID(req *Request) string {
+	if len(req.Rows) == 0 {
+		return ""
+	}
+	return req.Rows[0].ID
+}
+
+func (s *Server) count(f func(*Stats)) {
+	s.mu.Lock()
+	f(&s.stats)
+	s.mu.Unlock()
+}
+
+// unauthorized answers 401 and, like careless servers do, echoes the key it
+// was given: the client must never let it reach a log.
+func (s *Server) unauthorized(w http.ResponseWriter, got string) {
+	writeError(w, http.StatusUnauthorized, "Incorrect API key provided: "+got+".", "invalid_request_error", "invalid_api_key")
+}
+
+func throttle(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("retry-after-ms", strconv.FormatInt(max(1, wait.Milliseconds()), 10))
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+	writeError(w, http.StatusTooManyRequests, "Rate limit reached. Please retry after the time in Retry-After.", "rate_limit_exceeded", "429")
+}
+
+func writeError(w http.ResponseWriter, status int, msg, typ, code string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	e := map[string]any{"message": msg, "type": typ}
+	if code != "" {
+		e["code"] = code
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": e})
+}
