@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/socialdata/enricher/enrich"
 )
 
 // Metrics are the consumer's Prometheus metrics. Wire Observe to
@@ -76,4 +78,59 @@ func (m *Metrics) Observe(o MessageOutcome) {
 // ObserveStage records one stage step.
 func (m *Metrics) ObserveStage(job, stage string, d time.Duration) {
 	m.stages.WithLabelValues(job, stage).Observe(d.Seconds())
+}
+
+// ModelCollector exports the usage of the jobs' paid models (see
+// enrich.UsageReporter), read at each scrape: requests, retries, 429s,
+// server errors, tokens by kind, rows sent, rows answered from identical
+// texts and the estimated cost. Tokens per row is
+// enricher_model_tokens_total / enricher_model_rows_sent_total.
+type ModelCollector struct {
+	jobs []Job
+}
+
+// NewModelCollector collects the usage of every job whose model reports it.
+func NewModelCollector(jobs []Job) *ModelCollector { return &ModelCollector{jobs: jobs} }
+
+var (
+	descModelRequests = prometheus.NewDesc("enricher_model_requests_total", "HTTP requests sent to the model, retries included, by job.", []string{"job"}, nil)
+	descModelRetries  = prometheus.NewDesc("enricher_model_retries_total", "Model requests that retried a failed attempt, by job.", []string{"job"}, nil)
+	descModelThrottle = prometheus.NewDesc("enricher_model_throttled_total", "Model answers with HTTP 429, by job.", []string{"job"}, nil)
+	descModelErrors   = prometheus.NewDesc("enricher_model_server_errors_total", "Model answers with 5xx, timeouts and network errors, by job.", []string{"job"}, nil)
+	descModelSplits   = prometheus.NewDesc("enricher_model_splits_total", "Batches asked again in smaller pieces after a partial or unusable answer, by job.", []string{"job"}, nil)
+	descModelTokens   = prometheus.NewDesc("enricher_model_tokens_total", "Tokens the model server reported, by job and kind (prompt, completion).", []string{"job", "kind"}, nil)
+	descModelRows     = prometheus.NewDesc("enricher_model_rows_sent_total", "Distinct rows sent to the model, by job.", []string{"job"}, nil)
+	descModelDedup    = prometheus.NewDesc("enricher_model_dedup_hits_total", "Rows answered from an identical text already asked in this process, by job.", []string{"job"}, nil)
+	descModelCost     = prometheus.NewDesc("enricher_model_cost_usd_total", "Estimated model cost in US dollars at the job spec's prices, by job.", []string{"job"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (c *ModelCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descModelRequests, descModelRetries, descModelThrottle, descModelErrors, descModelSplits, descModelTokens, descModelRows, descModelDedup, descModelCost} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *ModelCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, j := range c.jobs {
+		r, ok := j.Model.(enrich.UsageReporter)
+		if !ok {
+			continue
+		}
+		u, job := r.Usage(), j.Spec.Name
+		counter := func(d *prometheus.Desc, v float64, labels ...string) {
+			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, append([]string{job}, labels...)...)
+		}
+		counter(descModelRequests, float64(u.Requests))
+		counter(descModelRetries, float64(u.Retries))
+		counter(descModelThrottle, float64(u.Throttled))
+		counter(descModelErrors, float64(u.ServerErrors))
+		counter(descModelSplits, float64(u.Splits))
+		counter(descModelTokens, float64(u.PromptTokens), "prompt")
+		counter(descModelTokens, float64(u.CompletionTokens), "completion")
+		counter(descModelRows, float64(u.RowsSent))
+		counter(descModelDedup, float64(u.DedupHits))
+		counter(descModelCost, u.Cost())
+	}
 }

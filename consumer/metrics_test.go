@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/fakellm"
 )
 
 func TestMetricsCountOutcomesRowsAndStages(t *testing.T) {
@@ -66,4 +68,32 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 	}
 	t.Fatalf("no counter %s%v", name, labels)
 	return 0
+}
+
+func TestModelCollectorExportsChatUsage(t *testing.T) {
+	t.Parallel()
+	llm := &fakellm.Server{}
+	require.NoError(t, llm.Start())
+	t.Cleanup(llm.Close)
+	spec, err := enrich.LoadSpecWith("../jobs/sentiment.yaml", enrich.Overrides{
+		Provider: enrich.ProviderOpenAI, BaseURL: llm.URL() + "/v1", RowsPerRequest: 4,
+	})
+	require.NoError(t, err)
+	spec.Model.Prices = enrich.Prices{InputPerMillion: 1, OutputPerMillion: 2}
+	chat, err := enrich.NewChat(spec, enrich.ChatOptions{Logger: quietLogger()})
+	require.NoError(t, err)
+	t.Cleanup(chat.Close)
+	items := []enrich.Item{{ID: 0, Text: "a"}, {ID: 1, Text: "b"}, {ID: 2, Text: "a"}, {ID: 3, Text: "c"}, {ID: 4, Text: "d"}, {ID: 5, Text: "e"}}
+	require.NoError(t, chat.Annotate(t.Context(), items, make([]enrich.Answer, len(items))))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(consumer.NewModelCollector([]consumer.Job{{Spec: spec, Model: chat}}))
+	job := map[string]string{"job": "sentiment"}
+	assert.Equal(t, 2.0, counterValue(t, reg, "enricher_model_requests_total", job), "5 distinct texts in requests of 4")
+	assert.Equal(t, 5.0, counterValue(t, reg, "enricher_model_rows_sent_total", job))
+	assert.Equal(t, 1.0, counterValue(t, reg, "enricher_model_dedup_hits_total", job))
+	u := chat.Usage()
+	assert.Equal(t, float64(u.PromptTokens), counterValue(t, reg, "enricher_model_tokens_total", map[string]string{"job": "sentiment", "kind": "prompt"}))
+	assert.InDelta(t, float64(u.PromptTokens)/1e6+2*float64(u.CompletionTokens)/1e6, counterValue(t, reg, "enricher_model_cost_usd_total", job), 1e-12)
+	assert.Positive(t, u.PromptTokens)
 }

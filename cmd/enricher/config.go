@@ -142,14 +142,14 @@ func (c *Config) specPaths() []string {
 	return out
 }
 
-// loadJobs loads every job spec and builds its model. All spec errors are
-// returned together, each naming its file and field.
-func (c *Config) loadJobs() ([]consumer.Job, error) {
-	var jobs []consumer.Job
+// loadSpecs loads every job spec, with the command line's model overrides.
+// All spec errors are returned together, each naming its file and field.
+func (c *Config) loadSpecs(o enrich.Overrides) ([]*enrich.Spec, error) {
+	var specs []*enrich.Spec
 	var errs []error
 	names := map[string]string{}
 	for _, p := range c.specPaths() {
-		spec, err := enrich.LoadSpec(p)
+		spec, err := enrich.LoadSpecWith(p, o)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -159,27 +159,34 @@ func (c *Config) loadJobs() ([]consumer.Job, error) {
 			continue
 		}
 		names[spec.Name] = p
-		model, err := newModel(spec)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		jobs = append(jobs, consumer.Job{Spec: spec, Model: model})
+		specs = append(specs, spec)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return jobs, nil
+	return specs, nil
 }
 
-// newModel builds the backend a spec asks for.
-func newModel(spec *enrich.Spec) (enrich.Model, error) {
-	switch spec.Model.Provider {
-	case enrich.ProviderLexicon:
-		return enrich.NewLexicon(spec)
-	default:
-		return nil, &enrich.SpecError{File: spec.File, Field: "model.provider", Reason: fmt.Sprintf("%q is not available", spec.Model.Provider)}
+// loadJobs loads every job spec and builds its model; mf (may be nil)
+// holds the command line's model flags.
+func (c *Config) loadJobs(ctx context.Context, mf *modelFlags, log *slog.Logger) ([]consumer.Job, error) {
+	specs, err := c.loadSpecs(mf.overrides())
+	if err != nil {
+		return nil, err
 	}
+	ms := &models{flags: mf, log: log}
+	var jobs []consumer.Job
+	for _, spec := range specs {
+		model, err := ms.build(ctx, spec)
+		if err != nil {
+			for _, j := range jobs {
+				closeModel(j.Model)
+			}
+			return nil, fmt.Errorf("job %s: %w", spec.Name, err)
+		}
+		jobs = append(jobs, consumer.Job{Spec: spec, Model: model})
+	}
+	return jobs, nil
 }
 
 // options turns the pipeline config into processor options.
@@ -204,17 +211,24 @@ type runtimeEnv struct {
 // and opens the catalog. Loading comes first, so an invalid file stops the
 // command before anything is touched.
 func open(ctx context.Context, path string, withJobs bool) (*runtimeEnv, error) {
+	return openWith(ctx, path, withJobs, nil, slog.Default())
+}
+
+// openWith is open with the command line's model flags (mf may be nil) and
+// the logger models log to.
+func openWith(ctx context.Context, path string, withJobs bool, mf *modelFlags, log *slog.Logger) (*runtimeEnv, error) {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return nil, err
 	}
 	e := &runtimeEnv{cfg: cfg}
 	if withJobs {
-		if e.jobs, err = cfg.loadJobs(); err != nil {
+		if e.jobs, err = cfg.loadJobs(ctx, mf, log); err != nil {
 			return nil, err
 		}
 	}
 	if e.cat, err = storage.OpenCatalog(ctx, cfg.Catalog); err != nil {
+		e.closeModels()
 		return nil, err
 	}
 	return e, nil
@@ -230,4 +244,14 @@ func (e *runtimeEnv) processor(log *slog.Logger, edit func(*consumer.Options)) (
 	return consumer.NewProcessor(e.cat, e.jobs, opts)
 }
 
-func (e *runtimeEnv) Close() error { return e.cat.Close() }
+// Close releases the catalog and the models' connections.
+func (e *runtimeEnv) Close() error {
+	e.closeModels()
+	return e.cat.Close()
+}
+
+func (e *runtimeEnv) closeModels() {
+	for _, j := range e.jobs {
+		closeModel(j.Model)
+	}
+}

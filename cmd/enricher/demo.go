@@ -55,6 +55,7 @@ type demoFlags struct {
 	generate int64
 	seed     uint64
 	samples  int
+	model    modelFlags
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -97,6 +98,7 @@ to touch a non-empty folder that it did not create.`,
 	fl.Int64Var(&f.generate, "generate", 1000, "how many sample posts to generate when --posts is not given")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the generated posts")
 	fl.IntVar(&f.samples, "samples", 6, "sample rows to show")
+	f.model.register(fl)
 	return cmd
 }
 
@@ -126,7 +128,10 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	env, err := open(ctx, cfgPath, true)
+	if err := f.model.validate(); err != nil {
+		return err
+	}
+	env, err := openWith(ctx, cfgPath, true, &f.model, log)
 	if err != nil {
 		return err
 	}
@@ -143,6 +148,10 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 
 	// Ingest: one append snapshot and one event per round.
 	queue := consumer.NewMemQueue()
+	// A message failing for a reason that does not go away (a wrong key,
+	// a server that is down) gives up after three tries, as a queue's
+	// redrive policy would, instead of coming back for ever.
+	queue.MaxReceives = 3
 	texts := map[int64]string{} // texts of the first posts, for the sample rows
 	const keepTexts = 5000
 	var firstEvent []byte
@@ -184,11 +193,16 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if err != nil {
 		return err
 	}
+	consumeCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	counts := enrich.Counts{}
 	var read, written int64
 	var failed []consumer.MessageOutcome
 	c := &consumer.Consumer{Source: queue, Processor: proc, Logger: log, Grace: env.cfg.grace(),
 		OnOutcome: func(o consumer.MessageOutcome) {
+			if errors.Is(o.Err, enrich.ErrBudgetExhausted) {
+				stop(o.Err) // every later message would fail the same way
+			}
 			printOutcome(out, o)
 			for _, r := range o.Results {
 				counts.Add(r.Counts)
@@ -204,14 +218,20 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	debug.FreeOSMemory()
 	resetPeakRSS()
 	start := time.Now()
-	if err := c.Run(ctx); err != nil {
+	if err := c.Run(consumeCtx); err != nil {
 		return err
 	}
 	elapsed := time.Since(start)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("demo interrupted: %w", err)
 	}
+	if cause := context.Cause(consumeCtx); cause != nil {
+		failed = append(failed, consumer.MessageOutcome{Err: cause})
+	}
 	if len(failed) > 0 {
+		if u, ok := usageOf(jobList[0].Model); ok {
+			fmt.Fprintf(out, "\nmodel usage: %s\n", u)
+		}
 		return fmt.Errorf("%d event(s) failed; first: %w", len(failed), failed[0].Err)
 	}
 
@@ -235,6 +255,9 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	fmt.Fprintf(tw, "  time\t%s\t(%.0f rows/s)\n", elapsed.Round(time.Millisecond), rate)
 	if peak, ok := peakRSS(); ok {
 		fmt.Fprintf(tw, "  peak memory\t%d MiB\t(resident set while consuming)\n", peak>>20)
+	}
+	if u, ok := usageOf(jobList[0].Model); ok {
+		printUsage(tw, u)
 	}
 	tw.Flush()
 

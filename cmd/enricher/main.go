@@ -38,6 +38,10 @@ type globals struct {
 	logFormat string
 	stdout    io.Writer
 	stderr    io.Writer
+	// model holds the model flags of the subcommands that take them.
+	model *modelFlags
+	// log is what models log to once a subcommand has built its logger.
+	log *slog.Logger
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -65,7 +69,7 @@ by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 	pf.StringVar(&g.config, "config", "", "runtime config file (default $"+envConfig+")")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g))
+	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g), newReplayCmd(g))
 	root.AddCommand(newOrphansCmd(g))
 	return root
 }
@@ -108,5 +112,12 @@ func (g *globals) open(ctx context.Context, withJobs bool) (*runtimeEnv, error) 
 	if err != nil {
 		return nil, err
 	}
-	return open(ctx, path, withJobs)
+	log := g.log
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := g.model.validate(); err != nil {
+		return nil, err
+	}
+	return openWith(ctx, path, withJobs, g.model, log)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
 )
 
 // envQueueURL names the source queue when --queue-url is not given.
@@ -55,6 +56,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		wait        time.Duration
 		grace       time.Duration
 		metricsAddr string
+		mf          modelFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run --queue-url URL",
@@ -93,7 +95,9 @@ committed stay committed and the next delivery resumes after them.`,
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
+			ctx, cancel := context.WithCancelCause(cmd.Context())
+			defer cancel(nil)
+			g.model, g.log = &mf, log
 			env, err := g.open(ctx, true)
 			if err != nil {
 				return err
@@ -112,6 +116,7 @@ committed stay committed and the next delivery resumes after them.`,
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+				reg.MustRegister(consumer.NewModelCollector(env.jobs))
 				m := consumer.NewMetrics(reg)
 				onStage, c.OnOutcome = m.ObserveStage, m.Observe
 				stop, err := serveMetrics(ctx, log, metricsAddr, reg)
@@ -129,9 +134,29 @@ committed stay committed and the next delivery resumes after them.`,
 			if src.DLQURL() == "" {
 				log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
 			}
+			// A run out of token budget stops the daemon: every later message
+			// would fail the same way. The message is released, not lost.
+			observe := c.OnOutcome
+			c.OnOutcome = func(o consumer.MessageOutcome) {
+				if observe != nil {
+					observe(o)
+				}
+				if errors.Is(o.Err, enrich.ErrBudgetExhausted) {
+					cancel(o.Err)
+				}
+			}
 			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(env.jobs))
-			if err := c.Run(ctx); err != nil {
-				return err
+			runErr := c.Run(ctx)
+			for _, j := range env.jobs {
+				if u, ok := usageOf(j.Model); ok {
+					log.Info("model usage", "job", j.Spec.Name, "model", j.Model.Name(), "usage", u.String())
+				}
+			}
+			if runErr != nil {
+				return runErr
+			}
+			if cause := context.Cause(ctx); errors.Is(cause, enrich.ErrBudgetExhausted) {
+				return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", cause)
 			}
 			log.Info("consumer stopped")
 			return nil
@@ -145,6 +170,7 @@ committed stay committed and the next delivery resumes after them.`,
 	f.DurationVar(&wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
 	f.DurationVar(&grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
+	mf.register(f)
 	return cmd
 }
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/enrich"
 )
 
 func newValidateCmd(g *globals) *cobra.Command {
@@ -22,13 +24,12 @@ run, status, demo and the Lambda handler do at start.`,
 			if err != nil {
 				return err
 			}
-			jobs, err := cfg.loadJobs()
+			specs, err := cfg.loadSpecs(enrich.Overrides{})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(jobs))
-			for _, j := range jobs {
-				s := j.Spec
+			fmt.Fprintf(g.stdout, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(specs))
+			for _, s := range specs {
 				var outs []string
 				for _, f := range s.Outputs {
 					o := f.Name + " " + f.Type
@@ -38,7 +39,7 @@ run, status, demo and the Lambda handler do at start.`,
 					outs = append(outs, o)
 				}
 				fmt.Fprintf(g.stdout, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
-					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, j.Model.Name(), strings.Join(outs, ", "))
+					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.Provider+"/"+s.Model.Name, strings.Join(outs, ", "))
 			}
 			return nil
 		},

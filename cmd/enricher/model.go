@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/spf13/pflag"
+
+	"github.com/socialdata/enricher/enrich"
+)
+
+// Where model API keys come from.
+const (
+	envOpenAIKey    = "OPENAI_API_KEY"
+	envAzureKey     = "AZURE_OPENAI_API_KEY"
+	envAPIKeySecret = "ENRICHER_API_KEY_SECRET"
+)
+
+// modelFlags are the model settings demo, run and replay take on the
+// command line; each overrides the job spec's own for every job.
+type modelFlags struct {
+	provider, baseURL, model, deployment, apiVersion string
+	apiKeySecret                                     string
+	rowsPerRequest, rpm, tpm, maxConcurrency         int
+	maxTokensTotal                                   int64
+}
+
+func (m *modelFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&m.provider, "provider", "", "model backend for every job: lexicon, openai, azure or noop (default: the job spec's)")
+	f.StringVar(&m.baseURL, "base-url", "", "chat server: OpenAI-compatible base URL (e.g. http://localhost:8000/v1) or the Azure endpoint https://NAME.openai.azure.com")
+	f.StringVar(&m.model, "model", "", "model name sent to the server (openai) or recorded in _model (azure)")
+	f.StringVar(&m.deployment, "deployment", "", "Azure OpenAI deployment name (default: --model)")
+	f.StringVar(&m.apiVersion, "api-version", "", "Azure OpenAI API version (default "+enrich.DefaultAzureVersion+")")
+	f.StringVar(&m.apiKeySecret, "api-key-secret", "", "AWS Secrets Manager secret NAME or ARN holding the API key, a plain string or JSON such as {\"api_key\": \"...\"} (default $"+envAPIKeySecret+"; without it the key comes from $"+envOpenAIKey+" or $"+envAzureKey+")")
+	f.IntVar(&m.rowsPerRequest, "rows-per-request", 0, "rows sent in one chat request (default: the job spec's, else 20)")
+	f.IntVar(&m.rpm, "rpm", 0, "requests-per-minute quota to stay under (default: the job spec's; 0 there: none)")
+	f.IntVar(&m.tpm, "tpm", 0, "tokens-per-minute quota to stay under, counting prompt estimate plus max_tokens (default: the job spec's)")
+	f.IntVar(&m.maxConcurrency, "max-concurrency", 0, "chat requests in flight at most, per job (default: the job spec's, else 16)")
+	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of this run per job: stop cleanly before spending more (default: the job spec's; 0: none)")
+}
+
+func (m *modelFlags) overrides() enrich.Overrides {
+	if m == nil {
+		return enrich.Overrides{}
+	}
+	return enrich.Overrides{
+		Provider: m.provider, BaseURL: m.baseURL, Model: m.model, Deployment: m.deployment,
+		APIVersion: m.apiVersion, RowsPerRequest: m.rowsPerRequest, RPM: m.rpm, TPM: m.tpm,
+		MaxConcurrency: m.maxConcurrency, MaxTokensTotal: m.maxTokensTotal,
+	}
+}
+
+func (m *modelFlags) validate() error {
+	if m == nil {
+		return nil
+	}
+	if m.provider != "" && !slices.Contains(enrich.Providers, m.provider) {
+		return fmt.Errorf("%w: --provider %q: want one of %s", errUsage, m.provider, strings.Join(enrich.Providers, ", "))
+	}
+	for name, v := range map[string]int{"--rows-per-request": m.rowsPerRequest, "--rpm": m.rpm, "--tpm": m.tpm, "--max-concurrency": m.maxConcurrency} {
+		if v < 0 {
+			return fmt.Errorf("%w: %s must not be negative, got %d", errUsage, name, v)
+		}
+	}
+	if m.maxTokensTotal < 0 {
+		return fmt.Errorf("%w: --max-tokens-total must not be negative, got %d", errUsage, m.maxTokensTotal)
+	}
+	return nil
+}
+
+// models builds the model of each job, fetching an API key at most once.
+type models struct {
+	flags *modelFlags
+	log   *slog.Logger
+
+	once sync.Once
+	key  enrich.Secret
+	err  error
+}
+
+func (ms *models) build(ctx context.Context, spec *enrich.Spec) (enrich.Model, error) {
+	switch spec.Model.Provider {
+	case enrich.ProviderLexicon:
+		return enrich.NewLexicon(spec)
+	case enrich.ProviderNoop:
+		return enrich.NewNoop(spec)
+	case enrich.ProviderOpenAI, enrich.ProviderAzure:
+		key, err := ms.apiKey(ctx, spec.Model.Provider)
+		if err != nil {
+			return nil, err
+		}
+		if key.Empty() && spec.Model.Provider == enrich.ProviderOpenAI {
+			ms.log.Warn("no API key for provider openai: requests go without one, as local servers allow", "job", spec.Name, "hint", "set "+envOpenAIKey+" or --api-key-secret")
+		}
+		return enrich.NewChat(spec, enrich.ChatOptions{APIKey: key, Logger: ms.log})
+	default:
+		return nil, &enrich.SpecError{File: spec.File, Field: "model.provider", Reason: fmt.Sprintf("%q is not available", spec.Model.Provider)}
+	}
+}
+
+// apiKey finds the key: the Secrets Manager secret when one is named, else
+// the provider's environment variable.
+func (ms *models) apiKey(ctx context.Context, provider string) (enrich.Secret, error) {
+	ref := os.Getenv(envAPIKeySecret)
+	if ms.flags != nil && ms.flags.apiKeySecret != "" {
+		ref = ms.flags.apiKeySecret
+	}
+	if ref == "" {
+		env := envOpenAIKey
+		if provider == enrich.ProviderAzure {
+			env = envAzureKey
+		}
+		key := enrich.NewSecret(os.Getenv(env))
+		if key.Empty() && provider == enrich.ProviderAzure {
+			return key, fmt.Errorf("provider azure needs an API key: set %s or name a Secrets Manager secret with --api-key-secret (or %s)", envAzureKey, envAPIKeySecret)
+		}
+		return key, nil
+	}
+	ms.once.Do(func() {
+		var cfg aws.Config
+		cfg, ms.err = config.LoadDefaultConfig(ctx)
+		if ms.err != nil {
+			ms.err = fmt.Errorf("aws config for Secrets Manager: %w", ms.err)
+			return
+		}
+		ms.key, ms.err = fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref)
+	})
+	return ms.key, ms.err
+}
+
+// secretsAPI is the part of the Secrets Manager client used here.
+type secretsAPI interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+}
+
+// Names under which a JSON secret may hold the key, in order.
+var secretKeyNames = []string{"api_key", "apiKey", "key", envAzureKey, envOpenAIKey}
+
+// fetchAPIKey reads the secret ref (name or ARN). A plain string secret is
+// the key; a JSON object holds it under one of secretKeyNames, or as its
+// only string member. Errors name the secret, never its value.
+func fetchAPIKey(ctx context.Context, api secretsAPI, ref string) (enrich.Secret, error) {
+	out, err := api.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(ref)})
+	if err != nil {
+		return enrich.Secret{}, fmt.Errorf("read API key from secret %s: %w", ref, err)
+	}
+	if out.SecretString == nil {
+		return enrich.Secret{}, fmt.Errorf("secret %s has no string value (binary secrets are not supported)", ref)
+	}
+	raw := strings.TrimSpace(*out.SecretString)
+	if !strings.HasPrefix(raw, "{") {
+		if raw == "" {
+			return enrich.Secret{}, fmt.Errorf("secret %s is empty", ref)
+		}
+		return enrich.NewSecret(raw), nil
+	}
+	var obj map[string]any
+	if err := json.Unmarshal([]byte(raw), &obj); err != nil {
+		return enrich.Secret{}, fmt.Errorf("secret %s starts like JSON but is not a JSON object", ref)
+	}
+	for _, k := range secretKeyNames {
+		if v, ok := obj[k].(string); ok && strings.TrimSpace(v) != "" {
+			return enrich.NewSecret(v), nil
+		}
+	}
+	var names []string
+	var only string
+	for k, v := range obj {
+		names = append(names, k)
+		if s, ok := v.(string); ok {
+			only = s
+		}
+	}
+	if len(obj) == 1 && strings.TrimSpace(only) != "" {
+		return enrich.NewSecret(only), nil
+	}
+	sort.Strings(names)
+	return enrich.Secret{}, fmt.Errorf("secret %s is a JSON object without the key: want one of the members %s (it has %s)",
+		ref, strings.Join(secretKeyNames, ", "), strings.Join(names, ", "))
+}
+
+// usageOf returns the usage of the jobs' models that report one.
+func usageOf(m enrich.Model) (enrich.Usage, bool) {
+	r, ok := m.(enrich.UsageReporter)
+	if !ok {
+		return enrich.Usage{}, false
+	}
+	return r.Usage(), true
+}
+
+// closeModel releases what a model holds (idle HTTP connections).
+func closeModel(m enrich.Model) {
+	if c, ok := m.(interface{ Close() }); ok {
+		c.Close()
+	}
+}
+
+// printUsage writes a model's usage as rows of a summary table.
+func printUsage(w io.Writer, u enrich.Usage) {
+	fmt.Fprintf(w, "  model requests\t%d\t(%d retries, %d throttled with 429, %d server errors or timeouts, %d batches split)\n",
+		u.Requests, u.Retries, u.Throttled, u.ServerErrors, u.Splits)
+	fmt.Fprintf(w, "  model tokens\t%d\t(prompt %d, completion %d; %.1f per row sent; %d rows sent, %d answered from identical texts)\n",
+		u.PromptTokens+u.CompletionTokens, u.PromptTokens, u.CompletionTokens, u.TokensPerRow(), u.RowsSent, u.DedupHits)
+	if u.Prices != (enrich.Prices{}) {
+		fmt.Fprintf(w, "  estimated cost\t$%.4f\t(at the job spec's prices)\n", u.Cost())
+	}
+}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/fakellm"
+	"github.com/socialdata/enricher/storage"
+)
+
+var (
+	sentimentField = fakellm.Field{Name: "sentiment", Type: "string", Enum: []string{"negative", "neutral", "positive"}}
+	scoreField     = fakellm.Field{Name: "score", Type: "number"}
+)
+
+func startLLM(t *testing.T, s *fakellm.Server) *fakellm.Server {
+	t.Helper()
+	require.NoError(t, s.Start())
+	t.Cleanup(s.Close)
+	return s
+}
+
+// runBoth runs the enricher in-process and returns stdout and stderr.
+func runBoth(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	cmd := newRootCmd(&out, &errOut)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), errOut.String(), err
+}
+
+// postsFile writes n posts, some of them blank and some repeated, and
+// returns the file and its lines (post_id i is lines[i-1]).
+func postsFile(t *testing.T, n int) (string, []string) {
+	t.Helper()
+	lines := make([]string, n)
+	for i := range lines {
+		switch {
+		case i%50 == 17:
+			lines[i] = "   "
+		case i%10 == 3 && i > 10:
+			lines[i] = lines[i-10] // a retweet
+		default:
+			lines[i] = fmt.Sprintf("post %d says the match was %s", i+1, []string{"awful", "fine", "brilliant", "a draw"}[i%4])
+		}
+	}
+	path := filepath.Join(t.TempDir(), "posts.txt")
+	require.NoError(t, os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
+	return path, lines
+}
+
+// requireRowsFromTheirOwnText checks one target row per post and, for each,
+// the values the fake derives from that post's own text: a row that got
+// another row's answer fails.
+func requireRowsFromTheirOwnText(t *testing.T, rows []map[string]any, lines []string, model string) {
+	t.Helper()
+	require.Len(t, rows, len(lines))
+	seen := map[int64]bool{}
+	for _, r := range rows {
+		id, err := r["post_id"].(json.Number).Int64()
+		require.NoError(t, err)
+		require.False(t, seen[id], "post %d written twice", id)
+		seen[id] = true
+		text := lines[id-1]
+		if strings.TrimSpace(text) == "" {
+			assert.Equal(t, "skipped", r["_status"], "post %d", id)
+			continue
+		}
+		require.Equal(t, "ok", r["_status"], "post %d: %v", id, r["_error"])
+		assert.Equal(t, model, r["_model"])
+		assert.Equal(t, fakellm.Deterministic(text, sentimentField), r["sentiment"], "post %d", id)
+		score, err := r["score"].(json.Number).Float64()
+		require.NoError(t, err)
+		assert.InDelta(t, fakellm.Deterministic(text, scoreField), score, 1e-9, "post %d", id)
+	}
+}
+
+func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
+	const key = "sk-demo-key-that-must-stay-secret"
+	t.Setenv(envOpenAIKey, key)
+	t.Setenv(envAPIKeySecret, "")
+	faults := []fakellm.Fault{fakellm.DropRow, fakellm.ServerError, fakellm.WrongType, fakellm.Throttle,
+		fakellm.DuplicateRow, fakellm.MalformedJSON, fakellm.CutOff, fakellm.Refusal, fakellm.ExtraRow}
+	llm := startLLM(t, &fakellm.Server{
+		Key: key, RPM: 3000, Latency: 5 * time.Millisecond, RetryAfter: 20 * time.Millisecond,
+		Fault: func(r *fakellm.Request) fakellm.Fault {
+			if r.N%4 == 0 {
+				return faults[(r.N/4)%len(faults)]
+			}
+			return fakellm.None
+		},
+	})
+	posts, lines := postsFile(t, 600)
+	work := filepath.Join(t.TempDir(), "demo")
+	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "3", "--samples", "2",
+		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "fake-1", "--rows-per-request", "20",
+		"--log-level", "debug")
+	require.NoError(t, err, stderr)
+	assert.Contains(t, out, "model requests")
+	assert.Contains(t, out, "openai/fake-1 model")
+	assert.NotContains(t, out+stderr, key)
+
+	rows := exportRows(t, filepath.Join(work, "enricher.yaml"), "social.posts_sentiment")
+	requireRowsFromTheirOwnText(t, rows, lines, "openai/fake-1")
+	assert.Positive(t, llm.Stats().Injected)
+	// Retweets were asked once: the rows sent are the distinct texts, the
+	// copies were answered from them.
+	distinct, nonBlank := map[string]bool{}, 0
+	for _, l := range lines {
+		if strings.TrimSpace(l) != "" {
+			distinct[l] = true
+			nonBlank++
+		}
+	}
+	assert.Contains(t, out, fmt.Sprintf("%d rows sent, %d answered from identical texts", len(distinct), nonBlank-len(distinct)))
+}
+
+func TestDemoStopsAtTheTokenBudget(t *testing.T) {
+	t.Parallel()
+	llm := startLLM(t, &fakellm.Server{})
+	posts, _ := postsFile(t, 300)
+	out, _, err := runBoth(t, "demo", "--workdir", filepath.Join(t.TempDir(), "demo"), "--posts", posts, "--rounds", "1",
+		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--max-tokens-total", "4000", "--max-concurrency", "1")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "token budget exhausted")
+	assert.Contains(t, out, "model usage: requests=")
+}
+
+func TestReplayReplacesRowsInPlace(t *testing.T) {
+	t.Parallel()
+	posts, lines := postsFile(t, 400)
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "4", "--samples", "0")
+	cfg := filepath.Join(work, "enricher.yaml")
+	before := exportRows(t, cfg, "social.posts_sentiment")
+	require.Len(t, before, 400)
+	wmBefore := watermark(t, cfg)
+
+	llm := startLLM(t, &fakellm.Server{})
+	out := mustRun(t, "replay", "--config", cfg, "--job", "sentiment", "--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "new-model")
+	assert.Contains(t, out, "target rows replaced")
+
+	after := exportRows(t, cfg, "social.posts_sentiment")
+	requireRowsFromTheirOwnText(t, after, lines, "openai/new-model")
+	assert.Equal(t, wmBefore, watermark(t, cfg), "a replay carries the watermark forward")
+
+	// A range that the job has not reached is refused.
+	_, err := run(t, "replay", "--config", cfg, "--to-snapshot", "42", "--provider", "noop")
+	require.ErrorContains(t, err, "has no snapshot 42")
+}
+
+func TestReplayOnlyFailedRowsLeavesTheOthersAlone(t *testing.T) {
+	t.Parallel()
+	var filterOn atomic.Bool
+	filterOn.Store(true)
+	llm := startLLM(t, &fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
+		for _, row := range r.Rows {
+			if filterOn.Load() && strings.Contains(row.Text, "brilliant") {
+				return fakellm.ContentFilter
+			}
+		}
+		return fakellm.None
+	}})
+	posts, lines := postsFile(t, 200)
+	work := filepath.Join(t.TempDir(), "demo")
+	chat := []string{"--provider", "openai", "--base-url", llm.URL() + "/v1", "--model", "m"}
+	mustRun(t, append([]string{"demo", "--workdir", work, "--posts", posts, "--rounds", "2", "--samples", "0"}, chat...)...)
+	cfg := filepath.Join(work, "enricher.yaml")
+	before := map[string]map[string]any{}
+	failed := 0
+	for _, r := range exportRows(t, cfg, "social.posts_sentiment") {
+		before[string(r["post_id"].(json.Number))] = r
+		if r["_status"] == "failed" {
+			failed++
+			assert.Contains(t, r["_error"], "content filter")
+		}
+	}
+	require.Positive(t, failed)
+
+	filterOn.Store(false)
+	asked := len(llm.Requests())
+	out := mustRun(t, append([]string{"replay", "--config", cfg, "--only-status", "failed,invalid_output"}, chat...)...)
+	assert.Contains(t, out, fmt.Sprintf("ok %d", failed))
+
+	after := exportRows(t, cfg, "social.posts_sentiment")
+	requireRowsFromTheirOwnText(t, after, lines, "openai/m")
+	for _, r := range after {
+		old := before[string(r["post_id"].(json.Number))]
+		if old["_status"] == "ok" {
+			assert.Equal(t, old["_enriched_at"], r["_enriched_at"], "post %v was replayed but had not failed", r["post_id"])
+		}
+	}
+	sent := 0
+	for _, r := range llm.Requests()[asked:] {
+		sent += len(r.Rows)
+	}
+	assert.LessOrEqual(t, sent, failed, "only the failed rows go to the model again")
+
+	_, err := run(t, "replay", "--config", cfg, "--only-status", "broken")
+	require.ErrorContains(t, err, `--only-status "broken": want one of ok, skipped, failed, invalid_output`)
+}
+
+func watermark(t *testing.T, cfg string) storage.Watermark {
+	t.Helper()
+	c, err := loadConfig(cfg)
+	require.NoError(t, err)
+	cat, err := storage.OpenCatalog(context.Background(), c.Catalog)
+	require.NoError(t, err)
+	defer cat.Close()
+	tgt, err := cat.LoadTable(context.Background(), "social.posts_sentiment")
+	require.NoError(t, err)
+	wm, err := storage.ReadWatermark(tgt, "sentiment", "social.posts")
+	require.NoError(t, err)
+	wm.TargetSnapshotID, wm.CommittedAt = 0, time.Time{}
+	return wm
+}
+
+// fakeSecrets speaks the Secrets Manager JSON protocol for GetSecretValue.
+func fakeSecrets(t *testing.T, secrets map[string]string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"__type": "UnknownOperationException", "message": "%s"}`, r.Header.Get("X-Amz-Target"))
+			return
+		}
+		var in struct{ SecretId string }
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		v, ok := secrets[in.SecretId]
+		if !ok {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"__type": "ResourceNotFoundException", "message": "Secrets Manager can't find the specified secret."}`)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"ARN": "arn:aws:secretsmanager:eu-west-1:000000000000:secret:" + in.SecretId, "Name": in.SecretId, "SecretString": v,
+		})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestAPIKeyFromSecretsManager(t *testing.T) {
+	t.Parallel()
+	srv := fakeSecrets(t, map[string]string{
+		"plain":  "  sk-plain  \n",
+		"json":   `{"api_key": "sk-json", "endpoint": "https://x"}`,
+		"single": `{"whatever": "sk-single"}`,
+		"nokey":  `{"user": "u-1234", "password": "p-5678"}`,
+		"empty":  ``,
+	})
+	api := secretsmanager.New(secretsmanager.Options{
+		Region: "eu-west-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
+	})
+	ctx := context.Background()
+	for name, want := range map[string]string{"plain": "sk-plain", "json": "sk-json", "single": "sk-single"} {
+		key, err := fetchAPIKey(ctx, api, name)
+		require.NoError(t, err, name)
+		assert.Equal(t, want, key.Reveal(), name)
+	}
+	_, err := fetchAPIKey(ctx, api, "nokey")
+	require.ErrorContains(t, err, "has password, user")
+	assert.NotContains(t, err.Error(), "p-5678", "errors name members, never values")
+	_, err = fetchAPIKey(ctx, api, "empty")
+	require.ErrorContains(t, err, "secret empty is empty")
+	_, err = fetchAPIKey(ctx, api, "missing")
+	require.ErrorContains(t, err, "ResourceNotFoundException")
+}
+
+func TestDemoTakesTheKeyFromSecretsManager(t *testing.T) {
+	const key = "sk-from-secrets-manager"
+	secrets := fakeSecrets(t, map[string]string{"enricher/azure": `{"AZURE_OPENAI_API_KEY": "` + key + `"}`})
+	t.Setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", secrets.URL)
+	t.Setenv("AWS_REGION", "eu-west-1")
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv(envAzureKey, "")
+	llm := startLLM(t, &fakellm.Server{Key: key})
+	posts, lines := postsFile(t, 60)
+	work := filepath.Join(t.TempDir(), "demo")
+	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "1", "--samples", "0",
+		"--provider", "azure", "--base-url", llm.URL(), "--deployment", "gpt-4o-mini", "--api-key-secret", "enricher/azure",
+		"--log-level", "debug")
+	require.NoError(t, err, stderr)
+	assert.NotContains(t, out+stderr, key)
+	requireRowsFromTheirOwnText(t, exportRows(t, filepath.Join(work, "enricher.yaml"), "social.posts_sentiment"), lines, "azure/gpt-4o-mini")
+	for _, r := range llm.Requests() {
+		require.True(t, r.Azure)
+		require.Equal(t, "gpt-4o-mini", r.Deployment)
+	}
+
+	// Without a key, azure refuses to start and says where keys come from.
+	_, _, err = runBoth(t, "demo", "--workdir", work, "--posts", posts, "--provider", "azure", "--base-url", llm.URL(), "--deployment", "d")
+	require.ErrorContains(t, err, "provider azure needs an API key: set AZURE_OPENAI_API_KEY")
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
+)
+
+func newReplayCmd(g *globals) *cobra.Command {
+	var (
+		job        string
+		from, to   int64
+		onlyStatus []string
+		mf         modelFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "replay --job J [--from-snapshot A] [--to-snapshot B] [--only-status S,...]",
+		Short: "Enrich a range of source snapshots again, replacing their target rows",
+		Long: `replay enriches again the rows that the source snapshots from A to B (both
+included) appended, for a new prompt, model or spec version, and replaces their
+rows in the job's target table. With --only-status it takes only the rows whose
+target row has one of those statuses, so that rows written as failed or
+invalid_output are never a dead end.
+
+Each commit is one Iceberg overwrite covering whole source snapshots (about
+pipeline.chunk_rows rows): the old rows of those snapshots (and keys) are
+deleted and the new ones appended in the same snapshot, so the target holds one
+row per source row and job at every moment. The job's watermark is carried
+forward unchanged; a consumer committing at the same time makes the replay
+commit again, not both. An interrupted replay can simply be run again.
+
+The range must already be enriched by the job: B defaults to the job's
+watermark and A to the oldest snapshot in B's history. Model flags override the
+job spec's model, as for demo and run.`,
+		Example: `  enricher replay --config enricher.yaml --job sentiment --only-status failed,invalid_output
+  enricher replay --config enricher.yaml --job sentiment --from-snapshot 123 --to-snapshot 456 \
+      --provider azure --base-url https://NAME.openai.azure.com --deployment gpt-4o-mini`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			statuses, err := parseStatuses(onlyStatus)
+			if err != nil {
+				return err
+			}
+			log, err := g.logger(slog.LevelInfo)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			g.model, g.log = &mf, log
+			env, err := g.open(ctx, true)
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			j, err := pickJob(env.jobs, job)
+			if err != nil {
+				return err
+			}
+			if to == 0 || from == 0 {
+				if from, to, err = defaultRange(ctx, env, j, from, to); err != nil {
+					return err
+				}
+			}
+			proc, err := env.processor(log, nil)
+			if err != nil {
+				return err
+			}
+			out := g.stdout
+			fmt.Fprintf(out, "replay job %s (%s) on %s snapshots %d..%d", j.Spec.Name, j.Model.Name(), j.Spec.Source.Table, from, to)
+			if len(statuses) > 0 {
+				fmt.Fprintf(out, ", rows with status %s", strings.Join(onlyStatus, ", "))
+			}
+			fmt.Fprintln(out)
+			start := time.Now()
+			res, err := proc.Replay(ctx, consumer.ReplayRequest{
+				Job: j.Spec.Name, From: from, To: to, OnlyStatus: statuses,
+				OnCommit: func(p consumer.ReplayProgress) {
+					fmt.Fprintf(out, "  commit %d/%d: %d rows replaced\n", p.Commit, p.Commits, p.Rows)
+				},
+			})
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			defer tw.Flush()
+			if u, ok := usageOf(j.Model); ok {
+				defer printUsage(tw, u)
+			}
+			if err != nil {
+				if errors.Is(err, enrich.ErrBudgetExhausted) {
+					return fmt.Errorf("stopped after %d commit(s): %w; run replay again to go on (with --only-status, only what is left)", res.Commits, err)
+				}
+				return err
+			}
+			if res.Commits == 0 {
+				fmt.Fprintln(tw, "nothing to replay: no rows in the range match")
+				return nil
+			}
+			var per []string
+			for _, s := range enrich.Statuses {
+				per = append(per, fmt.Sprintf("%s %d", s, res.Counts[s]))
+			}
+			fmt.Fprintf(tw, "\nsummary\n")
+			fmt.Fprintf(tw, "  source snapshots\t%d\t(appends in %d..%d)\n", res.Snapshots, from, to)
+			fmt.Fprintf(tw, "  rows enriched again\t%d\t(%s)\n", res.RowsRead, strings.Join(per, ", "))
+			fmt.Fprintf(tw, "  target rows replaced\t%d\t(in %d commit(s))\n", res.RowsDeleted, res.Commits)
+			fmt.Fprintf(tw, "  time\t%s\t\n", time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&job, "job", "", "job to replay (default: the config's only job)")
+	f.Int64Var(&from, "from-snapshot", 0, "first source snapshot of the range (default: the oldest in --to-snapshot's history)")
+	f.Int64Var(&to, "to-snapshot", 0, "last source snapshot of the range (default: the job's watermark)")
+	f.StringSliceVar(&onlyStatus, "only-status", nil, "replay only rows whose target row has one of these statuses: "+statusList())
+	mf.register(f)
+	return cmd
+}
+
+func statusList() string {
+	s := make([]string, len(enrich.Statuses))
+	for i, v := range enrich.Statuses {
+		s[i] = string(v)
+	}
+	return strings.Join(s, ", ")
+}
+
+func parseStatuses(in []string) ([]enrich.Status, error) {
+	var out []enrich.Status
+	for _, s := range in {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(enrich.Statuses, enrich.Status(s)) {
+			return nil, fmt.Errorf("%w: --only-status %q: want one of %s", errUsage, s, statusList())
+		}
+		out = append(out, enrich.Status(s))
+	}
+	return out, nil
+}
+
+func pickJob(jobs []consumer.Job, name string) (consumer.Job, error) {
+	var names []string
+	for _, j := range jobs {
+		if j.Spec.Name == name || (name == "" && len(jobs) == 1) {
+			return j, nil
+		}
+		names = append(names, j.Spec.Name)
+	}
+	if name == "" {
+		return consumer.Job{}, fmt.Errorf("%w: --job is required: the config has jobs %s", errUsage, strings.Join(names, ", "))
+	}
+	return consumer.Job{}, fmt.Errorf("%w: --job %q: the config has jobs %s", errUsage, name, strings.Join(names, ", "))
+}
+
+// defaultRange fills a missing end of the range: to is the job's
+// watermark, from the oldest snapshot in to's history.
+func defaultRange(ctx context.Context, env *runtimeEnv, j consumer.Job, from, to int64) (int64, int64, error) {
+	src, err := env.cat.LoadTable(ctx, j.Spec.Source.Table)
+	if err != nil {
+		return 0, 0, err
+	}
+	if to == 0 {
+		tgt, err := env.cat.LoadTable(ctx, j.Spec.Target.Table)
+		if err != nil {
+			return 0, 0, fmt.Errorf("job %s has no target yet, nothing to replay: %w", j.Spec.Name, err)
+		}
+		wm, err := storage.ReadWatermark(tgt, j.Spec.Name, j.Spec.Source.Table)
+		if err != nil {
+			return 0, 0, err
+		}
+		if wm.SnapshotID == 0 {
+			return 0, 0, fmt.Errorf("job %s has not finished any snapshot of %s yet, nothing to replay", j.Spec.Name, j.Spec.Source.Table)
+		}
+		to = wm.SnapshotID
+	}
+	if from == 0 {
+		meta := src.Metadata()
+		s := meta.SnapshotByID(to)
+		if s == nil {
+			return 0, 0, fmt.Errorf("%s has no snapshot %d: %w", j.Spec.Source.Table, to, storage.ErrSnapshotNotFound)
+		}
+		for s.ParentSnapshotID != nil {
+			p := meta.SnapshotByID(*s.ParentSnapshotID)
+			if p == nil {
+				break
+			}
+			s = p
+		}
+		from = s.SnapshotID
+	}
+	return from, to, nil
+}

@@ -1,0 +1,370 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+	"github.com/sethvargo/go-retry"
+
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
+)
+
+// ReplayRequest asks to enrich again the rows that a range of source
+// snapshots appended, for a new prompt or model, or to retry rows that
+// failed.
+type ReplayRequest struct {
+	Job string
+	// From and To are source snapshot ids, both included: From must be To
+	// or an ancestor of it, and the job must already have passed To.
+	From, To int64
+	// OnlyStatus, when set, limits the replay to the rows whose target row
+	// has one of these statuses (for example failed and invalid_output).
+	OnlyStatus []enrich.Status
+	// OnCommit, when set, is called after each replacement commits.
+	OnCommit func(ReplayProgress)
+}
+
+// ReplayProgress reports one committed replacement.
+type ReplayProgress struct {
+	Commit, Commits int
+	Rows            int64
+}
+
+// ReplayResult tallies a replay.
+type ReplayResult struct {
+	Snapshots   int   // append snapshots in the range
+	RowsRead    int64 // source rows enriched again
+	RowsDeleted int64 // target rows replaced
+	Commits     int
+	Counts      enrich.Counts
+}
+
+// ErrNotYetEnriched is returned (wrapped) when a replay reaches past the
+// job's watermark: those rows are the consumer's to write, and replaying
+// them would write them twice.
+var ErrNotYetEnriched = errors.New("range not yet enriched by the job")
+
+// Replay enriches the rows of req's range again and replaces their target
+// rows. Each commit is one Iceberg overwrite: the target rows of the
+// commit's source snapshots (and, with OnlyStatus, of the keys whose rows
+// had those statuses) are deleted and the new rows appended in the same
+// snapshot, so the target holds one row per source row and job throughout.
+// A commit covers whole source snapshots, about ChunkRows rows; it is
+// retried after a concurrent commit to the target. An interrupted replay
+// can be run again: it replaces the same rows (with OnlyStatus, only those
+// still failing).
+func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, error) {
+	res := ReplayResult{Counts: enrich.Counts{}}
+	i := slices.IndexFunc(p.jobs, func(j Job) bool { return j.Spec.Name == req.Job })
+	if i < 0 {
+		return res, fmt.Errorf("replay: unknown job %q (jobs: %s)", req.Job, p.jobNames())
+	}
+	j := p.jobs[i]
+	spec := j.Spec
+	log := p.opts.Logger.With("job", spec.Name, "table", spec.Source.Table, "from", req.From, "to", req.To)
+
+	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
+	if err != nil {
+		return res, fmt.Errorf("replay: target of job %s: %w", spec.Name, err)
+	}
+	meta := src.Metadata()
+	from := meta.SnapshotByID(req.From)
+	if from == nil {
+		return res, fmt.Errorf("replay: %s has no snapshot %d: %w", spec.Source.Table, req.From, storage.ErrSnapshotNotFound)
+	}
+	if meta.SnapshotByID(req.To) == nil {
+		return res, fmt.Errorf("replay: %s has no snapshot %d: %w", spec.Source.Table, req.To, storage.ErrSnapshotNotFound)
+	}
+	if !ancestorOrSelf(meta, req.From, req.To) {
+		return res, fmt.Errorf("replay: snapshot %d is not %d or an ancestor of it: %w", req.From, req.To, storage.ErrNotAncestor)
+	}
+	wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	if !ancestorOrSelf(meta, req.To, wm.SnapshotID) {
+		return res, fmt.Errorf("replay: job %s stands at %s of %s, before snapshot %d: %w",
+			spec.Name, wm.Cursor, spec.Source.Table, req.To, ErrNotYetEnriched)
+	}
+
+	var start storage.Cursor
+	if from.ParentSnapshotID != nil {
+		start = storage.Cursor{SnapshotID: *from.ParentSnapshotID}
+	}
+	plan, err := storage.PlanAppends(ctx, src, start, req.To)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	in, err := storage.ProjectedSchema(src, spec.Columns())
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	enr, err := enrich.NewEnricher(spec, j.Model, in, p.opts.Allocator)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+
+	// Commits of whole snapshots, about ChunkRows rows each.
+	var groups [][]storage.Unit
+	var rows int64
+	for _, snap := range bySnapshot(plan.Units) {
+		if len(groups) == 0 || rows >= p.opts.ChunkRows {
+			groups = append(groups, nil)
+			rows = 0
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], snap...)
+		for _, u := range snap {
+			rows += u.Rows
+		}
+	}
+	for _, s := range plan.Snapshots {
+		if s.Operation == string(table.OpAppend) {
+			res.Snapshots++
+		}
+	}
+	log.Info("replay planned", "snapshots", res.Snapshots, "rows", plan.Rows(), "commits", len(groups), "only_status", req.OnlyStatus)
+
+	for n, units := range groups {
+		ids := snapshotIDs(units)
+		filter := iceberg.IsIn(iceberg.Reference(enrich.ColSourceSnapshotID), ids...)
+		var keep *keySet
+		if len(req.OnlyStatus) > 0 {
+			statuses := make([]string, len(req.OnlyStatus))
+			for k, s := range req.OnlyStatus {
+				statuses[k] = string(s)
+			}
+			keep, err = scanKeys(ctx, tgt, spec.Source.Key, iceberg.NewAnd(filter, iceberg.IsIn(iceberg.Reference(enrich.ColStatus), statuses...)))
+			if err != nil {
+				return res, fmt.Errorf("replay: %w", err)
+			}
+			if keep.len() == 0 {
+				continue
+			}
+			filter = iceberg.NewAnd(filter, keep.in(spec.Source.Key))
+		}
+		var counts enrich.Counts
+		var read, written, deleted int64
+		backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
+			retry.WithJitterPercent(20, retry.NewExponential(100*time.Millisecond)))
+		err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+			if tgt, err = p.cat.LoadTable(ctx, spec.Target.Table); err != nil {
+				return err
+			}
+			counts, read = enrich.Counts{}, 0
+			batches := p.replayBatches(ctx, src, enr, units, keep, func(c enrich.Counts, n int64) {
+				counts.Add(c)
+				read += n
+			})
+			var out *table.Table
+			out, written, deleted, err = storage.ReplaceRows(ctx, tgt, &storage.Replacement{
+				Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
+				From: req.From, To: req.To, Filter: filter, Schema: enr.Schema(), Batches: batches,
+			})
+			if errors.Is(err, storage.ErrConflict) {
+				log.Warn("target commit conflict during replay, trying again", "err", err)
+				return retry.RetryableError(err)
+			}
+			if err == nil {
+				tgt = out
+			}
+			return err
+		})
+		if err != nil {
+			return res, fmt.Errorf("replay commit %d of %d: %w", n+1, len(groups), err)
+		}
+		res.Commits++
+		res.RowsRead += read
+		res.RowsDeleted += deleted
+		res.Counts.Add(counts)
+		log.Info("replay committed", "commit", n+1, "commits", len(groups), "rows", written, "replaced", deleted)
+		if req.OnCommit != nil {
+			req.OnCommit(ReplayProgress{Commit: n + 1, Commits: len(groups), Rows: written})
+		}
+	}
+	return res, nil
+}
+
+// replayBatches reads units (whole snapshots), keeps the rows whose key is
+// in keep (all when nil), and enriches them.
+func (p *Processor) replayBatches(ctx context.Context, src *table.Table, enr *enrich.Enricher, units []storage.Unit, keep *keySet, tally func(enrich.Counts, int64)) func(func(arrow.RecordBatch, error) bool) {
+	ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
+	ctx = compute.WithAllocator(ctx, p.opts.Allocator)
+	return func(yield func(arrow.RecordBatch, error) bool) {
+		for _, snap := range bySnapshot(units) {
+			for rec, err := range storage.ReadUnits(ctx, src, enr.Spec().Columns(), snap, ropts) {
+				if err != nil {
+					yield(nil, err)
+					return
+				}
+				if keep != nil {
+					kept, err := keep.filter(ctx, rec, 0)
+					rec.Release()
+					if err != nil {
+						yield(nil, err)
+						return
+					}
+					rec = kept
+				}
+				if rec.NumRows() == 0 {
+					rec.Release()
+					continue
+				}
+				out, counts, err := enr.Enrich(ctx, rec, snap[0].SnapshotID)
+				n := rec.NumRows()
+				rec.Release()
+				if err != nil {
+					yield(nil, err)
+					return
+				}
+				tally(counts, n)
+				if !yield(out, nil) {
+					return
+				}
+			}
+		}
+	}
+}
+
+func snapshotIDs(units []storage.Unit) []int64 {
+	var ids []int64
+	for _, u := range units {
+		if len(ids) == 0 || ids[len(ids)-1] != u.SnapshotID {
+			ids = append(ids, u.SnapshotID)
+		}
+	}
+	return ids
+}
+
+// ancestorOrSelf reports whether a is b or one of b's ancestors.
+func ancestorOrSelf(meta table.Metadata, a, b int64) bool {
+	for s := meta.SnapshotByID(b); s != nil; {
+		if s.SnapshotID == a {
+			return true
+		}
+		if s.ParentSnapshotID == nil {
+			return false
+		}
+		s = meta.SnapshotByID(*s.ParentSnapshotID)
+	}
+	return false
+}
+
+// keySet holds the keys of the rows to replay: longs or strings, as the
+// job's key column is.
+type keySet struct {
+	ints map[int64]struct{}
+	strs map[string]struct{}
+}
+
+func (k *keySet) len() int { return len(k.ints) + len(k.strs) }
+
+// in is the Iceberg predicate "column is one of the keys".
+func (k *keySet) in(column string) iceberg.BooleanExpression {
+	ref := iceberg.Reference(column)
+	if k.strs != nil {
+		vals := make([]string, 0, len(k.strs))
+		for s := range k.strs {
+			vals = append(vals, s)
+		}
+		slices.Sort(vals)
+		return iceberg.IsIn(ref, vals...)
+	}
+	vals := make([]int64, 0, len(k.ints))
+	for v := range k.ints {
+		vals = append(vals, v)
+	}
+	slices.Sort(vals)
+	return iceberg.IsIn(ref, vals...)
+}
+
+// filter keeps the rows of rec whose column col holds a key of the set.
+func (k *keySet) filter(ctx context.Context, rec arrow.RecordBatch, col int) (arrow.RecordBatch, error) {
+	mem := compute.GetAllocator(ctx)
+	b := array.NewBooleanBuilder(mem)
+	defer b.Release()
+	n := int(rec.NumRows())
+	b.Reserve(n)
+	switch c := rec.Column(col).(type) {
+	case *array.Int64:
+		for i := range n {
+			_, ok := k.ints[c.Value(i)]
+			b.UnsafeAppend(ok && c.IsValid(i))
+		}
+	case *array.Int32:
+		for i := range n {
+			_, ok := k.ints[int64(c.Value(i))]
+			b.UnsafeAppend(ok && c.IsValid(i))
+		}
+	case *array.String:
+		for i := range n {
+			_, ok := k.strs[c.Value(i)]
+			b.UnsafeAppend(ok && c.IsValid(i))
+		}
+	case *array.LargeString:
+		for i := range n {
+			_, ok := k.strs[c.Value(i)]
+			b.UnsafeAppend(ok && c.IsValid(i))
+		}
+	default:
+		return nil, fmt.Errorf("replay: key column of type %s", c.DataType())
+	}
+	mask := b.NewArray()
+	defer mask.Release()
+	return compute.FilterRecordBatch(ctx, rec, mask, compute.DefaultFilterOptions())
+}
+
+// scanKeys collects the key column of the target rows filter matches.
+func scanKeys(ctx context.Context, tgt *table.Table, key string, filter iceberg.BooleanExpression) (*keySet, error) {
+	k := &keySet{}
+	for col, err := range storage.ScanColumn(ctx, tgt, key, filter) {
+		if err != nil {
+			return nil, err
+		}
+		switch c := col.(type) {
+		case *array.Int64:
+			if k.ints == nil {
+				k.ints = map[int64]struct{}{}
+			}
+			for i := range c.Len() {
+				k.ints[c.Value(i)] = struct{}{}
+			}
+		case *array.Int32:
+			if k.ints == nil {
+				k.ints = map[int64]struct{}{}
+			}
+			for i := range c.Len() {
+				k.ints[int64(c.Value(i))] = struct{}{}
+			}
+		case *array.String, *array.LargeString:
+			if k.strs == nil {
+				k.strs = map[string]struct{}{}
+			}
+			s := c.(interface {
+				Len() int
+				Value(int) string
+			})
+			for i := range s.Len() {
+				k.strs[strings.Clone(s.Value(i))] = struct{}{}
+			}
+		default:
+			col.Release()
+			return nil, fmt.Errorf("key column %s of type %s", key, col.DataType())
+		}
+		col.Release()
+	}
+	return k, nil
+}
