@@ -254,6 +254,10 @@ func TestTargetWithAnotherSchemaIsNotWritten(t *testing.T) {
 	assert.Equal(t, consumer.ReasonSchemaMismatch, reason)
 	assert.Contains(t, err.Error(), "column sentiment is missing")
 	assert.Contains(t, err.Error(), "table has (post_id int64")
+	assert.Contains(t, err.Error(), "job writes (post_id int64, author utf8")
+	tgt, err := b.cat.LoadTable(t.Context(), b.spec.Target.Table)
+	require.NoError(t, err)
+	assert.Nil(t, tgt.CurrentSnapshot(), "nothing written into it")
 }
 
 func TestSkippedRowsAreWrittenNotDropped(t *testing.T) {
