@@ -503,6 +503,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 	}
 
 	g.Go(func() error { // writer
+		from := plan.Start // where the next chunk starts
 		for i, c := range cs {
 			counts := enrich.Counts{}
 			var read int64
@@ -538,6 +539,10 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				After: c.after, Schema: enr.Schema(), Batches: batches}
 			start := time.Now()
 			next, written, err := storage.AppendChunk(gctx, tgt, commit)
+			if ce := (*storage.ConflictError)(nil); errors.As(err, &ce) {
+				next, err = p.settleConflict(gctx, log, spec, tgt, from, commit, ce, res)
+				written = ce.Rows
+			}
 			if err != nil {
 				return err
 			}
@@ -548,6 +553,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			res.RowsWritten += written
 			res.Counts.Add(counts)
 			res.To = c.after
+			from = c.after
 			log.Info("chunk committed", "chunk", i+1, "chunks", len(cs), "rows", written,
 				"watermark", c.after.String(), "target_snapshot", snapshotID(tgt))
 			if p.opts.OnChunk != nil {
@@ -569,6 +575,67 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		}
 	}
 	return err
+}
+
+// errDropped says that a chunk whose commit lost a conflict is not needed
+// any more: another consumer committed its rows.
+var errDropped = errors.New("another consumer committed the chunk's rows")
+
+// settleConflict decides what becomes of a chunk whose commit lost to
+// another writer. It reloads the target and re-reads the watermark. If the
+// watermark is still where the chunk starts, the other writer was not this
+// job (another job on the same table, a replay): the chunk's data files
+// are committed again with its watermark, with backoff, and nothing is
+// enriched twice. Otherwise another consumer committed these rows: the
+// chunk's files are deleted and the conflict is returned, so that the job
+// re-plans from the new watermark.
+func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *enrich.Spec, stale *table.Table,
+	from storage.Cursor, commit *storage.Commit, ce *storage.ConflictError, res *Result) (*table.Table, error) {
+	if len(ce.Files) == 0 {
+		return nil, ce // nothing to keep (or the files could not be listed): re-plan
+	}
+	attempts := 0
+	var out *table.Table
+	backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
+		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
+	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		attempts++
+		tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
+		if err != nil {
+			return err
+		}
+		wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
+		if err != nil {
+			return err
+		}
+		if wm.Cursor != from {
+			log.Warn("target commit conflict: another consumer committed these rows, dropping the chunk",
+				"chunk_from", from.String(), "watermark", wm.Cursor.String(), "files", len(ce.Files))
+			return errDropped
+		}
+		log.Warn("target commit conflict with another writer: committing the chunk's files again",
+			"chunk_from", from.String(), "files", len(ce.Files), "attempt", attempts)
+		out, err = storage.CommitFiles(ctx, tgt, commit, ce.Files, ce.Rows)
+		if errors.Is(err, storage.ErrConflict) {
+			return retry.RetryableError(err)
+		}
+		return err
+	})
+	if err == nil {
+		res.Conflicts += attempts
+		return out, nil
+	}
+	// processJob counts the conflict it re-plans after.
+	res.Conflicts += attempts - 1
+	if errors.Is(err, errDropped) || errors.Is(err, storage.ErrConflict) {
+		// No snapshot references the files (the catalog refused every
+		// commit of them): delete them now rather than leave orphans.
+		if rerr := storage.RemoveFiles(context.WithoutCancel(ctx), stale, ce.Files); rerr != nil {
+			log.Warn("could not delete the data files of a dropped chunk: `enricher orphans` lists them", "err", rerr)
+		}
+		return nil, ce
+	}
+	return nil, err
 }
 
 func snapshotID(t *table.Table) int64 {

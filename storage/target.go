@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	iofs "io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,25 @@ const (
 // target table since it was loaded. Nothing of the failed commit is
 // visible; reload, re-read the watermark and plan again.
 var ErrConflict = errors.New("target table changed concurrently")
+
+// ConflictError is the error of a commit that lost to another writer (it
+// matches ErrConflict). The commit is certainly not made: the catalog
+// refused it. Its data files are written but no snapshot references them:
+// commit them again (CommitFiles) if the chunk is still needed, else
+// delete them (RemoveFiles).
+type ConflictError struct {
+	Table string
+	// Files are the data files the commit wrote, Rows their rows.
+	Files []iceberg.DataFile
+	Rows  int64
+	Err   error
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("table %s: commit: %v: %v", e.Table, ErrConflict, e.Err)
+}
+
+func (e *ConflictError) Unwrap() []error { return []error{ErrConflict, e.Err} }
 
 // Watermark is where a job stands on one source table, as recorded in the
 // target table.
@@ -162,11 +182,103 @@ func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table
 	out, err := txn.Commit(ctx)
 	if err != nil {
 		if isConflict(err) {
-			return nil, 0, fmt.Errorf("table %s: commit: %w: %w", name, ErrConflict, err)
+			return nil, 0, conflict(ctx, name, txn, rows, err)
 		}
 		return nil, 0, fmt.Errorf("table %s: commit: %w", name, err)
 	}
 	return out, rows, nil
+}
+
+// conflict builds the ConflictError of txn, listing the data files its
+// staged snapshot added.
+func conflict(ctx context.Context, name string, txn *table.Transaction, rows int64, cause error) error {
+	ce := &ConflictError{Table: name, Rows: rows, Err: cause}
+	files, err := stagedFiles(ctx, txn)
+	if err != nil {
+		// The files stay orphans, for `enricher orphans` to find.
+		ce.Err = errors.Join(cause, fmt.Errorf("list the files of the failed commit: %w", err))
+		return ce
+	}
+	ce.Files = files
+	return ce
+}
+
+func stagedFiles(ctx context.Context, txn *table.Transaction) ([]iceberg.DataFile, error) {
+	st, err := txn.StagedTable()
+	if err != nil {
+		return nil, err
+	}
+	snap := st.CurrentSnapshot()
+	if snap == nil {
+		return nil, nil
+	}
+	fs, err := st.FS(ctx)
+	if err != nil {
+		return nil, err
+	}
+	manifests, err := snap.Manifests(fs)
+	if err != nil {
+		return nil, err
+	}
+	var out []iceberg.DataFile
+	for _, m := range manifests {
+		if m.SnapshotID() != snap.SnapshotID {
+			continue
+		}
+		entries, err := m.FetchEntries(fs, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.Status() == iceberg.EntryStatusADDED && e.SnapshotID() == snap.SnapshotID {
+				out = append(out, e.DataFile())
+			}
+		}
+	}
+	return out, nil
+}
+
+// CommitFiles commits the data files of a chunk whose own commit lost a
+// conflict (ConflictError.Files), with c's watermark, on the condition
+// that tgt's main branch is still where tgt says it is: the rows are kept,
+// not enriched and written again. It fails like AppendChunk.
+func CommitFiles(ctx context.Context, tgt *table.Table, c *Commit, files []iceberg.DataFile, rows int64) (*table.Table, error) {
+	name := tableName(tgt)
+	txn := tgt.NewTransaction()
+	if err := txn.AssertRefSnapshotID(table.MainBranch); err != nil {
+		return nil, fmt.Errorf("table %s: pin branch: %w", name, err)
+	}
+	if err := txn.AddDataFiles(ctx, files, c.Props(), table.WithoutAutoNameMapping()); err != nil {
+		return nil, fmt.Errorf("table %s: add %d data files: %w", name, len(files), err)
+	}
+	out, err := txn.Commit(ctx)
+	if err != nil {
+		if isConflict(err) {
+			return nil, &ConflictError{Table: name, Files: files, Rows: rows, Err: err}
+		}
+		return nil, fmt.Errorf("table %s: commit: %w", name, err)
+	}
+	return out, nil
+}
+
+// RemoveFiles deletes data files that no snapshot references: those of a
+// ConflictError whose chunk is not needed any more. Only call it for such
+// files; deleting a referenced file breaks the table.
+func RemoveFiles(ctx context.Context, tgt *table.Table, files []iceberg.DataFile) error {
+	fs, err := tgt.FS(ctx)
+	if err != nil {
+		return fmt.Errorf("table %s: file io: %w", tableName(tgt), err)
+	}
+	var errs []error
+	for _, f := range files {
+		if err := fs.Remove(f.FilePath()); err != nil && !errors.Is(err, iofs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove %s: %w", f.FilePath(), err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("table %s: %w", tableName(tgt), err)
+	}
+	return nil
 }
 
 func isConflict(err error) bool {
