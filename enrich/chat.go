@@ -293,7 +293,7 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	if err != nil {
 		return nil, nil, err
 	}
-	maxTokens := len(batch)*c.perRow + 16
+	maxTokens := len(batch)*c.perRow + answerOverhead
 	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
 	if err := c.budget.reserve(int64(cost)); err != nil {
 		return nil, nil, err

@@ -143,8 +143,12 @@ func EstimateTokens(s string) int {
 	return (len(s) + 3) / 4
 }
 
-// messageOverhead is what each chat message costs beyond its text.
-const messageOverhead = 4
+// messageOverhead is what each chat message costs beyond its text;
+// answerOverhead is the max_tokens of an answer beyond its rows.
+const (
+	messageOverhead = 4
+	answerOverhead  = 16
+)
 
 // rowTokens estimates the answer tokens of one row: its id and braces plus,
 // per field, its name and a value (the longest enum value, a number).
@@ -319,4 +323,23 @@ func clip(raw json.RawMessage) string {
 		return string(raw)
 	}
 	return string(raw[:n]) + "..."
+}
+
+// RequestMessages returns what one chat request for texts carries: the
+// system and user messages (ids are the texts' positions) and the
+// max_tokens it asks for. It is the prompt Chat sends, for measuring token
+// counts with a real tokenizer.
+func RequestMessages(spec *Spec, texts []string) (system, user string, maxTokens int, err error) {
+	rows := make([]promptRow, len(texts))
+	for i, t := range texts {
+		rows[i] = promptRow{ID: strconv.Itoa(i), Text: t}
+	}
+	if user, err = userMessage(rows); err != nil {
+		return "", "", 0, err
+	}
+	perRow := spec.Model.MaxTokensPerRow
+	if perRow == 0 {
+		perRow = rowTokens(spec)
+	}
+	return systemMessage(spec), user, len(texts)*perRow + answerOverhead, nil
 }

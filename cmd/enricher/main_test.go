@@ -205,7 +205,7 @@ func TestUsageErrors(t *testing.T) {
 // sharedData finds ../shared/data (beside the repository) or
 // $ENRICHER_SHARED_DATA. Outside CI a missing folder skips loudly; in CI it
 // fails.
-func sharedData(t *testing.T) string {
+func sharedData(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("ENRICHER_SHARED_DATA")
 	if dir == "" {

@@ -37,7 +37,7 @@ func startLLM(t *testing.T, s *fakellm.Server) *fakellm.Server {
 }
 
 // runBoth runs the enricher in-process and returns stdout and stderr.
-func runBoth(t *testing.T, args ...string) (string, string, error) {
+func runBoth(t testing.TB, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	cmd := newRootCmd(&out, &errOut)
