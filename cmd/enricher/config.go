@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -199,6 +200,9 @@ func (c *Config) options() consumer.Options {
 	}
 }
 
+// chatChunkRows is the default chunk size when a job asks a chat model.
+const chatChunkRows = 5000
+
 // runtimeEnv is what most subcommands start from: the config, its jobs
 // (when asked for) and the open catalog. Close releases the catalog.
 type runtimeEnv struct {
@@ -238,6 +242,11 @@ func openWith(ctx context.Context, path string, withJobs bool, mf *modelFlags, l
 func (e *runtimeEnv) processor(log *slog.Logger, edit func(*consumer.Options)) (*consumer.Processor, error) {
 	opts := e.cfg.options()
 	opts.Logger = log
+	if opts.ChunkRows == 0 && slices.ContainsFunc(e.jobs, func(j consumer.Job) bool { return j.Spec.Model.Chat() }) {
+		// A chat model enriches tens of rows a second, not hundreds of
+		// thousands: commit every few minutes of work, not every hour.
+		opts.ChunkRows = chatChunkRows
+	}
 	if edit != nil {
 		edit(&opts)
 	}

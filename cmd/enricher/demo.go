@@ -44,7 +44,7 @@ jobs:
   - jobs/sentiment.yaml
 pipeline:
   batch_rows: 8192       # rows per Arrow batch read from the source
-  chunk_rows: 250000     # source rows per target commit
+  chunk_rows: 0          # source rows per target commit; 0 = 250000, or 5000 when a job asks a chat model
   workers: 0             # enrich goroutines; 0 = one per CPU
 `
 
