@@ -225,11 +225,10 @@ func stagedFiles(ctx context.Context, txn *table.Transaction) ([]iceberg.DataFil
 		if m.SnapshotID() != snap.SnapshotID {
 			continue
 		}
-		entries, err := m.FetchEntries(fs, true)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
+		for e, err := range m.Entries(fs, true) {
+			if err != nil {
+				return nil, err
+			}
 			if e.Status() == iceberg.EntryStatusADDED && e.SnapshotID() == snap.SnapshotID {
 				out = append(out, e.DataFile())
 			}
