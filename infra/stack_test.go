@@ -1,0 +1,653 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) {
+	// The jsii runtime's banner about the Node version (the CDK's support
+	// window) is noise in test output; the node process it starts inherits
+	// these.
+	for _, k := range []string{"END_OF_LIFE", "DEPRECATED", "UNTESTED"} {
+		key := "JSII_SILENCE_WARNING_" + k + "_NODE_VERSION"
+		if os.Getenv(key) == "" {
+			os.Setenv(key, nodeMajor())
+		}
+	}
+	code := m.Run()
+	jsii.Close()
+	os.Exit(code)
+}
+
+// nodeMajor is the major version of node on PATH, which the END_OF_LIFE
+// silencer wants; "1" does for the others.
+func nodeMajor() string {
+	out, err := exec.Command("node", "-p", "process.versions.node.split('.')[0]").Output()
+	if err != nil {
+		return "1"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// synthesized is one stack, synthesised once and shared by the tests that
+// read it.
+type synthesized struct {
+	stack    *Stack
+	template assertions.Template
+	json     map[string]any // the template
+}
+
+func synth(t *testing.T, context map[string]any) *synthesized {
+	t.Helper()
+	dir := t.TempDir()
+	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(filepath.Join(dir, "cdk.out")), Context: &context})
+	cfg, err := AppConfig(app, repoRootT(t))
+	require.NoError(t, err)
+	asset, err := PrepareAsset(cfg, repoRootT(t), filepath.Join(dir, "asset"), fakeBuild)
+	require.NoError(t, err)
+	s := NewStack(app, cfg, asset)
+	tmpl := assertions.Template_FromStack(s.Stack, nil)
+	annotations := assertions.Annotations_FromStack(s.Stack)
+	check(t, "no synth errors", func() { annotations.HasNoError(jsii.String("*"), assertions.Match_AnyValue()) })
+	return &synthesized{stack: s, template: tmpl, json: *tmpl.ToJSON()}
+}
+
+var (
+	// defaultStack: FIFO, Lambda, Glue, a created secret.
+	defaultStack = onceStack(map[string]any{})
+	// altStack: standard queue, Lambda and Fargate, REST catalog, an
+	// imported secret.
+	altStack = onceStack(map[string]any{
+		"stage":           "alt",
+		"queueType":       "standard",
+		"maxReceiveCount": "3",
+		"compute":         "both",
+		"maxConcurrency":  "7",
+		"batchSize":       "4",
+		"fargateMinTasks": "1",
+		"fargateMaxTasks": "6",
+		"catalog":         "rest",
+		"restCatalogUri":  "https://catalog.example.com/iceberg",
+		"modelSecretArn":  "arn:aws:secretsmanager:eu-west-1:123456789012:secret:enricher/model-key-AbCdEf",
+		"modelEndpoint":   "https://example.openai.azure.com/",
+		"modelDeployment": "gpt-4o-mini",
+	})
+)
+
+// onceStack synthesises on first use, once: the tests that read stacks
+// do not run in parallel (the jsii runtime's start is not safe for it),
+// and one synthesis per stack keeps them fast.
+func onceStack(context map[string]any) func(*testing.T) *synthesized {
+	var (
+		mu sync.Mutex
+		s  *synthesized
+	)
+	return func(t *testing.T) *synthesized {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if s == nil {
+			s = synth(t, context)
+		}
+		return s
+	}
+}
+
+// check runs an assertions call, which panics on a mismatch, as a test
+// failure.
+func check(t *testing.T, what string, f func()) {
+	t.Helper()
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("%s: %v", what, r)
+		}
+	}()
+	f()
+}
+
+type obj = map[string]any
+
+func like(m obj) assertions.Matcher { return assertions.Match_ObjectLike(&m) }
+func arrayWith(v ...any) assertions.Matcher {
+	return assertions.Match_ArrayWith(&v)
+}
+
+// resources returns the template's resources of a type by logical id.
+func (s *synthesized) resources(typ string) map[string]obj {
+	out := map[string]obj{}
+	for id, r := range s.json["Resources"].(obj) {
+		if r.(obj)["Type"] == typ {
+			out[id] = r.(obj)
+		}
+	}
+	return out
+}
+
+func (s *synthesized) props(t *testing.T, typ string) obj {
+	t.Helper()
+	rs := s.resources(typ)
+	require.Len(t, rs, 1, typ)
+	for _, r := range rs {
+		return r["Properties"].(obj)
+	}
+	return nil
+}
+
+// logicalID of a construct in the template.
+func (s *synthesized) logicalID(c awscdk.CfnElement) string {
+	return *s.stack.Stack.GetLogicalId(c)
+}
+
+func (s *synthesized) queueIDs(t *testing.T) (source, dlq string) {
+	t.Helper()
+	return s.logicalID(s.stack.Queue.Node().DefaultChild().(awscdk.CfnElement)),
+		s.logicalID(s.stack.DeadLetters.Node().DefaultChild().(awscdk.CfnElement))
+}
+
+func num(t *testing.T, v any) float64 {
+	t.Helper()
+	f, ok := v.(float64)
+	require.True(t, ok, "want a number, got %#v", v)
+	return f
+}
+
+func TestQueues(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		stack       func(*testing.T) *synthesized
+		fifo        bool
+		maxReceives float64
+	}{
+		{"fifo", defaultStack, true, 5},
+		{"standard", altStack, false, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.stack(t)
+			src, dlq := s.queueIDs(t)
+			queues := s.resources("AWS::SQS::Queue")
+			require.Len(t, queues, 2)
+			sp, dp := queues[src]["Properties"].(obj), queues[dlq]["Properties"].(obj)
+
+			for _, p := range []obj{sp, dp} {
+				assert.Equal(t, true, p["SqsManagedSseEnabled"], "server-side encryption")
+				if tt.fifo {
+					assert.Equal(t, true, p["FifoQueue"])
+				} else {
+					assert.NotContains(t, p, "FifoQueue")
+				}
+			}
+			assert.Equal(t, obj{
+				"deadLetterTargetArn": obj{"Fn::GetAtt": []any{dlq, "Arn"}},
+				"maxReceiveCount":     tt.maxReceives,
+			}, sp["RedrivePolicy"])
+			assert.Greater(t, num(t, dp["MessageRetentionPeriod"]), num(t, sp["MessageRetentionPeriod"]),
+				"the DLQ keeps messages longer than the source queue")
+			if tt.fifo {
+				assert.Equal(t, "messageGroup", sp["DeduplicationScope"])
+				assert.Equal(t, false, sp["ContentBasedDeduplication"], "producers set the deduplication id")
+			}
+
+			// TLS only on both queues.
+			check(t, "queue policies deny insecure transport", func() {
+				s.template.ResourcePropertiesCountIs(jsii.String("AWS::SQS::QueuePolicy"), like(obj{
+					"PolicyDocument": like(obj{"Statement": arrayWith(like(obj{
+						"Effect":    "Deny",
+						"Condition": obj{"Bool": obj{"aws:SecureTransport": "false"}},
+					}))}),
+				}), jsii.Number(2))
+			})
+		})
+	}
+}
+
+func TestVisibilityTimeoutIsSixTimesFunctionTimeout(t *testing.T) {
+	for _, stack := range []func(*testing.T) *synthesized{defaultStack, altStack} {
+		s := stack(t)
+		src, _ := s.queueIDs(t)
+		vis := num(t, s.resources("AWS::SQS::Queue")[src]["Properties"].(obj)["VisibilityTimeout"])
+		fn := s.props(t, "AWS::Lambda::Function")
+		timeout := num(t, fn["Timeout"])
+		assert.Equal(t, float64(s.stack.Config.LambdaTimeoutSeconds), timeout)
+		assert.GreaterOrEqual(t, vis, 6*timeout, "queue visibility timeout vs function timeout")
+	}
+}
+
+func TestConsumerFunction(t *testing.T) {
+	s := defaultStack(t)
+	_, dlq := s.queueIDs(t)
+	check(t, "function", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::Lambda::Function"), like(obj{
+			"Runtime":       "provided.al2023",
+			"Architectures": []any{"arm64"},
+			"Handler":       "bootstrap",
+			"MemorySize":    1024,
+			"Environment": obj{"Variables": like(obj{
+				"ENRICHER_CONFIG":         "/var/task/enricher.yaml",
+				"ENRICHER_DLQ_URL":        obj{"Ref": dlq},
+				"ENRICHER_API_KEY_SECRET": obj{"Ref": s.logicalID(s.stack.Secret.Node().DefaultChild().(awscdk.CfnElement))},
+				"ENRICHER_STAGE":          "dev",
+			})},
+		}))
+	})
+	fn := s.props(t, "AWS::Lambda::Function")
+	assert.NotContains(t, fn["Environment"].(obj)["Variables"], "ENRICHER_MODEL_BASE_URL", "no model endpoint configured")
+
+	check(t, "event source", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::Lambda::EventSourceMapping"), like(obj{
+			"FunctionResponseTypes": []any{"ReportBatchItemFailures"},
+			"BatchSize":             10,
+			"ScalingConfig":         obj{"MaximumConcurrency": 5},
+			"EventSourceArn":        obj{"Fn::GetAtt": []any{s.logicalID(s.stack.Queue.Node().DefaultChild().(awscdk.CfnElement)), "Arn"}},
+		}))
+	})
+	// FIFO event sources take no batching window.
+	esm := s.props(t, "AWS::Lambda::EventSourceMapping")
+	assert.NotContains(t, esm, "MaximumBatchingWindowInSeconds")
+}
+
+func TestConsumerFunctionAlt(t *testing.T) {
+	s := altStack(t)
+	check(t, "event source", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::Lambda::EventSourceMapping"), like(obj{
+			"FunctionResponseTypes": []any{"ReportBatchItemFailures"},
+			"BatchSize":             4,
+			"ScalingConfig":         obj{"MaximumConcurrency": 7},
+		}))
+	})
+	check(t, "model settings", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::Lambda::Function"), like(obj{
+			"Environment": obj{"Variables": like(obj{
+				"ENRICHER_MODEL_BASE_URL":   "https://example.openai.azure.com/",
+				"ENRICHER_MODEL_DEPLOYMENT": "gpt-4o-mini",
+				"ENRICHER_API_KEY_SECRET":   "arn:aws:secretsmanager:eu-west-1:123456789012:secret:enricher/model-key-AbCdEf",
+			})},
+		}))
+	})
+}
+
+func TestWarehouse(t *testing.T) {
+	s := defaultStack(t)
+	check(t, "bucket", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::S3::Bucket"), like(obj{
+			"BucketEncryption": obj{"ServerSideEncryptionConfiguration": []any{
+				obj{"ServerSideEncryptionByDefault": obj{"SSEAlgorithm": "AES256"}},
+			}},
+			"PublicAccessBlockConfiguration": obj{
+				"BlockPublicAcls": true, "BlockPublicPolicy": true, "IgnorePublicAcls": true, "RestrictPublicBuckets": true,
+			},
+			"VersioningConfiguration": obj{"Status": "Enabled"},
+		}))
+	})
+	check(t, "bucket is kept", func() {
+		s.template.HasResource(jsii.String("AWS::S3::Bucket"), like(obj{"DeletionPolicy": "Retain"}))
+	})
+	check(t, "TLS enforced", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::S3::BucketPolicy"), like(obj{
+			"PolicyDocument": like(obj{"Statement": arrayWith(like(obj{
+				"Effect":    "Deny",
+				"Action":    "s3:*",
+				"Condition": obj{"Bool": obj{"aws:SecureTransport": "false"}},
+			}))}),
+		}))
+	})
+	db := s.props(t, "AWS::Glue::Database")["DatabaseInput"].(obj)
+	assert.Equal(t, "social", db["Name"])
+	loc, _ := json.Marshal(db["LocationUri"])
+	assert.Contains(t, string(loc), "/warehouse/social", "tables go under the bucket's warehouse prefix")
+}
+
+func TestRESTCatalogHasNoWarehouse(t *testing.T) {
+	s := altStack(t)
+	check(t, "no bucket", func() { s.template.ResourceCountIs(jsii.String("AWS::S3::Bucket"), jsii.Number(0)) })
+	check(t, "no glue database", func() { s.template.ResourceCountIs(jsii.String("AWS::Glue::Database"), jsii.Number(0)) })
+	check(t, "imported secret", func() { s.template.ResourceCountIs(jsii.String("AWS::SecretsManager::Secret"), jsii.Number(0)) })
+}
+
+// policies lists the IAM policy resources with the statements of each.
+type policy struct {
+	id         string
+	roles      []string // logical ids of the roles it is attached to
+	statements []obj
+}
+
+func (s *synthesized) policies(t *testing.T) []policy {
+	t.Helper()
+	var out []policy
+	for id, r := range s.resources("AWS::IAM::Policy") {
+		p := r["Properties"].(obj)
+		var roles []string
+		for _, ref := range p["Roles"].([]any) {
+			roles = append(roles, ref.(obj)["Ref"].(string))
+		}
+		out = append(out, policy{id: id, roles: roles, statements: statements(p["PolicyDocument"])})
+	}
+	return out
+}
+
+func statements(doc any) []obj {
+	var out []obj
+	switch st := doc.(obj)["Statement"].(type) {
+	case []any:
+		for _, s := range st {
+			out = append(out, s.(obj))
+		}
+	case obj:
+		out = append(out, st)
+	}
+	return out
+}
+
+func strs(v any) []string {
+	switch v := v.(type) {
+	case string:
+		return []string{v}
+	case []any:
+		var out []string
+		for _, x := range v {
+			if s, ok := x.(string); ok {
+				out = append(out, s)
+			} else {
+				b, _ := json.Marshal(x)
+				out = append(out, string(b))
+			}
+		}
+		return out
+	case nil:
+		return nil
+	default:
+		b, _ := json.Marshal(v)
+		return []string{string(b)}
+	}
+}
+
+func (s *synthesized) consumerRoles(t *testing.T) []string {
+	t.Helper()
+	var roles []string
+	if s.stack.Function != nil {
+		roles = append(roles, s.logicalID(s.stack.Function.Role().Node().DefaultChild().(awscdk.CfnElement)))
+	}
+	if s.stack.Service != nil {
+		roles = append(roles, s.logicalID(s.stack.Service.TaskDefinition().TaskRole().Node().DefaultChild().(awscdk.CfnElement)))
+	}
+	require.NotEmpty(t, roles)
+	return roles
+}
+
+func TestSecretReadableOnlyByConsumers(t *testing.T) {
+	for _, stack := range []func(*testing.T) *synthesized{defaultStack, altStack} {
+		s := stack(t)
+		consumers := s.consumerRoles(t)
+		readers := map[string]bool{}
+		for _, p := range s.policies(t) {
+			for _, st := range p.statements {
+				if slices.Contains(strs(st["Action"]), "secretsmanager:GetSecretValue") && st["Effect"] == "Allow" {
+					for _, r := range p.roles {
+						readers[r] = true
+					}
+				}
+			}
+		}
+		got := make([]string, 0, len(readers))
+		for r := range readers {
+			got = append(got, r)
+		}
+		assert.ElementsMatch(t, consumers, got, "roles that may read the model key (%s)", s.stack.Config.Stage)
+		for _, mp := range s.resources("AWS::IAM::ManagedPolicy") {
+			doc, _ := json.Marshal(mp["Properties"].(obj)["PolicyDocument"])
+			assert.NotContains(t, string(doc), "secretsmanager", "managed policies grant no secret")
+		}
+	}
+
+	// A created secret denies its value to everyone else.
+	s := defaultStack(t)
+	role := s.consumerRoles(t)[0]
+	check(t, "secret resource policy", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::SecretsManager::ResourcePolicy"), like(obj{
+			"ResourcePolicy": like(obj{"Statement": arrayWith(like(obj{
+				"Effect":    "Deny",
+				"Action":    "secretsmanager:GetSecretValue",
+				"Principal": obj{"AWS": "*"},
+				"Condition": obj{"StringNotEquals": obj{"aws:PrincipalArn": []any{obj{"Fn::GetAtt": []any{role, "Arn"}}}}},
+			}))}),
+		}))
+	})
+}
+
+func TestConsumerPermissions(t *testing.T) {
+	s := defaultStack(t)
+	role := s.consumerRoles(t)[0]
+	var actions []string
+	var resources []string
+	for _, p := range s.policies(t) {
+		if !slices.Contains(p.roles, role) {
+			continue
+		}
+		for _, st := range p.statements {
+			actions = append(actions, strs(st["Action"])...)
+			resources = append(resources, strs(st["Resource"])...)
+		}
+	}
+	for _, want := range []string{
+		"s3:GetObject", "s3:PutObject", "s3:ListBucket",
+		"glue:GetTable", "glue:CreateTable", "glue:UpdateTable",
+		"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage",
+		"secretsmanager:GetSecretValue",
+	} {
+		assert.Contains(t, actions, want)
+	}
+	for _, a := range actions {
+		assert.False(t, strings.HasPrefix(a, "s3:Delete") || strings.HasPrefix(a, "glue:Delete"), "consumer may not delete: %s", a)
+	}
+	all := strings.Join(resources, "\n")
+	assert.Contains(t, all, `/warehouse/*`, "objects only under the warehouse prefix")
+	assert.Contains(t, all, `:table/social/*`)
+	assert.Contains(t, all, `:database/social`)
+	for _, r := range resources {
+		assert.NotEqual(t, "*", r, "consumer statements name their resources")
+	}
+}
+
+func TestOperatorPolicy(t *testing.T) {
+	s := defaultStack(t)
+	src, dlq := s.queueIDs(t)
+	mp := s.resources("AWS::IAM::ManagedPolicy")
+	require.Len(t, mp, 1)
+	var resources []string
+	for _, m := range mp {
+		for _, st := range statements(m["Properties"].(obj)["PolicyDocument"]) {
+			assert.Equal(t, "Allow", st["Effect"])
+			for _, a := range strs(st["Action"]) {
+				assert.True(t, strings.HasPrefix(a, "sqs:") && !strings.Contains(a, "*"), "operator action %s", a)
+				assert.NotContains(t, []string{"sqs:DeleteQueue", "sqs:PurgeQueue", "sqs:SetQueueAttributes"}, a)
+			}
+			resources = append(resources, strs(st["Resource"])...)
+		}
+	}
+	assert.ElementsMatch(t, []string{
+		fmt.Sprintf(`{"Fn::GetAtt":[%q,"Arn"]}`, dlq),
+		fmt.Sprintf(`{"Fn::GetAtt":[%q,"Arn"]}`, src),
+	}, resources)
+	check(t, "operator role", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::IAM::Role"), like(obj{
+			"ManagedPolicyArns": []any{obj{"Ref": s.logicalID(s.stack.Operator.Node().DefaultChild().(awscdk.CfnElement))}},
+		}))
+	})
+}
+
+// wildcardGrants returns the Allow statements of a policy document that
+// grant a wildcard action ("*" or "service:*") on the wildcard resource.
+func wildcardGrants(doc any) []string {
+	var bad []string
+	for _, st := range statements(doc) {
+		if st["Effect"] != "Allow" {
+			continue
+		}
+		if _, ok := st["NotAction"]; ok {
+			bad = append(bad, "NotAction in an Allow statement")
+			continue
+		}
+		anyResource := slices.Contains(strs(st["Resource"]), "*") || st["NotResource"] != nil
+		for _, a := range strs(st["Action"]) {
+			if a == "*" || (anyResource && strings.HasSuffix(a, ":*")) {
+				b, _ := json.Marshal(st)
+				bad = append(bad, string(b))
+				break
+			}
+		}
+	}
+	return bad
+}
+
+// policyDocuments finds every policy document in a template: identity
+// policies, managed policies, inline role policies, and the resource
+// policies of queues, buckets, topics and secrets.
+func policyDocuments(v any, where string, out map[string]any) {
+	switch v := v.(type) {
+	case obj:
+		if _, ok := v["Statement"]; ok {
+			out[where] = v
+			return
+		}
+		for k, x := range v {
+			policyDocuments(x, where+"."+k, out)
+		}
+	case []any:
+		for i, x := range v {
+			policyDocuments(x, fmt.Sprintf("%s[%d]", where, i), out)
+		}
+	}
+}
+
+func TestWildcardGrantsDetector(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		give string
+		want int
+	}{
+		{`{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}`, 1},
+		{`{"Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "*"], "Resource": "arn:aws:s3:::b/*"}]}`, 1},
+		{`{"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": ["arn:aws:s3:::b", "*"]}]}`, 1},
+		{`{"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]}`, 1},
+		{`{"Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}`, 0},
+		{`{"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}`, 0},
+		{`{"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::b/*"}]}`, 0},
+	}
+	for _, tt := range tests {
+		var doc any
+		require.NoError(t, json.Unmarshal([]byte(tt.give), &doc))
+		assert.Len(t, wildcardGrants(doc), tt.want, tt.give)
+	}
+
+	docs := map[string]any{}
+	var tmpl any
+	require.NoError(t, json.Unmarshal([]byte(`{"Resources": {"A": {"Properties": {"Policies": [{"PolicyDocument": {"Statement": []}}]}},
+		"B": {"Properties": {"PolicyDocument": {"Statement": []}}}}}`), &tmpl))
+	policyDocuments(tmpl, "", docs)
+	assert.Len(t, docs, 2)
+}
+
+func TestNoWildcardActionOnWildcardResource(t *testing.T) {
+	for _, stack := range []func(*testing.T) *synthesized{defaultStack, altStack} {
+		s := stack(t)
+		docs := map[string]any{}
+		policyDocuments(s.json["Resources"], "Resources", docs)
+		// Identity, managed, resource policies of queues, bucket, topic, secret.
+		assert.GreaterOrEqual(t, len(docs), 5, "policy documents found")
+		for where, doc := range docs {
+			assert.Empty(t, wildcardGrants(doc), "%s: %s", s.stack.Config.Stage, where)
+		}
+	}
+}
+
+func TestAlarms(t *testing.T) {
+	s := defaultStack(t)
+	src, dlq := s.queueIDs(t)
+	topic := s.logicalID(s.stack.Alarms.Node().DefaultChild().(awscdk.CfnElement))
+	check(t, "DLQ depth above zero", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), like(obj{
+			"Namespace":          "AWS/SQS",
+			"MetricName":         "ApproximateNumberOfMessagesVisible",
+			"Dimensions":         []any{obj{"Name": "QueueName", "Value": obj{"Fn::GetAtt": []any{dlq, "QueueName"}}}},
+			"ComparisonOperator": "GreaterThanThreshold",
+			"Threshold":          0,
+			"AlarmActions":       []any{obj{"Ref": topic}},
+		}))
+	})
+	check(t, "age of the oldest source message", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), like(obj{
+			"Namespace":          "AWS/SQS",
+			"MetricName":         "ApproximateAgeOfOldestMessage",
+			"Dimensions":         []any{obj{"Name": "QueueName", "Value": obj{"Fn::GetAtt": []any{src, "QueueName"}}}},
+			"ComparisonOperator": "GreaterThanThreshold",
+			"Threshold":          1800,
+			"AlarmActions":       []any{obj{"Ref": topic}},
+		}))
+	})
+	check(t, "dashboard", func() { s.template.ResourceCountIs(jsii.String("AWS::CloudWatch::Dashboard"), jsii.Number(1)) })
+	check(t, "per-batch metrics from the log line", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), like(obj{
+			"FilterPattern": `{ $.msg = "lambda batch done" }`,
+			"MetricTransformations": []any{like(obj{
+				"MetricNamespace": "Enricher/dev", "MetricName": "FailedRecords", "MetricValue": "$.failed",
+			})},
+		}))
+	})
+	body, _ := json.Marshal(s.props(t, "AWS::CloudWatch::Dashboard")["DashboardBody"])
+	for _, m := range []string{"ApproximateAgeOfOldestMessage", "Invocations", "Errors", "Records", "CommitConflicts"} {
+		assert.Contains(t, string(body), m, "dashboard shows %s", m)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	t.Parallel()
+	assert.Equal(t, `'https://x/'`, shellQuote("https://x/"))
+	assert.Equal(t, `'it'\''s'`, shellQuote("it's"))
+}
+
+func TestFargateService(t *testing.T) {
+	s := altStack(t)
+	check(t, "task on arm64", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), like(obj{
+			"RequiresCompatibilities": []any{"FARGATE"},
+			"RuntimePlatform":         obj{"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
+			"ContainerDefinitions": []any{like(obj{
+				"Image":      defaultFargateImage,
+				"EntryPoint": []any{"/bin/sh", "-c"},
+			})},
+		}))
+	})
+	td := s.props(t, "AWS::ECS::TaskDefinition")
+	cmd, _ := json.Marshal(td["ContainerDefinitions"].([]any)[0].(obj)["Command"])
+	for _, f := range []string{"/tmp/enricher/bootstrap", "/tmp/enricher/enricher.yaml", "/tmp/enricher/jobs/sentiment.yaml",
+		`exec /tmp/enricher/bootstrap run --log-format json --base-url 'https://example.openai.azure.com/' --deployment 'gpt-4o-mini'`} {
+		assert.Contains(t, string(cmd), f)
+	}
+	check(t, "scales between the configured bounds", func() {
+		s.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), like(obj{
+			"MinCapacity": 1, "MaxCapacity": 6, "ScalableDimension": "ecs:service:DesiredCount",
+		}))
+	})
+	// Step scaling on the queue backlog: one policy and alarm each way.
+	check(t, "step scaling", func() {
+		s.template.ResourcePropertiesCountIs(jsii.String("AWS::ApplicationAutoScaling::ScalingPolicy"), like(obj{
+			"PolicyType": "StepScaling",
+		}), jsii.Number(2))
+	})
+	alarms, _ := json.Marshal(s.resources("AWS::CloudWatch::Alarm"))
+	assert.Contains(t, string(alarms), "visible + inflight")
+	assert.Contains(t, string(alarms), "ApproximateNumberOfMessagesNotVisible")
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Synthesises the CDK app offline, as CI does: `npx cdk synth` with the
+# pinned CLI (scripts/cdk.sh installs it into .cache/cdk/ when missing),
+# which runs `go run ./infra`, which builds the consumer for linux/arm64
+# (scripts/build-lambda.sh). No AWS account, credentials or Docker.
+#
+#   scripts/synth.sh                                  # stage dev: FIFO, Lambda, Glue -> cdk.out/
+#   scripts/synth.sh -c stage=prod -c compute=both    # any context
+#   SYNTH_MATRIX=1 scripts/synth.sh                   # also the other choices -> .cache/cdk.out-alt/
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+synth() {
+  echo "synth: cdk synth $*" >&2
+  local start=$SECONDS
+  "$ROOT/scripts/cdk.sh" synth --no-notices --quiet "$@" >&2
+  echo "synth: done in $((SECONDS - start))s" >&2
+}
+
+synth "$@"
+if [ -n "${SYNTH_MATRIX:-}" ]; then
+  # Standard queue, Lambda and Fargate, REST catalog, imported secret.
+  synth -o "$ROOT/.cache/cdk.out-alt" -c stage=alt -c queueType=standard -c compute=both \
+    -c catalog=rest -c restCatalogUri=https://catalog.example.com/iceberg \
+    -c modelSecretArn=arn:aws:secretsmanager:eu-west-1:123456789012:secret:enricher/model-key-AbCdEf
+fi
