@@ -24,6 +24,17 @@ go vet ./...
 step "staticcheck"
 go tool staticcheck ./...
 
+step "actionlint"
+# The GitHub Actions workflows (.github/workflows/). actionlint is pinned in
+# a module of its own, scripts/actionlint/go.mod: its YAML library clashes
+# with iceberg-go's.
+go -C scripts/actionlint tool actionlint "$PWD"/.github/workflows/*.yml
+
+step "cdk synth"
+# The CDK app (infra/) synthesised offline by the pinned aws-cdk CLI from
+# npm (installed into .cache/cdk/ on first use), for each deployment choice.
+SYNTH_MATRIX=1 scripts/synth.sh
+
 step "SQS emulator"
 # Integration tests talk to the fauxqs SQS emulator from npm (installed into
 # .cache/ on first use); they find it through ENRICHER_SQS_ENDPOINT.
@@ -39,3 +50,4 @@ step "fuzz (brief)"
 # Each fuzz target runs for a few seconds on top of its seed corpus
 # (testdata/fuzz/ in the package); a failure writes the input there.
 go test -run '^$' -fuzz '^FuzzDecodeEvent$' -fuzztime "${FUZZTIME:-10s}" ./consumer
+go test -run '^$' -fuzz '^FuzzParseAnswer$' -fuzztime "${FUZZTIME:-10s}" ./enrich
