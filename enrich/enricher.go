@@ -3,6 +3,7 @@ package enrich
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -245,42 +246,102 @@ func (e *Enricher) assemble(rec arrow.RecordBatch, answers []Answer, snap int64)
 		cols = append(cols, e.buildOutput(f, k, answers))
 	}
 
+	// The lineage columns: _source_snapshot_id, _model, _spec_version and
+	// _enriched_at hold one value for the whole batch and are built from
+	// their buffers at once; _status and _error row by row, with their
+	// data reserved up front.
 	counts := Counts{}
-	snapB := array.NewInt64Builder(e.mem)
-	defer snapB.Release()
-	modelB := array.NewStringBuilder(e.mem)
-	defer modelB.Release()
-	verB := array.NewStringBuilder(e.mem)
-	defer verB.Release()
 	statusB := array.NewStringBuilder(e.mem)
 	defer statusB.Release()
 	errB := array.NewStringBuilder(e.mem)
 	defer errB.Release()
-	atB := array.NewTimestampBuilder(e.mem, e.out.Field(e.out.NumFields()-1).Type.(*arrow.TimestampType))
-	defer atB.Release()
-	for _, b := range []array.Builder{snapB, modelB, verB, statusB, errB, atB} {
-		b.Reserve(n)
+	statusB.Reserve(n)
+	errB.Reserve(n)
+	statusBytes, errBytes := 0, 0
+	for i := range answers {
+		statusBytes += len(answers[i].Status)
+		errBytes += len(answers[i].Error)
 	}
-	at := arrow.Timestamp(e.now().UnixMicro())
-	model, ver := e.model.Name(), e.spec.Version
+	statusB.ReserveData(statusBytes)
+	errB.ReserveData(errBytes)
+	var run Status // counts go by runs of one status: no map update per row
+	var runRows int64
 	for i := range answers {
 		a := &answers[i]
-		counts[a.Status]++
-		snapB.UnsafeAppend(snap)
-		modelB.Append(model)
-		verB.Append(ver)
+		if a.Status != run {
+			if runRows > 0 {
+				counts[run] += runRows
+			}
+			run, runRows = a.Status, 0
+		}
+		runRows++
 		statusB.Append(string(a.Status))
 		if a.Error == "" {
 			errB.AppendNull()
 		} else {
 			errB.Append(a.Error)
 		}
-		atB.UnsafeAppend(at)
 	}
-	for _, b := range []array.Builder{snapB, modelB, verB, statusB, errB, atB} {
-		cols = append(cols, b.NewArray())
+	if runRows > 0 {
+		counts[run] += runRows
 	}
+	at := arrow.Timestamp(e.now().UnixMicro())
+	cols = append(cols,
+		constantFixed(e.mem, arrow.PrimitiveTypes.Int64, snap, n),
+		constantString(e.mem, e.model.Name(), n),
+		constantString(e.mem, e.spec.Version, n),
+		statusB.NewArray(),
+		errB.NewArray(),
+		constantFixed(e.mem, e.out.Field(e.out.NumFields()-1).Type, at, n),
+	)
 	return array.NewRecordBatch(e.out, cols, int64(n)), counts, nil
+}
+
+// constantFixed is an n-row column of a fixed-width type (int64 or a
+// microsecond timestamp) holding v in every row, without a validity bitmap.
+func constantFixed[T int64 | arrow.Timestamp](mem memory.Allocator, dt arrow.DataType, v T, n int) arrow.Array {
+	buf := memory.NewResizableBuffer(mem)
+	defer buf.Release()
+	buf.Resize(n * 8)
+	vals := arrow.GetData[T](buf.Bytes())
+	for i := range vals {
+		vals[i] = v
+	}
+	data := array.NewData(dt, n, []*memory.Buffer{nil, buf}, nil, 0, 0)
+	defer data.Release()
+	return array.MakeFromData(data)
+}
+
+// constantString is an n-row string column holding s in every row, built
+// from its offsets and data buffers at once rather than row by row.
+func constantString(mem memory.Allocator, s string, n int) arrow.Array {
+	if int64(len(s))*int64(n) > math.MaxInt32 {
+		b := array.NewStringBuilder(mem)
+		defer b.Release()
+		for range n {
+			b.Append(s)
+		}
+		return b.NewArray()
+	}
+	offBuf := memory.NewResizableBuffer(mem)
+	defer offBuf.Release()
+	offBuf.Resize((n + 1) * arrow.Int32SizeBytes)
+	offs := arrow.Int32Traits.CastFromBytes(offBuf.Bytes())
+	for i := range offs {
+		offs[i] = int32(i * len(s))
+	}
+	dataBuf := memory.NewResizableBuffer(mem)
+	defer dataBuf.Release()
+	dataBuf.Resize(n * len(s))
+	if d := dataBuf.Bytes(); len(d) > 0 {
+		copy(d, s)
+		for filled := len(s); filled < len(d); filled *= 2 {
+			copy(d[filled:], d[:filled])
+		}
+	}
+	data := array.NewData(arrow.BinaryTypes.String, n, []*memory.Buffer{nil, offBuf, dataBuf}, nil, 0, 0)
+	defer data.Release()
+	return array.MakeFromData(data)
 }
 
 func (e *Enricher) buildOutput(f Field, k int, answers []Answer) arrow.Array {
