@@ -315,3 +315,46 @@ func TestDemoTakesTheKeyFromSecretsManager(t *testing.T) {
 	_, _, err = runBoth(t, "demo", "--workdir", work, "--posts", posts, "--provider", "azure", "--base-url", llm.URL(), "--deployment", "d")
 	require.ErrorContains(t, err, "provider azure needs an API key: set AZURE_OPENAI_API_KEY")
 }
+
+// TestRunWithChatModelStopsAtTheBudgetAndLosesNothing: run takes the model
+// flags; out of token budget it stops with the message released, and the
+// next run finishes the snapshot with every row once, from its own text.
+func TestRunWithChatModelStopsAtTheBudgetAndLosesNothing(t *testing.T) {
+	t.Parallel()
+	// A long poll the first run abandons as it stops may still take the
+	// message (the emulator does, SQS may): a short visibility timeout
+	// brings it back soon, and receives to spare keep it out of the DLQ.
+	_, url, _ := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
+	llm := startLLM(t, &fakellm.Server{})
+	posts, lines := postsFile(t, 300)
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
+	cfg := filepath.Join(work, "enricher.yaml")
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
+
+	chat := []string{"run", "--config", cfg, "--queue-url", url, "--drain", "--wait", "1s",
+		"--provider", "openai", "--base-url", llm.URL() + "/v1", "--model", "m", "--max-concurrency", "1"}
+	_, stderr, err := runBoth(t, append(chat, "--max-tokens-total", "5000")...)
+	require.Error(t, err, stderr)
+	assert.Contains(t, err.Error(), "token budget exhausted")
+	assert.Contains(t, err.Error(), "the message in flight was released")
+	assert.Contains(t, stderr, "model usage")
+
+	_, stderr, err = runBoth(t, chat...)
+	require.NoError(t, err, stderr)
+	rows := exportRows(t, cfg, "social.posts_sentiment")
+	require.Len(t, rows, 301)
+	var mine []map[string]any
+	for _, r := range rows {
+		if r["_model"] != "noop/fixed" {
+			mine = append(mine, r)
+		}
+	}
+	// post_id 1 is the demo's generated post; posts file line i is post i+1.
+	for _, r := range mine {
+		id, _ := r["post_id"].(json.Number).Int64()
+		r["post_id"] = json.Number(fmt.Sprint(id - 1))
+	}
+	requireRowsFromTheirOwnText(t, mine, lines, "openai/m")
+}

@@ -25,6 +25,13 @@ var runQueueSeq atomic.Int64
 // test is skipped loudly, except in CI, where it fails.
 func runQueue(t *testing.T) (api *sqs.Client, url, dlq string) {
 	t.Helper()
+	return runQueueWith(t, 3, nil)
+}
+
+// runQueueWith is runQueue with the DLQ's maxReceiveCount and more source
+// queue attributes.
+func runQueueWith(t *testing.T, maxReceives int, attrs map[string]string) (api *sqs.Client, url, dlq string) {
+	t.Helper()
 	if os.Getenv("ENRICHER_SQS_ENDPOINT") == "" {
 		if os.Getenv("CI") != "" {
 			t.Fatal("ENRICHER_SQS_ENDPOINT is not set: CI must start the SQS emulator (scripts/sqs-emulator.sh start)")
@@ -38,9 +45,13 @@ func runQueue(t *testing.T) (api *sqs.Client, url, dlq string) {
 	require.NoError(t, err)
 	arn, err := api.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: d.QueueUrl, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
 	require.NoError(t, err)
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: map[string]string{
-		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, arn.Attributes["QueueArn"]),
-	}})
+	qattrs := map[string]string{
+		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"%d"}`, arn.Attributes["QueueArn"], maxReceives),
+	}
+	for k, v := range attrs {
+		qattrs[k] = v
+	}
+	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: qattrs})
 	require.NoError(t, err)
 	return api, aws.ToString(q.QueueUrl), aws.ToString(d.QueueUrl)
 }
