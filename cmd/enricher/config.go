@@ -37,6 +37,7 @@ type Config struct {
 type PipelineConfig struct {
 	BatchRows       int    `yaml:"batch_rows"`
 	ChunkRows       int64  `yaml:"chunk_rows"`
+	ChunkBytes      int64  `yaml:"chunk_bytes"`
 	Workers         int    `yaml:"workers"`
 	ReadConcurrency int    `yaml:"read_concurrency"`
 	ShutdownGrace   string `yaml:"shutdown_grace"`
@@ -110,6 +111,9 @@ func (c *Config) validate() error {
 	}
 	if p.ChunkRows < 0 {
 		bad("pipeline.chunk_rows", "must not be negative, got %d", p.ChunkRows)
+	}
+	if p.ChunkBytes < 0 {
+		bad("pipeline.chunk_bytes", "must not be negative, got %d", p.ChunkBytes)
 	}
 	if p.Workers < 0 {
 		bad("pipeline.workers", "must not be negative, got %d", p.Workers)
@@ -195,6 +199,7 @@ func (c *Config) options() consumer.Options {
 	return consumer.Options{
 		BatchRows:       c.Pipeline.BatchRows,
 		ChunkRows:       c.Pipeline.ChunkRows,
+		ChunkBytes:      c.Pipeline.ChunkBytes,
 		Workers:         c.Pipeline.Workers,
 		ReadConcurrency: c.Pipeline.ReadConcurrency,
 	}
