@@ -51,3 +51,9 @@ step "fuzz (brief)"
 # (testdata/fuzz/ in the package); a failure writes the input there.
 go test -run '^$' -fuzz '^FuzzDecodeEvent$' -fuzztime "${FUZZTIME:-10s}" ./consumer
 go test -run '^$' -fuzz '^FuzzParseAnswer$' -fuzztime "${FUZZTIME:-10s}" ./enrich
+
+step "benchmark smoke run"
+# Every scenario of scripts/bench.sh at reduced sizes (under a minute), only
+# to check that the benchmark still works: it writes to a temp file, never
+# BENCHMARKS.md, and asserts no timing.
+BENCH_SMOKE=1 scripts/bench.sh "$(mktemp -t enricher-bench-XXXXXX.md)"

@@ -28,7 +28,7 @@ import (
 )
 
 // fixture is the source snapshot every run reads: one append of
-// BENCH_ROWS generated posts, made once per process.
+// BENCH_PIPELINE_ROWS generated posts, made once per process.
 type fixture struct {
 	dir  string
 	cat  *storage.Catalog
@@ -65,7 +65,7 @@ func envInt(name string, def int64) int64 {
 func getFixture(b *testing.B) *fixture {
 	b.Helper()
 	fixOnce.Do(func() {
-		f := &fixture{rows: envInt("BENCH_ROWS", 1_000_000)}
+		f := &fixture{rows: envInt("BENCH_PIPELINE_ROWS", 1_000_000)}
 		if f.dir, fixErr = os.MkdirTemp("", "enricher-bench-"); fixErr != nil {
 			return
 		}

@@ -5,7 +5,7 @@
 // with the bare iceberg-go library doing the same I/O on the same snapshot,
 // in the same process, and report rates and ratios with b.ReportMetric.
 //
-// Sizes come from the environment: BENCH_ROWS (rows of the snapshot,
+// Sizes come from the environment: BENCH_PIPELINE_ROWS (rows of the snapshot,
 // default 1,000,000) and BENCH_GOVADER_ROWS (rows scored on one core to
 // measure govader's own rate, default 100,000).
 package bench
