@@ -25,6 +25,8 @@ type MessageOutcome struct {
 	Reason   string // for dead-lettered messages
 	Err      error
 	Duration time.Duration
+	// RetryIn is how long a released message stays away (0: at once).
+	RetryIn time.Duration
 }
 
 // Consumer receives snapshot events from a Source and processes them: it
@@ -50,6 +52,12 @@ type Consumer struct {
 	// OnOutcome, when set, is called after each message is settled. Calls
 	// never overlap.
 	OnOutcome func(MessageOutcome)
+	// RetryBackoff, when positive and the source is a Delayer, keeps a
+	// message that failed for a passing reason away for RetryBackoff x
+	// 2^(receives-1), at most MaxRetryBackoff, so that an outage does not
+	// spend the queue's maxReceiveCount in seconds. Messages handed back at
+	// shutdown come back at once.
+	RetryBackoff time.Duration
 
 	outcomeMu sync.Mutex
 }
@@ -309,7 +317,13 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message, sto
 		settleErr = c.Source.DeadLetter(settle, m, reason, err)
 	default:
 		out.Action = ActionReleased
-		settleErr = c.Source.Release(settle, m)
+		dl, ok := c.Source.(Delayer)
+		if out.RetryIn = c.retryIn(m); ok && out.RetryIn > 0 && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+			settleErr = dl.ReleaseAfter(settle, m, out.RetryIn)
+		} else {
+			out.RetryIn = 0
+			settleErr = c.Source.Release(settle, m)
+		}
 	}
 	if settleErr != nil {
 		// The message will come back after its visibility timeout; the work
@@ -320,9 +334,27 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message, sto
 	return out
 }
 
+// MaxRetryBackoff caps the delay of a released message (SQS allows 12h).
+const MaxRetryBackoff = 15 * time.Minute
+
+// retryIn is the delay before a failed message comes back.
+func (c *Consumer) retryIn(m *Message) time.Duration {
+	if c.RetryBackoff <= 0 {
+		return 0
+	}
+	d := c.RetryBackoff
+	for i := 1; i < m.ReceiveCount && d < MaxRetryBackoff; i++ {
+		d *= 2
+	}
+	return min(d, MaxRetryBackoff)
+}
+
 func (c *Consumer) logOutcome(log *slog.Logger, o MessageOutcome) {
 	attrs := []any{"message_id", o.Message.ID, "receive_count", o.Message.ReceiveCount,
 		"action", o.Action, "duration_ms", o.Duration.Milliseconds()}
+	if o.RetryIn > 0 {
+		attrs = append(attrs, "retry_in_s", int(o.RetryIn.Seconds()))
+	}
 	if o.Event.Table != "" {
 		attrs = append(attrs, "table", o.Event.Table, "snapshot", o.Event.SnapshotID)
 	}

@@ -45,6 +45,12 @@ type Source interface {
 	DeadLetter(ctx context.Context, m *Message, reason string, cause error) error
 }
 
+// Delayer is a Source that can release a message to come back only after
+// a delay (SQS: its visibility timeout).
+type Delayer interface {
+	ReleaseAfter(ctx context.Context, m *Message, d time.Duration) error
+}
+
 // Extender is a Source whose in-flight messages come back unless they are
 // extended: the consumer calls Extend every HeartbeatInterval while a
 // message waits or is worked on.

@@ -235,9 +235,16 @@ func (s *SQSSource) Ack(ctx context.Context, m *Message) error {
 
 // Release implements Source: the message is visible again at once.
 func (s *SQSSource) Release(ctx context.Context, m *Message) error {
+	return s.ReleaseAfter(ctx, m, 0)
+}
+
+// ReleaseAfter implements Delayer: the message becomes visible again after
+// d (whole seconds, at most SQS's 12 hours).
+func (s *SQSSource) ReleaseAfter(ctx context.Context, m *Message, d time.Duration) error {
 	defer s.settled()
+	secs := int32(min(max(d, 0), 12*time.Hour) / time.Second)
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: 0,
+		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: secs,
 	}); err != nil {
 		return fmt.Errorf("release message %s: %w", m.ID, err)
 	}

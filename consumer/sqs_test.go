@@ -240,6 +240,31 @@ func TestSQSTransientFailuresReachTheDLQAfterMaxReceiveCount(t *testing.T) {
 	assert.Empty(t, b.targetRows())
 }
 
+func TestSQSRetryBackoffKeepsAFailedMessageAway(t *testing.T) {
+	t.Parallel()
+	api := sqsClient(t)
+	b := setup(t)
+	q := newQueues(t, api, false, 2, 30)
+	q.publish(t, b.event(b.appendPosts(10)))
+	src, err := consumer.NewSQSSource(t.Context(), api, consumer.SQSConfig{QueueURL: q.url, Drain: true, WaitTime: time.Second})
+	require.NoError(t, err)
+	var at []time.Time
+	var retryIn []time.Duration
+	c := &consumer.Consumer{Source: src, Processor: b.processor(&failing{}), Logger: quietLogger(), RetryBackoff: time.Second,
+		OnOutcome: func(o consumer.MessageOutcome) {
+			assert.Equal(t, consumer.ActionReleased, o.Action)
+			at, retryIn = append(at, time.Now()), append(retryIn, o.RetryIn)
+		}}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	require.NoError(t, c.Run(ctx))
+	require.Equal(t, []time.Duration{time.Second, 2 * time.Second}, retryIn, "doubled per receive")
+	for i := 1; i < len(at); i++ {
+		assert.GreaterOrEqual(t, at[i].Sub(at[i-1]), retryIn[i-1], "receive %d came back before its backoff", i+1)
+	}
+	require.Len(t, receiveAll(t, api, q.dlq), 1, "then maxReceiveCount moved it to the DLQ")
+}
+
 func TestSQSFIFOKeepsEachTablesOrder(t *testing.T) {
 	t.Parallel()
 	api := sqsClient(t)

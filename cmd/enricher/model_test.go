@@ -333,7 +333,7 @@ func TestRunWithChatModelStopsAtTheBudgetAndLosesNothing(t *testing.T) {
 	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 
-	chat := []string{"run", "--config", cfg, "--queue-url", url, "--drain", "--wait", "1s",
+	chat := []string{"run", "--config", cfg, "--queue-url", url, "--drain", "--wait", "1s", "--retry-backoff", "1s",
 		"--provider", "openai", "--base-url", llm.URL() + "/v1", "--model", "m", "--max-concurrency", "1"}
 	_, stderr, err := runBoth(t, append(chat, "--max-tokens-total", "5000")...)
 	require.Error(t, err, stderr)

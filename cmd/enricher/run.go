@@ -56,6 +56,7 @@ func newRunCmd(g *globals) *cobra.Command {
 		wait        time.Duration
 		grace       time.Duration
 		metricsAddr string
+		backoff     time.Duration
 		mf          modelFlags
 	)
 	cmd := &cobra.Command{
@@ -74,8 +75,9 @@ after the other. While a message is worked on its visibility is extended
 table or job, a schema the job cannot read) go to the dead-letter queue at once,
 with the reason in message attributes; the DLQ is the one in the queue's
 RedrivePolicy unless --dlq-url names another. Other failures release the
-message so that it comes back, and the queue's redrive policy moves it to the
-DLQ after maxReceiveCount receives (if the queue has one).
+message so that it comes back after --retry-backoff, doubled with each receive,
+and the queue's redrive policy moves it to the DLQ after maxReceiveCount
+receives (if the queue has one).
 
 SIGINT or SIGTERM stops receiving at once; work in flight gets the shutdown
 grace period, then is cancelled and its message released. Chunks already
@@ -112,7 +114,7 @@ committed stay committed and the next delivery resumes after them.`,
 				return err
 			}
 			var onStage func(job, stage string, d time.Duration)
-			c := &consumer.Consumer{Source: src, Logger: log, Concurrency: concurrency, Grace: grace}
+			c := &consumer.Consumer{Source: src, Logger: log, Concurrency: concurrency, Grace: grace, RetryBackoff: backoff}
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -170,6 +172,7 @@ committed stay committed and the next delivery resumes after them.`,
 	f.DurationVar(&wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
 	f.DurationVar(&grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
 	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
+	f.DurationVar(&backoff, "retry-backoff", 10*time.Second, "a message that failed for a passing reason comes back after this, doubled per receive (at most 15m); 0: at once")
 	mf.register(f)
 	return cmd
 }
