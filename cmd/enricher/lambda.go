@@ -20,14 +20,21 @@ func inLambda() bool { return os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" }
 // runLambda serves SQS event batches until the runtime stops the process.
 // The config comes from ENRICHER_CONFIG; poison messages go to
 // ENRICHER_DLQ_URL when set (else the queue's redrive policy takes them
-// after maxReceiveCount). Logs are JSON.
+// after maxReceiveCount). ENRICHER_MODEL_PROVIDER, _BASE_URL, _NAME,
+// _DEPLOYMENT and _API_VERSION override the job specs' model settings as
+// the flags of run do, and the API key comes from ENRICHER_API_KEY_SECRET
+// (Secrets Manager) or the provider's key variable. Logs are JSON.
 func runLambda(ctx context.Context) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	path, err := configPath("")
 	if err != nil {
 		return err
 	}
-	env, err := open(ctx, path, true)
+	mf := modelFlagsFromEnv()
+	if err := mf.validate(); err != nil {
+		return fmt.Errorf("%s: %w", envModelProvider, err)
+	}
+	env, err := openWith(ctx, path, true, mf, log)
 	if err != nil {
 		return err
 	}

@@ -216,3 +216,24 @@ func printUsage(w io.Writer, u enrich.Usage) {
 		fmt.Fprintf(w, "  estimated cost\t$%.4f\t(at the job spec's prices)\n", u.Cost())
 	}
 }
+
+// Environment variables that set the model flags where a process has no
+// command line: the Lambda handler.
+const (
+	envModelProvider   = "ENRICHER_MODEL_PROVIDER"
+	envModelBaseURL    = "ENRICHER_MODEL_BASE_URL"
+	envModelName       = "ENRICHER_MODEL_NAME"
+	envModelDeployment = "ENRICHER_MODEL_DEPLOYMENT"
+	envModelAPIVersion = "ENRICHER_MODEL_API_VERSION"
+)
+
+// modelFlagsFromEnv reads the model overrides of the Lambda handler.
+func modelFlagsFromEnv() *modelFlags {
+	return &modelFlags{
+		provider:   os.Getenv(envModelProvider),
+		baseURL:    os.Getenv(envModelBaseURL),
+		model:      os.Getenv(envModelName),
+		deployment: os.Getenv(envModelDeployment),
+		apiVersion: os.Getenv(envModelAPIVersion),
+	}
+}

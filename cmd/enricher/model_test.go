@@ -358,3 +358,27 @@ func TestRunWithChatModelStopsAtTheBudgetAndLosesNothing(t *testing.T) {
 	}
 	requireRowsFromTheirOwnText(t, mine, lines, "openai/m")
 }
+
+func TestLambdaModelSettingsFromTheEnvironment(t *testing.T) {
+	t.Setenv(envModelProvider, "azure")
+	t.Setenv(envModelBaseURL, "https://res.openai.azure.com")
+	t.Setenv(envModelDeployment, "gpt-4o-mini")
+	t.Setenv(envModelName, "")
+	t.Setenv(envModelAPIVersion, "")
+	mf := modelFlagsFromEnv()
+	require.NoError(t, mf.validate())
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0")
+	c, err := loadConfig(filepath.Join(work, "enricher.yaml"))
+	require.NoError(t, err)
+	specs, err := c.loadSpecs(mf.overrides())
+	require.NoError(t, err)
+	m := specs[0].Model
+	assert.Equal(t, "azure", m.Provider)
+	assert.Equal(t, "https://res.openai.azure.com", m.BaseURL)
+	assert.Equal(t, "gpt-4o-mini", m.Deployment)
+	assert.Equal(t, "gpt-4o-mini", m.Name)
+
+	t.Setenv(envModelProvider, "gpt")
+	require.ErrorContains(t, modelFlagsFromEnv().validate(), `--provider "gpt"`)
+}
