@@ -11,6 +11,9 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
+	// Glue and REST catalogs register themselves with catalog.Load.
+	_ "github.com/apache/iceberg-go/catalog/glue"
+	_ "github.com/apache/iceberg-go/catalog/rest"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	// The S3 FileIO: warehouses on s3:// (AWS, or an S3-compatible store
 	// through the s3.endpoint property).
@@ -21,7 +24,14 @@ import (
 
 // Catalog types the enricher can open.
 const (
+	// CatalogSQL is iceberg-go's SQL catalog on a sqlite file.
 	CatalogSQL = "sql"
+	// CatalogGlue is the AWS Glue Data Catalog (region and credentials
+	// from the AWS chain, or glue.region, glue.id, ... in properties).
+	CatalogGlue = "glue"
+	// CatalogREST is an Iceberg REST catalog at URI (S3 Tables, Polaris,
+	// Nessie, ...); auth settings go in properties.
+	CatalogREST = "rest"
 )
 
 // CatalogConfig says which Iceberg catalog holds the tables.
@@ -29,12 +39,15 @@ type CatalogConfig struct {
 	// Name is the catalog's name, stored with every table it registers.
 	Name string `yaml:"name"`
 	// Type is the catalog kind: "sql" is iceberg-go's SQL catalog on a
-	// sqlite file (the embedded default).
+	// sqlite file (the embedded default), "glue" the AWS Glue Data
+	// Catalog, "rest" an Iceberg REST catalog.
 	Type string `yaml:"type"`
-	// URI is the sqlite file of a sql catalog.
+	// URI is the sqlite file of a sql catalog, the endpoint of a rest one.
 	URI string `yaml:"uri"`
 	// Warehouse is where table data and metadata go: a local folder, a
-	// file:// URL or an s3://BUCKET/PREFIX URL.
+	// file:// URL or an s3://BUCKET/PREFIX URL. Glue takes it as the
+	// location of new tables (optional: the database's location serves);
+	// a REST catalog receives it unchanged (for example an S3 Tables ARN).
 	Warehouse string `yaml:"warehouse"`
 	// Properties are passed to the catalog unchanged, for settings this
 	// struct does not name: for an S3 warehouse s3.region, s3.endpoint (an
@@ -63,6 +76,9 @@ type Catalog struct {
 // Resolve makes relative paths in cfg relative to dir (the folder of the
 // config file that named them).
 func (cfg CatalogConfig) Resolve(dir string) CatalogConfig {
+	if cfg.Type != CatalogSQL {
+		return cfg // URLs, ARNs and endpoints: nothing is relative
+	}
 	abs := func(p string) string {
 		if p == "" || strings.Contains(p, "://") || filepath.IsAbs(p) {
 			return p
@@ -87,10 +103,18 @@ func (cfg CatalogConfig) Validate() error {
 		if scheme, _, ok := strings.Cut(cfg.Warehouse, "://"); ok && scheme != "file" && scheme != "s3" {
 			return fmt.Errorf("catalog.warehouse: %q: scheme %s is not supported (a folder, file:// or s3://)", cfg.Warehouse, scheme)
 		}
+	case CatalogGlue:
+		if cfg.Warehouse != "" && !strings.HasPrefix(cfg.Warehouse, "s3://") {
+			return fmt.Errorf("catalog.warehouse: %q: a glue catalog keeps tables on s3:// (or leave it empty for the database's location)", cfg.Warehouse)
+		}
+	case CatalogREST:
+		if !strings.HasPrefix(cfg.URI, "http://") && !strings.HasPrefix(cfg.URI, "https://") {
+			return fmt.Errorf("catalog.uri: %q: a rest catalog needs its http(s) endpoint", cfg.URI)
+		}
 	case "":
-		return errors.New("catalog.type: is required (sql)")
+		return errors.New("catalog.type: is required (sql, glue or rest)")
 	default:
-		return fmt.Errorf("catalog.type: %q is not supported (sql)", cfg.Type)
+		return fmt.Errorf("catalog.type: %q is not supported (sql, glue or rest)", cfg.Type)
 	}
 	return nil
 }
@@ -111,11 +135,15 @@ func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 		props[k] = v
 	}
 	props["type"] = cfg.Type
-	warehouse := cfg.Warehouse
-	if !strings.Contains(warehouse, "://") {
-		warehouse = "file://" + filepath.ToSlash(warehouse)
+	if warehouse := cfg.Warehouse; warehouse != "" {
+		if cfg.Type == CatalogSQL && !strings.Contains(warehouse, "://") {
+			warehouse = "file://" + filepath.ToSlash(warehouse)
+		}
+		props["warehouse"] = warehouse
 	}
-	props["warehouse"] = warehouse
+	if cfg.Type == CatalogREST {
+		props["uri"] = cfg.URI
+	}
 	if cfg.Type == CatalogSQL {
 		props[sqlcat.DriverKey] = sqliteshim.ShimName
 		props[sqlcat.DialectKey] = string(sqlcat.SQLite)
