@@ -89,14 +89,14 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 	if meta.SnapshotByID(req.To) == nil {
 		return res, fmt.Errorf("replay: %s has no snapshot %d: %w", spec.Source.Table, req.To, storage.ErrSnapshotNotFound)
 	}
-	if !ancestorOrSelf(meta, req.From, req.To) {
+	if !storage.IsAncestor(meta, req.From, req.To) {
 		return res, fmt.Errorf("replay: snapshot %d is not %d or an ancestor of it: %w", req.From, req.To, storage.ErrNotAncestor)
 	}
 	wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}
-	if !ancestorOrSelf(meta, req.To, wm.SnapshotID) {
+	if !storage.IsAncestor(meta, req.To, wm.SnapshotID) {
 		return res, fmt.Errorf("replay: job %s stands at %s of %s, before snapshot %d: %w",
 			spec.Name, wm.Cursor, spec.Source.Table, req.To, ErrNotYetEnriched)
 	}
@@ -247,20 +247,6 @@ func snapshotIDs(units []storage.Unit) []int64 {
 		}
 	}
 	return ids
-}
-
-// ancestorOrSelf reports whether a is b or one of b's ancestors.
-func ancestorOrSelf(meta table.Metadata, a, b int64) bool {
-	for s := meta.SnapshotByID(b); s != nil; {
-		if s.SnapshotID == a {
-			return true
-		}
-		if s.ParentSnapshotID == nil {
-			return false
-		}
-		s = meta.SnapshotByID(*s.ParentSnapshotID)
-	}
-	return false
 }
 
 // keySet holds the keys of the rows to replay: longs or strings, as the

@@ -141,7 +141,7 @@ func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (
 	case to == from.SnapshotID && from.PartialSnapshotID == 0:
 		p.UpToDate = true
 		return p, nil
-	case to == from.SnapshotID || (from.SnapshotID != 0 && isAncestor(meta, to, from.SnapshotID)):
+	case to == from.SnapshotID || (from.SnapshotID != 0 && IsAncestor(meta, to, from.SnapshotID)):
 		p.Stale = true
 		return p, nil
 	}
@@ -235,7 +235,9 @@ func parentOr(s *table.Snapshot) int64 {
 	return *s.ParentSnapshotID
 }
 
-func isAncestor(meta table.Metadata, ancestor, of int64) bool {
+// IsAncestor reports whether snapshot ancestor is of itself or one of its
+// ancestors in meta.
+func IsAncestor(meta table.Metadata, ancestor, of int64) bool {
 	for s := meta.SnapshotByID(of); s != nil; {
 		if s.SnapshotID == ancestor {
 			return true

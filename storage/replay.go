@@ -55,17 +55,7 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 		return nil, 0, 0, fmt.Errorf("table %s: pin branch: %w", name, err)
 	}
 	var rows int64
-	counted := func(yield func(arrow.RecordBatch, error) bool) {
-		for rec, err := range r.Batches {
-			if err == nil {
-				rows += rec.NumRows()
-			}
-			if !yield(rec, err) {
-				return
-			}
-		}
-	}
-	rdr := array.ReaderFromIter(r.Schema, counted)
+	rdr := array.ReaderFromIter(r.Schema, counting(r.Batches, &rows))
 	defer rdr.Release()
 	if err := txn.Overwrite(ctx, rdr, props, table.WithOverwriteFilter(r.Filter)); err != nil {
 		return nil, 0, 0, fmt.Errorf("table %s: overwrite: %w", name, err)

@@ -162,19 +162,9 @@ func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table
 		return nil, 0, fmt.Errorf("table %s: pin branch: %w", name, err)
 	}
 	var rows int64
-	counted := func(yield func(arrow.RecordBatch, error) bool) {
-		for rec, err := range c.Batches {
-			if err == nil {
-				rows += rec.NumRows()
-			}
-			if !yield(rec, err) {
-				return
-			}
-		}
-	}
 	// The reader takes ownership of every batch and releases it once the
 	// writer has moved past it.
-	rdr := array.ReaderFromIter(c.Schema, counted)
+	rdr := array.ReaderFromIter(c.Schema, counting(c.Batches, &rows))
 	defer rdr.Release()
 	if err := txn.Append(ctx, rdr, c.Props()); err != nil {
 		return nil, 0, fmt.Errorf("table %s: append: %w", name, err)
@@ -283,4 +273,18 @@ func RemoveFiles(ctx context.Context, tgt *table.Table, files []iceberg.DataFile
 func isConflict(err error) bool {
 	return errors.Is(err, table.ErrCommitFailed) || errors.Is(err, table.ErrCommitDiverged) ||
 		strings.Contains(err.Error(), "requirement failed")
+}
+
+// counting passes batches through, adding their rows to *rows.
+func counting(batches iter.Seq2[arrow.RecordBatch, error], rows *int64) iter.Seq2[arrow.RecordBatch, error] {
+	return func(yield func(arrow.RecordBatch, error) bool) {
+		for rec, err := range batches {
+			if err == nil {
+				*rows += rec.NumRows()
+			}
+			if !yield(rec, err) {
+				return
+			}
+		}
+	}
 }
