@@ -211,7 +211,15 @@ func (p *Processor) replayBatches(ctx context.Context, src *table.Table, enr *en
 					return
 				}
 				if keep != nil {
-					kept, err := keep.filter(ctx, rec, 0)
+					// The projection keeps the table's column order: find
+					// the key by name, not by its place in the spec.
+					idx := rec.Schema().FieldIndices(enr.Spec().Source.Key)
+					if len(idx) == 0 {
+						rec.Release()
+						yield(nil, fmt.Errorf("replay: key column %q is not in the source rows", enr.Spec().Source.Key))
+						return
+					}
+					kept, err := keep.filter(ctx, rec, idx[0])
 					rec.Release()
 					if err != nil {
 						yield(nil, err)

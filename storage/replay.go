@@ -67,9 +67,13 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 		}
 		return nil, 0, 0, fmt.Errorf("table %s: commit: %w", name, err)
 	}
+	// Copy-on-write rewrites whole files: deleted-records counts every row
+	// of a rewritten file and added-records the rows it kept besides ours.
 	var deleted int64
 	if s := out.CurrentSnapshot(); s != nil && s.Summary != nil {
-		deleted, _ = strconv.ParseInt(s.Summary.Properties["deleted-records"], 10, 64)
+		d, _ := strconv.ParseInt(s.Summary.Properties["deleted-records"], 10, 64)
+		a, _ := strconv.ParseInt(s.Summary.Properties["added-records"], 10, 64)
+		deleted = d - (a - rows)
 	}
 	return out, rows, deleted, nil
 }

@@ -152,7 +152,7 @@ func (c *Config) specPaths() []string {
 func (c *Config) loadSpecs(o enrich.Overrides) ([]*enrich.Spec, error) {
 	var specs []*enrich.Spec
 	var errs []error
-	names := map[string]string{}
+	names, targets := map[string]string{}, map[string]string{}
 	for _, p := range c.specPaths() {
 		spec, err := enrich.LoadSpecWith(p, o)
 		if err != nil {
@@ -164,6 +164,13 @@ func (c *Config) loadSpecs(o enrich.Overrides) ([]*enrich.Spec, error) {
 			continue
 		}
 		names[spec.Name] = p
+		if prev, ok := targets[spec.Target.Table]; ok {
+			// Replays replace a target's rows by source snapshot: a
+			// target shared by two jobs would lose the other job's rows.
+			errs = append(errs, &enrich.SpecError{File: p, Field: "target.table", Reason: fmt.Sprintf("%q is also the target of %s: each job needs its own target table", spec.Target.Table, prev)})
+			continue
+		}
+		targets[spec.Target.Table] = p
 		specs = append(specs, spec)
 	}
 	if err := errors.Join(errs...); err != nil {

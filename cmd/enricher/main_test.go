@@ -187,6 +187,14 @@ func TestInvalidConfigAndSpecNameFileFieldAndReason(t *testing.T) {
 	require.ErrorContains(t, err, bad+": pipeline.workers: must not be negative, got -1")
 	require.ErrorContains(t, err, bad+`: pipeline.shutdown_grace: "soon" is not a duration`)
 
+	// Two jobs writing one target table.
+	other := filepath.Join(work, "jobs", "other.yaml")
+	require.NoError(t, os.WriteFile(other, []byte(strings.Replace(string(data), "name: sentiment", "name: other", 1)), 0o644))
+	require.NoError(t, os.WriteFile(spec, data, 0o644))
+	require.NoError(t, os.WriteFile(bad, []byte("catalog:\n  type: sql\n  uri: c.db\n  warehouse: w\njobs: [jobs/sentiment.yaml, jobs/other.yaml]\n"), 0o644))
+	_, err = run(t, "validate", "--config", bad)
+	require.ErrorContains(t, err, other+`: target.table: "social.posts_sentiment" is also the target of `+spec)
+
 	require.NoError(t, os.WriteFile(bad, []byte("catalog:\n  tpye: sql\n"), 0o644))
 	_, err = run(t, "export", "--config", bad, "--table", "a.b")
 	require.ErrorContains(t, err, bad+": line 2: unknown field tpye")

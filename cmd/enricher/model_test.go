@@ -198,6 +198,7 @@ func TestReplayOnlyFailedRowsLeavesTheOthersAlone(t *testing.T) {
 	asked := len(llm.Requests())
 	out := mustRun(t, append([]string{"replay", "--config", cfg, "--only-status", "failed,invalid_output"}, chat...)...)
 	assert.Contains(t, out, fmt.Sprintf("ok %d", failed))
+	assert.Regexp(t, fmt.Sprintf(`target rows replaced\s+%d\s`, failed), out, "copy-on-write keeps the other rows of a rewritten file: they are not replaced")
 
 	after := exportRows(t, cfg, "social.posts_sentiment")
 	requireRowsFromTheirOwnText(t, after, lines, "openai/m")
