@@ -133,7 +133,7 @@ func BenchmarkGate(b *testing.B) {
 		if err := g.acquire(ctx); err != nil {
 			b.Fatal(err)
 		}
-		g.release(false)
+		g.release(false, true)
 	}
 }
 

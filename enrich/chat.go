@@ -5,9 +5,13 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"math"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -100,6 +104,9 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 		base:     opts.RetryBase,
 		gate:     newGate(m.MaxConcurrency),
 		budget:   budget{max: m.MaxTokensTotal},
+	}
+	if m.Provider == ProviderAzure {
+		c.name = m.Provider + "/" + m.Deployment // the deployment is what answers
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -285,8 +292,9 @@ func (e *batchError) Error() string { return e.reason }
 func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([]Answer, []bool, error) {
 	ids := make([]string, len(batch))
 	rows := make([]promptRow, len(batch))
+	taken := make(map[string]bool, len(batch))
 	for j, u := range batch {
-		ids[j] = strconv.Itoa(u)
+		ids[j] = rowID(textOf(u), taken)
 		rows[j] = promptRow{ID: ids[j], Text: textOf(u)}
 	}
 	user, err := userMessage(rows)
@@ -295,7 +303,7 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	}
 	maxTokens := len(batch)*c.perRow + answerOverhead
 	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
-	if err := c.budget.reserve(int64(cost)); err != nil {
+	if err := c.budget.reserve(ctx, int64(cost)); err != nil {
 		return nil, nil, err
 	}
 	req := openai.ChatCompletionRequest{
@@ -304,9 +312,22 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 			{Role: openai.ChatMessageRoleSystem, Content: c.system},
 			{Role: openai.ChatMessageRoleUser, Content: user},
 		},
-		MaxCompletionTokens: maxTokens,
-		Temperature:         float32(c.spec.Model.Temperature),
-		ResponseFormat:      c.format,
+		ResponseFormat: c.format,
+	}
+	if reasoningModel(c.spec.Model.Name) {
+		// o-series and gpt-5 models take max_completion_tokens and only
+		// their own temperature.
+		req.MaxCompletionTokens = maxTokens
+	} else {
+		// max_tokens is what every compatible server and every Azure API
+		// version knows; max_completion_tokens is refused by many.
+		req.MaxTokens = maxTokens //lint:ignore SA1019 the widely understood field, see above
+		req.Temperature = float32(c.spec.Model.Temperature)
+		if req.Temperature == 0 {
+			// go-openai omits a zero temperature and the server would use
+			// its own default (1 on OpenAI): send the smallest above zero.
+			req.Temperature = math.SmallestNonzeroFloat32
+		}
 	}
 	resp, err := c.call(ctx, req, cost)
 	var spent int64
@@ -328,10 +349,15 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	}
 	var be *batchError
 	var se *stopError
+	var ue *unreachableError
 	switch {
 	case err == nil:
-	case errors.As(err, &se), ctx.Err() != nil:
+	case errors.As(err, &se), ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, nil, err
+	case errors.As(err, &ue):
+		// No server answered any attempt: a wrong URL or a server that is
+		// down, not a problem of these rows.
+		return nil, nil, &stopError{fmt.Errorf("model %s: no server answered after %d attempts (check the base URL): %s", c.name, c.attempts, ue.msg)}
 	case errors.As(err, &be):
 		if len(batch) == 1 {
 			c.log.Warn("model answer unusable", "model", c.name, "rows", len(batch), "reason", be.reason)
@@ -392,9 +418,9 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 		actx, cancel := context.WithTimeout(context.WithValue(ctx, callInfoKey{}, info), c.timeout)
 		r, err := c.client.CreateChatCompletion(actx, req)
 		cancel()
-		c.use.requests.Add(1)
-		c.gate.release(info.status == http.StatusTooManyRequests)
+		c.gate.release(info.status == http.StatusTooManyRequests, err == nil)
 		if err == nil {
+			c.use.requests.Add(1)
 			resp = r
 			return nil
 		}
@@ -402,6 +428,11 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 			return ctx.Err()
 		}
 		msg := c.key.scrub(err.Error())
+		if !info.sent {
+			// The client refused the request before sending it.
+			return &stopError{fmt.Errorf("model %s: the request could not be sent: %s", c.name, msg)}
+		}
+		c.use.requests.Add(1)
 		switch s := info.status; {
 		case s == http.StatusTooManyRequests:
 			c.use.throttled.Add(1)
@@ -411,8 +442,13 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 			b.atLeast(info.retryAfter)
 			c.log.Debug("model throttled", "model", c.name, "attempt", attempt, "retry_after", info.retryAfter)
 			return retry.RetryableError(errors.New(msg))
-		case s == 0 || s == http.StatusRequestTimeout || s >= 500:
-			// Network errors, our per-request timeout, server errors.
+		case s == 0 && unreachable(err):
+			c.use.serverErrors.Add(1)
+			c.log.Debug("model server unreachable, retrying", "model", c.name, "attempt", attempt, "error", msg)
+			return retry.RetryableError(&unreachableError{msg})
+		case s == 0 || s == http.StatusRequestTimeout || s >= 500 || (s < 300 && timedOut(err)):
+			// Network errors, our per-request timeout (also while the
+			// answer was being read), server errors.
 			c.use.serverErrors.Add(1)
 			b.atLeast(info.retryAfter)
 			c.log.Debug("model request failed, retrying", "model", c.name, "attempt", attempt, "status", s, "error", msg)
@@ -421,13 +457,75 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 			return &stopError{fmt.Errorf("model %s: HTTP %d (check the key, the base URL, the model or deployment name): %s", c.name, s, msg)}
 		case s == http.StatusBadRequest && isContentFilter(err):
 			return &batchError{status: StatusFailed, reason: "the provider's content filter rejected the prompt"}
+		case s == http.StatusBadRequest && apiCode(err) == "context_length_exceeded":
+			return &batchError{status: StatusFailed, reason: "the prompt is longer than the model's context"}
 		case s < 300:
 			return &batchError{status: StatusInvalidOutput, reason: "unreadable answer: " + clipText(msg)}
+		case s == http.StatusBadRequest || s == http.StatusUnprocessableEntity:
+			// The server refuses the request itself (a parameter, the
+			// response format): every row would fail the same way.
+			return &stopError{fmt.Errorf("model %s: HTTP %d, the server refuses the request (check the model, deployment and API version): %s", c.name, s, msg)}
 		default:
 			return &batchError{status: StatusFailed, reason: fmt.Sprintf("HTTP %d: %s", s, clipText(msg))}
 		}
 	})
 	return resp, err
+}
+
+// unreachableError is an attempt that reached no server (connection
+// refused, no such host).
+type unreachableError struct{ msg string }
+
+func (e *unreachableError) Error() string { return e.msg }
+
+func unreachable(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	return errors.As(err, &dns) || (errors.As(err, &op) && op.Op == "dial" && !op.Timeout())
+}
+
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+func apiCode(err error) string {
+	var ae *openai.APIError
+	if !errors.As(err, &ae) {
+		return ""
+	}
+	code, _ := ae.Code.(string)
+	return code
+}
+
+// reasoningModel reports whether a model name is of OpenAI's o-series or
+// gpt-5 family, which take max_completion_tokens and no temperature.
+func reasoningModel(name string) bool {
+	n := strings.ToLower(name)
+	for _, p := range []string{"o1", "o3", "o4", "gpt-5"} {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// rowID names a row in a request after its text: four base-36 digits of a
+// hash, so that a model renumbering rows (0, 1, 2, ...) writes ids nobody
+// asked about instead of another row's. taken keeps ids unique in the
+// request.
+func rowID(text string, taken map[string]bool) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(text))
+	x := h.Sum64()
+	for {
+		id := strconv.FormatUint(10*36*36*36+x%(26*36*36*36), 36) // 4 digits, the first a letter
+		if !taken[id] {
+			taken[id] = true
+			return id
+		}
+		x++
+	}
 }
 
 func isContentFilter(err error) bool {
@@ -472,6 +570,7 @@ func (b *hintBackoff) Next() (time.Duration, bool) {
 // the Retry-After hint. capturingDoer fills it from the response headers.
 type (
 	callInfo struct {
+		sent       bool
 		status     int
 		retryAfter time.Duration
 	}
@@ -480,6 +579,9 @@ type (
 )
 
 func (d capturingDoer) Do(req *http.Request) (*http.Response, error) {
+	if info, ok := req.Context().Value(callInfoKey{}).(*callInfo); ok {
+		info.sent = true
+	}
 	resp, err := d.c.Do(req)
 	if err == nil {
 		if info, ok := req.Context().Value(callInfoKey{}).(*callInfo); ok {

@@ -147,6 +147,14 @@ func TestChatBatchesRowsAsDataAndMapsAnswersByID(t *testing.T) {
 		// the JSON array and nothing else.
 		assert.NotContains(t, r.System, "weather")
 		assert.True(t, strings.HasPrefix(r.User, "[{"), r.User)
+		// The ids are opaque: a model that renumbers rows 0, 1, 2, ...
+		// names no row.
+		for _, row := range r.Rows {
+			assert.Regexp(t, `^[a-z][0-9a-z]{3}$`, row.ID)
+		}
+		assert.Equal(t, "max_tokens", r.MaxTokensField, "the field every server and Azure version knows")
+		require.NotNil(t, r.Temperature, "temperature 0 is sent, not left to the server's default")
+		assert.Less(t, *r.Temperature, 1e-6)
 		for _, row := range r.Rows {
 			sent[row.Text]++
 		}
@@ -177,7 +185,7 @@ func TestChatRecoversFromEveryFaultOnce(t *testing.T) {
 		"malformed body": fakellm.MalformedBody, "malformed json": fakellm.MalformedJSON,
 		"missing row": fakellm.DropRow, "unknown id": fakellm.ExtraRow, "duplicate id": fakellm.DuplicateRow,
 		"wrong type": fakellm.WrongType, "refusal": fakellm.Refusal, "content filter": fakellm.ContentFilter,
-		"prompt filter": fakellm.PromptFilter, "cut off": fakellm.CutOff,
+		"prompt filter": fakellm.PromptFilter, "cut off": fakellm.CutOff, "renumbered ids": fakellm.Renumber,
 	}
 	for name, fault := range faults {
 		t.Run(name, func(t *testing.T) {
@@ -369,7 +377,7 @@ func TestChatAzureURLForm(t *testing.T) {
 	assert.True(t, reqs[0].Azure)
 	assert.Equal(t, "sentiment-gpt4o", reqs[0].Deployment)
 	assert.Equal(t, "2024-10-21", reqs[0].APIVersion)
-	assert.Equal(t, "azure/test-model", chat.Name())
+	assert.Equal(t, "azure/sentiment-gpt4o", chat.Name(), "_model names the deployment that answered")
 }
 
 func TestChatNeverLogsTheKey(t *testing.T) {
@@ -494,4 +502,59 @@ func TestNoopAnswersEveryRowWithValidValues(t *testing.T) {
 		}
 	}
 	assert.True(t, slices.Contains(enrich.Providers, enrich.ProviderNoop))
+}
+
+func TestChatReasoningModelsGetMaxCompletionTokensAndNoTemperature(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, &fakellm.Server{})
+	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) { m.Name = "gpt-5-mini" }), nil)
+	ts := texts(3)
+	out := make([]enrich.Answer, len(ts))
+	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
+	requireAnsweredFromText(t, ts, out)
+	r := srv.Requests()[0]
+	assert.Equal(t, "max_completion_tokens", r.MaxTokensField)
+	assert.Nil(t, r.Temperature)
+}
+
+func TestChatStopsWhenNoServerAnswersOrTheRequestIsRefused(t *testing.T) {
+	t.Parallel()
+	// A port nobody listens on: a wrong base URL stops the run, it does
+	// not write every row as failed.
+	down := &fakellm.Server{}
+	require.NoError(t, down.Start())
+	url := down.URL()
+	down.Close()
+	spec := chatSpec(t, down, func(m *enrich.ModelSettings) {
+		m.BaseURL = url + "/v1"
+		m.MaxAttempts = 2
+	})
+	err := newChat(t, spec, nil).Annotate(context.Background(), items(texts(4)), make([]enrich.Answer, 4))
+	require.ErrorContains(t, err, "no server answered after 2 attempts")
+	assert.NotErrorIs(t, err, enrich.ErrBudgetExhausted)
+
+	// A server that refuses a parameter refuses every batch alike.
+	srv := startServer(t, &fakellm.Server{Fault: func(*fakellm.Request) fakellm.Fault { return fakellm.BadRequest }})
+	chat := newChat(t, chatSpec(t, srv, nil), nil)
+	err = chat.Annotate(context.Background(), items(texts(20)), make([]enrich.Answer, 20))
+	require.ErrorContains(t, err, "HTTP 400, the server refuses the request")
+	assert.Len(t, srv.Requests(), 1, "not halved down to single rows")
+}
+
+func TestChatBudgetWaitsForReservationsBeforeGivingUp(t *testing.T) {
+	t.Parallel()
+	const budget = 20_000
+	srv := startServer(t, &fakellm.Server{Latency: 20 * time.Millisecond})
+	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) {
+		m.MaxTokensTotal = budget
+		m.MaxConcurrency = 8
+	}), nil)
+	err := chat.Annotate(context.Background(), items(texts(2000)), make([]enrich.Answer, 2000))
+	require.ErrorIs(t, err, enrich.ErrBudgetExhausted)
+	u := chat.Usage()
+	spent := u.PromptTokens + u.CompletionTokens
+	assert.LessOrEqual(t, spent, int64(budget))
+	// Concurrent reservations are booked at their worst case; once they
+	// settle, the room they did not use goes to later requests.
+	assert.Greater(t, spent, int64(budget*3/4), "stopped with a quarter of the budget unspent")
 }

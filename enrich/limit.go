@@ -87,6 +87,9 @@ func ctxErrOr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if _, ok := ctx.Deadline(); ok {
+		return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+	}
 	return err
 }
 
@@ -135,8 +138,9 @@ func (g *gate) acquire(ctx context.Context) error {
 	}
 }
 
-// release ends a request; throttled says the server answered 429.
-func (g *gate) release(throttled bool) {
+// release ends a request; throttled says the server answered 429, ok that
+// it answered well (only that grows the bound).
+func (g *gate) release(throttled, ok bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.inflight--
@@ -145,7 +149,7 @@ func (g *gate) release(throttled bool) {
 			g.limit = max(1, g.limit/2)
 			g.lastCut = now
 		}
-	} else {
+	} else if ok {
 		g.limit = min(g.max, g.limit+1/g.limit)
 	}
 	close(g.wake)

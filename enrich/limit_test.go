@@ -21,17 +21,17 @@ func TestGateHalvesOn429AndRecovers(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, g.acquire(short), context.DeadlineExceeded)
 
-	g.release(true) // 429: 8 -> 4
-	g.release(true) // the same burst: no second cut
+	g.release(true, false) // 429: 8 -> 4
+	g.release(true, false) // the same burst: no second cut
 	assert.Equal(t, 4.0, g.limit)
 	for range 6 {
-		g.release(false)
+		g.release(false, true)
 	}
 	// Back to one in flight; additive increase brings the bound back up.
 	require.NoError(t, g.acquire(ctx))
 	n := 0
 	for g.limit < 8 {
-		g.release(false)
+		g.release(false, true)
 		require.NoError(t, g.acquire(ctx))
 		n++
 	}

@@ -138,7 +138,9 @@ func responseSchema(s *Spec) json.RawMessage {
 
 // EstimateTokens is the token estimate used for rate limiting and budgets:
 // one token per four bytes, rounded up, as providers estimate before they
-// tokenise. It errs high for non-Latin scripts, which is the safe side.
+// tokenise. It is close for English; it errs low for CJK text and emoji
+// (about one token per three or four bytes), so a budget or TPM quota can
+// be overshot a little there.
 func EstimateTokens(s string) int {
 	return (len(s) + 3) / 4
 }
@@ -326,13 +328,14 @@ func clip(raw json.RawMessage) string {
 }
 
 // RequestMessages returns what one chat request for texts carries: the
-// system and user messages (ids are the texts' positions) and the
+// system and user messages (with the ids Chat gives the rows) and the
 // max_tokens it asks for. It is the prompt Chat sends, for measuring token
 // counts with a real tokenizer.
 func RequestMessages(spec *Spec, texts []string) (system, user string, maxTokens int, err error) {
 	rows := make([]promptRow, len(texts))
+	taken := make(map[string]bool, len(texts))
 	for i, t := range texts {
-		rows[i] = promptRow{ID: strconv.Itoa(i), Text: t}
+		rows[i] = promptRow{ID: rowID(t, taken), Text: t}
 	}
 	if user, err = userMessage(rows); err != nil {
 		return "", "", 0, err

@@ -9,18 +9,28 @@ import (
 // Secret holds an API key. Every way of printing it (fmt verbs, slog, JSON,
 // YAML) writes "[redacted]"; only Reveal gives the key, for the request
 // header.
-type Secret struct{ v string }
+// The key sits behind a pointer: printing a struct that holds a Secret in
+// an unexported field (where fmt cannot call String) shows an address.
+type Secret struct{ p *string }
 
 // NewSecret wraps a key.
-func NewSecret(key string) Secret { return Secret{v: strings.TrimSpace(key)} }
+func NewSecret(key string) Secret {
+	k := strings.TrimSpace(key)
+	return Secret{p: &k}
+}
 
 const redacted = "[redacted]"
 
 // Reveal returns the key itself.
-func (s Secret) Reveal() string { return s.v }
+func (s Secret) Reveal() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
 
 // Empty reports whether no key was given.
-func (s Secret) Empty() bool { return s.v == "" }
+func (s Secret) Empty() bool { return s.Reveal() == "" }
 
 func (s Secret) String() string               { return redacted }
 func (s Secret) GoString() string             { return redacted }
@@ -32,8 +42,9 @@ func (s Secret) Format(f fmt.State, _ rune)   { _, _ = f.Write([]byte(redacted))
 
 // scrub removes the key from text (an error message that echoes it).
 func (s Secret) scrub(text string) string {
-	if len(s.v) < 4 { // too short to search for without mangling text
+	v := s.Reveal()
+	if len(v) < 4 { // too short to search for without mangling text
 		return text
 	}
-	return strings.ReplaceAll(text, s.v, redacted)
+	return strings.ReplaceAll(text, v, redacted)
 }

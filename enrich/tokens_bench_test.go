@@ -65,7 +65,7 @@ func BenchmarkTokensPerRow(b *testing.B) {
 					// 3 tokens per message and 3 to prime the answer, as
 					// OpenAI counts chat messages.
 					prompt += count(system) + count(user) + 2*3 + 3
-					answer += count(answerFor(spec, batch))
+					answer += count(answerFor(b, spec, user))
 					charged += enrich.EstimateTokens(system) + enrich.EstimateTokens(user) + 12 + maxTokens
 					rows += len(batch)
 				}
@@ -78,12 +78,18 @@ func BenchmarkTokensPerRow(b *testing.B) {
 	}
 }
 
-// answerFor is the answer a model gives to batch: the results object with
-// one entry per row, values as the fake server picks them.
-func answerFor(spec *enrich.Spec, batch []string) string {
-	results := make([]map[string]any, len(batch))
-	for i, text := range batch {
-		r := map[string]any{"id": strconv.Itoa(i)}
+// answerFor is the answer a model gives to the rows of a user message: the
+// results object with one entry per row, values as the fake server picks
+// them.
+func answerFor(b *testing.B, spec *enrich.Spec, user string) string {
+	var rows []struct{ ID, Text string }
+	if err := json.Unmarshal([]byte(user), &rows); err != nil {
+		b.Fatal(err)
+	}
+	results := make([]map[string]any, len(rows))
+	for i, row := range rows {
+		text := row.Text
+		r := map[string]any{"id": row.ID}
 		for _, f := range spec.Outputs {
 			ft := "string"
 			if f.Type == enrich.TypeDouble {

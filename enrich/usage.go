@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -75,19 +76,39 @@ type budget struct {
 	max      int64 // 0: no budget
 	spent    int64
 	reserved int64
+	settled  chan struct{} // closed and replaced at each settlement
 }
 
-func (b *budget) reserve(n int64) error {
+// reserve books n tokens. While other requests hold reservations it waits
+// for them to settle (they usually spend less than they booked); the
+// budget is exhausted only when what is spent leaves no room for n.
+func (b *budget) reserve(ctx context.Context, n int64) error {
 	if b.max == 0 {
 		return nil
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.spent+b.reserved+n > b.max {
-		return fmt.Errorf("%w: %d of %d tokens spent, the next request may need %d", ErrBudgetExhausted, b.spent, b.max, n)
+	for {
+		b.mu.Lock()
+		if b.spent+b.reserved+n <= b.max {
+			b.reserved += n
+			b.mu.Unlock()
+			return nil
+		}
+		if b.reserved == 0 || b.spent+n > b.max {
+			spent := b.spent
+			b.mu.Unlock()
+			return fmt.Errorf("%w: %d of %d tokens spent, the next request may need %d", ErrBudgetExhausted, spent, b.max, n)
+		}
+		if b.settled == nil {
+			b.settled = make(chan struct{})
+		}
+		wait := b.settled
+		b.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
-	b.reserved += n
-	return nil
 }
 
 // settle turns a reservation of n into actual spending.
@@ -98,5 +119,9 @@ func (b *budget) settle(n, actual int64) {
 	b.mu.Lock()
 	b.reserved -= n
 	b.spent += actual
+	if b.settled != nil {
+		close(b.settled)
+		b.settled = nil
+	}
 	b.mu.Unlock()
 }

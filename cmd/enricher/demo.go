@@ -106,6 +106,9 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if f.rounds < 1 {
 		return fmt.Errorf("%w: --rounds must be at least 1, got %d", errUsage, f.rounds)
 	}
+	if err := f.model.validate(); err != nil {
+		return err
+	}
 	log, err := g.logger(slog.LevelWarn)
 	if err != nil {
 		return err
@@ -126,9 +129,6 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	}
 	cfgPath, err := prepareDemoDir(f.workdir)
 	if err != nil {
-		return err
-	}
-	if err := f.model.validate(); err != nil {
 		return err
 	}
 	env, err := openWith(ctx, cfgPath, true, &f.model, log)

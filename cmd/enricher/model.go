@@ -39,7 +39,7 @@ type modelFlags struct {
 func (m *modelFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&m.provider, "provider", "", "model backend for every job: lexicon, openai, azure or noop (default: the job spec's)")
 	f.StringVar(&m.baseURL, "base-url", "", "chat server: OpenAI-compatible base URL (e.g. http://localhost:8000/v1) or the Azure endpoint https://NAME.openai.azure.com")
-	f.StringVar(&m.model, "model", "", "model name sent to the server (openai) or recorded in _model (azure)")
+	f.StringVar(&m.model, "model", "", "model name sent to the server (for azure also the deployment when --deployment is not given)")
 	f.StringVar(&m.deployment, "deployment", "", "Azure OpenAI deployment name (default: --model)")
 	f.StringVar(&m.apiVersion, "api-version", "", "Azure OpenAI API version (default "+enrich.DefaultAzureVersion+")")
 	f.StringVar(&m.apiKeySecret, "api-key-secret", "", "AWS Secrets Manager secret NAME or ARN holding the API key, a plain string or JSON such as {\"api_key\": \"...\"} (default $"+envAPIKeySecret+"; without it the key comes from $"+envOpenAIKey+" or $"+envAzureKey+")")
@@ -47,7 +47,7 @@ func (m *modelFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&m.rpm, "rpm", 0, "requests-per-minute quota to stay under (default: the job spec's; 0 there: none)")
 	f.IntVar(&m.tpm, "tpm", 0, "tokens-per-minute quota to stay under, counting prompt estimate plus max_tokens (default: the job spec's)")
 	f.IntVar(&m.maxConcurrency, "max-concurrency", 0, "chat requests in flight at most, per job (default: the job spec's, else 16)")
-	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of this run per job: stop cleanly before spending more (default: the job spec's; 0: none)")
+	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of each job in this process: stop cleanly before spending more (default: the job spec's; 0: none)")
 }
 
 func (m *modelFlags) overrides() enrich.Overrides {
@@ -134,7 +134,7 @@ func (ms *models) apiKey(ctx context.Context, provider string) (enrich.Secret, e
 			ms.err = fmt.Errorf("aws config for Secrets Manager: %w", ms.err)
 			return
 		}
-		ms.key, ms.err = fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref)
+		ms.key, ms.err = fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref, provider)
 	})
 	return ms.key, ms.err
 }
@@ -144,13 +144,22 @@ type secretsAPI interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
 }
 
-// Names under which a JSON secret may hold the key, in order.
-var secretKeyNames = []string{"api_key", "apiKey", "key", envAzureKey, envOpenAIKey}
+// secretKeyNames are the names under which a JSON secret may hold the
+// key, in the order they are tried: the provider's own variable first, so
+// that a secret holding both keys never sends one provider the other's.
+func secretKeyNames(provider string) []string {
+	own, other := envOpenAIKey, envAzureKey
+	if provider == enrich.ProviderAzure {
+		own, other = other, own
+	}
+	return []string{own, "api_key", "apiKey", "key", other}
+}
 
-// fetchAPIKey reads the secret ref (name or ARN). A plain string secret is
-// the key; a JSON object holds it under one of secretKeyNames, or as its
-// only string member. Errors name the secret, never its value.
-func fetchAPIKey(ctx context.Context, api secretsAPI, ref string) (enrich.Secret, error) {
+// fetchAPIKey reads the secret ref (name or ARN) for provider. A plain
+// string secret is the key; a JSON object holds it under one of
+// secretKeyNames, or as its only string member. Errors name the secret,
+// never its value.
+func fetchAPIKey(ctx context.Context, api secretsAPI, ref, provider string) (enrich.Secret, error) {
 	out, err := api.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(ref)})
 	if err != nil {
 		return enrich.Secret{}, fmt.Errorf("read API key from secret %s: %w", ref, err)
@@ -169,15 +178,16 @@ func fetchAPIKey(ctx context.Context, api secretsAPI, ref string) (enrich.Secret
 	if err := json.Unmarshal([]byte(raw), &obj); err != nil {
 		return enrich.Secret{}, fmt.Errorf("secret %s starts like JSON but is not a JSON object", ref)
 	}
-	for _, k := range secretKeyNames {
+	names := secretKeyNames(provider)
+	for _, k := range names {
 		if v, ok := obj[k].(string); ok && strings.TrimSpace(v) != "" {
 			return enrich.NewSecret(v), nil
 		}
 	}
-	var names []string
+	var members []string
 	var only string
 	for k, v := range obj {
-		names = append(names, k)
+		members = append(members, k)
 		if s, ok := v.(string); ok {
 			only = s
 		}
@@ -185,9 +195,9 @@ func fetchAPIKey(ctx context.Context, api secretsAPI, ref string) (enrich.Secret
 	if len(obj) == 1 && strings.TrimSpace(only) != "" {
 		return enrich.NewSecret(only), nil
 	}
-	sort.Strings(names)
+	sort.Strings(members)
 	return enrich.Secret{}, fmt.Errorf("secret %s is a JSON object without the key: want one of the members %s (it has %s)",
-		ref, strings.Join(secretKeyNames, ", "), strings.Join(names, ", "))
+		ref, strings.Join(names, ", "), strings.Join(members, ", "))
 }
 
 // usageOf returns the usage of the jobs' models that report one.

@@ -269,6 +269,7 @@ func TestAPIKeyFromSecretsManager(t *testing.T) {
 		"json":   `{"api_key": "sk-json", "endpoint": "https://x"}`,
 		"single": `{"whatever": "sk-single"}`,
 		"nokey":  `{"user": "u-1234", "password": "p-5678"}`,
+		"both":   `{"AZURE_OPENAI_API_KEY": "sk-azure", "OPENAI_API_KEY": "sk-openai"}`,
 		"empty":  ``,
 	})
 	api := secretsmanager.New(secretsmanager.Options{
@@ -277,16 +278,21 @@ func TestAPIKeyFromSecretsManager(t *testing.T) {
 	})
 	ctx := context.Background()
 	for name, want := range map[string]string{"plain": "sk-plain", "json": "sk-json", "single": "sk-single"} {
-		key, err := fetchAPIKey(ctx, api, name)
+		key, err := fetchAPIKey(ctx, api, name, "openai")
 		require.NoError(t, err, name)
 		assert.Equal(t, want, key.Reveal(), name)
 	}
-	_, err := fetchAPIKey(ctx, api, "nokey")
+	for provider, want := range map[string]string{"openai": "sk-openai", "azure": "sk-azure"} {
+		key, err := fetchAPIKey(ctx, api, "both", provider)
+		require.NoError(t, err)
+		assert.Equal(t, want, key.Reveal(), "a secret holding both keys gives each provider its own")
+	}
+	_, err := fetchAPIKey(ctx, api, "nokey", "openai")
 	require.ErrorContains(t, err, "has password, user")
 	assert.NotContains(t, err.Error(), "p-5678", "errors name members, never values")
-	_, err = fetchAPIKey(ctx, api, "empty")
+	_, err = fetchAPIKey(ctx, api, "empty", "openai")
 	require.ErrorContains(t, err, "secret empty is empty")
-	_, err = fetchAPIKey(ctx, api, "missing")
+	_, err = fetchAPIKey(ctx, api, "missing", "openai")
 	require.ErrorContains(t, err, "ResourceNotFoundException")
 }
 

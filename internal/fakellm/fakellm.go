@@ -44,6 +44,8 @@ const (
 	PromptFilter        // 400 with code content_filter (Azure)
 	CutOff              // finish_reason length, content cut in half
 	Unauthorized        // 401 whatever the key
+	BadRequest          // 400: the server refuses a parameter
+	Renumber            // answers with ids 0, 1, 2, ... instead of those asked
 )
 
 // Row is one post of a request's user message.
@@ -73,7 +75,12 @@ type Request struct {
 	Fields     []Field
 	Strict     bool
 	MaxTokens  int
-	Cost       int // tokens charged to the TPM quota
+	// MaxTokensField is the request field that carried MaxTokens:
+	// max_tokens or max_completion_tokens.
+	MaxTokensField string
+	// Temperature is the temperature sent (nil: none).
+	Temperature *float64
+	Cost        int // tokens charged to the TPM quota
 }
 
 // Server is the fake. Set its fields before Start; read results with
@@ -199,9 +206,10 @@ func Deterministic(text string, f Field) any {
 }
 
 type chatRequest struct {
-	Model               string `json:"model"`
-	MaxTokens           int    `json:"max_tokens"`
-	MaxCompletionTokens int    `json:"max_completion_tokens"`
+	Model               string   `json:"model"`
+	MaxTokens           int      `json:"max_tokens"`
+	MaxCompletionTokens int      `json:"max_completion_tokens"`
+	Temperature         *float64 `json:"temperature"`
 	Messages            []struct {
 		Role    string `json:"role"`
 		Content string `json:"content"`
@@ -296,6 +304,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	case Unauthorized:
 		s.unauthorized(w, "")
 		return
+	case BadRequest:
+		writeError(w, http.StatusBadRequest, "Unrecognized request argument supplied: max_completion_tokens", "invalid_request_error", "")
+		return
 	case MalformedBody:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"id": "chatcmpl-1", "choices": [`))
@@ -333,6 +344,11 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 func (s *Server) read(req *Request, body *chatRequest) error {
 	req.Model = body.Model
 	req.MaxTokens = max(body.MaxTokens, body.MaxCompletionTokens)
+	req.MaxTokensField = "max_tokens"
+	if body.MaxCompletionTokens > 0 {
+		req.MaxTokensField = "max_completion_tokens"
+	}
+	req.Temperature = body.Temperature
 	for _, m := range body.Messages {
 		switch m.Role {
 		case "system":
@@ -474,6 +490,10 @@ func (s *Server) answer(req *Request, fault Fault) (content string, finish strin
 				}
 			}
 			results = append(results, extra)
+		case Renumber:
+			for i := range results {
+				results[i]["id"] = strconv.Itoa(i)
+			}
 		case WrongType:
 			if len(req.Fields) > 0 {
 				results[0][req.Fields[0].Name] = wrongValue(req.Fields[0])
