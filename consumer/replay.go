@@ -285,36 +285,71 @@ func (k *keySet) in(column string) iceberg.BooleanExpression {
 	return iceberg.IsIn(ref, vals...)
 }
 
+// keyColumn reads row i of a key column as a long or as a string.
+type keyColumn struct {
+	arr  arrow.Array
+	ints func(int) int64
+	strs func(int) string
+}
+
+func newKeyColumn(col arrow.Array) (keyColumn, error) {
+	k := keyColumn{arr: col}
+	switch c := col.(type) {
+	case *array.Int64:
+		k.ints = c.Value
+	case *array.Int32:
+		k.ints = func(i int) int64 { return int64(c.Value(i)) }
+	case *array.String:
+		k.strs = c.Value
+	case *array.LargeString:
+		k.strs = c.Value
+	default:
+		return k, fmt.Errorf("key column of type %s: want long, int or string", col.DataType())
+	}
+	return k, nil
+}
+
+func (k *keySet) has(c keyColumn, i int) bool {
+	if c.arr.IsNull(i) {
+		return false
+	}
+	if c.ints != nil {
+		_, ok := k.ints[c.ints(i)]
+		return ok
+	}
+	_, ok := k.strs[c.strs(i)]
+	return ok
+}
+
+func (k *keySet) add(c keyColumn, i int) {
+	if c.arr.IsNull(i) {
+		return
+	}
+	if c.ints != nil {
+		if k.ints == nil {
+			k.ints = map[int64]struct{}{}
+		}
+		k.ints[c.ints(i)] = struct{}{}
+		return
+	}
+	if k.strs == nil {
+		k.strs = map[string]struct{}{}
+	}
+	k.strs[strings.Clone(c.strs(i))] = struct{}{} // not the Arrow buffer's memory
+}
+
 // filter keeps the rows of rec whose column col holds a key of the set.
 func (k *keySet) filter(ctx context.Context, rec arrow.RecordBatch, col int) (arrow.RecordBatch, error) {
-	mem := compute.GetAllocator(ctx)
-	b := array.NewBooleanBuilder(mem)
+	keys, err := newKeyColumn(rec.Column(col))
+	if err != nil {
+		return nil, fmt.Errorf("replay: %w", err)
+	}
+	b := array.NewBooleanBuilder(compute.GetAllocator(ctx))
 	defer b.Release()
 	n := int(rec.NumRows())
 	b.Reserve(n)
-	switch c := rec.Column(col).(type) {
-	case *array.Int64:
-		for i := range n {
-			_, ok := k.ints[c.Value(i)]
-			b.UnsafeAppend(ok && c.IsValid(i))
-		}
-	case *array.Int32:
-		for i := range n {
-			_, ok := k.ints[int64(c.Value(i))]
-			b.UnsafeAppend(ok && c.IsValid(i))
-		}
-	case *array.String:
-		for i := range n {
-			_, ok := k.strs[c.Value(i)]
-			b.UnsafeAppend(ok && c.IsValid(i))
-		}
-	case *array.LargeString:
-		for i := range n {
-			_, ok := k.strs[c.Value(i)]
-			b.UnsafeAppend(ok && c.IsValid(i))
-		}
-	default:
-		return nil, fmt.Errorf("replay: key column of type %s", c.DataType())
+	for i := range n {
+		b.UnsafeAppend(k.has(keys, i))
 	}
 	mask := b.NewArray()
 	defer mask.Release()
@@ -328,37 +363,16 @@ func scanKeys(ctx context.Context, tgt *table.Table, key string, filter iceberg.
 		if err != nil {
 			return nil, err
 		}
-		switch c := col.(type) {
-		case *array.Int64:
-			if k.ints == nil {
-				k.ints = map[int64]struct{}{}
+		keys, err := newKeyColumn(col)
+		if err == nil {
+			for i := range col.Len() {
+				k.add(keys, i)
 			}
-			for i := range c.Len() {
-				k.ints[c.Value(i)] = struct{}{}
-			}
-		case *array.Int32:
-			if k.ints == nil {
-				k.ints = map[int64]struct{}{}
-			}
-			for i := range c.Len() {
-				k.ints[int64(c.Value(i))] = struct{}{}
-			}
-		case *array.String, *array.LargeString:
-			if k.strs == nil {
-				k.strs = map[string]struct{}{}
-			}
-			s := c.(interface {
-				Len() int
-				Value(int) string
-			})
-			for i := range s.Len() {
-				k.strs[strings.Clone(s.Value(i))] = struct{}{}
-			}
-		default:
-			col.Release()
-			return nil, fmt.Errorf("key column %s of type %s", key, col.DataType())
 		}
 		col.Release()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", key, err)
+		}
 	}
 	return k, nil
 }

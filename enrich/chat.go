@@ -93,7 +93,7 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 	}
 	c := &Chat{
 		spec:     spec,
-		name:     m.Provider + "/" + m.Name,
+		name:     m.ID(),
 		key:      opts.APIKey,
 		http:     opts.HTTPClient,
 		log:      opts.Logger,
@@ -104,9 +104,6 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 		base:     opts.RetryBase,
 		gate:     newGate(m.MaxConcurrency),
 		budget:   budget{max: m.MaxTokensTotal},
-	}
-	if m.Provider == ProviderAzure {
-		c.name = m.Provider + "/" + m.Deployment // the deployment is what answers
 	}
 	if c.log == nil {
 		c.log = slog.Default()

@@ -31,7 +31,7 @@ func NewLexicon(spec *Spec) (*Lexicon, error) {
 	}
 	l := &Lexicon{
 		sia:      govader.NewSentimentIntensityAnalyzer(),
-		name:     "lexicon/" + spec.Model.Name,
+		name:     spec.Model.ID(),
 		nOut:     len(spec.Outputs),
 		labelIdx: -1,
 		scoreIdx: -1,

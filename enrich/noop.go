@@ -21,7 +21,7 @@ func NewNoop(spec *Spec) (*Noop, error) {
 	if spec.Model.Provider != ProviderNoop {
 		return nil, fmt.Errorf("noop model: spec %s asks for provider %s", spec.Name, spec.Model.Provider)
 	}
-	n := &Noop{name: "noop/" + spec.Model.Name}
+	n := &Noop{name: spec.Model.ID()}
 	for _, f := range spec.Outputs {
 		v := Value{Set: true}
 		switch f.Type {

@@ -321,6 +321,15 @@ func (o Overrides) apply(s *Spec) {
 	}
 }
 
+// ID names the model as rows record it in _model: provider/name, and for
+// azure provider/deployment, the deployment being what answers.
+func (m ModelSettings) ID() string {
+	if m.Provider == ProviderAzure {
+		return m.Provider + "/" + m.Deployment
+	}
+	return m.Provider + "/" + m.Name
+}
+
 // Chat reports whether the spec's provider is a chat-completion server.
 func (m ModelSettings) Chat() bool {
 	return m.Provider == ProviderOpenAI || m.Provider == ProviderAzure

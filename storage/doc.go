@@ -1,13 +1,14 @@
 // Package storage is the enricher's side of Apache Iceberg: opening the
 // catalog (iceberg-go's SQL catalog on a sqlite file for the embedded
-// default), planning the data files that append snapshots added after a
-// cursor, streaming them as Arrow batches, and appending enriched rows to a
-// target table together with the job's watermark.
+// default, Glue or REST in AWS), planning the data files that append
+// snapshots added after a cursor, streaming them as Arrow batches,
+// appending enriched rows to a target table together with the job's
+// watermark, replacing rows for a replay, and finding orphaned files.
 //
 // The watermark (Cursor) lives in the target table's snapshot summary
 // (enricher.job, enricher.source-table, enricher.source-snapshot-id and,
-// partway through a snapshot, enricher.partial-snapshot-id and
-// enricher.partial-files), written by the same commit as the rows it
+// partway through a snapshot, enricher.partial-snapshot-id,
+// enricher.partial-files and enricher.partial-rows), written by the same commit as the rows it
 // accounts for. AppendChunk pins the target's main branch, so a concurrent
 // writer makes the commit fail with ErrConflict instead of appending twice.
 //

@@ -79,8 +79,8 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 }
 
 // ScanColumn streams one column of the rows of tbl that filter matches,
-// for finding the keys of rows to replay. Each batch is the caller's to
-// Release.
+// for finding the keys of rows to replay. Each array is the caller's to
+// Release, also the one it stops the loop on.
 func ScanColumn(ctx context.Context, tbl *table.Table, column string, filter iceberg.BooleanExpression) iter.Seq2[arrow.Array, error] {
 	return func(yield func(arrow.Array, error) bool) {
 		_, recs, err := tbl.Scan(table.WithSelectedFields(column), table.WithRowFilter(filter)).ToArrowRecords(ctx)
@@ -96,8 +96,7 @@ func ScanColumn(ctx context.Context, tbl *table.Table, column string, filter ice
 			col := rec.Column(0)
 			col.Retain()
 			rec.Release()
-			if !yield(col, nil) {
-				col.Release()
+			if !yield(col, nil) { // the caller owns col either way
 				return
 			}
 		}

@@ -225,9 +225,6 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("demo interrupted: %w", err)
 	}
-	if cause := context.Cause(consumeCtx); cause != nil {
-		failed = append(failed, consumer.MessageOutcome{Err: cause})
-	}
 	if len(failed) > 0 {
 		if u, ok := usageOf(jobList[0].Model); ok {
 			fmt.Fprintf(out, "\nmodel usage: %s\n", u)

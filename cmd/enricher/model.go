@@ -10,7 +10,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -79,14 +78,13 @@ func (m *modelFlags) validate() error {
 	return nil
 }
 
-// models builds the model of each job, fetching an API key at most once.
+// models builds the model of each job (one after the other), reading a
+// Secrets Manager secret at most once per provider.
 type models struct {
 	flags *modelFlags
 	log   *slog.Logger
 
-	once sync.Once
-	key  enrich.Secret
-	err  error
+	keys map[string]enrich.Secret // by provider
 }
 
 func (ms *models) build(ctx context.Context, spec *enrich.Spec) (enrich.Model, error) {
@@ -127,16 +125,22 @@ func (ms *models) apiKey(ctx context.Context, provider string) (enrich.Secret, e
 		}
 		return key, nil
 	}
-	ms.once.Do(func() {
-		var cfg aws.Config
-		cfg, ms.err = config.LoadDefaultConfig(ctx)
-		if ms.err != nil {
-			ms.err = fmt.Errorf("aws config for Secrets Manager: %w", ms.err)
-			return
-		}
-		ms.key, ms.err = fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref, provider)
-	})
-	return ms.key, ms.err
+	if key, ok := ms.keys[provider]; ok {
+		return key, nil
+	}
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return enrich.Secret{}, fmt.Errorf("aws config for Secrets Manager: %w", err)
+	}
+	key, err := fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref, provider)
+	if err != nil {
+		return key, err
+	}
+	if ms.keys == nil {
+		ms.keys = map[string]enrich.Secret{}
+	}
+	ms.keys[provider] = key
+	return key, nil
 }
 
 // secretsAPI is the part of the Secrets Manager client used here.

@@ -39,7 +39,7 @@ run, status, demo and the Lambda handler do at start.`,
 					outs = append(outs, o)
 				}
 				fmt.Fprintf(g.stdout, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
-					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.Provider+"/"+s.Model.Name, strings.Join(outs, ", "))
+					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
 			}
 			return nil
 		},
