@@ -16,33 +16,67 @@ const (
 	ActionDeadLettered = "dead_lettered"
 )
 
+// Handler does the work a message asks for. The pipeline's Processor is
+// the enricher's; tests and other programs may bring their own.
+type Handler interface {
+	// Key names what m's work is serialized on: messages with the same key
+	// are handled one after the other, in the order received (for
+	// snapshot events, the source table). "" serializes m with nothing.
+	Key(m *Message) string
+	// Handle does m's work. A nil error means the work is durable and the
+	// message is acknowledged; otherwise the error's class (see Classify)
+	// says what becomes of the message. The Report, which may be nil, goes
+	// to logs and to Consumer.OnOutcome.
+	Handle(ctx context.Context, m *Message) (Report, error)
+}
+
+// Report is what a Handler tells about one message, for logs and metrics.
+type Report interface {
+	// LogAttrs are appended to the message's outcome log line.
+	LogAttrs() []slog.Attr
+}
+
+// HandlerFunc adapts a function to a Handler whose messages serialize on
+// nothing.
+type HandlerFunc func(ctx context.Context, m *Message) (Report, error)
+
+// Key implements Handler.
+func (HandlerFunc) Key(*Message) string { return "" }
+
+// Handle implements Handler.
+func (f HandlerFunc) Handle(ctx context.Context, m *Message) (Report, error) { return f(ctx, m) }
+
 // MessageOutcome is what became of one message.
 type MessageOutcome struct {
-	Message  *Message
-	Event    SnapshotEvent
-	Results  []Result
-	Action   string
-	Reason   string // for dead-lettered messages
+	Message *Message
+	// Report is the handler's, if it gave one.
+	Report Report
+	Action string
+	Reason string // for dead-lettered messages
+	// Class is the class of Err (ClassNone when the message was acked).
+	Class    Class
 	Err      error
 	Duration time.Duration
 	// RetryIn is how long a released message stays away (0: at once).
 	RetryIn time.Duration
 }
 
-// Consumer receives snapshot events from a Source and processes them: it
-// acknowledges a message only after the commits that made its work
-// durable, dead-letters a message that can never succeed, and releases one
-// that failed for a passing reason so that it comes back.
+// Consumer receives messages from a Source and hands them to a Handler: it
+// acknowledges a message only after the handler made its work durable,
+// dead-letters a message that can never succeed, releases one that failed
+// for a passing reason so that it comes back (after Retry-After, or after
+// RetryBackoff doubled per receive), and stops on a failure that every
+// message would meet (see Classify).
 //
 // It works on up to Concurrency messages at once, but on the messages of
-// one source table strictly one after the other, in the order received
-// (that is also what keeps a FIFO queue's per-table order). While a
-// message waits or is worked on, a source that needs it (Extender) gets a
-// heartbeat that keeps the message invisible.
+// one key (Handler.Key) strictly one after the other, in the order
+// received (that is also what keeps a FIFO queue's per-table order). While
+// a message waits or is worked on, a source that needs it (Extender) gets
+// a heartbeat that keeps the message invisible.
 type Consumer struct {
-	Source    Source
-	Processor *Processor
-	Logger    *slog.Logger
+	Source  Source
+	Handler Handler
+	Logger  *slog.Logger
 	// Concurrency is how many messages are worked on at once (default 1).
 	Concurrency int
 	// Grace is how long work in flight may go on once Run's context is
@@ -62,11 +96,18 @@ type Consumer struct {
 	outcomeMu sync.Mutex
 }
 
-// Run consumes until the source is drained (nil) or ctx is cancelled (nil:
-// shutdown is not an error). On cancellation it stops receiving at once,
-// releases the messages that were waiting for their table, and gives the
-// work in flight Grace to finish.
-func (c *Consumer) Run(ctx context.Context) error {
+// Run consumes until the source is drained (nil), ctx is cancelled (nil:
+// shutdown is not an error) or a handler halts (the *HaltError). On
+// cancellation or halt it stops receiving at once, releases the messages
+// that were waiting for their key, and gives the work in flight Grace to
+// finish.
+func (c *Consumer) Run(parent context.Context) error {
+	if c.Source == nil || c.Handler == nil {
+		return errors.New("consumer: Source and Handler are required")
+	}
+	// ctx stops receiving: on the caller's cancellation or on a halt.
+	ctx, halt := context.WithCancelCause(parent)
+	defer halt(nil)
 	log := c.Logger
 	if log == nil {
 		log = slog.Default()
@@ -102,17 +143,24 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}()
 
 	s := &scheduler{
-		c: c, ctx: ctx, work: work, log: log,
+		c: c, ctx: ctx, work: work, log: log, halt: halt,
 		held:    make(chan struct{}, 2*conc), // messages received and not yet settled
 		running: make(chan struct{}, conc),   // messages being worked on
 		waiting: map[string][]*held{},
 	}
 	err := s.receiveLoop()
 	s.workers.Wait()
-	if err == nil && ctx.Err() != nil {
+	if err != nil {
+		return err
+	}
+	if cause := context.Cause(ctx); errors.As(cause, new(*HaltError)) {
+		log.Error("stopped consuming: every message would fail the same way", "err", cause)
+		return cause
+	}
+	if ctx.Err() != nil {
 		log.Info("stopped receiving: shutting down")
 	}
-	return err
+	return nil
 }
 
 // scheduler hands received messages to workers, one table at a time.
@@ -120,6 +168,7 @@ type scheduler struct {
 	c         *Consumer
 	ctx, work context.Context
 	log       *slog.Logger
+	halt      context.CancelCauseFunc
 	held      chan struct{}
 	running   chan struct{}
 	workers   sync.WaitGroup
@@ -175,17 +224,17 @@ func (s *scheduler) receiveLoop() error {
 	return nil
 }
 
-// key is what serializes messages: the event's table, or the message
-// itself when it is not a valid event.
-func key(m *Message) string {
-	if ev, err := DecodeEvent(m.Body); err == nil {
-		return "table:" + ev.Table
+// key is what serializes messages: the handler's key, or the message
+// itself when the handler names none.
+func (s *scheduler) key(m *Message) string {
+	if k := s.c.Handler.Key(m); k != "" {
+		return "key:" + k
 	}
 	return "message:" + m.ID
 }
 
 func (s *scheduler) dispatch(h *held) {
-	k := key(h.m)
+	k := s.key(h.m)
 	s.mu.Lock()
 	if q, busy := s.waiting[k]; busy {
 		s.waiting[k] = append(q, h)
@@ -209,16 +258,28 @@ func (s *scheduler) drainKey(k string, h *held) {
 			s.c.releaseAll(s.work, s.log, []*Message{h.m})
 			<-s.held
 		} else {
+			slot := false
 			select {
 			case s.running <- struct{}{}:
+				slot = true
 			case <-s.ctx.Done():
-				// Shutdown came while this one waited for a slot.
+			}
+			if s.ctx.Err() != nil {
+				// Shutdown or a halt came while this one waited for a slot
+				// (or with it: select picks at random among the ready).
+				if slot {
+					<-s.running
+				}
 				h.stopHeartbeat()
 				s.c.releaseAll(s.work, s.log, []*Message{h.m})
 				<-s.held
 				goto next
 			}
 			out = s.c.handle(s.work, s.log, h.m, h.stopHeartbeat)
+			if out.Class == ClassHalt {
+				// Before the slot is freed, so that no other message starts.
+				s.halt(out.Err)
+			}
 			<-s.running
 			<-s.held
 			s.c.report(out)
@@ -299,26 +360,33 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message, sto
 	settle, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 	defer cancel()
 
-	ev, err := DecodeEvent(m.Body)
-	if err == nil {
-		out.Event = ev
-		out.Results, err = c.Processor.Process(ctx, ev)
-	}
-	out.Err = err
+	report, err := c.Handler.Handle(ctx, m)
+	out.Report, out.Err = report, err
 	out.Duration = time.Since(start)
 	stopHeartbeat()
+	class, wait := Classify(err)
+	out.Class = class
 	var settleErr error
-	switch reason, permanent := IsPermanent(err); {
-	case err == nil:
+	switch class {
+	case ClassNone:
 		out.Action = ActionAcked
 		settleErr = c.Source.Ack(settle, m)
-	case permanent:
-		out.Action, out.Reason = ActionDeadLettered, reason
-		settleErr = c.Source.DeadLetter(settle, m, reason, err)
+	case ClassPermanent:
+		out.Reason, _ = IsPermanent(err)
+		out.Action = ActionDeadLettered
+		settleErr = c.Source.DeadLetter(settle, m, out.Reason, err)
 	default:
 		out.Action = ActionReleased
+		switch {
+		case class == ClassHalt, errors.Is(err, context.Canceled), ctx.Err() != nil:
+			// Handed back untouched: the next consumer takes it at once.
+		case class == ClassRetryAfter:
+			out.RetryIn = wait
+		default:
+			out.RetryIn = c.retryIn(m)
+		}
 		dl, ok := c.Source.(Delayer)
-		if out.RetryIn = c.retryIn(m); ok && out.RetryIn > 0 && !errors.Is(err, context.Canceled) && ctx.Err() == nil {
+		if ok && out.RetryIn > 0 {
 			settleErr = dl.ReleaseAfter(settle, m, out.RetryIn)
 		} else {
 			out.RetryIn = 0
@@ -355,21 +423,21 @@ func (c *Consumer) logOutcome(log *slog.Logger, o MessageOutcome) {
 	if o.RetryIn > 0 {
 		attrs = append(attrs, "retry_in_s", int(o.RetryIn.Seconds()))
 	}
-	if o.Event.Table != "" {
-		attrs = append(attrs, "table", o.Event.Table, "snapshot", o.Event.SnapshotID)
-	}
-	for _, r := range o.Results {
-		attrs = append(attrs, slog.Group(r.Job, "outcome", string(r.Outcome), "from", r.From.String(),
-			"to", r.To.String(), "rows", r.RowsWritten, "commits", r.Commits))
+	if o.Report != nil {
+		for _, a := range o.Report.LogAttrs() {
+			attrs = append(attrs, a)
+		}
 	}
 	switch {
 	case o.Err == nil:
 		log.Info("message done", attrs...)
 	case o.Action == ActionDeadLettered:
 		log.Error("message dead-lettered", append(attrs, "reason", o.Reason, "err", o.Err)...)
+	case o.Class == ClassHalt:
+		log.Error("message released: halting", append(attrs, "err", o.Err)...)
 	case errors.Is(o.Err, context.Canceled):
 		log.Info("message released: work cancelled by shutdown", attrs...)
 	default:
-		log.Warn("message released for retry", append(attrs, "err", o.Err)...)
+		log.Warn("message released for retry", append(attrs, "class", o.Class.String(), "err", o.Err)...)
 	}
 }

@@ -3,6 +3,7 @@ package consumer
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Reasons a message is dead-lettered. They travel with the message as an
@@ -18,6 +19,72 @@ const (
 	ReasonMaxReceives      = "max_receives"
 )
 
+// The four classes of failure, and what the runtime (Consumer, and through
+// it `run`, Lambda and the demo) does with the message of each:
+//
+//	nil             the work is durable: acknowledge.
+//	*PermanentError the same message can never succeed (bad JSON, unknown
+//	                table or job, a schema the job cannot read): dead-letter
+//	                it now, with its reason.
+//	*HaltError      every message would fail the same way (a wrong key, a
+//	                401/403, a spent token budget): release the message at
+//	                once and stop consuming; Consumer.Run returns the error.
+//	*RetryAfterError a passing failure whose end is known (a 429's
+//	                Retry-After, a pending batch): release the message to
+//	                come back after Wait.
+//	anything else   a passing failure (throttling, network, commit
+//	                conflict): release the message to come back after the
+//	                consumer's backoff for its receive count.
+//
+// Classify names the class of an error; the constructors below wrap an
+// error into one. Wrap once, where the error's meaning is known.
+
+// Class is what the runtime does with a message whose work failed.
+type Class int
+
+// Error classes, see above.
+const (
+	ClassNone Class = iota
+	ClassRetry
+	ClassRetryAfter
+	ClassPermanent
+	ClassHalt
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassNone:
+		return "none"
+	case ClassRetry:
+		return "retry"
+	case ClassRetryAfter:
+		return "retry_after"
+	case ClassPermanent:
+		return "permanent"
+	case ClassHalt:
+		return "halt"
+	}
+	return fmt.Sprintf("Class(%d)", int(c))
+}
+
+// Classify returns the class of err (the outermost class-giving error in
+// its chain wins) and, for ClassRetryAfter, the wait.
+func Classify(err error) (Class, time.Duration) {
+	if err == nil {
+		return ClassNone, 0
+	}
+	var c classed
+	if errors.As(err, &c) {
+		return c.class()
+	}
+	return ClassRetry, 0
+}
+
+type classed interface {
+	error
+	class() (Class, time.Duration)
+}
+
 // PermanentError marks a failure that no retry can fix: the message goes
 // to the dead-letter queue at once, with Reason.
 type PermanentError struct {
@@ -25,8 +92,9 @@ type PermanentError struct {
 	Err    error
 }
 
-func (e *PermanentError) Error() string { return e.Err.Error() }
-func (e *PermanentError) Unwrap() error { return e.Err }
+func (e *PermanentError) Error() string                 { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error                 { return e.Err }
+func (e *PermanentError) class() (Class, time.Duration) { return ClassPermanent, 0 }
 
 // Permanent wraps err as a permanent failure with a reason.
 func Permanent(reason string, err error) error {
@@ -48,4 +116,41 @@ func IsPermanent(err error) (string, bool) {
 		return pe.Reason, true
 	}
 	return "", false
+}
+
+// HaltError marks a failure that every message would meet (the model
+// refuses the key, the token budget is spent): the message is released
+// untouched and the consumer stops instead of cycling every message into
+// the dead-letter queue.
+type HaltError struct{ Err error }
+
+func (e *HaltError) Error() string                 { return e.Err.Error() }
+func (e *HaltError) Unwrap() error                 { return e.Err }
+func (e *HaltError) class() (Class, time.Duration) { return ClassHalt, 0 }
+
+// Halt wraps err as a failure that stops the consumer.
+func Halt(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &HaltError{Err: err}
+}
+
+// RetryAfterError marks a passing failure that is known to last Wait: the
+// message comes back after Wait rather than after the usual backoff.
+type RetryAfterError struct {
+	Wait time.Duration
+	Err  error
+}
+
+func (e *RetryAfterError) Error() string                 { return e.Err.Error() }
+func (e *RetryAfterError) Unwrap() error                 { return e.Err }
+func (e *RetryAfterError) class() (Class, time.Duration) { return ClassRetryAfter, max(e.Wait, 0) }
+
+// RetryAfter wraps err as a passing failure to retry after wait.
+func RetryAfter(wait time.Duration, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RetryAfterError{Wait: wait, Err: err}
 }

@@ -2,15 +2,31 @@ package consumer
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"regexp"
+	"math/big"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+	"golang.org/x/text/language"
+	"golang.org/x/text/message"
 )
 
 // EventVersion is the version of the snapshot event contract this consumer
 // reads and writes.
 const EventVersion = 1
+
+// EventSchema is the JSON Schema (draft 2020-12) of SnapshotEvent: the one
+// source of truth of the contract. DecodeEvent validates every message
+// against it, and producers in other languages can do the same.
+//
+//go:embed snapshot-event.schema.json
+var EventSchema []byte
 
 // SnapshotEvent is the message ingestion publishes after it commits a
 // snapshot to a source table:
@@ -29,21 +45,26 @@ type SnapshotEvent struct {
 	PublishedAt *time.Time `json:"published_at,omitempty"`
 }
 
-var eventTablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
-
-// DecodeEvent parses and checks a message body. Anything wrong with it is
-// a *PermanentError with reason ReasonBadMessage: the same bytes can never
-// succeed, so they must not be retried. Unknown fields are ignored so that
-// producers can add fields before consumers read them.
-func DecodeEvent(body []byte) (SnapshotEvent, error) {
-	var raw struct {
-		Version    *int            `json:"version"`
-		Table      *string         `json:"table"`
-		SnapshotID json.RawMessage `json:"snapshot_id"`
-		Job        string          `json:"job"`
-		// PublishedAt is decoded leniently below.
-		PublishedAt *string `json:"published_at"`
+// eventSchema is EventSchema compiled, with formats asserted.
+var eventSchema = sync.OnceValue(func() *jsonschema.Schema {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(EventSchema))
+	if err != nil {
+		panic(fmt.Sprintf("embedded event schema: %v", err))
 	}
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	if err := c.AddResource("snapshot-event.schema.json", doc); err != nil {
+		panic(fmt.Sprintf("embedded event schema: %v", err))
+	}
+	return c.MustCompile("snapshot-event.schema.json")
+})
+
+// DecodeEvent validates a message body against EventSchema and decodes
+// it. Anything wrong with it is a *PermanentError with reason
+// ReasonBadMessage: the same bytes can never succeed, so they must not be
+// retried. Unknown fields are ignored so that producers can add fields
+// before consumers read them.
+func DecodeEvent(body []byte) (SnapshotEvent, error) {
 	bad := func(format string, args ...any) (SnapshotEvent, error) {
 		return SnapshotEvent{}, Permanent(ReasonBadMessage, fmt.Errorf(format, args...))
 	}
@@ -51,40 +72,106 @@ func DecodeEvent(body []byte) (SnapshotEvent, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return bad("message body is not a JSON object")
 	}
-	if err := json.Unmarshal(trimmed, &raw); err != nil {
+	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(trimmed))
+	if err != nil {
 		return bad("message body is not valid JSON: %v", err)
 	}
-	if raw.Version == nil {
-		return bad("field version is missing")
+	if err := eventSchema().Validate(inst); err != nil {
+		return bad("%s", describe(err, inst))
 	}
-	if *raw.Version != EventVersion {
-		return bad("version %d is not supported (this consumer reads version %d)", *raw.Version, EventVersion)
+	// The schema holds: every field has its type and range.
+	doc := inst.(map[string]any)
+	id, ok := int64Of(doc["snapshot_id"].(json.Number))
+	if !ok {
+		return bad("snapshot_id %s is not a 64-bit integer", doc["snapshot_id"])
 	}
-	if raw.Table == nil || *raw.Table == "" {
-		return bad("field table is missing")
+	ev := SnapshotEvent{Version: EventVersion, Table: doc["table"].(string), SnapshotID: id}
+	if job, ok := doc["job"].(string); ok {
+		ev.Job = job
 	}
-	if !eventTablePattern.MatchString(*raw.Table) {
-		return bad("table %q is not NAMESPACE.TABLE", *raw.Table)
-	}
-	if len(raw.SnapshotID) == 0 || string(raw.SnapshotID) == "null" {
-		return bad("field snapshot_id is missing")
-	}
-	var id int64
-	if err := json.Unmarshal(raw.SnapshotID, &id); err != nil {
-		return bad("snapshot_id %s is not a 64-bit integer", raw.SnapshotID)
-	}
-	if id <= 0 {
-		return bad("snapshot_id %d must be positive", id)
-	}
-	ev := SnapshotEvent{Version: EventVersion, Table: *raw.Table, SnapshotID: id, Job: raw.Job}
-	if raw.PublishedAt != nil {
-		t, err := time.Parse(time.RFC3339Nano, *raw.PublishedAt)
+	if at, ok := doc["published_at"].(string); ok {
+		t, err := time.Parse(time.RFC3339Nano, at)
 		if err != nil {
-			return bad("published_at %q is not an RFC 3339 time", *raw.PublishedAt)
+			// A leap second passes the schema's date-time and not Go's time.
+			return bad("published_at %q is not an RFC 3339 time Go can read: %v", at, err)
 		}
 		ev.PublishedAt = &t
 	}
 	return ev, nil
+}
+
+// int64Of reads an integer JSON number, also one written with a fraction
+// of zero or an exponent (1.0, 1e3: integers to JSON Schema).
+func int64Of(n json.Number) (int64, bool) {
+	if i, err := n.Int64(); err == nil {
+		return i, true
+	}
+	r, ok := new(big.Rat).SetString(string(n))
+	if !ok || !r.IsInt() || !r.Num().IsInt64() {
+		return 0, false
+	}
+	return r.Num().Int64(), true
+}
+
+// describe turns a schema violation into one sentence about the field.
+func describe(err error, inst any) string {
+	var ve *jsonschema.ValidationError
+	if !errors.As(err, &ve) {
+		return err.Error()
+	}
+	for len(ve.Causes) > 0 {
+		ve = ve.Causes[0]
+	}
+	field := strings.Join(ve.InstanceLocation, ".")
+	var value any
+	if doc, ok := inst.(map[string]any); ok && len(ve.InstanceLocation) == 1 {
+		value = doc[field]
+	}
+	switch k := ve.ErrorKind.(type) {
+	case *kind.Required:
+		return fmt.Sprintf("field %s is missing", strings.Join(k.Missing, ", "))
+	case *kind.Const:
+		if field == "version" {
+			return fmt.Sprintf("version %v is not supported (this consumer reads version %d)", value, EventVersion)
+		}
+	case *kind.Pattern:
+		if field == "table" {
+			return fmt.Sprintf("table %q is not NAMESPACE.TABLE", value)
+		}
+	case *kind.Type:
+		if value == nil {
+			return fmt.Sprintf("field %s is missing (null)", field)
+		}
+		if field == "snapshot_id" {
+			return fmt.Sprintf("snapshot_id %v is not a 64-bit integer", jsonText(value))
+		}
+	case *kind.Minimum:
+		if field == "snapshot_id" {
+			return fmt.Sprintf("snapshot_id %v must be positive", value)
+		}
+	case *kind.Maximum:
+		if field == "snapshot_id" {
+			return fmt.Sprintf("snapshot_id %v is not a 64-bit integer", value)
+		}
+	case *kind.Format:
+		if field == "published_at" {
+			return fmt.Sprintf("published_at %q is not an RFC 3339 time", value)
+		}
+	}
+	if field == "" {
+		return "message body: " + ve.ErrorKind.LocalizedString(english)
+	}
+	return fmt.Sprintf("field %s: %s", field, ve.ErrorKind.LocalizedString(english))
+}
+
+var english = message.NewPrinter(language.English)
+
+func jsonText(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
 }
 
 // Encode returns the JSON body of e.

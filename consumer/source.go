@@ -3,9 +3,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strconv"
-	"sync"
 	"time"
 )
 
@@ -28,26 +25,43 @@ type Message struct {
 	GroupID string
 	// Attributes are the message's string attributes, if any.
 	Attributes map[string]string
-
-	handle string // the source's handle of this delivery
+	// Receipt identifies this delivery to the Source that made it (an SQS
+	// receipt handle): opaque to everything else, and set by the Source.
+	Receipt string
 }
 
-// Source is a queue of snapshot events. Receive blocks until at least one
-// message is there (it returns at most max), ctx is done, or (for finite
-// sources) ErrDrained. A
-// received message is in flight until it is acknowledged (deleted: its
-// work is durable), released (it comes back for another try), or
-// dead-lettered. Implementations are safe for concurrent use.
+// Source is a queue of messages: the driver interface a queue implements
+// to feed a Consumer. Implementations are safe for concurrent use, and
+// every implementation passes the conformance suite in
+// consumer/sourcetest.
+//
+// A received message is in flight until exactly one of Ack, Release or
+// DeadLetter settles it; settling a message that is not in flight (twice,
+// or after its delivery expired) is an error, never a panic.
 type Source interface {
+	// Receive blocks until at least one message is there and returns at
+	// most max of them (max >= 1). It returns ctx's error when ctx is done
+	// first and, for a finite source, ErrDrained once everything was
+	// delivered and settled. Messages of one FIFO group come in order.
 	Receive(ctx context.Context, max int) ([]*Message, error)
+	// Ack deletes m: its work is durable. The message never comes back
+	// (at-least-once queues may still deliver a duplicate, which the work
+	// must tolerate).
 	Ack(ctx context.Context, m *Message) error
+	// Release hands m back to come again at once, for another try.
 	Release(ctx context.Context, m *Message) error
+	// DeadLetter moves m out of the queue for good, keeping reason (one of
+	// the Reason constants) and cause's text with it for operators. A
+	// source without a dead-letter queue releases m and says so in its
+	// error.
 	DeadLetter(ctx context.Context, m *Message, reason string, cause error) error
 }
 
 // Delayer is a Source that can release a message to come back only after
 // a delay (SQS: its visibility timeout).
 type Delayer interface {
+	// ReleaseAfter settles m like Release, but m comes back after d at the
+	// earliest (a source may round d, and caps it at its own maximum).
 	ReleaseAfter(ctx context.Context, m *Message, d time.Duration) error
 }
 
@@ -65,154 +79,4 @@ type DeadLetter struct {
 	Reason string
 	Error  string
 	At     time.Time
-}
-
-// MemQueue is an in-memory Source for the embedded demo and for tests. It
-// redelivers released messages and moves a message to its dead-letter list
-// once it has been received MaxReceives times (0: never).
-type MemQueue struct {
-	MaxReceives int
-
-	mu       sync.Mutex
-	ready    []*Message
-	inFlight map[string]*Message
-	dead     []DeadLetter
-	acked    int
-	closed   bool
-	nextID   int
-	wake     chan struct{} // closed and replaced whenever the state changes
-}
-
-var _ Source = (*MemQueue)(nil)
-
-// NewMemQueue returns an empty queue.
-func NewMemQueue() *MemQueue {
-	return &MemQueue{inFlight: map[string]*Message{}, wake: make(chan struct{})}
-}
-
-func (q *MemQueue) changed() {
-	close(q.wake)
-	q.wake = make(chan struct{})
-}
-
-// Publish enqueues a message body and returns its id.
-func (q *MemQueue) Publish(body []byte) string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.nextID++
-	id := "m" + strconv.Itoa(q.nextID)
-	q.ready = append(q.ready, &Message{ID: id, Body: append([]byte(nil), body...), SentAt: time.Now()})
-	q.changed()
-	return id
-}
-
-// Close says no more messages will be published: once the queue is empty
-// and nothing is in flight, Receive returns ErrDrained.
-func (q *MemQueue) Close() {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.closed = true
-	q.changed()
-}
-
-// Receive implements Source.
-func (q *MemQueue) Receive(ctx context.Context, max int) ([]*Message, error) {
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		q.mu.Lock()
-		if len(q.ready) > 0 {
-			n := min(max, len(q.ready))
-			out := make([]*Message, 0, n)
-			for _, m := range q.ready[:n] {
-				m.ReceiveCount++
-				m.handle = m.ID + "#" + strconv.Itoa(m.ReceiveCount)
-				q.inFlight[m.handle] = m
-				cp := *m
-				out = append(out, &cp)
-			}
-			q.ready = q.ready[n:]
-			q.mu.Unlock()
-			return out, nil
-		}
-		if q.closed && len(q.inFlight) == 0 {
-			q.mu.Unlock()
-			return nil, ErrDrained
-		}
-		wake := q.wake
-		q.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-wake:
-		}
-	}
-}
-
-func (q *MemQueue) take(m *Message) (*Message, error) {
-	orig, ok := q.inFlight[m.handle]
-	if !ok {
-		return nil, fmt.Errorf("message %s: delivery %q is not in flight", m.ID, m.handle)
-	}
-	delete(q.inFlight, m.handle)
-	q.changed()
-	return orig, nil
-}
-
-// Ack implements Source.
-func (q *MemQueue) Ack(_ context.Context, m *Message) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if _, err := q.take(m); err != nil {
-		return err
-	}
-	q.acked++
-	return nil
-}
-
-// Release implements Source.
-func (q *MemQueue) Release(_ context.Context, m *Message) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	orig, err := q.take(m)
-	if err != nil {
-		return err
-	}
-	if q.MaxReceives > 0 && orig.ReceiveCount >= q.MaxReceives {
-		q.dead = append(q.dead, DeadLetter{Message: *orig, Reason: ReasonMaxReceives, At: time.Now()})
-		return nil
-	}
-	q.ready = append(q.ready, orig)
-	return nil
-}
-
-// DeadLetter implements Source.
-func (q *MemQueue) DeadLetter(_ context.Context, m *Message, reason string, cause error) error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	orig, err := q.take(m)
-	if err != nil {
-		return err
-	}
-	dl := DeadLetter{Message: *orig, Reason: reason, At: time.Now()}
-	if cause != nil {
-		dl.Error = cause.Error()
-	}
-	q.dead = append(q.dead, dl)
-	return nil
-}
-
-// Dead returns a copy of the dead-letter list.
-func (q *MemQueue) Dead() []DeadLetter {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return append([]DeadLetter(nil), q.dead...)
-}
-
-// Acked is the number of messages acknowledged so far.
-func (q *MemQueue) Acked() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.acked
 }

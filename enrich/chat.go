@@ -269,9 +269,13 @@ func (c *Chat) solve(ctx context.Context, batch []int, textOf func(int) string, 
 
 // Errors of one request, classified.
 type (
-	// stopError stops the run: the configuration is wrong (401, 403,
-	// 404), not the rows.
-	stopError struct{ err error }
+	// stopError stops the request's rows: no server answered, or (with
+	// unusable) the configuration is wrong (401, 403, 404, a refused
+	// request), not the rows.
+	stopError struct {
+		err      error
+		unusable bool
+	}
 	// batchError is an answer that says nothing row by row: a content
 	// filter, an unreadable body, another 4xx. Smaller batches may pass.
 	batchError struct {
@@ -280,9 +284,12 @@ type (
 	}
 )
 
-func (e *stopError) Error() string  { return e.err.Error() }
-func (e *stopError) Unwrap() error  { return e.err }
-func (e *batchError) Error() string { return e.reason }
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }
+
+// Is makes an unusable configuration match ErrModelUnusable.
+func (e *stopError) Is(target error) bool { return e.unusable && target == ErrModelUnusable }
+func (e *batchError) Error() string       { return e.reason }
 
 // ask sends one request for the rows of batch and returns one answer per
 // row and whether that row is worth asking again in a smaller batch.
@@ -354,7 +361,7 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	case errors.As(err, &ue):
 		// No server answered any attempt: a wrong URL or a server that is
 		// down, not a problem of these rows.
-		return nil, nil, &stopError{fmt.Errorf("model %s: no server answered after %d attempts (check the base URL): %s", c.name, c.attempts, ue.msg)}
+		return nil, nil, &stopError{err: fmt.Errorf("model %s: no server answered after %d attempts (check the base URL): %s", c.name, c.attempts, ue.msg)}
 	case errors.As(err, &be):
 		if len(batch) == 1 {
 			c.log.Warn("model answer unusable", "model", c.name, "rows", len(batch), "reason", be.reason)
@@ -427,7 +434,7 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 		msg := c.key.scrub(err.Error())
 		if !info.sent {
 			// The client refused the request before sending it.
-			return &stopError{fmt.Errorf("model %s: the request could not be sent: %s", c.name, msg)}
+			return &stopError{err: fmt.Errorf("model %s: the request could not be sent: %s", c.name, msg), unusable: true}
 		}
 		c.use.requests.Add(1)
 		switch s := info.status; {
@@ -451,7 +458,7 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 			c.log.Debug("model request failed, retrying", "model", c.name, "attempt", attempt, "status", s, "error", msg)
 			return retry.RetryableError(errors.New(msg))
 		case s == http.StatusUnauthorized || s == http.StatusForbidden || s == http.StatusNotFound:
-			return &stopError{fmt.Errorf("model %s: HTTP %d (check the key, the base URL, the model or deployment name): %s", c.name, s, msg)}
+			return &stopError{err: fmt.Errorf("model %s: HTTP %d (check the key, the base URL, the model or deployment name): %s", c.name, s, msg), unusable: true}
 		case s == http.StatusBadRequest && isContentFilter(err):
 			return &batchError{status: StatusFailed, reason: "the provider's content filter rejected the prompt"}
 		case s == http.StatusBadRequest && apiCode(err) == "context_length_exceeded":
@@ -461,7 +468,7 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 		case s == http.StatusBadRequest || s == http.StatusUnprocessableEntity:
 			// The server refuses the request itself (a parameter, the
 			// response format): every row would fail the same way.
-			return &stopError{fmt.Errorf("model %s: HTTP %d, the server refuses the request (check the model, deployment and API version): %s", c.name, s, msg)}
+			return &stopError{err: fmt.Errorf("model %s: HTTP %d, the server refuses the request (check the model, deployment and API version): %s", c.name, s, msg), unusable: true}
 		default:
 			return &batchError{status: StatusFailed, reason: fmt.Sprintf("HTTP %d: %s", s, clipText(msg))}
 		}

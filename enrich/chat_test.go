@@ -395,7 +395,7 @@ func TestChatNeverLogsTheKey(t *testing.T) {
 	out := make([]enrich.Answer, 2)
 	err = chat.Annotate(context.Background(), items(texts(2)), out)
 	// A wrong key stops the run: every row would fail the same way.
-	require.Error(t, err)
+	require.ErrorIs(t, err, enrich.ErrModelUnusable)
 	assert.Contains(t, err.Error(), "HTTP 401")
 	assert.Contains(t, err.Error(), "[redacted]", "the server echoed the key; it must be scrubbed")
 	assert.NotContains(t, err.Error(), secret)
@@ -532,12 +532,14 @@ func TestChatStopsWhenNoServerAnswersOrTheRequestIsRefused(t *testing.T) {
 	err := newChat(t, spec, nil).Annotate(context.Background(), items(texts(4)), make([]enrich.Answer, 4))
 	require.ErrorContains(t, err, "no server answered after 2 attempts")
 	assert.NotErrorIs(t, err, enrich.ErrBudgetExhausted)
+	assert.NotErrorIs(t, err, enrich.ErrModelUnusable, "a server that is down may come back: retry, do not halt")
 
 	// A server that refuses a parameter refuses every batch alike.
 	srv := startServer(t, &fakellm.Server{Fault: func(*fakellm.Request) fakellm.Fault { return fakellm.BadRequest }})
 	chat := newChat(t, chatSpec(t, srv, nil), nil)
 	err = chat.Annotate(context.Background(), items(texts(20)), make([]enrich.Answer, 20))
 	require.ErrorContains(t, err, "HTTP 400, the server refuses the request")
+	require.ErrorIs(t, err, enrich.ErrModelUnusable)
 	assert.Len(t, srv.Requests(), 1, "not halved down to single rows")
 }
 

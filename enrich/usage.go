@@ -13,6 +13,14 @@ import (
 // committed chunks stay, the chunk in flight is not committed.
 var ErrBudgetExhausted = errors.New("token budget exhausted")
 
+// ErrModelUnusable is matched (errors.Is) by a model failure that every
+// request would meet until the configuration changes: the server refuses
+// the key (401, 403), knows no such model or deployment (404), or refuses
+// the form of the request itself (400, 422). A caller should stop, not
+// retry row by row. A server that does not answer at all is not this: it
+// may come back.
+var ErrModelUnusable = errors.New("the model cannot be used with this configuration")
+
 // UsageReporter is implemented by models that call a paid API.
 type UsageReporter interface {
 	Usage() Usage

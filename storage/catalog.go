@@ -11,10 +11,12 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
+
 	// Glue and REST catalogs register themselves with catalog.Load.
 	_ "github.com/apache/iceberg-go/catalog/glue"
 	_ "github.com/apache/iceberg-go/catalog/rest"
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+
 	// The S3 FileIO: warehouses on s3:// (AWS, or an S3-compatible store
 	// through the s3.endpoint property).
 	_ "github.com/apache/iceberg-go/io/gocloud/s3"

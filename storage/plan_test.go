@@ -11,15 +11,16 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/storage"
 )
 
 func TestPlanResumesInsideADataFile(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	var posts []storage.Post
+	var posts []postdata.Post
 	for i := range 10 {
-		posts = append(posts, storage.Post{ID: int64(i + 1), Text: "p"})
+		posts = append(posts, postdata.Post{ID: int64(i + 1), Text: "p"})
 	}
 	s1 := b.appendPosts(posts...) // one data file of 10 rows
 	ctx := t.Context()
@@ -75,7 +76,7 @@ func TestOrphansListsOnlyUnreferencedOldFiles(t *testing.T) {
 	require.NoError(t, err, "a table without data files has no orphans")
 	assert.Empty(t, none)
 
-	b.appendPosts(storage.Post{ID: 1, Text: "a"})
+	b.appendPosts(postdata.Post{ID: 1, Text: "a"})
 	dataDir := strings.TrimPrefix(storage.DataLocation(b.src), "file://")
 	entries, err := os.ReadDir(dataDir)
 	require.NoError(t, err)

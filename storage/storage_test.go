@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -31,15 +32,15 @@ func setup(t *testing.T) *bundle {
 	})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, cat.Close()) })
-	src, err := cat.CreateIcebergTable(t.Context(), "social.posts", storage.PostsSchema(), nil)
+	src, err := cat.CreateIcebergTable(t.Context(), "social.posts", postdata.Schema(), nil)
 	require.NoError(t, err)
 	return &bundle{t: t, cat: cat, src: src}
 }
 
-func (b *bundle) appendPosts(posts ...storage.Post) int64 {
+func (b *bundle) appendPosts(posts ...postdata.Post) int64 {
 	b.t.Helper()
 	var err error
-	b.src, _, err = storage.AppendPosts(b.t.Context(), b.src, func(yield func(storage.Post, error) bool) {
+	b.src, _, err = postdata.Append(b.t.Context(), b.src, func(yield func(postdata.Post, error) bool) {
 		for _, p := range posts {
 			if !yield(p, nil) {
 				return
@@ -89,9 +90,9 @@ func TestLoadMissingTable(t *testing.T) {
 func TestPlanAppends(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(storage.Post{ID: 1, Text: "a"}, storage.Post{ID: 2, Text: "b"})
-	s2 := b.appendPosts(storage.Post{ID: 3, Text: "c"})
-	s3 := b.appendPosts(storage.Post{ID: 4, Text: "d"}, storage.Post{ID: 5, Text: "e"}, storage.Post{ID: 6, Text: "f"})
+	s1 := b.appendPosts(postdata.Post{ID: 1, Text: "a"}, postdata.Post{ID: 2, Text: "b"})
+	s2 := b.appendPosts(postdata.Post{ID: 3, Text: "c"})
+	s3 := b.appendPosts(postdata.Post{ID: 4, Text: "d"}, postdata.Post{ID: 5, Text: "e"}, postdata.Post{ID: 6, Text: "f"})
 	ctx := t.Context()
 
 	plan, err := storage.PlanAppends(ctx, b.src, storage.Cursor{}, s3)
@@ -133,8 +134,8 @@ func TestPostsFileReadsEveryLineWhole(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "posts.txt")
 	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
 
-	var got []storage.Post
-	for p, err := range storage.PostsFile(path, 1, 0, -1) {
+	var got []postdata.Post
+	for p, err := range postdata.File(path, 1, 0, -1) {
 		require.NoError(t, err)
 		got = append(got, p)
 	}
@@ -144,12 +145,12 @@ func TestPostsFileReadsEveryLineWhole(t *testing.T) {
 		assert.Equal(t, int64(i+1), p.ID)
 		assert.Equal(t, want[i], p.Text, "line %d", i+1)
 	}
-	n, err := storage.CountLines(path)
+	n, err := postdata.CountLines(path)
 	require.NoError(t, err)
 	assert.Equal(t, int64(5), n)
 
 	var window []int64
-	for p, err := range storage.PostsFile(path, 100, 1, 3) {
+	for p, err := range postdata.File(path, 100, 1, 3) {
 		require.NoError(t, err)
 		window = append(window, p.ID)
 	}
@@ -161,8 +162,8 @@ func TestExportFormats(t *testing.T) {
 	b := setup(t)
 	at := time.Date(2026, 11, 25, 8, 30, 0, 123456000, time.UTC)
 	big := int64(9007199254740993) // 2^53 + 1: not representable as a float64
-	b.appendPosts(storage.Post{ID: big, Text: `say "hi", ok`, Author: "ana", CreatedAt: at, Lang: "en"},
-		storage.Post{ID: 2, Text: "", CreatedAt: at})
+	b.appendPosts(postdata.Post{ID: big, Text: `say "hi", ok`, Author: "ana", CreatedAt: at, Lang: "en"},
+		postdata.Post{ID: 2, Text: "", CreatedAt: at})
 
 	var out bytes.Buffer
 	n, err := storage.Export(t.Context(), b.src, &out, storage.FormatJSONL, 0)

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/socialdata/enricher/internal/fakellm"
-	"github.com/socialdata/enricher/storage"
+	"github.com/socialdata/enricher/internal/postdata"
 )
 
 // envInt reads a benchmark knob from the environment.
@@ -102,7 +102,7 @@ func BenchmarkProviderLimit(b *testing.B) {
 // written twice), and rows written with status failed or invalid_output.
 func countRows(b *testing.B, cfg, posts string) (lost, failed int) {
 	b.Helper()
-	want, err := storage.CountLines(posts)
+	want, err := postdata.CountLines(posts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
@@ -33,7 +33,7 @@ type Config struct {
 }
 
 // PipelineConfig tunes the stages; zero values take the defaults of
-// consumer.Options.
+// pipeline.Options.
 type PipelineConfig struct {
 	BatchRows       int    `yaml:"batch_rows"`
 	ChunkRows       int64  `yaml:"chunk_rows"`
@@ -181,13 +181,13 @@ func (c *Config) loadSpecs(o enrich.Overrides) ([]*enrich.Spec, error) {
 
 // loadJobs loads every job spec and builds its model; mf (may be nil)
 // holds the command line's model flags.
-func (c *Config) loadJobs(ctx context.Context, mf *modelFlags, log *slog.Logger) ([]consumer.Job, error) {
+func (c *Config) loadJobs(ctx context.Context, mf *modelFlags, log *slog.Logger) ([]pipeline.Job, error) {
 	specs, err := c.loadSpecs(mf.overrides())
 	if err != nil {
 		return nil, err
 	}
 	ms := &models{flags: mf, log: log}
-	var jobs []consumer.Job
+	var jobs []pipeline.Job
 	for _, spec := range specs {
 		model, err := ms.build(ctx, spec)
 		if err != nil {
@@ -196,14 +196,14 @@ func (c *Config) loadJobs(ctx context.Context, mf *modelFlags, log *slog.Logger)
 			}
 			return nil, fmt.Errorf("job %s: %w", spec.Name, err)
 		}
-		jobs = append(jobs, consumer.Job{Spec: spec, Model: model})
+		jobs = append(jobs, pipeline.Job{Spec: spec, Model: model})
 	}
 	return jobs, nil
 }
 
 // options turns the pipeline config into processor options.
-func (c *Config) options() consumer.Options {
-	return consumer.Options{
+func (c *Config) options() pipeline.Options {
+	return pipeline.Options{
 		BatchRows:       c.Pipeline.BatchRows,
 		ChunkRows:       c.Pipeline.ChunkRows,
 		ChunkBytes:      c.Pipeline.ChunkBytes,
@@ -219,7 +219,7 @@ const chatChunkRows = 5000
 // (when asked for) and the open catalog. Close releases the catalog.
 type runtimeEnv struct {
 	cfg  *Config
-	jobs []consumer.Job
+	jobs []pipeline.Job
 	cat  *storage.Catalog
 }
 
@@ -251,10 +251,10 @@ func openWith(ctx context.Context, path string, withJobs bool, mf *modelFlags, l
 }
 
 // processor builds the pipeline for the env's jobs with opts' hooks.
-func (e *runtimeEnv) processor(log *slog.Logger, edit func(*consumer.Options)) (*consumer.Processor, error) {
+func (e *runtimeEnv) processor(log *slog.Logger, edit func(*pipeline.Options)) (*pipeline.Processor, error) {
 	opts := e.cfg.options()
 	opts.Logger = log
-	if opts.ChunkRows == 0 && slices.ContainsFunc(e.jobs, func(j consumer.Job) bool { return j.Spec.Model.Chat() }) {
+	if opts.ChunkRows == 0 && slices.ContainsFunc(e.jobs, func(j pipeline.Job) bool { return j.Spec.Model.Chat() }) {
 		// A chat model enriches tens of rows a second, not hundreds of
 		// thousands: commit every few minutes of work, not every hour.
 		opts.ChunkRows = chatChunkRows
@@ -262,7 +262,7 @@ func (e *runtimeEnv) processor(log *slog.Logger, edit func(*consumer.Options)) (
 	if edit != nil {
 		edit(&opts)
 	}
-	return consumer.NewProcessor(e.cat, e.jobs, opts)
+	return pipeline.NewProcessor(e.cat, e.jobs, opts)
 }
 
 // Close releases the catalog and the models' connections.

@@ -21,7 +21,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/jobs"
 	"github.com/socialdata/enricher/storage"
 )
@@ -115,7 +117,7 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	}
 	var total int64
 	if f.posts != "" {
-		if total, err = storage.CountLines(f.posts); err != nil {
+		if total, err = postdata.CountLines(f.posts); err != nil {
 			return err
 		}
 	} else {
@@ -141,7 +143,7 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	out := g.stdout
 	fmt.Fprintf(out, "enricher demo: embedded warehouse in %s (sqlite catalog, local files, %s model)\n\n", f.workdir, jobList[0].Model.Name())
 
-	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, storage.PostsSchema(), nil)
+	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, postdata.Schema(), nil)
 	if err != nil {
 		return err
 	}
@@ -161,15 +163,15 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 		if from >= to {
 			break
 		}
-		var posts iter.Seq2[storage.Post, error]
+		var posts iter.Seq2[postdata.Post, error]
 		if f.posts != "" {
-			posts = storage.PostsFile(f.posts, 1, from, to)
+			posts = postdata.File(f.posts, 1, from, to)
 		} else {
-			posts = storage.SamplePosts(to-from, from+1, f.seed+uint64(r))
+			posts = postdata.Sample(to-from, from+1, f.seed+uint64(r))
 		}
 		posts = remember(posts, texts, keepTexts)
 		var n int64
-		src, n, err = storage.AppendPosts(ctx, src, posts)
+		src, n, err = postdata.Append(ctx, src, posts)
 		if err != nil {
 			return err
 		}
@@ -193,18 +195,13 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	if err != nil {
 		return err
 	}
-	consumeCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
 	counts := enrich.Counts{}
 	var read, written int64
 	var failed []consumer.MessageOutcome
-	c := &consumer.Consumer{Source: queue, Processor: proc, Logger: log, Grace: env.cfg.grace(),
+	c := &consumer.Consumer{Source: queue, Handler: proc, Logger: log, Grace: env.cfg.grace(),
 		OnOutcome: func(o consumer.MessageOutcome) {
-			if errors.Is(o.Err, enrich.ErrBudgetExhausted) {
-				stop(o.Err) // every later message would fail the same way
-			}
 			printOutcome(out, o)
-			for _, r := range o.Results {
+			for _, r := range resultsOf(o) {
 				counts.Add(r.Counts)
 				read += r.RowsRead
 				written += r.RowsWritten
@@ -218,7 +215,9 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	debug.FreeOSMemory()
 	resetPeakRSS()
 	start := time.Now()
-	if err := c.Run(consumeCtx); err != nil {
+	// A halt (a spent budget, a model that refuses the key) stops the
+	// consumer; its message is among the failed ones below.
+	if err := c.Run(ctx); err != nil && !errors.As(err, new(*consumer.HaltError)) {
 		return err
 	}
 	elapsed := time.Since(start)
@@ -314,8 +313,8 @@ func prepareDemoDir(dir string) (string, error) {
 }
 
 // remember records the texts of posts with id <= keep as they pass.
-func remember(posts iter.Seq2[storage.Post, error], texts map[int64]string, keep int64) iter.Seq2[storage.Post, error] {
-	return func(yield func(storage.Post, error) bool) {
+func remember(posts iter.Seq2[postdata.Post, error], texts map[int64]string, keep int64) iter.Seq2[postdata.Post, error] {
+	return func(yield func(postdata.Post, error) bool) {
 		for p, err := range posts {
 			if err == nil && p.ID <= keep {
 				texts[p.ID] = p.Text
@@ -327,16 +326,25 @@ func remember(posts iter.Seq2[storage.Post, error], texts map[int64]string, keep
 	}
 }
 
+// resultsOf returns the job results of a settled snapshot event.
+func resultsOf(o consumer.MessageOutcome) []pipeline.Result {
+	if r, ok := o.Report.(*pipeline.Report); ok {
+		return r.Results
+	}
+	return nil
+}
+
 func printOutcome(w io.Writer, o consumer.MessageOutcome) {
-	if o.Err != nil && len(o.Results) == 0 {
+	results := resultsOf(o)
+	if o.Err != nil && len(results) == 0 {
 		fmt.Fprintf(w, "consume  message %s: %s: %v\n", o.Message.ID, o.Action, o.Err)
 		return
 	}
-	for _, r := range o.Results {
+	for _, r := range results {
 		switch r.Outcome {
-		case consumer.OutcomeStale:
+		case pipeline.OutcomeStale:
 			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, the watermark (%s) is already past it: nothing written\n", r.SnapshotID, r.To)
-		case consumer.OutcomeUpToDate:
+		case pipeline.OutcomeUpToDate:
 			fmt.Fprintf(w, "consume  snapshot %d: the watermark is already there: nothing written\n", r.SnapshotID)
 		default:
 			skipped := ""

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
 )
 
 func newDLQCmd(g *globals) *cobra.Command {
@@ -75,7 +76,7 @@ func (q *dlqQueues) resolve(ctx context.Context, needQueue bool) (*sqs.Client, s
 		return nil, "", "", err
 	}
 	if dlq == "" {
-		if dlq, err = consumer.DLQURLOf(ctx, api, queue); err != nil {
+		if dlq, err = sqsqueue.DLQURLOf(ctx, api, queue); err != nil {
 			return nil, "", "", err
 		}
 	}
@@ -104,7 +105,7 @@ messages it reads and moves nothing.`,
 			if err != nil {
 				return err
 			}
-			st, err := consumer.DLQStats(ctx, api, dlq)
+			st, err := sqsqueue.DLQStats(ctx, api, dlq)
 			if err != nil {
 				return err
 			}
@@ -116,7 +117,7 @@ messages it reads and moves nothing.`,
 	return cmd
 }
 
-func printDLQStats(w io.Writer, dlq string, st consumer.Stats, now time.Time) {
+func printDLQStats(w io.Writer, dlq string, st sqsqueue.Stats, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "dead-letter queue\t%s\n", dlq)
 	fmt.Fprintf(tw, "visible\t%d\n", st.Visible)
@@ -177,7 +178,7 @@ the consumer had received it before dead-lettering it).`,
 			if err != nil {
 				return err
 			}
-			msgs, err := consumer.PeekDLQ(ctx, api, dlq, limit, reasons)
+			msgs, err := sqsqueue.PeekDLQ(ctx, api, dlq, limit, reasons)
 			if err != nil {
 				return err
 			}
@@ -231,9 +232,9 @@ type deadLetterJSON struct {
 
 func dlqJSON(m consumer.DeadLetter) deadLetterJSON {
 	j := deadLetterJSON{ID: m.ID, Reason: m.Reason, Error: m.Error, ReceiveCount: m.ReceiveCount, GroupID: m.GroupID,
-		SourceQueue: m.Attributes[consumer.AttrSourceQueue], OriginalMessageID: m.Attributes[consumer.AttrOriginalMessageID],
+		SourceQueue: m.Attributes[sqsqueue.AttrSourceQueue], OriginalMessageID: m.Attributes[sqsqueue.AttrOriginalMessageID],
 		Body: string(m.Body)}
-	if n, err := strconv.Atoi(m.Attributes[consumer.AttrReceiveCount]); err == nil {
+	if n, err := strconv.Atoi(m.Attributes[sqsqueue.AttrReceiveCount]); err == nil {
 		j.SourceReceiveCount = &n
 	}
 	if !m.At.IsZero() {
@@ -341,7 +342,7 @@ receive counts.`,
 			if err != nil {
 				return err
 			}
-			depth, err := consumer.QueueDepth(ctx, api, dlq)
+			depth, err := sqsqueue.QueueDepth(ctx, api, dlq)
 			if err != nil {
 				return err
 			}
@@ -355,7 +356,7 @@ receive counts.`,
 				total = min(total, limit)
 			}
 			prog := newRedriveProgress(g.stderr, total, dryRun)
-			res, err := consumer.Redrive(ctx, api, consumer.RedriveOptions{
+			res, err := sqsqueue.Redrive(ctx, api, sqsqueue.RedriveOptions{
 				DLQURL: dlq, QueueURL: queue, Max: limit, Reasons: reasons, DryRun: dryRun, Progress: prog.update,
 			})
 			prog.finish()
@@ -388,7 +389,7 @@ receive counts.`,
 }
 
 // confirmRedrive asks on stderr and reads the answer from in.
-func confirmRedrive(in io.Reader, out io.Writer, depth consumer.Depth, limit int, reasons []string, dlq, queue string) error {
+func confirmRedrive(in io.Reader, out io.Writer, depth sqsqueue.Depth, limit int, reasons []string, dlq, queue string) error {
 	what := fmt.Sprintf("about %d message(s)", depth.Visible)
 	if limit > 0 {
 		what = fmt.Sprintf("up to %d of %s", limit, what)
@@ -411,7 +412,7 @@ func confirmRedrive(in io.Reader, out io.Writer, depth consumer.Depth, limit int
 	return errors.New("redrive not confirmed, nothing moved (pass --yes to skip the question)")
 }
 
-func redriveSummary(res consumer.RedriveResult, dryRun bool) string {
+func redriveSummary(res sqsqueue.RedriveResult, dryRun bool) string {
 	verb := "moved"
 	if dryRun {
 		verb = "dry run: would move"
@@ -484,7 +485,7 @@ func newRedriveProgress(w io.Writer, total int, dryRun bool) *redriveProgress {
 	return p
 }
 
-// update is the consumer.RedriveOptions.Progress callback.
+// update is the sqsqueue.RedriveOptions.Progress callback.
 func (p *redriveProgress) update(moved, skipped int) {
 	p.moved, p.skipped = moved, skipped
 	if p.bar != nil {

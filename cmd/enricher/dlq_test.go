@@ -2,72 +2,24 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/sqstest"
 )
-
-// dlqEmulator connects to the SQS emulator that scripts/sqs-emulator.sh
-// started (ENRICHER_SQS_ENDPOINT). Without one, the test is skipped
-// loudly, except in CI, where it fails. The commands under test build their
-// own client from the standard AWS settings, so those must point at the
-// same emulator.
-func dlqEmulator(t *testing.T) *sqs.Client {
-	t.Helper()
-	endpoint := os.Getenv("ENRICHER_SQS_ENDPOINT")
-	if endpoint == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ENRICHER_SQS_ENDPOINT is not set: CI must start the SQS emulator (scripts/sqs-emulator.sh start)")
-		}
-		t.Skip("SKIPPED: no SQS emulator; run `eval \"$(scripts/sqs-emulator.sh start)\"` first")
-	}
-	if got := os.Getenv("AWS_ENDPOINT_URL_SQS"); got != endpoint {
-		t.Fatalf("AWS_ENDPOINT_URL_SQS is %q, not the emulator %s: the commands would talk to another SQS; run `eval \"$(scripts/sqs-emulator.sh env)\"`", got, endpoint)
-	}
-	cfg, err := config.LoadDefaultConfig(t.Context(), config.WithRegion("us-east-1"),
-		config.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "test", SecretAccessKey: "test"}, nil
-		})))
-	require.NoError(t, err)
-	// consumer.OwnBody: a receive of the tests themselves could otherwise,
-	// rarely, lose its response to an SDK retry and hide a batch.
-	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) }, consumer.OwnBody)
-}
-
-var dlqQueueSeq atomic.Int64
-
-// dlqQueues creates a fresh source queue whose RedrivePolicy names a fresh
-// dead-letter queue, and returns both URLs.
-func newDLQTestQueues(t *testing.T, api *sqs.Client) (queue, dlq string) {
-	t.Helper()
-	name := fmt.Sprintf("c%d-%d", time.Now().UnixNano(), dlqQueueSeq.Add(1))
-	d, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name + "-dlq")})
-	require.NoError(t, err)
-	arn, err := api.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: d.QueueUrl,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
-	require.NoError(t, err)
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: map[string]string{
-		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"10"}`, arn.Attributes["QueueArn"]),
-	}})
-	require.NoError(t, err)
-	return aws.ToString(q.QueueUrl), aws.ToString(d.QueueUrl)
-}
 
 // sendToDLQ puts a message in a DLQ as the consumer dead-letters it (an
 // empty reason: as the redrive policy moves it, without attributes).
@@ -77,7 +29,7 @@ func sendToDLQ(t *testing.T, api *sqs.Client, dlq, body, reason, errText string)
 		"trace": {DataType: aws.String("String"), StringValue: aws.String("t-" + body)},
 	}}
 	if reason != "" {
-		for k, v := range consumer.DeadLetterAttributes(reason, errText, "orig-"+body, 3, "http://source", time.Now().Add(-time.Hour)) {
+		for k, v := range sqsqueue.DeadLetterAttributes(reason, errText, "orig-"+body, 3, "http://source", time.Now().Add(-time.Hour)) {
 			in.MessageAttributes[k] = v
 		}
 	}
@@ -110,9 +62,9 @@ func mustRunDLQ(t *testing.T, args ...string) (string, string) {
 	return out, errOut
 }
 
-func dlqDepth(t *testing.T, api *sqs.Client, url string) consumer.Depth {
+func dlqDepth(t *testing.T, api *sqs.Client, url string) sqsqueue.Depth {
 	t.Helper()
-	d, err := consumer.QueueDepth(t.Context(), api, url)
+	d, err := sqsqueue.QueueDepth(t.Context(), api, url)
 	require.NoError(t, err)
 	return d
 }
@@ -138,8 +90,8 @@ func drainQueue(t *testing.T, api *sqs.Client, url string) []types.Message {
 
 func TestDLQCommandsStatsPeekRedrive(t *testing.T) {
 	t.Parallel()
-	api := dlqEmulator(t)
-	queue, dlq := newDLQTestQueues(t, api)
+	_, queue, dlq := runQueueWith(t, 10, nil)
+	api := sqstest.Client(t)
 	sendToDLQ(t, api, dlq, "bad-1", consumer.ReasonBadMessage, "not a JSON object")
 	sendToDLQ(t, api, dlq, "bad-2", consumer.ReasonBadMessage, "line one\nline two")
 	sendToDLQ(t, api, dlq, "table-1", consumer.ReasonUnknownTable, "unknown table social.nowhere")
@@ -187,17 +139,17 @@ func TestDLQCommandsStatsPeekRedrive(t *testing.T) {
 	assert.Equal(t, "max_receives", got["policy-1"]["reason"])
 	assert.NotContains(t, got["policy-1"], "dead_lettered_at")
 	assert.NotContains(t, got["policy-1"], "source_receive_count")
-	assert.Equal(t, consumer.Depth{Visible: 4}, dlqDepth(t, api, dlq), "peek moved nothing")
+	assert.Equal(t, sqsqueue.Depth{Visible: 4}, dlqDepth(t, api, dlq), "peek moved nothing")
 
 	out, _ = mustRunDLQ(t, "redrive", "--queue-url", queue, "--dry-run")
 	assert.Equal(t, "dry run: would move 4, left 0 (filtered); by reason: bad_message 2, max_receives 1, unknown_table 1; nothing was moved\n", out)
-	assert.Equal(t, consumer.Depth{Visible: 4}, dlqDepth(t, api, dlq))
-	assert.Equal(t, consumer.Depth{}, dlqDepth(t, api, queue))
+	assert.Equal(t, sqsqueue.Depth{Visible: 4}, dlqDepth(t, api, dlq))
+	assert.Equal(t, sqsqueue.Depth{}, dlqDepth(t, api, queue))
 
 	out, errOut := mustRunDLQ(t, "redrive", "--queue-url", queue, "--reason", "bad_message,max_receives", "--yes")
 	assert.Equal(t, "moved 3, left 1 (filtered); by reason: bad_message 2, max_receives 1\n", out)
 	assert.Contains(t, errOut, "redrive: moved 3, left 1 (filtered)\n", "the last progress line")
-	assert.Equal(t, consumer.Depth{Visible: 1}, dlqDepth(t, api, dlq))
+	assert.Equal(t, sqsqueue.Depth{Visible: 1}, dlqDepth(t, api, dlq))
 
 	out, _ = mustRunDLQ(t, "redrive", "--queue-url", queue, "--yes")
 	assert.Equal(t, "moved 1, left 0 (filtered); by reason: unknown_table 1\n", out,
@@ -225,8 +177,8 @@ func TestDLQCommandsStatsPeekRedrive(t *testing.T) {
 
 func TestDLQRedriveAsksFirst(t *testing.T) {
 	t.Parallel()
-	api := dlqEmulator(t)
-	queue, dlq := newDLQTestQueues(t, api)
+	_, queue, dlq := runQueueWith(t, 10, nil)
+	api := sqstest.Client(t)
 	sendToDLQ(t, api, dlq, "a", consumer.ReasonBadMessage, "x")
 	sendToDLQ(t, api, dlq, "b", consumer.ReasonSnapshotNotFound, "y")
 
@@ -235,19 +187,20 @@ func TestDLQRedriveAsksFirst(t *testing.T) {
 		require.ErrorContains(t, err, "redrive not confirmed, nothing moved")
 		assert.Contains(t, errOut, "move up to 5 of about 2 message(s) with reason bad_message from "+dlq+" back to "+queue+"? [y/N] ")
 	}
-	assert.Equal(t, consumer.Depth{Visible: 2}, dlqDepth(t, api, dlq))
+	assert.Equal(t, sqsqueue.Depth{Visible: 2}, dlqDepth(t, api, dlq))
 
 	out, _, err := runDLQ(t, "y\n", "redrive", "--queue-url", queue)
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(out, "moved 2, left 0 (filtered)"), out)
-	assert.Equal(t, consumer.Depth{}, dlqDepth(t, api, dlq))
+	assert.Equal(t, sqsqueue.Depth{}, dlqDepth(t, api, dlq))
 	assert.Len(t, drainQueue(t, api, queue), 2)
 }
 
 func TestDLQWithoutRedrivePolicyNeedsDLQURL(t *testing.T) {
 	t.Parallel()
-	api := dlqEmulator(t)
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("c%d-%d-nodlq", time.Now().UnixNano(), dlqQueueSeq.Add(1)))})
+	sqstest.RequireCLIEndpoint(t)
+	api := sqstest.Client(t)
+	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(sqstest.Name(t) + "-nodlq")})
 	require.NoError(t, err)
 	_, _, err = runDLQ(t, "", "stats", "--queue-url", aws.ToString(q.QueueUrl))
 	require.ErrorContains(t, err, "has no RedrivePolicy, so no dead-letter queue: pass --dlq-url")

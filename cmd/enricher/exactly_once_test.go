@@ -24,6 +24,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -89,11 +93,11 @@ func slowConsumer(ctx context.Context, config, queue string) error {
 	if err != nil {
 		return err
 	}
-	src, err := consumer.NewSQSSource(ctx, api, consumer.SQSConfig{QueueURL: queue, WaitTime: time.Second, Drain: true})
+	src, err := sqsqueue.NewSource(ctx, api, sqsqueue.Config{QueueURL: queue, WaitTime: time.Second, Drain: true})
 	if err != nil {
 		return err
 	}
-	proc, err := env.processor(log, func(o *consumer.Options) {
+	proc, err := env.processor(log, func(o *pipeline.Options) {
 		o.OnStage = func(_, stage string, _ time.Duration) {
 			if stage == "enrich" {
 				time.Sleep(delay)
@@ -103,7 +107,7 @@ func slowConsumer(ctx context.Context, config, queue string) error {
 	if err != nil {
 		return err
 	}
-	c := &consumer.Consumer{Source: src, Processor: proc, Logger: log, Concurrency: 2, Grace: grace}
+	c := &consumer.Consumer{Source: src, Handler: proc, Logger: log, Concurrency: 2, Grace: grace}
 	return c.Run(ctx)
 }
 
@@ -218,7 +222,7 @@ pipeline:
 	cat, err := storage.OpenCatalog(t.Context(), cfg.Catalog)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, cat.Close()) })
-	_, err = cat.CreateIcebergTable(t.Context(), "social.posts", storage.PostsSchema(), nil)
+	_, err = cat.CreateIcebergTable(t.Context(), "social.posts", postdata.Schema(), nil)
 	require.NoError(t, err)
 	return &warehouse{t: t, dir: dir, config: config, cat: cat, nextID: 1}
 }
@@ -238,7 +242,7 @@ func (w *warehouse) appendPosts(n, fileRows int) int64 {
 	require.NoError(w.t, txn.SetProperties(map[string]string{"write.target-file-size-bytes": size}))
 	src, err = txn.Commit(ctx)
 	require.NoError(w.t, err)
-	src, _, err = storage.AppendPostsBatched(ctx, src, storage.SamplePosts(int64(n), w.nextID, uint64(w.nextID)), batch)
+	src, _, err = postdata.AppendBatched(ctx, src, postdata.Sample(int64(n), w.nextID, uint64(w.nextID)), batch)
 	require.NoError(w.t, err)
 	w.nextID += int64(n)
 	return src.CurrentSnapshot().SnapshotID
@@ -285,8 +289,9 @@ func (w *warehouse) requireExactlyOnce(n int64, snapOf func(id int64) int64) {
 // visibility seconds after a consumer dies.
 func standardQueue(t *testing.T, visibility int) (*sqs.Client, string) {
 	t.Helper()
-	api, _, _ := runQueue(t) // skips without the emulator
-	name := fmt.Sprintf("x%d-%d", time.Now().UnixNano(), runQueueSeq.Add(1))
+	sqstest.RequireCLIEndpoint(t) // skips without the emulator
+	api := sqstest.Client(t)
+	name := sqstest.Name(t)
 	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name),
 		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(visibility)}})
 	require.NoError(t, err)
@@ -295,7 +300,7 @@ func standardQueue(t *testing.T, visibility int) (*sqs.Client, string) {
 
 func publish(t *testing.T, api *sqs.Client, url string, snap int64) {
 	t.Helper()
-	p := &consumer.Publisher{API: api, QueueURL: url}
+	p := &sqsqueue.Publisher{API: api, QueueURL: url}
 	_, err := p.Publish(t.Context(), consumer.SnapshotEvent{Table: "social.posts", SnapshotID: snap})
 	require.NoError(t, err)
 }
@@ -423,7 +428,7 @@ func TestInterruptedPublishLosesNothing(t *testing.T) {
 		}
 		return s2
 	})
-	d, err := consumer.QueueDepth(t.Context(), api, url)
+	d, err := sqsqueue.QueueDepth(t.Context(), api, url)
 	require.NoError(t, err)
 	assert.Zero(t, d.Visible+d.InFlight, "both events acknowledged")
 }

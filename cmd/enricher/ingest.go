@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -45,7 +46,7 @@ skipped); lines of any length are read whole.`,
 			cat := env.cat
 			tbl, err := cat.LoadTable(ctx, tableName)
 			if errors.Is(err, storage.ErrTableNotFound) {
-				tbl, err = cat.CreateIcebergTable(ctx, tableName, storage.PostsSchema(), nil)
+				tbl, err = cat.CreateIcebergTable(ctx, tableName, postdata.Schema(), nil)
 				if err == nil {
 					log.Info("created source table", "table", tableName)
 				}
@@ -53,7 +54,7 @@ skipped); lines of any length are read whole.`,
 			if err != nil {
 				return err
 			}
-			tbl, n, err := storage.AppendPosts(ctx, tbl, storage.PostsFile(posts, firstID, 0, -1))
+			tbl, n, err := postdata.Append(ctx, tbl, postdata.File(posts, firstID, 0, -1))
 			if err != nil {
 				return err
 			}

@@ -8,7 +8,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/lambda"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/lambdabatch"
+	"github.com/socialdata/enricher/consumer/pipeline"
 )
 
 // envDLQURL names the dead-letter queue in Lambda mode.
@@ -46,7 +47,7 @@ func runLambda(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	h := &consumer.LambdaHandler{Processor: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log}
+	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary}
 	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL)
 	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
 	return fmt.Errorf("lambda runtime returned")

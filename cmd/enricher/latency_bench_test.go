@@ -18,7 +18,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/socialdata/enricher/storage"
+	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/sqstest"
 )
 
 // BenchmarkPublishToCommit is scenario 5 of BENCHMARKS.md: the latency from
@@ -30,9 +31,7 @@ import (
 // iteration, which reports their p50 and p95. The clock starts before
 // publish runs and stops when run logs the commit of that snapshot.
 func BenchmarkPublishToCommit(b *testing.B) {
-	if os.Getenv("ENRICHER_SQS_ENDPOINT") == "" {
-		b.Skip("SKIPPED: no SQS emulator; run `eval \"$(scripts/sqs-emulator.sh start)\"` first")
-	}
+	sqstest.RequireCLIEndpoint(b)
 	rows := benchEnvInt("BENCH_LATENCY_ROWS", 1000)
 	events := int(benchEnvInt("BENCH_LATENCY_EVENTS", 20))
 	ctx := b.Context()
@@ -53,7 +52,7 @@ func BenchmarkPublishToCommit(b *testing.B) {
 		cfg := filepath.Join(work, "enricher.yaml")
 		posts := filepath.Join(dir, "posts.txt")
 		var text bytes.Buffer
-		for p := range storage.SamplePosts(rows, 1, 1) {
+		for p := range postdata.Sample(rows, 1, 1) {
 			text.WriteString(strings.ReplaceAll(p.Text, "\n", " ") + "\n")
 		}
 		if err := os.WriteFile(posts, text.Bytes(), 0o644); err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
@@ -83,9 +83,9 @@ job spec's model, as for demo and run.`,
 			}
 			fmt.Fprintln(out)
 			start := time.Now()
-			res, err := proc.Replay(ctx, consumer.ReplayRequest{
+			res, err := proc.Replay(ctx, pipeline.ReplayRequest{
 				Job: j.Spec.Name, From: from, To: to, OnlyStatus: statuses,
-				OnCommit: func(p consumer.ReplayProgress) {
+				OnCommit: func(p pipeline.ReplayProgress) {
 					fmt.Fprintf(out, "  commit %d/%d: %d rows replaced\n", p.Commit, p.Commits, p.Rows)
 				},
 			})
@@ -145,7 +145,7 @@ func parseStatuses(in []string) ([]enrich.Status, error) {
 	return out, nil
 }
 
-func pickJob(jobs []consumer.Job, name string) (consumer.Job, error) {
+func pickJob(jobs []pipeline.Job, name string) (pipeline.Job, error) {
 	var names []string
 	for _, j := range jobs {
 		if j.Spec.Name == name || (name == "" && len(jobs) == 1) {
@@ -154,14 +154,14 @@ func pickJob(jobs []consumer.Job, name string) (consumer.Job, error) {
 		names = append(names, j.Spec.Name)
 	}
 	if name == "" {
-		return consumer.Job{}, fmt.Errorf("%w: --job is required: the config has jobs %s", errUsage, strings.Join(names, ", "))
+		return pipeline.Job{}, fmt.Errorf("%w: --job is required: the config has jobs %s", errUsage, strings.Join(names, ", "))
 	}
-	return consumer.Job{}, fmt.Errorf("%w: --job %q: the config has jobs %s", errUsage, name, strings.Join(names, ", "))
+	return pipeline.Job{}, fmt.Errorf("%w: --job %q: the config has jobs %s", errUsage, name, strings.Join(names, ", "))
 }
 
 // defaultRange fills a missing end of the range: to is the job's
 // watermark, from the oldest snapshot in to's history.
-func defaultRange(ctx context.Context, env *runtimeEnv, j consumer.Job, from, to int64) (int64, int64, error) {
+func defaultRange(ctx context.Context, env *runtimeEnv, j pipeline.Job, from, to int64) (int64, int64, error) {
 	src, err := env.cat.LoadTable(ctx, j.Spec.Source.Table)
 	if err != nil {
 		return 0, 0, err

@@ -20,7 +20,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
 )
 
 // envQueueURL names the source queue when --queue-url is not given.
@@ -33,9 +34,9 @@ func newSQSClient(ctx context.Context) (*sqs.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aws config: %w", err)
 	}
-	// consumer.OwnBody on every call: see there (an SDK retry race that can
+	// sqsqueue.OwnBody on every call: see there (an SDK retry race that can
 	// hide a received batch for a visibility timeout).
-	return sqs.NewFromConfig(cfg, consumer.OwnBody), nil
+	return sqs.NewFromConfig(cfg, sqsqueue.OwnBody), nil
 }
 
 func queueURL(flag string) (string, error) {
@@ -109,7 +110,7 @@ committed stay committed and the next delivery resumes after them.`,
 			if err != nil {
 				return err
 			}
-			src, err := consumer.NewSQSSource(ctx, api, consumer.SQSConfig{QueueURL: url, DLQURL: dlq, WaitTime: wait, Drain: drain})
+			src, err := sqsqueue.NewSource(ctx, api, sqsqueue.Config{QueueURL: url, DLQURL: dlq, WaitTime: wait, Drain: drain})
 			if err != nil {
 				return err
 			}
@@ -118,8 +119,8 @@ committed stay committed and the next delivery resumes after them.`,
 			if metricsAddr != "" {
 				reg := prometheus.NewRegistry()
 				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-				reg.MustRegister(consumer.NewModelCollector(env.jobs))
-				m := consumer.NewMetrics(reg)
+				reg.MustRegister(pipeline.NewModelCollector(env.jobs))
+				m := pipeline.NewMetrics(reg)
 				onStage, c.OnOutcome = m.ObserveStage, m.Observe
 				stop, err := serveMetrics(ctx, log, metricsAddr, reg)
 				if err != nil {
@@ -127,25 +128,16 @@ committed stay committed and the next delivery resumes after them.`,
 				}
 				defer stop()
 			}
-			if c.Processor, err = env.processor(log, func(o *consumer.Options) { o.OnStage = onStage }); err != nil {
+			proc, err := env.processor(log, func(o *pipeline.Options) { o.OnStage = onStage })
+			if err != nil {
 				return err
 			}
+			c.Handler = proc
 			if c.Grace == 0 {
 				c.Grace = env.cfg.grace()
 			}
 			if src.DLQURL() == "" {
 				log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
-			}
-			// A run out of token budget stops the daemon: every later message
-			// would fail the same way. The message is released, not lost.
-			observe := c.OnOutcome
-			c.OnOutcome = func(o consumer.MessageOutcome) {
-				if observe != nil {
-					observe(o)
-				}
-				if errors.Is(o.Err, enrich.ErrBudgetExhausted) {
-					cancel(o.Err)
-				}
 			}
 			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(env.jobs))
 			runErr := c.Run(ctx)
@@ -154,11 +146,13 @@ committed stay committed and the next delivery resumes after them.`,
 					log.Info("model usage", "job", j.Spec.Name, "model", j.Model.Name(), "usage", u.String())
 				}
 			}
+			if errors.As(runErr, new(*consumer.HaltError)) {
+				// A spent token budget, a model that refuses the key: every
+				// later message would fail the same way.
+				return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", runErr)
+			}
 			if runErr != nil {
 				return runErr
-			}
-			if cause := context.Cause(ctx); errors.Is(cause, enrich.ErrBudgetExhausted) {
-				return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", cause)
 			}
 			log.Info("consumer stopped")
 			return nil
@@ -252,7 +246,7 @@ idempotent).`,
 			if err != nil {
 				return err
 			}
-			p := &consumer.Publisher{API: api, QueueURL: url}
+			p := &sqsqueue.Publisher{API: api, QueueURL: url}
 			id, err := p.Publish(ctx, consumer.SnapshotEvent{Table: tableName, SnapshotID: snapshot, Job: job})
 			if err != nil {
 				return err

@@ -2,27 +2,23 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/sqstest"
 )
 
-var runQueueSeq atomic.Int64
-
-// runQueue creates a source queue with a dead-letter queue on the SQS
-// emulator (ENRICHER_SQS_ENDPOINT, exported by scripts/sqs-emulator.sh
-// together with AWS_ENDPOINT_URL_SQS and test credentials). Without it the
-// test is skipped loudly, except in CI, where it fails.
+// runQueue creates a source queue with a dead-letter queue (maxReceiveCount
+// 3) on the SQS emulator, which the commands under test reach through the
+// standard AWS settings (scripts/sqs-emulator.sh exports them).
 func runQueue(t *testing.T) (api *sqs.Client, url, dlq string) {
 	t.Helper()
 	return runQueueWith(t, 3, nil)
@@ -32,28 +28,9 @@ func runQueue(t *testing.T) (api *sqs.Client, url, dlq string) {
 // queue attributes.
 func runQueueWith(t *testing.T, maxReceives int, attrs map[string]string) (api *sqs.Client, url, dlq string) {
 	t.Helper()
-	if os.Getenv("ENRICHER_SQS_ENDPOINT") == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ENRICHER_SQS_ENDPOINT is not set: CI must start the SQS emulator (scripts/sqs-emulator.sh start)")
-		}
-		t.Skip("SKIPPED: no SQS emulator; run `eval \"$(scripts/sqs-emulator.sh start)\"` first")
-	}
-	api, err := newSQSClient(t.Context())
-	require.NoError(t, err)
-	name := fmt.Sprintf("cli%d-%d", time.Now().UnixNano(), runQueueSeq.Add(1))
-	d, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name + "-dlq")})
-	require.NoError(t, err)
-	arn, err := api.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: d.QueueUrl, AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
-	require.NoError(t, err)
-	qattrs := map[string]string{
-		"RedrivePolicy": fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"%d"}`, arn.Attributes["QueueArn"], maxReceives),
-	}
-	for k, v := range attrs {
-		qattrs[k] = v
-	}
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: qattrs})
-	require.NoError(t, err)
-	return api, aws.ToString(q.QueueUrl), aws.ToString(d.QueueUrl)
+	sqstest.RequireCLIEndpoint(t)
+	q := sqstest.NewQueues(t, sqstest.Client(t), sqstest.Options{MaxReceives: maxReceives, Attributes: attrs})
+	return q.API, q.URL, q.DLQ
 }
 
 func TestPublishThenRunDrainsTheQueue(t *testing.T) {

@@ -9,10 +9,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/sqstest"
 )
 
 // s3Bucket creates a fresh bucket on the S3 API of the emulator that
@@ -20,9 +21,9 @@ import (
 // endpoint and the bucket.
 func s3Bucket(t *testing.T) (endpoint, bucket string) {
 	t.Helper()
-	runQueue(t) // skips loudly without the emulator (fails in CI)
-	endpoint = os.Getenv("ENRICHER_SQS_ENDPOINT")
-	bucket = fmt.Sprintf("wh-%d-%d", time.Now().UnixNano(), runQueueSeq.Add(1))
+	sqstest.RequireCLIEndpoint(t) // skips loudly without the emulator (fails in CI)
+	endpoint = sqstest.Endpoint(t)
+	bucket = "wh-" + sqstest.Name(t)
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPut, endpoint+"/"+bucket, nil)
 	require.NoError(t, err)
 	resp, err := http.DefaultClient.Do(req)

@@ -23,7 +23,9 @@ import (
 	"github.com/jonreiter/govader"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -75,10 +77,10 @@ func getFixture(b *testing.B) *fixture {
 		if fixErr != nil {
 			return
 		}
-		if f.src, fixErr = f.cat.CreateIcebergTable(ctx, "social.posts", storage.PostsSchema(), nil); fixErr != nil {
+		if f.src, fixErr = f.cat.CreateIcebergTable(ctx, "social.posts", postdata.Schema(), nil); fixErr != nil {
 			return
 		}
-		f.src, _, fixErr = storage.AppendPosts(ctx, f.src, storage.SamplePosts(f.rows, 1, fixtureSeed))
+		f.src, _, fixErr = postdata.Append(ctx, f.src, postdata.Sample(f.rows, 1, fixtureSeed))
 		if fixErr == nil {
 			f.snap = f.src.CurrentSnapshot().SnapshotID
 		}
@@ -161,14 +163,14 @@ func (f *fixture) pipeline(ctx context.Context, b *testing.B, s *enrich.Spec, mo
 	b.Helper()
 	job := *s
 	job.Target.Table = fmt.Sprintf("social.%s_%d", label, seq.Add(1))
-	proc, err := consumer.NewProcessor(f.cat, []consumer.Job{{Spec: &job, Model: model}},
-		consumer.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	proc, err := pipeline.NewProcessor(f.cat, []pipeline.Job{{Spec: &job, Model: model}},
+		pipeline.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		b.Fatal(err)
 	}
 	runtime.GC()
 	start := time.Now()
-	var res []consumer.Result
+	var res []pipeline.Result
 	pprof.Do(ctx, pprof.Labels("side", label), func(ctx context.Context) {
 		res, err = proc.Process(ctx, consumer.SnapshotEvent{Version: 1, Table: s.Source.Table, SnapshotID: f.snap})
 	})
@@ -263,7 +265,7 @@ func BenchmarkLexicon(b *testing.B) {
 // (they are never scored).
 func sampleTexts(n int64, maxChars int) []string {
 	var out []string
-	for p := range storage.SamplePosts(n, 1, fixtureSeed) {
+	for p := range postdata.Sample(n, 1, fixtureSeed) {
 		if enrich.Blank(p.Text) {
 			continue
 		}

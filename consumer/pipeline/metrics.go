@@ -1,10 +1,11 @@
-package consumer
+package pipeline
 
 import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/enrich"
 )
 
@@ -57,20 +58,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // Observe records one settled message.
-func (m *Metrics) Observe(o MessageOutcome) {
+func (m *Metrics) Observe(o consumer.MessageOutcome) {
 	m.messages.WithLabelValues(o.Action).Inc()
 	m.duration.WithLabelValues(o.Action).Observe(o.Duration.Seconds())
-	if o.Action == ActionDeadLettered {
+	if o.Action == consumer.ActionDeadLettered {
 		m.dlq.WithLabelValues(o.Reason).Inc()
 	}
-	for _, r := range o.Results {
+	rep, ok := o.Report.(*Report)
+	if !ok {
+		return
+	}
+	for _, r := range rep.Results {
 		for status, n := range r.Counts {
 			m.rows.WithLabelValues(r.Job, string(status)).Add(float64(n))
 		}
 		m.conflicts.WithLabelValues(r.Job).Add(float64(r.Conflicts))
 		m.commits.WithLabelValues(r.Job).Add(float64(r.Commits))
-		if o.Event.PublishedAt != nil && r.Commits > 0 && o.Err == nil {
-			m.lag.WithLabelValues(r.Job).Observe(time.Since(*o.Event.PublishedAt).Seconds())
+		if rep.Event.PublishedAt != nil && r.Commits > 0 && o.Err == nil {
+			m.lag.WithLabelValues(r.Job).Observe(time.Since(*rep.Event.PublishedAt).Seconds())
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package consumer_test
+package sqsqueue_test
 
 import (
 	"context"
@@ -17,16 +17,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/sqstest"
 )
-
-// dlqClient is sqsClient(t) with consumer.OwnBody on every call: otherwise a receive of the tests themselves (receiveAll) can, on
-// rare occasions, lose its response to an SDK retry and hide a batch for
-// the visibility timeout.
-func dlqClient(t *testing.T) *sqs.Client {
-	t.Helper()
-	api := sqsClient(t)
-	return sqs.New(api.Options(), consumer.OwnBody)
-}
 
 // dead is a message to put in a dead-letter queue. An empty reason sends
 // it without enricher-* attributes, as the queue's redrive policy moves
@@ -51,7 +44,7 @@ func sendDead(t *testing.T, api *sqs.Client, url string, msgs ...dead) {
 			if at.IsZero() {
 				at = time.Now()
 			}
-			in.MessageAttributes = consumer.DeadLetterAttributes(d.reason, d.err, "orig-"+d.body, 3, "http://source", at)
+			in.MessageAttributes = sqsqueue.DeadLetterAttributes(d.reason, d.err, "orig-"+d.body, 3, "http://source", at)
 		}
 		for k, v := range d.attrs {
 			in.MessageAttributes[k] = v
@@ -93,9 +86,9 @@ func deadBodies(dls []consumer.DeadLetter) []string {
 // requireSettled checks a queue's counts: n visible, none in flight.
 func requireSettled(t *testing.T, api *sqs.Client, url string, n int) {
 	t.Helper()
-	d, err := consumer.QueueDepth(t.Context(), api, url)
+	d, err := sqsqueue.QueueDepth(t.Context(), api, url)
 	require.NoError(t, err)
-	require.Equal(t, consumer.Depth{Visible: n}, d, "queue %s", url)
+	require.Equal(t, sqsqueue.Depth{Visible: n}, d, "queue %s", url)
 }
 
 func numbered(prefix string, n int, reason string) []dead {
@@ -108,10 +101,10 @@ func numbered(prefix string, n int, reason string) []dead {
 
 func TestDLQStatsCountsAndAge(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 
-	empty, err := consumer.DLQStats(t.Context(), api, q.dlq)
+	empty, err := sqsqueue.DLQStats(t.Context(), api, q.DLQ)
 	require.NoError(t, err)
 	assert.Zero(t, empty.Sampled)
 	assert.Zero(t, empty.OldestAge)
@@ -119,16 +112,16 @@ func TestDLQStatsCountsAndAge(t *testing.T) {
 
 	oldest := time.Now().Add(-2 * time.Hour).UTC()
 	before := time.Now().Truncate(time.Millisecond)
-	sendDead(t, api, q.dlq,
+	sendDead(t, api, q.DLQ,
 		dead{body: "a", reason: consumer.ReasonBadMessage, at: oldest},
 		dead{body: "b", reason: consumer.ReasonBadMessage, at: oldest.Add(time.Hour)},
 		dead{body: "c"}, // moved by the redrive policy
 	)
 	after := time.Now()
 
-	st, err := consumer.DLQStats(t.Context(), api, q.dlq)
+	st, err := sqsqueue.DLQStats(t.Context(), api, q.DLQ)
 	require.NoError(t, err)
-	assert.Equal(t, consumer.Depth{Visible: 3}, st.Depth)
+	assert.Equal(t, sqsqueue.Depth{Visible: 3}, st.Depth)
 	assert.Equal(t, 3, st.Sampled)
 	assert.Equal(t, map[string]int{consumer.ReasonBadMessage: 2, consumer.ReasonMaxReceives: 1}, st.ByReason)
 	assert.True(t, st.OldestDeadLetteredAt.Equal(oldest), "oldest dead-lettered: %v, want %v", st.OldestDeadLetteredAt, oldest)
@@ -138,23 +131,23 @@ func TestDLQStatsCountsAndAge(t *testing.T) {
 	assert.Less(t, st.OldestAge, time.Minute)
 	assert.Positive(t, st.Retention)
 
-	requireSettled(t, api, q.dlq, 3)
-	assert.Len(t, receiveAll(t, api, q.dlq), 3, "stats consumed nothing")
+	requireSettled(t, api, q.DLQ, 3)
+	assert.Len(t, sqstest.ReceiveAll(t, api, q.DLQ), 3, "stats consumed nothing")
 }
 
 func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 	at := time.Now().Add(-time.Minute).UTC()
-	sendDead(t, api, q.dlq,
+	sendDead(t, api, q.DLQ,
 		dead{body: "not json", reason: consumer.ReasonBadMessage, err: "not a JSON object", at: at,
 			attrs: map[string]types.MessageAttributeValue{"trace": strAttr("t-1")}},
 		dead{body: `{"table":"social.nowhere"}`, reason: consumer.ReasonUnknownTable, err: "unknown table social.nowhere"},
 		dead{body: "retried too often"},
 	)
 
-	got, err := consumer.PeekDLQ(t.Context(), api, q.dlq, 0, nil)
+	got, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 0, nil)
 	require.NoError(t, err)
 	require.Len(t, got, 3)
 	by := map[string]consumer.DeadLetter{}
@@ -169,54 +162,54 @@ func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 	assert.Equal(t, "not a JSON object", bad.Error)
 	assert.True(t, bad.At.Equal(at))
 	assert.Equal(t, "t-1", bad.Attributes["trace"])
-	assert.Equal(t, "orig-not json", bad.Attributes[consumer.AttrOriginalMessageID])
+	assert.Equal(t, "orig-not json", bad.Attributes[sqsqueue.AttrOriginalMessageID])
 	assert.Equal(t, consumer.ReasonUnknownTable, by[`{"table":"social.nowhere"}`].Reason)
 	policy := by["retried too often"]
 	assert.Equal(t, consumer.ReasonMaxReceives, policy.Reason, "no enricher-reason: the redrive policy moved it")
 	assert.Empty(t, policy.Error)
 	assert.True(t, policy.At.IsZero())
 
-	requireSettled(t, api, q.dlq, 3)
+	requireSettled(t, api, q.DLQ, 3)
 
 	// A filtered look, and a bounded one; each look counts as a receive.
-	only, err := consumer.PeekDLQ(t.Context(), api, q.dlq, 0, []string{consumer.ReasonMaxReceives, "no_such_reason"})
+	only, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 0, []string{consumer.ReasonMaxReceives, "no_such_reason"})
 	require.NoError(t, err)
 	require.Len(t, only, 1)
 	assert.Equal(t, "retried too often", string(only[0].Body))
 	assert.Equal(t, 2, only[0].ReceiveCount)
-	two, err := consumer.PeekDLQ(t.Context(), api, q.dlq, 2, nil)
+	two, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 2, nil)
 	require.NoError(t, err)
 	assert.Len(t, two, 2)
 
-	requireSettled(t, api, q.dlq, 3)
-	assert.Equal(t, []string{"not json", "retried too often", `{"table":"social.nowhere"}`}, bodiesOf(receiveAll(t, api, q.dlq)),
+	requireSettled(t, api, q.DLQ, 3)
+	assert.Equal(t, []string{"not json", "retried too often", `{"table":"social.nowhere"}`}, bodiesOf(sqstest.ReceiveAll(t, api, q.DLQ)),
 		"peek consumed nothing")
 }
 
 func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 	msgs := numbered("m", 23, consumer.ReasonBadMessage)
-	sendDead(t, api, q.dlq, msgs...)
+	sendDead(t, api, q.DLQ, msgs...)
 
-	got, err := consumer.PeekDLQ(t.Context(), api, q.dlq, 0, nil)
+	got, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 0, nil)
 	require.NoError(t, err)
 	want := make([]string, len(msgs))
 	for i, m := range msgs {
 		want[i] = m.body
 	}
 	assert.Equal(t, want, deadBodies(got), "every message once")
-	got, err = consumer.PeekDLQ(t.Context(), api, q.dlq, 15, nil)
+	got, err = sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 15, nil)
 	require.NoError(t, err)
 	assert.Len(t, got, 15)
-	requireSettled(t, api, q.dlq, 23)
+	requireSettled(t, api, q.DLQ, 23)
 }
 
 func TestRedriveMovesEverythingBack(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 	msgs := numbered("bad", 9, consumer.ReasonBadMessage)
 	msgs = append(msgs, numbered("policy", 4, "")...)
 	msgs[0].attrs = map[string]types.MessageAttributeValue{
@@ -224,11 +217,11 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 		"blob":  {DataType: aws.String("Binary"), BinaryValue: []byte{1, 2, 3}},
 		"n":     {DataType: aws.String("Number"), StringValue: aws.String("42")},
 	}
-	sendDead(t, api, q.dlq, msgs...)
+	sendDead(t, api, q.DLQ, msgs...)
 
 	var calls [][2]int
-	res, err := consumer.Redrive(t.Context(), api, consumer.RedriveOptions{
-		DLQURL: q.dlq, QueueURL: q.url,
+	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{
+		DLQURL: q.DLQ, QueueURL: q.URL,
 		Progress: func(moved, skipped int) { calls = append(calls, [2]int{moved, skipped}) },
 	})
 	require.NoError(t, err)
@@ -240,8 +233,8 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 	assert.Equal(t, [2]int{1, 0}, calls[0])
 	assert.Equal(t, [2]int{13, 0}, calls[12])
 
-	requireSettled(t, api, q.dlq, 0)
-	back := receiveAll(t, api, q.url)
+	requireSettled(t, api, q.DLQ, 0)
+	back := sqstest.ReceiveAll(t, api, q.URL)
 	want := make([]string, len(msgs))
 	for i, m := range msgs {
 		want[i] = m.body
@@ -259,30 +252,30 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 			assert.Equal(t, "42", aws.ToString(m.MessageAttributes["n"].StringValue))
 		}
 	}
-	assert.Empty(t, receiveAll(t, api, q.dlq))
+	assert.Empty(t, sqstest.ReceiveAll(t, api, q.DLQ))
 }
 
 func TestRedriveStopsAtMax(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
-	sendDead(t, api, q.dlq, numbered("m", 5, consumer.ReasonBadMessage)...)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	sendDead(t, api, q.DLQ, numbered("m", 5, consumer.ReasonBadMessage)...)
 
-	res, err := consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url, Max: 2})
+	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, Max: 2})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Moved)
-	requireSettled(t, api, q.dlq, 3)
-	requireSettled(t, api, q.url, 2)
+	requireSettled(t, api, q.DLQ, 3)
+	requireSettled(t, api, q.URL, 2)
 
-	_, err = consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url, Max: -1})
+	_, err = sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, Max: -1})
 	require.ErrorContains(t, err, "max must not be negative")
 }
 
 func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
-	sendDead(t, api, q.dlq,
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	sendDead(t, api, q.DLQ,
 		dead{body: "bad-1", reason: consumer.ReasonBadMessage},
 		dead{body: "table-1", reason: consumer.ReasonUnknownTable},
 		dead{body: "bad-2", reason: consumer.ReasonBadMessage},
@@ -290,8 +283,8 @@ func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 		dead{body: "table-2", reason: consumer.ReasonUnknownTable},
 	)
 	var last [2]int
-	res, err := consumer.Redrive(t.Context(), api, consumer.RedriveOptions{
-		DLQURL: q.dlq, QueueURL: q.url, Reasons: []string{consumer.ReasonBadMessage, consumer.ReasonMaxReceives},
+	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{
+		DLQURL: q.DLQ, QueueURL: q.URL, Reasons: []string{consumer.ReasonBadMessage, consumer.ReasonMaxReceives},
 		Progress: func(moved, skipped int) { last = [2]int{moved, skipped} },
 	})
 	require.NoError(t, err)
@@ -299,51 +292,51 @@ func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 	assert.Equal(t, 3, res.Moved)
 	assert.Equal(t, 2, res.Skipped)
 	assert.Equal(t, [2]int{3, 2}, last)
-	requireSettled(t, api, q.dlq, 2)
+	requireSettled(t, api, q.DLQ, 2)
 
 	// The DLQ now holds filtered-out messages only: the run still ends.
-	res, err = consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url, Reasons: []string{consumer.ReasonBadMessage}})
+	res, err = sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, Reasons: []string{consumer.ReasonBadMessage}})
 	require.NoError(t, err)
 	assert.Equal(t, 0, res.Moved)
 	assert.Equal(t, 2, res.Skipped)
-	requireSettled(t, api, q.dlq, 2)
+	requireSettled(t, api, q.DLQ, 2)
 
-	assert.Equal(t, []string{"bad-1", "bad-2", "policy-1"}, bodiesOf(receiveAll(t, api, q.url)))
-	left := receiveAll(t, api, q.dlq)
+	assert.Equal(t, []string{"bad-1", "bad-2", "policy-1"}, bodiesOf(sqstest.ReceiveAll(t, api, q.URL)))
+	left := sqstest.ReceiveAll(t, api, q.DLQ)
 	assert.Equal(t, []string{"table-1", "table-2"}, bodiesOf(left))
 	for _, m := range left {
-		assert.Equal(t, consumer.ReasonUnknownTable, aws.ToString(m.MessageAttributes[consumer.AttrReason].StringValue), "left untouched")
+		assert.Equal(t, consumer.ReasonUnknownTable, aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue), "left untouched")
 	}
 }
 
 func TestRedriveDryRunMovesNothing(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
-	sendDead(t, api, q.dlq, numbered("bad", 11, consumer.ReasonBadMessage)...)
-	sendDead(t, api, q.dlq, numbered("table", 2, consumer.ReasonUnknownTable)...)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	sendDead(t, api, q.DLQ, numbered("bad", 11, consumer.ReasonBadMessage)...)
+	sendDead(t, api, q.DLQ, numbered("table", 2, consumer.ReasonUnknownTable)...)
 
-	res, err := consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url, DryRun: true})
+	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, DryRun: true})
 	require.NoError(t, err)
 	assert.Nil(t, res.MoveTask, "a dry run never starts a move task")
 	assert.Equal(t, 13, res.Moved, "would move")
-	res, err = consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url, DryRun: true,
+	res, err = sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, DryRun: true,
 		Reasons: []string{consumer.ReasonUnknownTable}})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Moved)
 	assert.Equal(t, 11, res.Skipped)
 
-	requireSettled(t, api, q.dlq, 13)
-	requireSettled(t, api, q.url, 0)
-	assert.Len(t, receiveAll(t, api, q.dlq), 13)
+	requireSettled(t, api, q.DLQ, 13)
+	requireSettled(t, api, q.URL, 0)
+	assert.Len(t, sqstest.ReceiveAll(t, api, q.DLQ), 13)
 }
 
 func TestRedriveInterruptedLosesNothing(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, false, 10, 30)
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 	msgs := numbered("m", 8, consumer.ReasonBadMessage)
-	sendDead(t, api, q.dlq, msgs...)
+	sendDead(t, api, q.DLQ, msgs...)
 	want := make([]string, len(msgs))
 	for i, m := range msgs {
 		want[i] = m.body
@@ -351,7 +344,7 @@ func TestRedriveInterruptedLosesNothing(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	res, err := consumer.Redrive(ctx, api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url,
+	res, err := sqsqueue.Redrive(ctx, api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL,
 		Progress: func(moved, _ int) {
 			if moved == 1 {
 				cancel()
@@ -361,44 +354,44 @@ func TestRedriveInterruptedLosesNothing(t *testing.T) {
 	assert.Equal(t, 1, res.Moved, "what was done before the interruption")
 
 	// Every body is in one queue or the other, none in flight.
-	inDLQ, err := consumer.PeekDLQ(t.Context(), api, q.dlq, 0, nil)
+	inDLQ, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 0, nil)
 	require.NoError(t, err)
-	inSource, err := consumer.PeekDLQ(t.Context(), api, q.url, 0, nil)
+	inSource, err := sqsqueue.PeekDLQ(t.Context(), api, q.URL, 0, nil)
 	require.NoError(t, err)
 	all := append(deadBodies(inDLQ), deadBodies(inSource)...)
 	assert.GreaterOrEqual(t, len(all), len(msgs))
 	assert.Subset(t, all, want)
 	assert.NotEmpty(t, inDLQ, "the interruption stopped the run")
-	requireSettled(t, api, q.dlq, len(inDLQ))
+	requireSettled(t, api, q.DLQ, len(inDLQ))
 
 	// A second run finishes the job.
-	res, err = consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url})
+	res, err = sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL})
 	require.NoError(t, err)
 	assert.Equal(t, len(inDLQ), res.Moved)
-	requireSettled(t, api, q.dlq, 0)
-	back := bodiesOf(receiveAll(t, api, q.url))
+	requireSettled(t, api, q.DLQ, 0)
+	back := bodiesOf(sqstest.ReceiveAll(t, api, q.URL))
 	assert.GreaterOrEqual(t, len(back), len(msgs))
 	assert.Equal(t, want, slices.Compact(back))
 }
 
 func TestRedriveIntoFIFOKeepsTheGroup(t *testing.T) {
 	t.Parallel()
-	api := dlqClient(t)
-	q := newQueues(t, api, true, 10, 30)
-	sendDead(t, api, q.dlq,
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: true, MaxReceives: 10, Visibility: 30 * time.Second})
+	sendDead(t, api, q.DLQ,
 		dead{body: "posts-1", reason: consumer.ReasonSnapshotNotFound, group: "social.posts"},
 		dead{body: "users-1", reason: consumer.ReasonSnapshotNotFound, group: "social.users"},
 		dead{body: "posts-2", group: "social.posts"},
 		dead{body: "posts-3", reason: consumer.ReasonSnapshotNotFound, group: "social.posts"},
 		dead{body: "users-2", reason: consumer.ReasonSnapshotNotFound, group: "social.users"},
 	)
-	res, err := consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: q.dlq, QueueURL: q.url})
+	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL})
 	require.NoError(t, err)
 	assert.Equal(t, 5, res.Moved)
-	requireSettled(t, api, q.dlq, 0)
+	requireSettled(t, api, q.DLQ, 0)
 
 	groups := map[string][]string{}
-	for _, m := range receiveAll(t, api, q.url) {
+	for _, m := range sqstest.ReceiveAll(t, api, q.URL) {
 		g := m.Attributes[string(types.MessageSystemAttributeNameMessageGroupId)]
 		groups[g] = append(groups[g], aws.ToString(m.Body))
 	}
@@ -409,17 +402,17 @@ func TestRedriveIntoFIFOKeepsTheGroup(t *testing.T) {
 
 	// From a standard queue (no group) into the FIFO queue: the group is
 	// the table the event names.
-	std, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("t%d-%d-std-dlq", time.Now().UnixNano(), queueSeq.Add(1)))})
+	std, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(sqstest.Name(t) + "-std-dlq")})
 	require.NoError(t, err)
 	sendDead(t, api, aws.ToString(std.QueueUrl),
 		dead{body: `{"version":1,"table":"social.posts","snapshot_id":7}`, reason: consumer.ReasonSnapshotNotFound},
 		dead{body: "garbage", reason: consumer.ReasonBadMessage},
 	)
-	res, err = consumer.Redrive(t.Context(), api, consumer.RedriveOptions{DLQURL: aws.ToString(std.QueueUrl), QueueURL: q.url})
+	res, err = sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: aws.ToString(std.QueueUrl), QueueURL: q.URL})
 	require.NoError(t, err)
 	assert.Equal(t, 2, res.Moved)
 	groups = map[string][]string{}
-	for _, m := range receiveAll(t, api, q.url) {
+	for _, m := range sqstest.ReceiveAll(t, api, q.URL) {
 		g := m.Attributes[string(types.MessageSystemAttributeNameMessageGroupId)]
 		groups[g] = append(groups[g], aws.ToString(m.Body))
 	}
@@ -432,7 +425,7 @@ func TestRedriveIntoFIFOKeepsTheGroup(t *testing.T) {
 // fakeDLQ answers GetQueueAttributes (QueueArn), StartMessageMoveTask and
 // an empty ReceiveMessage; any other call panics on the nil DLQAPI.
 type fakeDLQ struct {
-	consumer.DLQAPI
+	sqsqueue.DLQAPI
 	moveErr  error
 	started  []*sqs.StartMessageMoveTaskInput
 	receives int
@@ -459,12 +452,12 @@ func (f *fakeDLQ) ReceiveMessage(context.Context, *sqs.ReceiveMessageInput, ...f
 
 func TestRedriveUsesAMoveTaskWhereSQSHasOne(t *testing.T) {
 	t.Parallel()
-	opts := consumer.RedriveOptions{DLQURL: "https://sqs/123456789012/q-dlq", QueueURL: "https://sqs/123456789012/q"}
+	opts := sqsqueue.RedriveOptions{DLQURL: "https://sqs/123456789012/q-dlq", QueueURL: "https://sqs/123456789012/q"}
 
 	f := &fakeDLQ{}
-	res, err := consumer.Redrive(t.Context(), f, opts)
+	res, err := sqsqueue.Redrive(t.Context(), f, opts)
 	require.NoError(t, err)
-	assert.Equal(t, &consumer.MoveTask{Handle: "task-1",
+	assert.Equal(t, &sqsqueue.MoveTask{Handle: "task-1",
 		SourceArn: "arn:aws:sqs:eu-west-1:123456789012:q-dlq", DestinationArn: "arn:aws:sqs:eu-west-1:123456789012:q"}, res.MoveTask)
 	assert.Zero(t, res.Moved)
 	require.Len(t, f.started, 1)
@@ -473,22 +466,22 @@ func TestRedriveUsesAMoveTaskWhereSQSHasOne(t *testing.T) {
 
 	// Unknown action (the emulator's answer, as on the wire): fall back.
 	f = &fakeDLQ{moveErr: &smithy.GenericAPIError{Code: "InvalidAction", Message: "Unknown action: StartMessageMoveTask"}}
-	_, err = consumer.Redrive(t.Context(), f, opts)
+	_, err = sqsqueue.Redrive(t.Context(), f, opts)
 	require.NoError(t, err)
 	assert.Equal(t, 1, f.receives, "fell back to receive-send-delete")
 
 	// Any other error is the caller's.
 	f = &fakeDLQ{moveErr: &smithy.GenericAPIError{Code: "AccessDenied", Message: "not allowed"}}
-	_, err = consumer.Redrive(t.Context(), f, opts)
+	_, err = sqsqueue.Redrive(t.Context(), f, opts)
 	require.ErrorContains(t, err, "start message move task")
 	require.ErrorContains(t, err, "not allowed")
 	assert.Zero(t, f.receives)
 
 	// Partial moves, filters and dry runs never start a task.
-	for _, o := range []consumer.RedriveOptions{{Max: 3}, {Reasons: []string{"bad_message"}}, {DryRun: true}} {
+	for _, o := range []sqsqueue.RedriveOptions{{Max: 3}, {Reasons: []string{"bad_message"}}, {DryRun: true}} {
 		f = &fakeDLQ{}
 		o.DLQURL, o.QueueURL = opts.DLQURL, opts.QueueURL
-		_, err = consumer.Redrive(t.Context(), f, o)
+		_, err = sqsqueue.Redrive(t.Context(), f, o)
 		require.NoError(t, err)
 		assert.Empty(t, f.started, "%+v", o)
 		assert.Equal(t, 1, f.receives)

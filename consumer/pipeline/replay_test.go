@@ -1,4 +1,4 @@
-package consumer_test
+package pipeline_test
 
 import (
 	"testing"
@@ -6,7 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 )
 
@@ -15,23 +15,23 @@ import (
 func TestReplayFindsTheKeyWhereverTheSourceHasIt(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	spec := *b.spec
+	spec := *b.Spec
 	spec.Source.Key, spec.Source.Carry = "author", []string{"post_id"}
 	spec.Target.Table = "social.posts_by_author"
 	spec.Model.Provider, spec.Model.Name = enrich.ProviderNoop, "fixed"
-	b.spec = &spec
+	b.Spec = &spec
 	noop, err := enrich.NewNoop(&spec)
 	require.NoError(t, err)
-	snap := b.appendPosts(300)
-	p := b.processor(noop)
-	_, err = p.Process(t.Context(), b.event(snap))
+	snap := b.AppendPosts(300)
+	p := b.Processor(noop)
+	_, err = p.Process(t.Context(), b.Event(snap))
 	require.NoError(t, err)
-	require.Len(t, b.targetRows(), 300)
+	require.Len(t, b.TargetRows(), 300)
 
-	res, err := p.Replay(t.Context(), consumer.ReplayRequest{Job: spec.Name, From: snap, To: snap, OnlyStatus: []enrich.Status{enrich.StatusOK}})
+	res, err := p.Replay(t.Context(), pipeline.ReplayRequest{Job: spec.Name, From: snap, To: snap, OnlyStatus: []enrich.Status{enrich.StatusOK}})
 	require.NoError(t, err)
 	assert.Equal(t, 1, res.Commits)
-	rows := b.targetRows()
+	rows := b.TargetRows()
 	require.Len(t, rows, 300, "every row deleted by the replay is written again")
 	seen := map[any]bool{}
 	for _, r := range rows {

@@ -1,9 +1,10 @@
-package storage
+package postdata
 
 import (
 	"context"
 	"fmt"
 	"iter"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -23,8 +24,8 @@ type Post struct {
 	Lang      string
 }
 
-// PostsSchema is the schema of a posts source table.
-func PostsSchema() *iceberg.Schema {
+// Schema is the schema of a posts source table.
+func Schema() *iceberg.Schema {
 	return iceberg.NewSchemaWithIdentifiers(0, []int{1},
 		iceberg.NestedField{ID: 1, Name: "post_id", Type: iceberg.PrimitiveTypes.Int64, Required: true},
 		iceberg.NestedField{ID: 2, Name: "text", Type: iceberg.PrimitiveTypes.String},
@@ -37,19 +38,19 @@ func PostsSchema() *iceberg.Schema {
 // postBatchRows is how many posts go into one Arrow batch while appending.
 const postBatchRows = 8192
 
-// AppendPosts appends posts to tbl as one snapshot, streaming them in
+// Append appends posts to tbl as one snapshot, streaming them in
 // bounded batches, and returns the committed table and the row count.
-func AppendPosts(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error]) (*table.Table, int64, error) {
-	return AppendPostsBatched(ctx, tbl, posts, postBatchRows)
+func Append(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error]) (*table.Table, int64, error) {
+	return AppendBatched(ctx, tbl, posts, postBatchRows)
 }
 
-// AppendPostsBatched is AppendPosts with batchRows posts per Arrow batch.
+// AppendBatched is AppendPosts with batchRows posts per Arrow batch.
 // (The writer starts a new data file only between batches, so small
 // batches and a small write.target-file-size-bytes make many files.)
-func AppendPostsBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error], batchRows int) (*table.Table, int64, error) {
+func AppendBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, error], batchRows int) (*table.Table, int64, error) {
 	sc, err := table.SchemaToArrowSchema(tbl.Schema(), nil, false, false)
 	if err != nil {
-		return nil, 0, fmt.Errorf("table %s: arrow schema: %w", tableName(tbl), err)
+		return nil, 0, fmt.Errorf("table %s: arrow schema: %w", strings.Join(tbl.Identifier(), "."), err)
 	}
 	var n int64
 	batches := func(yield func(arrow.RecordBatch, error) bool) {
@@ -88,11 +89,11 @@ func AppendPostsBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[P
 	defer rdr.Release()
 	txn := tbl.NewTransaction()
 	if err := txn.Append(ctx, rdr, nil); err != nil {
-		return nil, 0, fmt.Errorf("table %s: append posts: %w", tableName(tbl), err)
+		return nil, 0, fmt.Errorf("table %s: append posts: %w", strings.Join(tbl.Identifier(), "."), err)
 	}
 	out, err := txn.Commit(ctx)
 	if err != nil {
-		return nil, 0, fmt.Errorf("table %s: commit posts: %w", tableName(tbl), err)
+		return nil, 0, fmt.Errorf("table %s: commit posts: %w", strings.Join(tbl.Identifier(), "."), err)
 	}
 	return out, n, nil
 }

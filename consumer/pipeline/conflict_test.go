@@ -1,4 +1,4 @@
-package consumer_test
+package pipeline_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
@@ -41,13 +41,13 @@ func (m *meddler) Annotate(ctx context.Context, items []enrich.Item, out []enric
 	return m.inner.Annotate(ctx, items, out)
 }
 
-func (b *bundle) requireNoOrphans() {
-	b.t.Helper()
-	tgt, err := b.cat.LoadTable(b.t.Context(), b.spec.Target.Table)
-	require.NoError(b.t, err)
-	orphans, err := storage.Orphans(b.t.Context(), tgt, 0, false)
-	require.NoError(b.t, err)
-	require.Empty(b.t, orphans, "data files of failed commits are removed")
+func requireNoOrphans(b *bundle) {
+	b.T.Helper()
+	tgt, err := b.Cat.LoadTable(b.T.Context(), b.Spec.Target.Table)
+	require.NoError(b.T, err)
+	orphans, err := storage.Orphans(b.T.Context(), tgt, 0, false)
+	require.NoError(b.T, err)
+	require.Empty(b.T, orphans, "data files of failed commits are removed")
 }
 
 // A commit that loses to a writer other than the job (here another job's
@@ -56,9 +56,9 @@ func (b *bundle) requireNoOrphans() {
 func TestConflictWithAnotherWriterKeepsTheChunk(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(500)
-	m := newMeddler(t, b.spec, func(ctx context.Context) error {
-		tgt, err := b.cat.LoadTable(ctx, b.spec.Target.Table)
+	s1 := b.AppendPosts(500)
+	m := newMeddler(t, b.Spec, func(ctx context.Context) error {
+		tgt, err := b.Cat.LoadTable(ctx, b.Spec.Target.Table)
 		if err != nil {
 			return err
 		}
@@ -70,22 +70,22 @@ func TestConflictWithAnotherWriterKeepsTheChunk(t *testing.T) {
 			After: storage.Cursor{SnapshotID: 7}, Schema: sc, Batches: func(func(arrow.RecordBatch, error) bool) {}})
 		return err
 	})
-	res, err := b.processor(m).Process(t.Context(), b.event(s1))
+	res, err := b.Processor(m).Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	require.NoError(t, m.err)
 	assert.Equal(t, 1, res[0].Conflicts)
 	assert.Equal(t, 1, res[0].Commits)
 	assert.Equal(t, int64(500), res[0].RowsWritten)
-	b.requireExactlyOnce(500, func(int64) int64 { return s1 })
-	assert.Equal(t, s1, b.watermark().SnapshotID)
+	b.RequireExactlyOnce(500, func(int64) int64 { return s1 })
+	assert.Equal(t, s1, b.Watermark().SnapshotID)
 	sent := int64(0)
-	for _, r := range b.targetRows() {
+	for _, r := range b.TargetRows() {
 		if r[enrich.ColStatus] != string(enrich.StatusSkipped) {
 			sent++
 		}
 	}
 	assert.Equal(t, sent, m.items.Load(), "every row was sent to the model once")
-	b.requireNoOrphans()
+	requireNoOrphans(b)
 }
 
 // A commit that loses to another consumer of the same job, which committed
@@ -94,22 +94,22 @@ func TestConflictWithAnotherWriterKeepsTheChunk(t *testing.T) {
 func TestConflictWithARacingConsumerDropsTheChunk(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.manyFiles()
-	s1 := b.appendPostsBatched(600, 200)
-	other := b.processor(nil)
-	var otherRes []consumer.Result
-	m := newMeddler(t, b.spec, func(ctx context.Context) error {
+	b.ManyFiles()
+	s1 := b.AppendPostsBatched(600, 200)
+	other := b.Processor(nil)
+	var otherRes []pipeline.Result
+	m := newMeddler(t, b.Spec, func(ctx context.Context) error {
 		var err error
-		otherRes, err = other.Process(ctx, b.event(s1))
+		otherRes, err = other.Process(ctx, b.Event(s1))
 		return err
 	})
-	res, err := b.processor(m, func(o *consumer.Options) { o.ChunkRows = 200 }).Process(t.Context(), b.event(s1))
+	res, err := b.Processor(m, func(o *pipeline.Options) { o.ChunkRows = 200 }).Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	require.NoError(t, m.err)
 	require.Len(t, otherRes, 1)
 	assert.Equal(t, int64(600), otherRes[0].RowsWritten, "the racing consumer wrote the range")
 	assert.Equal(t, 1, res[0].Conflicts)
 	assert.Zero(t, res[0].RowsWritten, "the loser wrote nothing")
-	b.requireExactlyOnce(600, func(int64) int64 { return s1 })
-	b.requireNoOrphans()
+	b.RequireExactlyOnce(600, func(int64) int64 { return s1 })
+	requireNoOrphans(b)
 }

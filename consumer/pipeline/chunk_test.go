@@ -1,4 +1,4 @@
-package consumer_test
+package pipeline_test
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
@@ -21,12 +21,12 @@ func reference(t *testing.T, appends ...int) map[int64]map[string]any {
 	r := setup(t)
 	var s int64
 	for _, n := range appends {
-		s = r.appendPosts(n)
+		s = r.AppendPosts(n)
 	}
-	_, err := r.processor(nil).Process(t.Context(), r.event(s))
+	_, err := r.Processor(nil).Process(t.Context(), r.Event(s))
 	require.NoError(t, err)
 	out := map[int64]map[string]any{}
-	for _, row := range r.targetRows() {
+	for _, row := range r.TargetRows() {
 		out[row["post_id"].(int64)] = row
 	}
 	return out
@@ -34,35 +34,35 @@ func reference(t *testing.T, appends ...int) map[int64]map[string]any {
 
 // requireSameEnrichment checks that b's target rows equal want's, column
 // by column, but for the enrichment time and the lineage snapshot.
-func (b *bundle) requireSameEnrichment(want map[int64]map[string]any) {
-	b.t.Helper()
-	rows := b.targetRows()
-	require.Len(b.t, rows, len(want))
+func requireSameEnrichment(b *bundle, want map[int64]map[string]any) {
+	b.T.Helper()
+	rows := b.TargetRows()
+	require.Len(b.T, rows, len(want))
 	for _, r := range rows {
 		id := r["post_id"].(int64)
 		w, ok := want[id]
-		require.True(b.t, ok, "post %d", id)
+		require.True(b.T, ok, "post %d", id)
 		for col, v := range w {
 			if col == enrich.ColEnrichedAt || col == enrich.ColSourceSnapshotID {
 				continue
 			}
-			require.Equal(b.t, v, r[col], "post %d, column %s", id, col)
+			require.Equal(b.T, v, r[col], "post %d, column %s", id, col)
 		}
 	}
 }
 
 // targetCursors lists the watermarks the target's snapshots recorded,
 // oldest first.
-func (b *bundle) targetCursors() []storage.Cursor {
-	b.t.Helper()
-	tgt, err := b.cat.LoadTable(b.t.Context(), b.spec.Target.Table)
-	require.NoError(b.t, err)
+func targetCursors(b *bundle) []storage.Cursor {
+	b.T.Helper()
+	tgt, err := b.Cat.LoadTable(b.T.Context(), b.Spec.Target.Table)
+	require.NoError(b.T, err)
 	num := func(p map[string]string, k string) int64 {
 		if p[k] == "" {
 			return 0
 		}
 		n, err := strconv.ParseInt(p[k], 10, 64)
-		require.NoError(b.t, err)
+		require.NoError(b.T, err)
 		return n
 	}
 	var out []storage.Cursor
@@ -78,20 +78,20 @@ func (b *bundle) targetCursors() []storage.Cursor {
 func TestOneBigDataFileIsCommittedInRowRanges(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(3000) // one data file
+	s1 := b.AppendPosts(3000) // one data file
 	plan := mustPlan(t, b, storage.Cursor{}, s1)
 	require.Len(t, plan.Units, 1, "want the whole snapshot in one data file")
 
-	p := b.processor(nil, func(o *consumer.Options) { o.ChunkRows = 700 })
-	res, err := p.Process(t.Context(), b.event(s1))
+	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 700 })
+	res, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	assert.Equal(t, 5, res[0].Commits, "700+700+700+700+200 rows")
 	assert.Equal(t, int64(3000), res[0].RowsWritten)
-	b.requireExactlyOnce(3000, func(int64) int64 { return s1 })
-	b.requireSameEnrichment(reference(t, 3000))
+	b.RequireExactlyOnce(3000, func(int64) int64 { return s1 })
+	requireSameEnrichment(b, reference(t, 3000))
 
 	var rows []int64
-	for _, c := range b.targetCursors() {
+	for _, c := range targetCursors(b) {
 		if c.PartialSnapshotID != 0 {
 			require.Equal(t, s1, c.PartialSnapshotID)
 			require.Zero(t, c.PartialFiles)
@@ -99,31 +99,31 @@ func TestOneBigDataFileIsCommittedInRowRanges(t *testing.T) {
 		}
 	}
 	assert.Equal(t, []int64{700, 1400, 2100, 2800}, rows, "each chunk records the rows done inside the file")
-	assert.Equal(t, storage.Cursor{SnapshotID: s1}, b.watermark().Cursor)
+	assert.Equal(t, storage.Cursor{SnapshotID: s1}, b.Watermark().Cursor)
 }
 
 func TestCancelledRunResumesInsideADataFile(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(100)
-	s2 := b.appendPosts(2500) // one data file, cut into chunks of 600 rows
+	s1 := b.AppendPosts(100)
+	s2 := b.AppendPosts(2500) // one data file, cut into chunks of 600 rows
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	p := b.processor(nil, func(o *consumer.Options) {
+	p := b.Processor(nil, func(o *pipeline.Options) {
 		o.ChunkRows = 600
 		o.BatchRows = 256 // chunk ends fall inside batches
-		o.OnChunk = func(c consumer.ChunkCommitted) {
+		o.OnChunk = func(c pipeline.ChunkCommitted) {
 			if c.Chunk == 3 {
 				cancel()
 			}
 		}
 	})
-	res, err := p.Process(ctx, b.event(s2))
+	res, err := p.Process(ctx, b.Event(s2))
 	require.ErrorIs(t, err, context.Canceled)
 	require.Equal(t, 3, res[0].Commits)
 	require.Equal(t, int64(1800), res[0].RowsWritten)
-	wm := b.watermark()
+	wm := b.Watermark()
 	// 100 rows of s1, then 1700 rows into s2's only file.
 	assert.Equal(t, storage.Cursor{SnapshotID: s1, PartialSnapshotID: s2, PartialFiles: 0, PartialRows: 1700}, wm.Cursor)
 
@@ -132,32 +132,32 @@ func TestCancelledRunResumesInsideADataFile(t *testing.T) {
 	require.Len(t, plan.Units, 1)
 	assert.Equal(t, int64(1700), plan.Units[0].Skip)
 	assert.Equal(t, int64(800), plan.Rows())
-	res, err = b.processor(nil, func(o *consumer.Options) { o.ChunkRows = 600 }).Process(t.Context(), b.event(s2))
+	res, err = b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 600 }).Process(t.Context(), b.Event(s2))
 	require.NoError(t, err)
 	assert.Equal(t, wm.Cursor, res[0].From)
 	assert.Equal(t, int64(800), res[0].RowsWritten)
 	assert.Equal(t, 2, res[0].Commits)
-	b.requireExactlyOnce(2600, func(id int64) int64 {
+	b.RequireExactlyOnce(2600, func(id int64) int64 {
 		if id <= 100 {
 			return s1
 		}
 		return s2
 	})
-	b.requireSameEnrichment(reference(t, 100, 2500))
+	requireSameEnrichment(b, reference(t, 100, 2500))
 }
 
 func TestChunksAreAlsoSizedByBytes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(2000)
+	s1 := b.AppendPosts(2000)
 	plan := mustPlan(t, b, storage.Cursor{}, s1)
 	require.Len(t, plan.Units, 1)
 	size := plan.Units[0].Task.File.FileSizeBytes()
 
 	// A quarter of the file's bytes per chunk: four commits of 500 rows.
-	p := b.processor(nil, func(o *consumer.Options) { o.ChunkBytes = size/4 + 1 })
-	res, err := p.Process(t.Context(), b.event(s1))
+	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkBytes = size/4 + 1 })
+	res, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	assert.Equal(t, 4, res[0].Commits)
-	b.requireExactlyOnce(2000, func(int64) int64 { return s1 })
+	b.RequireExactlyOnce(2000, func(int64) int64 { return s1 })
 }

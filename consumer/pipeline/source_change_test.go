@@ -1,4 +1,4 @@
-package consumer_test
+package pipeline_test
 
 import (
 	"testing"
@@ -8,12 +8,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/storage"
 )
 
 // TestOverwriteAndCompactionArePassedOver: snapshots that replace files
@@ -22,45 +20,45 @@ import (
 func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	b.manyFiles()
-	s1 := b.appendPostsBatched(300, 100) // three data files
-	p := b.processor(nil)
-	_, err := p.Process(t.Context(), b.event(s1))
+	b.ManyFiles()
+	s1 := b.AppendPostsBatched(300, 100) // three data files
+	p := b.Processor(nil)
+	_, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	ctx := t.Context()
 
 	// A compaction: the three files rewritten into one.
-	tasks, err := b.src.Scan().PlanFiles(ctx)
+	tasks, err := b.Src.Scan().PlanFiles(ctx)
 	require.NoError(t, err)
 	require.Len(t, tasks, 3)
-	rw, err := b.src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
+	rw, err := b.Src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
 	require.NoError(t, err)
 	if rw.Table != nil {
-		b.src = rw.Table
+		b.Src = rw.Table
 	} else {
-		b.src, err = b.cat.LoadTable(ctx, b.spec.Source.Table)
+		b.Src, err = b.Cat.LoadTable(ctx, b.Spec.Source.Table)
 		require.NoError(t, err)
 	}
-	replace := b.src.CurrentSnapshot()
+	replace := b.Src.CurrentSnapshot()
 	require.Equal(t, table.OpReplace, replace.Summary.Operation)
 
 	// A delete of the rows below 50, then an overwrite of those below 100
 	// (rewriting the file that held them, adding no new rows).
-	del := b.deletePosts(50)
-	sc, err := table.SchemaToArrowSchema(b.src.Schema(), nil, false, false)
+	del := b.DeletePosts(50)
+	sc, err := table.SchemaToArrowSchema(b.Src.Schema(), nil, false, false)
 	require.NoError(t, err)
 	empty, err := array.NewRecordReader(sc, nil)
 	require.NoError(t, err)
 	defer empty.Release()
-	txn := b.src.NewTransaction()
+	txn := b.Src.NewTransaction()
 	require.NoError(t, txn.Overwrite(ctx, empty, nil, table.WithOverwriteFilter(iceLess("post_id", 100))))
-	b.src, err = txn.Commit(ctx)
+	b.Src, err = txn.Commit(ctx)
 	require.NoError(t, err)
-	overwrite := b.src.CurrentSnapshot()
+	overwrite := b.Src.CurrentSnapshot()
 	require.Equal(t, table.OpOverwrite, overwrite.Summary.Operation)
 
-	s4 := b.appendPosts(120)
-	res, err := p.Process(ctx, b.event(s4))
+	s4 := b.AppendPosts(120)
+	res, err := p.Process(ctx, b.Event(s4))
 	require.NoError(t, err)
 	var skipped []int64
 	for _, s := range res[0].Skipped {
@@ -68,8 +66,8 @@ func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 	}
 	assert.Equal(t, []int64{replace.SnapshotID, del, overwrite.SnapshotID}, skipped)
 	assert.Equal(t, int64(120), res[0].RowsWritten, "only the append is read")
-	assert.Equal(t, s4, b.watermark().SnapshotID)
-	b.requireExactlyOnce(420, func(id int64) int64 {
+	assert.Equal(t, s4, b.Watermark().SnapshotID)
+	b.RequireExactlyOnce(420, func(id int64) int64 {
 		if id <= 300 {
 			return s1
 		}
@@ -82,20 +80,20 @@ func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(100)
-	p := b.processor(nil)
-	_, err := p.Process(t.Context(), b.event(s1))
+	s1 := b.AppendPosts(100)
+	p := b.Processor(nil)
+	_, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	ctx := t.Context()
 
-	txn := b.src.NewTransaction()
+	txn := b.Src.NewTransaction()
 	require.NoError(t, txn.UpdateSchema(true, false).AddColumn([]string{"likes"}, iceberg.PrimitiveTypes.Int64, "", false, nil).Commit())
-	b.src, err = txn.Commit(ctx)
+	b.Src, err = txn.Commit(ctx)
 	require.NoError(t, err)
-	require.Len(t, b.src.Schema().Fields(), 6)
+	require.Len(t, b.Src.Schema().Fields(), 6)
 
 	// Append rows that carry the new column too.
-	sc, err := table.SchemaToArrowSchema(b.src.Schema(), nil, false, false)
+	sc, err := table.SchemaToArrowSchema(b.Src.Schema(), nil, false, false)
 	require.NoError(t, err)
 	rb := array.NewRecordBuilder(memory.DefaultAllocator, sc)
 	defer rb.Release()
@@ -112,16 +110,16 @@ func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 	rdr, err := array.NewRecordReader(sc, []arrow.RecordBatch{rec})
 	require.NoError(t, err)
 	defer rdr.Release()
-	txn = b.src.NewTransaction()
+	txn = b.Src.NewTransaction()
 	require.NoError(t, txn.Append(ctx, rdr, nil))
-	b.src, err = txn.Commit(ctx)
+	b.Src, err = txn.Commit(ctx)
 	require.NoError(t, err)
-	s2 := b.src.CurrentSnapshot().SnapshotID
+	s2 := b.Src.CurrentSnapshot().SnapshotID
 
-	res, err := p.Process(ctx, b.event(s2))
+	res, err := p.Process(ctx, b.Event(s2))
 	require.NoError(t, err)
 	assert.Equal(t, int64(50), res[0].RowsWritten)
-	b.requireExactlyOnce(150, func(id int64) int64 {
+	b.RequireExactlyOnce(150, func(id int64) int64 {
 		if id <= 100 {
 			return s1
 		}
@@ -135,51 +133,24 @@ func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 func TestSourceThatLostAJobColumnIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(20)
-	p := b.processor(nil)
-	_, err := p.Process(t.Context(), b.event(s1))
+	s1 := b.AppendPosts(20)
+	p := b.Processor(nil)
+	_, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
-	s2 := b.appendPosts(20)
+	s2 := b.AppendPosts(20)
 
-	txn := b.src.NewTransaction()
+	txn := b.Src.NewTransaction()
 	require.NoError(t, txn.UpdateSchema(true, false).DeleteColumn([]string{"author"}).Commit())
-	b.src, err = txn.Commit(t.Context())
+	b.Src, err = txn.Commit(t.Context())
 	require.NoError(t, err)
 
-	_, err = p.Process(t.Context(), b.event(s2))
+	_, err = p.Process(t.Context(), b.Event(s2))
 	reason, ok := consumer.IsPermanent(err)
 	require.True(t, ok, "want a permanent error, got %v", err)
 	assert.Equal(t, consumer.ReasonSchemaMismatch, reason)
 	assert.Contains(t, err.Error(), "author")
 	assert.Contains(t, err.Error(), "job sentiment cannot read table social.posts")
 	t.Logf("error: %v", err)
-	assert.Equal(t, s1, b.watermark().SnapshotID, "nothing written")
-	b.requireExactlyOnce(20, nil)
-}
-
-// TestMissingSnapshotsAreDeadLettered: an event naming a snapshot the
-// table does not have (expired, or one of another table) goes to the DLQ
-// at once with reason snapshot_not_found.
-func TestMissingSnapshotsAreDeadLettered(t *testing.T) {
-	t.Parallel()
-	api := sqsClient(t)
-	b := setup(t)
-	b.appendPosts(10)
-	other, err := b.cat.CreateIcebergTable(t.Context(), "social.other", storage.PostsSchema(), nil)
-	require.NoError(t, err)
-	other, _, err = storage.AppendPosts(t.Context(), other, storage.SamplePosts(3, 1, 1))
-	require.NoError(t, err)
-
-	q := newQueues(t, api, false, 5, 30)
-	q.publish(t, consumer.SnapshotEvent{Table: b.spec.Source.Table, SnapshotID: 4242})
-	q.publish(t, consumer.SnapshotEvent{Table: b.spec.Source.Table, SnapshotID: other.CurrentSnapshot().SnapshotID})
-	q.drainConsumer(t, b.processor(nil), nil)
-
-	dead := receiveAll(t, api, q.dlq)
-	require.Len(t, dead, 2)
-	for _, m := range dead {
-		assert.Equal(t, consumer.ReasonSnapshotNotFound, aws.ToString(m.MessageAttributes[consumer.AttrReason].StringValue))
-		assert.Contains(t, aws.ToString(m.MessageAttributes[consumer.AttrError].StringValue), "snapshot not found")
-	}
-	assert.Empty(t, receiveAll(t, api, q.url))
+	assert.Equal(t, s1, b.Watermark().SnapshotID, "nothing written")
+	b.RequireExactlyOnce(20, nil)
 }

@@ -1,4 +1,4 @@
-package consumer
+package sqsqueue
 
 import (
 	"context"
@@ -15,11 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/socialdata/enricher/consumer"
 )
 
-// SQSAPI is the subset of the SQS client the consumer, the publisher and
+// API is the subset of the SQS client the consumer, the publisher and
 // the dead-letter tools call. *sqs.Client implements it.
-type SQSAPI interface {
+type API interface {
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessage(ctx context.Context, in *sqs.DeleteMessageInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageOutput, error)
 	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
@@ -28,9 +30,9 @@ type SQSAPI interface {
 	GetQueueUrl(ctx context.Context, in *sqs.GetQueueUrlInput, opts ...func(*sqs.Options)) (*sqs.GetQueueUrlOutput, error)
 }
 
-var _ SQSAPI = (*sqs.Client)(nil)
+var _ API = (*sqs.Client)(nil)
 
-// Message attributes the consumer sets on a dead-lettered message.
+// consumer.Message attributes the consumer sets on a dead-lettered message.
 const (
 	AttrReason            = "enricher-reason"
 	AttrError             = "enricher-error"
@@ -43,8 +45,8 @@ const (
 // maxErrorAttr bounds the error text carried in a message attribute.
 const maxErrorAttr = 2048
 
-// SQSConfig says which queue an SQSSource reads.
-type SQSConfig struct {
+// Config says which queue an Source reads.
+type Config struct {
 	// QueueURL is the source queue.
 	QueueURL string
 	// DLQURL is the dead-letter queue; empty: found from the source queue's
@@ -52,18 +54,18 @@ type SQSConfig struct {
 	DLQURL string
 	// WaitTime is the long-poll wait of one receive (default 20s).
 	WaitTime time.Duration
-	// Drain makes Receive return ErrDrained once the queue is empty and
+	// Drain makes Receive return consumer.ErrDrained once the queue is empty and
 	// nothing received is still in flight, for batch runs and tests.
 	Drain bool
 }
 
-// SQSSource is a Source on an Amazon SQS queue (standard or FIFO). Ack
-// deletes, Release makes the message visible again at once, DeadLetter
+// Source is a Source on an Amazon SQS queue (standard or FIFO). Ack
+// deletes, Release makes the message visible again at once, consumer.DeadLetter
 // sends it to the dead-letter queue with the reason in its attributes and
 // then deletes it. While a message is in flight, Extend keeps it invisible.
-type SQSSource struct {
-	api        SQSAPI
-	cfg        SQSConfig
+type Source struct {
+	api        API
+	cfg        Config
 	dlqURL     string
 	fifo       bool
 	visibility time.Duration // the queue's visibility timeout
@@ -73,20 +75,21 @@ type SQSSource struct {
 }
 
 var (
-	_ Source   = (*SQSSource)(nil)
-	_ Extender = (*SQSSource)(nil)
+	_ consumer.Source   = (*Source)(nil)
+	_ consumer.Delayer  = (*Source)(nil)
+	_ consumer.Extender = (*Source)(nil)
 )
 
-// NewSQSSource checks the queue and finds its dead-letter queue and
+// NewSource checks the queue and finds its dead-letter queue and
 // visibility timeout.
-func NewSQSSource(ctx context.Context, api SQSAPI, cfg SQSConfig) (*SQSSource, error) {
+func NewSource(ctx context.Context, api API, cfg Config) (*Source, error) {
 	if cfg.QueueURL == "" {
 		return nil, errors.New("sqs source: a queue URL is required")
 	}
 	if cfg.WaitTime <= 0 {
 		cfg.WaitTime = 20 * time.Second
 	}
-	s := &SQSSource{api: api, cfg: cfg, fifo: strings.HasSuffix(cfg.QueueURL, ".fifo")}
+	s := &Source{api: api, cfg: cfg, fifo: IsFIFO(cfg.QueueURL)}
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy},
@@ -114,7 +117,7 @@ type RedrivePolicy struct {
 
 // dlqFromRedrivePolicy returns the URL of the dead-letter queue a
 // RedrivePolicy names ("" when there is none).
-func dlqFromRedrivePolicy(ctx context.Context, api SQSAPI, policy string) (string, error) {
+func dlqFromRedrivePolicy(ctx context.Context, api API, policy string) (string, error) {
 	if policy == "" {
 		return "", nil
 	}
@@ -135,10 +138,10 @@ func dlqFromRedrivePolicy(ctx context.Context, api SQSAPI, policy string) (strin
 }
 
 // DLQURL is the dead-letter queue in use ("" if the queue has none).
-func (s *SQSSource) DLQURL() string { return s.dlqURL }
+func (s *Source) DLQURL() string { return s.dlqURL }
 
 // Receive implements Source: it long-polls until messages arrive.
-func (s *SQSSource) Receive(ctx context.Context, n int) ([]*Message, error) {
+func (s *Source) Receive(ctx context.Context, n int) ([]*consumer.Message, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -165,7 +168,7 @@ func (s *SQSSource) Receive(ctx context.Context, n int) ([]*Message, error) {
 			return nil, fmt.Errorf("receive from %s: %w", s.cfg.QueueURL, err)
 		}
 		if len(out.Messages) > 0 {
-			msgs := make([]*Message, len(out.Messages))
+			msgs := make([]*consumer.Message, len(out.Messages))
 			for i, m := range out.Messages {
 				msgs[i] = fromSQS(m)
 			}
@@ -180,14 +183,14 @@ func (s *SQSSource) Receive(ctx context.Context, n int) ([]*Message, error) {
 				return nil, err
 			}
 			if drained {
-				return nil, ErrDrained
+				return nil, consumer.ErrDrained
 			}
 		}
 	}
 }
 
-func fromSQS(m types.Message) *Message {
-	msg := &Message{ID: aws.ToString(m.MessageId), Body: []byte(aws.ToString(m.Body)), handle: aws.ToString(m.ReceiptHandle)}
+func fromSQS(m types.Message) *consumer.Message {
+	msg := &consumer.Message{ID: aws.ToString(m.MessageId), Body: []byte(aws.ToString(m.Body)), Receipt: aws.ToString(m.ReceiptHandle)}
 	msg.ReceiveCount, _ = strconv.Atoi(m.Attributes[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	if ms, err := strconv.ParseInt(m.Attributes[string(types.MessageSystemAttributeNameSentTimestamp)], 10, 64); err == nil {
 		msg.SentAt = time.UnixMilli(ms).UTC()
@@ -204,7 +207,7 @@ func fromSQS(m types.Message) *Message {
 
 // drained reports whether nothing is left: none in flight here and none
 // visible, in flight elsewhere or delayed in the queue.
-func (s *SQSSource) drained(ctx context.Context) (bool, error) {
+func (s *Source) drained(ctx context.Context) (bool, error) {
 	s.mu.Lock()
 	busy := s.inFlight > 0
 	s.mu.Unlock()
@@ -218,45 +221,45 @@ func (s *SQSSource) drained(ctx context.Context) (bool, error) {
 	return n.Visible+n.InFlight+n.Delayed == 0, nil
 }
 
-func (s *SQSSource) settled() {
+func (s *Source) settled() {
 	s.mu.Lock()
 	s.inFlight--
 	s.mu.Unlock()
 }
 
 // Ack implements Source.
-func (s *SQSSource) Ack(ctx context.Context, m *Message) error {
+func (s *Source) Ack(ctx context.Context, m *consumer.Message) error {
 	defer s.settled()
-	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle}); err != nil {
+	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt}); err != nil {
 		return fmt.Errorf("delete message %s: %w", m.ID, err)
 	}
 	return nil
 }
 
 // Release implements Source: the message is visible again at once.
-func (s *SQSSource) Release(ctx context.Context, m *Message) error {
+func (s *Source) Release(ctx context.Context, m *consumer.Message) error {
 	return s.ReleaseAfter(ctx, m, 0)
 }
 
-// ReleaseAfter implements Delayer: the message becomes visible again after
+// ReleaseAfter implements consumer.Delayer: the message becomes visible again after
 // d (whole seconds, at most SQS's 12 hours).
-func (s *SQSSource) ReleaseAfter(ctx context.Context, m *Message, d time.Duration) error {
+func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.Duration) error {
 	defer s.settled()
 	secs := int32(min(max(d, 0), 12*time.Hour) / time.Second)
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: secs,
+		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: secs,
 	}); err != nil {
 		return fmt.Errorf("release message %s: %w", m.ID, err)
 	}
 	return nil
 }
 
-// DeadLetter implements Source: it sends the body to the dead-letter queue
+// consumer.DeadLetter implements Source: it sends the body to the dead-letter queue
 // with the reason in message attributes, then deletes the original. If the
 // delete fails the message comes back and is dead-lettered again: a
 // duplicate in the DLQ, never a loss. Without a DLQ the message is
 // released, and the queue's own redrive (if any) takes over.
-func (s *SQSSource) DeadLetter(ctx context.Context, m *Message, reason string, cause error) error {
+func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason string, cause error) error {
 	if s.dlqURL == "" {
 		if err := s.Release(ctx, m); err != nil {
 			return err
@@ -264,28 +267,51 @@ func (s *SQSSource) DeadLetter(ctx context.Context, m *Message, reason string, c
 		return fmt.Errorf("dead-letter message %s (%s): the queue has no dead-letter queue: pass --dlq-url or set a RedrivePolicy", m.ID, reason)
 	}
 	defer s.settled()
-	errText := ""
-	if cause != nil {
-		errText = cause.Error()
+	if err := SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.cfg.QueueURL); err != nil {
+		return err
 	}
-	attrs := DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, s.cfg.QueueURL, time.Now())
-	in := &sqs.SendMessageInput{QueueUrl: &s.dlqURL, MessageBody: aws.String(string(m.Body)), MessageAttributes: attrs}
-	if strings.HasSuffix(s.dlqURL, ".fifo") {
-		group := m.GroupID
-		if group == "" {
-			group = "dead-letters"
-		}
-		in.MessageGroupId = &group
-		in.MessageDeduplicationId = aws.String(dedupID(m.ID))
-	}
-	if _, err := s.api.SendMessage(ctx, in); err != nil {
-		return fmt.Errorf("dead-letter message %s: send to %s: %w", m.ID, s.dlqURL, err)
-	}
-	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle}); err != nil {
+	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt}); err != nil {
 		return fmt.Errorf("dead-letter message %s: delete from source: %w", m.ID, err)
 	}
 	return nil
 }
+
+// SendDeadLetter sends m's body to the dead-letter queue dlqURL with
+// why it is there in message attributes (see DeadLetterAttributes);
+// sourceQueue names where it came from. Into a FIFO DLQ the message keeps
+// its group and its id is the deduplication id, so that a message
+// dead-lettered twice (a delete that failed after the send) arrives once.
+func SendDeadLetter(ctx context.Context, api API, dlqURL string, m *consumer.Message, reason string, cause error, sourceQueue string) error {
+	errText := ""
+	if cause != nil {
+		errText = cause.Error()
+	}
+	attrs := DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, sourceQueue, time.Now())
+	if err := send(ctx, api, dlqURL, string(m.Body), attrs, m.GroupID, m.ID); err != nil {
+		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// send sends one message. Into a FIFO queue it goes in group (or
+// "dead-letters" when there is none) with a deduplication id derived from
+// dedupKey.
+func send(ctx context.Context, api API, queueURL, body string, attrs map[string]types.MessageAttributeValue, group, dedupKey string) error {
+	in := &sqs.SendMessageInput{QueueUrl: &queueURL, MessageBody: &body, MessageAttributes: attrs}
+	if IsFIFO(queueURL) {
+		if group == "" {
+			group = "dead-letters"
+		}
+		in.MessageGroupId, in.MessageDeduplicationId = &group, aws.String(dedupID(dedupKey))
+	}
+	if _, err := api.SendMessage(ctx, in, OwnBody); err != nil {
+		return fmt.Errorf("send to %s: %w", queueURL, err)
+	}
+	return nil
+}
+
+// IsFIFO reports whether a queue URL or ARN names a FIFO queue.
+func IsFIFO(queue string) bool { return strings.HasSuffix(queue, ".fifo") }
 
 // DeadLetterAttributes are the message attributes of a dead-lettered
 // message.
@@ -309,16 +335,16 @@ func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, 
 	return attrs
 }
 
-// HeartbeatInterval implements Extender: a third of the visibility timeout.
-func (s *SQSSource) HeartbeatInterval() time.Duration {
+// HeartbeatInterval implements consumer.Extender: a third of the visibility timeout.
+func (s *Source) HeartbeatInterval() time.Duration {
 	return max(s.visibility/3, 200*time.Millisecond)
 }
 
-// Extend implements Extender: the message stays invisible for another
+// Extend implements consumer.Extender: the message stays invisible for another
 // visibility timeout.
-func (s *SQSSource) Extend(ctx context.Context, m *Message) error {
+func (s *Source) Extend(ctx context.Context, m *consumer.Message) error {
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.handle, VisibilityTimeout: int32(s.visibility / time.Second),
+		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: int32(s.visibility / time.Second),
 	}); err != nil {
 		return fmt.Errorf("extend visibility of message %s: %w", m.ID, err)
 	}
@@ -331,7 +357,7 @@ type Depth struct {
 }
 
 // QueueDepth reads the approximate message counts of a queue.
-func QueueDepth(ctx context.Context, api SQSAPI, url string) (Depth, error) {
+func QueueDepth(ctx context.Context, api API, url string) (Depth, error) {
 	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: &url,
 		AttributeNames: []types.QueueAttributeName{
@@ -368,25 +394,25 @@ func dedupID(s string) string {
 // table stay in order) and the deduplication id is table and snapshot, so
 // a retried publish within SQS's five-minute window is sent once.
 type Publisher struct {
-	API      SQSAPI
+	API      API
 	QueueURL string
 }
 
 // Publish sends ev (version and published_at are filled in when unset) and
 // returns the message id.
-func (p *Publisher) Publish(ctx context.Context, ev SnapshotEvent) (string, error) {
+func (p *Publisher) Publish(ctx context.Context, ev consumer.SnapshotEvent) (string, error) {
 	if ev.Version == 0 {
-		ev.Version = EventVersion
+		ev.Version = consumer.EventVersion
 	}
 	if ev.PublishedAt == nil {
 		now := time.Now().UTC()
 		ev.PublishedAt = &now
 	}
-	if _, err := DecodeEvent(ev.Encode()); err != nil {
+	if _, err := consumer.DecodeEvent(ev.Encode()); err != nil {
 		return "", fmt.Errorf("publish: %w", err)
 	}
 	in := &sqs.SendMessageInput{QueueUrl: &p.QueueURL, MessageBody: aws.String(string(ev.Encode()))}
-	if strings.HasSuffix(p.QueueURL, ".fifo") {
+	if IsFIFO(p.QueueURL) {
 		in.MessageGroupId = aws.String(ev.Table)
 		in.MessageDeduplicationId = aws.String(dedupID(ev.Table + ":" + strconv.FormatInt(ev.SnapshotID, 10) + ":" + ev.Job))
 	}

@@ -1,4 +1,4 @@
-package storage
+package postdata
 
 import (
 	"bufio"
@@ -12,13 +12,13 @@ import (
 	"time"
 )
 
-// PostsFile yields one post per line of the file at path: post_id is
+// File yields one post per line of the file at path: post_id is
 // firstID plus the line's index (so with firstID 1, the line number), text
 // is the line without its line ending, created_at is now. Empty lines are
 // posts with empty text (the job marks them skipped). Lines of any length
 // are read whole. Only lines with index in [from, to) are yielded; to < 0
 // means to the end.
-func PostsFile(path string, firstID int64, from, to int64) iter.Seq2[Post, error] {
+func File(path string, firstID int64, from, to int64) iter.Seq2[Post, error] {
 	return func(yield func(Post, error) bool) {
 		f, err := os.Open(path)
 		if err != nil {
@@ -106,11 +106,11 @@ var (
 	}
 )
 
-// SamplePosts yields n varied, deterministic sample posts with ids
+// Sample yields n varied, deterministic sample posts with ids
 // firstID.. : positive, negative and neutral ones, emoji, several
 // languages, retweets that repeat an earlier text, and a few empty and
 // very long ones.
-func SamplePosts(n int64, firstID int64, seed uint64) iter.Seq2[Post, error] {
+func Sample(n int64, firstID int64, seed uint64) iter.Seq2[Post, error] {
 	return func(yield func(Post, error) bool) {
 		rng := rand.New(rand.NewPCG(seed, 0x5eed))
 		base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)

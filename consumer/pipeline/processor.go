@@ -1,4 +1,4 @@
-package consumer
+package pipeline
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"github.com/sethvargo/go-retry"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
@@ -153,7 +154,7 @@ type Result struct {
 
 // Process brings every job reading ev.Table (or the job ev.Job names) up
 // to ev.SnapshotID. Errors that no retry can fix are *PermanentError.
-func (p *Processor) Process(ctx context.Context, ev SnapshotEvent) ([]Result, error) {
+func (p *Processor) Process(ctx context.Context, ev consumer.SnapshotEvent) ([]Result, error) {
 	var jobs []Job
 	for _, j := range p.jobs {
 		if j.Spec.Source.Table == ev.Table && (ev.Job == "" || ev.Job == j.Spec.Name) {
@@ -162,12 +163,12 @@ func (p *Processor) Process(ctx context.Context, ev SnapshotEvent) ([]Result, er
 	}
 	if len(jobs) == 0 {
 		if ev.Job != "" && !slices.ContainsFunc(p.jobs, func(j Job) bool { return j.Spec.Name == ev.Job }) {
-			return nil, Permanentf(ReasonUnknownJob, "no job is named %q (known jobs: %s)", ev.Job, p.jobNames())
+			return nil, consumer.Permanentf(consumer.ReasonUnknownJob, "no job is named %q (known jobs: %s)", ev.Job, p.jobNames())
 		}
 		if ev.Job != "" {
-			return nil, Permanentf(ReasonUnknownJob, "job %s does not read table %s (known jobs: %s)", ev.Job, ev.Table, p.jobNames())
+			return nil, consumer.Permanentf(consumer.ReasonUnknownJob, "job %s does not read table %s (known jobs: %s)", ev.Job, ev.Table, p.jobNames())
 		}
-		return nil, Permanentf(ReasonUnknownTable, "no job reads table %s (known jobs: %s)", ev.Table, p.jobNames())
+		return nil, consumer.Permanentf(consumer.ReasonUnknownTable, "no job reads table %s (known jobs: %s)", ev.Table, p.jobNames())
 	}
 	results := make([]Result, 0, len(jobs))
 	for _, j := range jobs {
@@ -189,14 +190,12 @@ func (p *Processor) jobNames() string {
 }
 
 // processJob runs one job, re-planning after commit conflicts.
-func (p *Processor) processJob(ctx context.Context, j Job, ev SnapshotEvent) (Result, error) {
+func (p *Processor) processJob(ctx context.Context, j Job, ev consumer.SnapshotEvent) (Result, error) {
 	start := time.Now()
 	res := Result{Job: j.Spec.Name, SourceTable: j.Spec.Source.Table, TargetTable: j.Spec.Target.Table,
 		SnapshotID: ev.SnapshotID, Counts: enrich.Counts{}}
 	first := true
-	backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
-		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
-	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 		err := p.runJob(ctx, j, ev, &res, first)
 		first = false
 		if errors.Is(err, storage.ErrConflict) {
@@ -211,26 +210,11 @@ func (p *Processor) processJob(ctx context.Context, j Job, ev SnapshotEvent) (Re
 	return res, err
 }
 
-func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Result, first bool) error {
+func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent, res *Result, first bool) error {
 	spec := j.Spec
 	log := p.opts.Logger.With("job", spec.Name, "table", spec.Source.Table, "snapshot", ev.SnapshotID)
-	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
-	if errors.Is(err, storage.ErrTableNotFound) {
-		return Permanent(ReasonTableNotFound, err)
-	}
+	src, enr, err := p.bind(ctx, j)
 	if err != nil {
-		return err
-	}
-	in, err := storage.ProjectedSchema(src, spec.Columns())
-	if err != nil {
-		return Permanent(ReasonSchemaMismatch, fmt.Errorf("job %s cannot read table %s: %w", spec.Name, spec.Source.Table, err))
-	}
-	enr, err := enrich.NewEnricher(spec, j.Model, in, p.opts.Allocator)
-	if err != nil {
-		var se *enrich.SchemaError
-		if errors.As(err, &se) {
-			return Permanent(ReasonSchemaMismatch, err)
-		}
 		return err
 	}
 	planStart := time.Now()
@@ -240,7 +224,7 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 	}
 	wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
 	if errors.Is(err, storage.ErrWatermarkLost) {
-		return Permanent(ReasonHistory, err)
+		return consumer.Permanent(consumer.ReasonHistory, err)
 	}
 	if err != nil {
 		return err
@@ -248,9 +232,9 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
 	switch {
 	case errors.Is(err, storage.ErrSnapshotNotFound):
-		return Permanent(ReasonSnapshotNotFound, err)
+		return consumer.Permanent(consumer.ReasonSnapshotNotFound, err)
 	case errors.Is(err, storage.ErrNotAncestor):
-		return Permanent(ReasonHistory, err)
+		return consumer.Permanent(consumer.ReasonHistory, err)
 	case err != nil:
 		return err
 	}
@@ -282,6 +266,39 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev SnapshotEvent, res *Re
 	return p.pipeline(ctx, log, src, tgt, enr, plan, res)
 }
 
+// bind loads the job's source table and builds the enricher for its
+// schema. A missing table or a schema the job cannot read is permanent.
+func (p *Processor) bind(ctx context.Context, j Job) (*table.Table, *enrich.Enricher, error) {
+	spec := j.Spec
+	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
+	if errors.Is(err, storage.ErrTableNotFound) {
+		return nil, nil, consumer.Permanent(consumer.ReasonTableNotFound, err)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := storage.ProjectedSchema(src, spec.Columns())
+	if err != nil {
+		return nil, nil, consumer.Permanent(consumer.ReasonSchemaMismatch, fmt.Errorf("job %s cannot read table %s: %w", spec.Name, spec.Source.Table, err))
+	}
+	enr, err := enrich.NewEnricher(spec, j.Model, in, p.opts.Allocator)
+	if err != nil {
+		var se *enrich.SchemaError
+		if errors.As(err, &se) {
+			return nil, nil, consumer.Permanent(consumer.ReasonSchemaMismatch, err)
+		}
+		return nil, nil, err
+	}
+	return src, enr, nil
+}
+
+// conflictBackoff spaces the tries of every loop that commits to a target
+// again after a conflict: jittered so that racing writers part ways.
+func (p *Processor) conflictBackoff() retry.Backoff {
+	return retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
+		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
+}
+
 // target loads the job's target table, creating it with schema when it
 // does not exist, and checks that it can take the job's rows.
 func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow.Schema) (*table.Table, error) {
@@ -301,7 +318,7 @@ func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow
 		return nil, err
 	}
 	if err := storage.CheckSchema(tgt, schema); err != nil {
-		return nil, Permanent(ReasonSchemaMismatch, fmt.Errorf("job %s: %w", spec.Name, err))
+		return nil, consumer.Permanent(consumer.ReasonSchemaMismatch, fmt.Errorf("job %s: %w", spec.Name, err))
 	}
 	return tgt, nil
 }
@@ -358,6 +375,64 @@ func chunks(plan *storage.Plan, chunkRows, chunkBytes int64) []chunk {
 	out[len(out)-1].after = plan.End()
 	return out
 }
+
+// piece is the part of a batch that goes to one chunk: rows from offset,
+// after which ends chunks end (0 or 1, more only for empty chunks).
+type piece struct {
+	offset, rows int64
+	ends         int
+}
+
+// cutter cuts the batches of a plan, in order, at the ends of its chunks.
+type cutter struct {
+	sizes []int64 // rows of each chunk
+	i     int     // the chunk being filled
+	left  int64   // rows the chunk still takes
+}
+
+// errTooManyRows says that the source yielded rows past the plan's last
+// chunk.
+var errTooManyRows = errors.New("the source yielded more rows than planned")
+
+// newCutter starts at the first chunk; ends counts the chunks that end
+// before any row (empty ones: a plan without rows has one).
+func newCutter(sizes []int64) (c *cutter, ends int) {
+	c = &cutter{sizes: sizes}
+	if len(sizes) > 0 {
+		c.left = sizes[0]
+	}
+	return c, c.skipEnded()
+}
+
+// skipEnded moves past the chunks that are full and counts them.
+func (c *cutter) skipEnded() int {
+	n := 0
+	for c.i < len(c.sizes) && c.left == 0 {
+		n++
+		if c.i++; c.i < len(c.sizes) {
+			c.left = c.sizes[c.i]
+		}
+	}
+	return n
+}
+
+// cut splits the next batch of n rows into the pieces of each chunk.
+func (c *cutter) cut(n int64) ([]piece, error) {
+	var out []piece
+	for off := int64(0); off < n; {
+		if c.i == len(c.sizes) {
+			return nil, errTooManyRows
+		}
+		take := min(n-off, c.left)
+		c.left -= take
+		out = append(out, piece{offset: off, rows: take, ends: c.skipEnded()})
+		off += take
+	}
+	return out, nil
+}
+
+// finished reports whether every chunk is full.
+func (c *cutter) finished() bool { return c.i == len(c.sizes) }
 
 // bySnapshot splits units into runs of the same snapshot.
 func bySnapshot(units []storage.Unit) [][]storage.Unit {
@@ -429,22 +504,23 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			}
 		}
 		// The plan's rows stream in order, each file read once; the end of
-		// a chunk may fall inside a batch, which is then cut in two.
-		ci, left := 0, cs[0].rows
-		endChunks := func() error {
-			for ci < len(cs) && left == 0 {
+		// a chunk may fall inside a batch, which is then cut in pieces.
+		endChunks := func(n int) error {
+			for range n {
 				select {
 				case order <- &slot{done: closed, end: true}:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
-				if ci++; ci < len(cs) {
-					left = cs[ci].rows
-				}
 			}
 			return nil
 		}
-		if err := endChunks(); err != nil {
+		sizes := make([]int64, len(cs))
+		for i, c := range cs {
+			sizes[i] = c.rows
+		}
+		cut, ends := newCutter(sizes)
+		if err := endChunks(ends); err != nil {
 			return err
 		}
 		ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
@@ -453,15 +529,15 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				if err != nil {
 					return err
 				}
-				for off, n := int64(0), rec.NumRows(); off < n; {
-					if ci == len(cs) {
-						rec.Release()
-						return fmt.Errorf("table %s: the source yielded more rows than planned (%d)", spec.Source.Table, plan.Rows())
-					}
-					take := min(n-off, left)
+				pieces, err := cut.cut(rec.NumRows())
+				if err != nil {
+					rec.Release()
+					return fmt.Errorf("table %s: %w (%d planned)", spec.Source.Table, err, plan.Rows())
+				}
+				for _, pc := range pieces {
 					piece := rec
-					if take < n {
-						piece = rec.NewSlice(off, off+take)
+					if pc.rows < rec.NumRows() {
+						piece = rec.NewSlice(pc.offset, pc.offset+pc.rows)
 					} else {
 						rec.Retain() // piece and rec are the same batch
 					}
@@ -469,9 +545,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 						rec.Release()
 						return err
 					}
-					off += take
-					left -= take
-					if err := endChunks(); err != nil {
+					if err := endChunks(pc.ends); err != nil {
 						rec.Release()
 						return err
 					}
@@ -479,7 +553,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				rec.Release()
 			}
 		}
-		if ci != len(cs) {
+		if !cut.finished() {
 			return fmt.Errorf("table %s: the source yielded fewer rows than planned (%d)", spec.Source.Table, plan.Rows())
 		}
 		return nil
@@ -596,9 +670,7 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 	}
 	attempts := 0
 	var out *table.Table
-	backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
-		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
-	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 		attempts++
 		tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
 		if err != nil {

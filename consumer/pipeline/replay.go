@@ -1,4 +1,4 @@
-package consumer
+package pipeline
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -73,7 +72,7 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 	spec := j.Spec
 	log := p.opts.Logger.With("job", spec.Name, "table", spec.Source.Table, "from", req.From, "to", req.To)
 
-	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
+	src, enr, err := p.bind(ctx, j)
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}
@@ -106,14 +105,6 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		start = storage.Cursor{SnapshotID: *from.ParentSnapshotID}
 	}
 	plan, err := storage.PlanAppends(ctx, src, start, req.To)
-	if err != nil {
-		return res, fmt.Errorf("replay: %w", err)
-	}
-	in, err := storage.ProjectedSchema(src, spec.Columns())
-	if err != nil {
-		return res, fmt.Errorf("replay: %w", err)
-	}
-	enr, err := enrich.NewEnricher(spec, j.Model, in, p.opts.Allocator)
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}
@@ -158,9 +149,7 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		}
 		var counts enrich.Counts
 		var read, written, deleted int64
-		backoff := retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
-			retry.WithJitterPercent(20, retry.NewExponential(100*time.Millisecond)))
-		err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 			if tgt, err = p.cat.LoadTable(ctx, spec.Target.Table); err != nil {
 				return err
 			}

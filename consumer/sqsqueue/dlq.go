@@ -1,13 +1,10 @@
-package consumer
+package sqsqueue
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	smithy "github.com/aws/smithy-go"
+
+	"github.com/socialdata/enricher/consumer"
 )
 
 // The dead-letter tools: statistics, a look at the messages, and a redrive
@@ -29,7 +28,7 @@ import (
 // DLQAPI is the subset of the SQS client the dead-letter tools call.
 // *sqs.Client implements it.
 type DLQAPI interface {
-	SQSAPI
+	API
 	StartMessageMoveTask(ctx context.Context, in *sqs.StartMessageMoveTaskInput, opts ...func(*sqs.Options)) (*sqs.StartMessageMoveTaskOutput, error)
 }
 
@@ -56,7 +55,7 @@ const (
 
 // DLQURLOf returns the dead-letter queue of a source queue, from its
 // RedrivePolicy. A queue without one is an error.
-func DLQURLOf(ctx context.Context, api SQSAPI, queueURL string) (string, error) {
+func DLQURLOf(ctx context.Context, api API, queueURL string) (string, error) {
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &queueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy},
@@ -106,7 +105,7 @@ type Stats struct {
 // the queue holds at most 100 visible messages. Sampling increments the
 // messages' ApproximateReceiveCount and hides them from other readers for
 // the few milliseconds it takes.
-func DLQStats(ctx context.Context, api SQSAPI, dlqURL string) (st Stats, err error) {
+func DLQStats(ctx context.Context, api API, dlqURL string) (st Stats, err error) {
 	if st.Depth, err = QueueDepth(ctx, api, dlqURL); err != nil {
 		return Stats{}, fmt.Errorf("dlq stats: %w", err)
 	}
@@ -170,7 +169,7 @@ func DLQStats(ctx context.Context, api SQSAPI, dlqURL string) (st Stats, err err
 // ReceiveCount returned includes this look); if the DLQ itself has a
 // redrive policy, repeated looks can push messages on to its DLQ. On a FIFO
 // queue, a look sees at most the first ten messages of each message group.
-func PeekDLQ(ctx context.Context, api SQSAPI, dlqURL string, limit int, reasons []string) (out []DeadLetter, err error) {
+func PeekDLQ(ctx context.Context, api API, dlqURL string, limit int, reasons []string) (out []consumer.DeadLetter, err error) {
 	sc := newScan(api, dlqURL, peekVisibility)
 	defer func() { err = errors.Join(err, sc.release(ctx, "peek")) }()
 	for limit <= 0 || len(out) < limit {
@@ -200,11 +199,11 @@ func PeekDLQ(ctx context.Context, api SQSAPI, dlqURL string, limit int, reasons 
 }
 
 // deadLetterFrom reads a message received from a DLQ.
-func deadLetterFrom(m types.Message) DeadLetter {
-	dl := DeadLetter{Message: *fromSQS(m)}
+func deadLetterFrom(m types.Message) consumer.DeadLetter {
+	dl := consumer.DeadLetter{Message: *fromSQS(m)}
 	dl.Reason = dl.Attributes[AttrReason]
 	if dl.Reason == "" {
-		dl.Reason = ReasonMaxReceives
+		dl.Reason = consumer.ReasonMaxReceives
 	}
 	dl.Error = dl.Attributes[AttrError]
 	if at, err := time.Parse(time.RFC3339Nano, dl.Attributes[AttrDeadLetteredAt]); err == nil {
@@ -306,7 +305,6 @@ func Redrive(ctx context.Context, api DLQAPI, o RedriveOptions) (res RedriveResu
 
 	sc := newScan(api, o.DLQURL, redriveVisibility)
 	defer func() { err = errors.Join(err, sc.release(ctx, "redrive")) }()
-	fifo := strings.HasSuffix(o.QueueURL, ".fifo")
 	for o.Max == 0 || res.Moved < o.Max {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -334,7 +332,7 @@ func Redrive(ctx context.Context, api DLQAPI, o RedriveOptions) (res RedriveResu
 				res.Skipped++
 			} else {
 				if !o.DryRun {
-					if err := moveBack(ctx, api, o.QueueURL, fifo, m, dl); err != nil {
+					if err := moveBack(ctx, api, o.QueueURL, m, dl); err != nil {
 						return res, err
 					}
 					dctx, cancel := detached(ctx)
@@ -359,38 +357,34 @@ func Redrive(ctx context.Context, api DLQAPI, o RedriveOptions) (res RedriveResu
 	return res, nil
 }
 
-// moveBack sends a dead-lettered message to the source queue.
-func moveBack(ctx context.Context, api SQSAPI, queueURL string, fifo bool, m types.Message, dl DeadLetter) error {
-	in := &sqs.SendMessageInput{QueueUrl: &queueURL, MessageBody: m.Body}
+// moveBack sends a dead-lettered message to the source queue, without the
+// enricher-* attributes. Into a FIFO queue it goes in its own group, or
+// else the group of the table its body names.
+func moveBack(ctx context.Context, api API, queueURL string, m types.Message, dl consumer.DeadLetter) error {
+	var attrs map[string]types.MessageAttributeValue
 	for k, v := range m.MessageAttributes {
 		if strings.HasPrefix(k, attrPrefix) {
 			continue
 		}
-		if in.MessageAttributes == nil {
-			in.MessageAttributes = map[string]types.MessageAttributeValue{}
+		if attrs == nil {
+			attrs = map[string]types.MessageAttributeValue{}
 		}
-		in.MessageAttributes[k] = types.MessageAttributeValue{DataType: v.DataType, StringValue: v.StringValue, BinaryValue: v.BinaryValue}
+		attrs[k] = types.MessageAttributeValue{DataType: v.DataType, StringValue: v.StringValue, BinaryValue: v.BinaryValue}
 	}
-	if fifo {
-		group := dl.GroupID
-		if group == "" {
-			var ev struct {
-				Table string `json:"table"`
-			}
-			if json.Unmarshal(dl.Body, &ev) == nil {
-				group = ev.Table
-			}
+	group := dl.GroupID
+	if group == "" {
+		// Leniently: a body that is not a valid event may still name its table.
+		var ev struct {
+			Table string `json:"table"`
 		}
-		if group == "" {
-			group = "dead-letters"
+		if json.Unmarshal(dl.Body, &ev) == nil {
+			group = ev.Table
 		}
-		in.MessageGroupId = &group
-		in.MessageDeduplicationId = aws.String(dedupID(dl.ID))
 	}
 	ctx, cancel := detached(ctx)
 	defer cancel()
-	if _, err := api.SendMessage(ctx, in, OwnBody); err != nil {
-		return fmt.Errorf("redrive: send message %s to %s: %w", dl.ID, queueURL, err)
+	if err := send(ctx, api, queueURL, aws.ToString(m.Body), attrs, group, dl.ID); err != nil {
+		return fmt.Errorf("redrive: message %s: %w", dl.ID, err)
 	}
 	return nil
 }
@@ -446,7 +440,7 @@ func unknownAction(err error) bool {
 }
 
 // queueArn reads the ARN of a queue.
-func queueArn(ctx context.Context, api SQSAPI, url string) (string, error) {
+func queueArn(ctx context.Context, api API, url string) (string, error) {
 	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &url,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
@@ -464,14 +458,14 @@ func queueArn(ctx context.Context, api SQSAPI, url string) (string, error) {
 // scan receives a queue's messages batch after batch, each message once,
 // and holds what it received until release.
 type scan struct {
-	api        SQSAPI
+	api        API
 	url        string
 	visibility int32
 	seen       map[string]bool
 	held       map[string]string // message id -> receipt handle of its latest delivery
 }
 
-func newScan(api SQSAPI, url string, visibility time.Duration) *scan {
+func newScan(api API, url string, visibility time.Duration) *scan {
 	return &scan{api: api, url: url, visibility: int32(visibility / time.Second), seen: map[string]bool{}, held: map[string]string{}}
 }
 
@@ -526,39 +520,4 @@ func (s *scan) release(ctx context.Context, what string) error {
 		delete(s.held, id)
 	}
 	return errors.Join(errs...)
-}
-
-// OwnBody is an SQS client or per-call option (the CLI sets it on its
-// client, the consumer on its receives):
-// the HTTP transport gets its own copy of the request body.
-//
-// smithy-go closes the request body as soon as the response headers have
-// arrived, which races with the transport still finishing the request
-// write; when the race is lost the transport closes the connection while
-// the response body is read ("deserialization failed ... use of closed
-// network connection"), and the SDK retries the call
-// (aws/aws-sdk-go-v2#1825, #2737). For ReceiveMessage the retry is not
-// harmless: the messages the lost response carried stay invisible for the
-// visibility timeout, so a redrive or a peek would end early without them.
-// Against a local emulator it happened to about one receive in a hundred.
-func OwnBody(o *sqs.Options) {
-	if o.HTTPClient != nil {
-		o.HTTPClient = ownBodyClient{o.HTTPClient}
-	}
-}
-
-type ownBodyClient struct{ next sqs.HTTPClient }
-
-func (c ownBodyClient) Do(req *http.Request) (*http.Response, error) {
-	if req.Body == nil || req.Body == http.NoBody {
-		return c.next.Do(req)
-	}
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, fmt.Errorf("read request body: %w", err)
-	}
-	own := req.Clone(req.Context())
-	own.Body = io.NopCloser(bytes.NewReader(body))
-	own.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return c.next.Do(own)
 }

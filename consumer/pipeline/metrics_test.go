@@ -1,4 +1,4 @@
-package consumer_test
+package pipeline_test
 
 import (
 	"strings"
@@ -10,22 +10,24 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/fakellm"
+	"github.com/socialdata/enricher/internal/testbed"
 )
 
 func TestMetricsCountOutcomesRowsAndStages(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.appendPosts(300)
+	s1 := b.AppendPosts(300)
 	reg := prometheus.NewRegistry()
-	m := consumer.NewMetrics(reg)
+	m := pipeline.NewMetrics(reg)
 	q := consumer.NewMemQueue()
-	q.Publish(b.event(s1).Encode())
+	q.Publish(b.Event(s1).Encode())
 	q.Publish([]byte("junk"))
 	q.Close()
-	p := b.processor(nil, func(o *consumer.Options) { o.OnStage = m.ObserveStage })
-	c := &consumer.Consumer{Source: q, Processor: p, Logger: quietLogger(), OnOutcome: m.Observe}
+	p := b.Processor(nil, func(o *pipeline.Options) { o.OnStage = m.ObserveStage })
+	c := &consumer.Consumer{Source: q, Handler: p, Logger: quietLogger(), OnOutcome: m.Observe}
 	require.NoError(t, c.Run(t.Context()))
 
 	okRows := counterValue(t, reg, "enricher_rows_total", map[string]string{"job": "sentiment", "status": "ok"})
@@ -75,7 +77,7 @@ func TestModelCollectorExportsChatUsage(t *testing.T) {
 	llm := &fakellm.Server{}
 	require.NoError(t, llm.Start())
 	t.Cleanup(llm.Close)
-	spec, err := enrich.LoadSpecWith("../jobs/sentiment.yaml", enrich.Overrides{
+	spec, err := enrich.LoadSpecWith(testbed.SentimentSpec(), enrich.Overrides{
 		Provider: enrich.ProviderOpenAI, BaseURL: llm.URL() + "/v1", RowsPerRequest: 4,
 	})
 	require.NoError(t, err)
@@ -87,7 +89,7 @@ func TestModelCollectorExportsChatUsage(t *testing.T) {
 	require.NoError(t, chat.Annotate(t.Context(), items, make([]enrich.Answer, len(items))))
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(consumer.NewModelCollector([]consumer.Job{{Spec: spec, Model: chat}}))
+	reg.MustRegister(pipeline.NewModelCollector([]pipeline.Job{{Spec: spec, Model: chat}}))
 	job := map[string]string{"job": "sentiment"}
 	assert.Equal(t, 2.0, counterValue(t, reg, "enricher_model_requests_total", job), "5 distinct texts in requests of 4")
 	assert.Equal(t, 5.0, counterValue(t, reg, "enricher_model_rows_sent_total", job))

@@ -1,0 +1,99 @@
+package lambdabatch_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/consumer/lambdabatch"
+	"github.com/socialdata/enricher/consumer/sourcetest"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/sqstest"
+)
+
+// lambdaEvent sends bodies to q, receives them as the Lambda service
+// would, and returns them as an SQS event batch.
+func lambdaEvent(t *testing.T, q *sqstest.Queues, bodies []string) events.SQSEvent {
+	t.Helper()
+	for _, b := range bodies {
+		q.SendRaw(t, b)
+	}
+	arn, err := q.API.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: &q.URL,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
+	require.NoError(t, err)
+	var ev events.SQSEvent
+	for len(ev.Records) < len(bodies) {
+		r, err := q.API.ReceiveMessage(t.Context(), &sqs.ReceiveMessageInput{QueueUrl: &q.URL, MaxNumberOfMessages: 10, WaitTimeSeconds: 1,
+			MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll}})
+		require.NoError(t, err)
+		for _, m := range r.Messages {
+			ev.Records = append(ev.Records, events.SQSMessage{MessageId: aws.ToString(m.MessageId), ReceiptHandle: aws.ToString(m.ReceiptHandle),
+				Body: aws.ToString(m.Body), Attributes: m.Attributes, EventSourceARN: arn.Attributes["QueueArn"]})
+		}
+	}
+	return ev
+}
+
+func TestLambdaSourceConformance(t *testing.T) {
+	t.Parallel()
+	sourcetest.Run(t, func(t *testing.T, bodies []string) sourcetest.Fixture {
+		api := sqstest.Client(t)
+		q := sqstest.NewQueues(t, api, sqstest.Options{Visibility: 30 * time.Second})
+		ev := lambdaEvent(t, q, bodies)
+		src := lambdabatch.NewSource(ev, api, q.DLQ)
+		return sourcetest.Fixture{Source: src, Finite: true,
+			DeadLetters: func(t *testing.T) map[string]string {
+				out := map[string]string{}
+				for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
+					out[aws.ToString(m.Body)] = aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue)
+				}
+				return out
+			},
+			HandedBack: func(*testing.T) []string {
+				var out []string
+				for _, f := range src.Response().BatchItemFailures {
+					for _, r := range ev.Records {
+						if r.MessageId == f.ItemIdentifier {
+							out = append(out, r.Body)
+						}
+					}
+				}
+				slices.Sort(out)
+				return out
+			}}
+	})
+}
+
+// TestLambdaRetryAfterKeepsTheRecordAway: a record released with a delay
+// (a Retry-After) is reported failed and stays invisible that long in its
+// queue, instead of coming back after the queue's visibility timeout.
+func TestLambdaRetryAfterKeepsTheRecordAway(t *testing.T) {
+	t.Parallel()
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{Visibility: 30 * time.Second})
+	ev := lambdaEvent(t, q, []string{"later"})
+	src := lambdabatch.NewSource(ev, api, q.DLQ)
+	msgs, err := src.Receive(t.Context(), 10)
+	require.NoError(t, err)
+	start := time.Now()
+	require.NoError(t, src.ReleaseAfter(t.Context(), msgs[0], 2*time.Second))
+	require.Len(t, src.Response().BatchItemFailures, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var back []types.Message
+	for len(back) == 0 && ctx.Err() == nil {
+		r, err := api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.URL, WaitTimeSeconds: 1})
+		if err == nil {
+			back = r.Messages
+		}
+	}
+	require.Len(t, back, 1, "the record came back, after its delay rather than the 30s visibility timeout")
+	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
+}

@@ -1,0 +1,259 @@
+// Package lambdabatch runs a consumer.Handler inside AWS Lambda: it turns
+// one SQS event batch of an event source mapping (with
+// ReportBatchItemFailures) into a consumer.Source, lets a consumer.Consumer
+// work on it, and reports the records that must come back.
+package lambdabatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/broadcast"
+)
+
+// Handler handles the SQS event batches of an AWS Lambda event source
+// mapping with ReportBatchItemFailures. Every record is one message: those
+// whose work is committed are reported done (Lambda deletes them), those
+// that fail for a passing reason or are not finished before the deadline
+// are reported as batch item failures (SQS redelivers them), and poison
+// messages are sent to the dead-letter queue at once and reported done.
+//
+// The error classes of package consumer hold here too: a record released
+// with a Retry-After stays invisible that long (ChangeMessageVisibility on
+// its receipt handle, when API is set); a halt stops the batch, reports
+// every unfinished record failed, and fails the invocation with the halt
+// error so that it shows in the function's Errors metric and logs.
+type Handler struct {
+	Handler consumer.Handler
+	// API and DLQURL dead-letter poison messages. Without them a poison
+	// message is reported failed, and the queue's redrive policy moves it
+	// after maxReceiveCount receives. API also delays retries.
+	API    sqsqueue.API
+	DLQURL string
+	Logger *slog.Logger
+	// Concurrency is how many records are worked on at once (default 1).
+	Concurrency int
+	// RetryBackoff is the consumer's (see consumer.Consumer.RetryBackoff):
+	// it needs API, to change the visibility of a failed record.
+	RetryBackoff time.Duration
+	// Margin is how long before the invocation's deadline the handler stops
+	// starting work and cancels what runs (default: a tenth of the time
+	// left, at least 3s). Half of it is the grace for work in flight.
+	Margin time.Duration
+	// Summary, when set, adds attributes to the handler's one log line per
+	// batch ("lambda batch done", which the CDK app's metric filters read)
+	// from the outcomes of the batch's records.
+	Summary func([]consumer.MessageOutcome) []slog.Attr
+}
+
+// Handle processes one batch.
+func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	log := h.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	src := NewSource(ev, h.API, h.DLQURL)
+	runCtx := ctx
+	grace := 30 * time.Second
+	if deadline, ok := ctx.Deadline(); ok {
+		margin := h.Margin
+		if margin <= 0 {
+			margin = max(time.Until(deadline)/10, 3*time.Second)
+		}
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithDeadline(ctx, deadline.Add(-margin))
+		defer cancel()
+		grace = margin / 2
+	}
+	actions := map[string]int{}
+	var outcomes []consumer.MessageOutcome
+	c := &consumer.Consumer{Source: src, Handler: h.Handler, Logger: log, Concurrency: h.Concurrency, Grace: grace,
+		RetryBackoff: h.RetryBackoff,
+		OnOutcome: func(o consumer.MessageOutcome) {
+			actions[o.Action]++
+			outcomes = append(outcomes, o)
+		}}
+	runErr := c.Run(runCtx)
+	resp := src.Response()
+	attrs := []any{"records", len(ev.Records), "failed", len(resp.BatchItemFailures), "messages", actions}
+	if h.Summary != nil {
+		for _, a := range h.Summary(outcomes) {
+			attrs = append(attrs, a)
+		}
+	}
+	log.Info("lambda batch done", attrs...)
+	if runErr != nil {
+		if errors.As(runErr, new(*consumer.HaltError)) {
+			// Every unsettled record is in resp; failing the invocation
+			// hands the whole batch back, which is what resp says too.
+			return resp, fmt.Errorf("lambda batch halted: %w", runErr)
+		}
+		return events.SQSEventResponse{}, fmt.Errorf("lambda batch: %w", runErr)
+	}
+	return resp, nil
+}
+
+// Source is a consumer.Source over the records of one Lambda invocation:
+// finite (ErrDrained once every record is settled), and it redelivers
+// nothing: a released record is reported in Response, for SQS to deliver
+// again. API and DLQURL, both optional, dead-letter and delay records.
+type Source struct {
+	api    sqsqueue.API
+	dlqURL string
+	fifo   bool
+	msgs   []*consumer.Message
+	// queueURL and sourceARN name the event source queue.
+	queueURL, sourceARN string
+
+	mu        sync.Mutex
+	delivered int // records handed out so far
+	settled   int
+	done      map[string]bool // message id -> its work is durable (or dead-lettered)
+	changed   broadcast.Signal
+}
+
+var (
+	_ consumer.Source  = (*Source)(nil)
+	_ consumer.Delayer = (*Source)(nil)
+)
+
+// NewSource makes the source of one batch.
+func NewSource(ev events.SQSEvent, api sqsqueue.API, dlqURL string) *Source {
+	s := &Source{api: api, dlqURL: dlqURL, done: map[string]bool{}}
+	for _, r := range ev.Records {
+		s.sourceARN = r.EventSourceARN
+		s.queueURL = queueURLOf(r.EventSourceARN)
+		s.fifo = sqsqueue.IsFIFO(r.EventSourceARN)
+		m := &consumer.Message{ID: r.MessageId, Body: []byte(r.Body), Receipt: r.ReceiptHandle, GroupID: r.Attributes["MessageGroupId"]}
+		m.ReceiveCount, _ = strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
+		if ms, err := strconv.ParseInt(r.Attributes["SentTimestamp"], 10, 64); err == nil {
+			m.SentAt = time.UnixMilli(ms).UTC()
+		}
+		s.msgs = append(s.msgs, m)
+	}
+	return s
+}
+
+// queueURLOf turns a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME) into its
+// URL, "" when it is not one.
+func queueURLOf(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "sqs" {
+		return ""
+	}
+	region, account, name := parts[3], parts[4], parts[5]
+	domain := "amazonaws.com"
+	if strings.HasPrefix(region, "cn-") {
+		domain = "amazonaws.com.cn"
+	}
+	return "https://sqs." + region + "." + domain + "/" + account + "/" + name
+}
+
+// Receive implements consumer.Source.
+func (s *Source) Receive(ctx context.Context, n int) ([]*consumer.Message, error) {
+	for {
+		s.mu.Lock()
+		if s.delivered < len(s.msgs) {
+			out := s.msgs[s.delivered:min(s.delivered+max(n, 1), len(s.msgs))]
+			s.delivered += len(out)
+			s.mu.Unlock()
+			return out, nil
+		}
+		done, wake := s.settled == len(s.msgs), s.changed.C()
+		s.mu.Unlock()
+		if done {
+			return nil, consumer.ErrDrained
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+func (s *Source) settle(m *consumer.Message, failed bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, settled := s.done[m.ID]; settled {
+		return fmt.Errorf("message %s: already settled", m.ID)
+	}
+	s.settled++
+	s.done[m.ID] = !failed
+	s.changed.Notify()
+	return nil
+}
+
+// Ack implements consumer.Source.
+func (s *Source) Ack(_ context.Context, m *consumer.Message) error {
+	return s.settle(m, false)
+}
+
+// Release implements consumer.Source.
+func (s *Source) Release(_ context.Context, m *consumer.Message) error {
+	return s.settle(m, true)
+}
+
+// ReleaseAfter reports m failed and, when it can, keeps it invisible for
+// d: Lambda leaves a failed record's visibility as it is, so without the
+// change it would come back after the queue's visibility timeout.
+func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.Duration) error {
+	if err := s.settle(m, true); err != nil {
+		return err
+	}
+	if s.api == nil || s.queueURL == "" || m.Receipt == "" || d <= 0 {
+		return nil
+	}
+	secs := int32(min(d, 12*time.Hour) / time.Second)
+	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: &s.queueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: secs,
+	}, sqsqueue.OwnBody); err != nil {
+		return fmt.Errorf("delay message %s by %s: %w", m.ID, d, err)
+	}
+	return nil
+}
+
+// DeadLetter implements consumer.Source.
+func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason string, cause error) error {
+	if s.api == nil || s.dlqURL == "" {
+		if err := s.settle(m, true); err != nil {
+			return err
+		}
+		return fmt.Errorf("dead-letter message %s (%s): no dead-letter queue configured: it is reported failed", m.ID, reason)
+	}
+	if err := sqsqueue.SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.sourceARN); err != nil {
+		return errors.Join(err, s.settle(m, true))
+	}
+	return s.settle(m, false)
+}
+
+// Response lists the failed records: every record not settled as done.
+// On a FIFO queue every record after a failed one in the same message
+// group is reported failed too, so that SQS redelivers the group in order.
+func (s *Source) Response() events.SQSEventResponse {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var resp events.SQSEventResponse
+	failedGroup := map[string]bool{}
+	for _, m := range s.msgs {
+		fail := !s.done[m.ID] || (s.fifo && failedGroup[m.GroupID])
+		if fail {
+			if s.fifo {
+				failedGroup[m.GroupID] = true
+			}
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.ID})
+		}
+	}
+	return resp
+}

@@ -1,0 +1,89 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/socialdata/enricher/consumer"
+	"github.com/socialdata/enricher/enrich"
+)
+
+var _ consumer.Handler = (*Processor)(nil)
+
+// Report is what one snapshot event did: each job's result.
+type Report struct {
+	Event   consumer.SnapshotEvent
+	Results []Result
+}
+
+// LogAttrs implements consumer.Report: the table and snapshot, then a
+// group per job.
+func (r *Report) LogAttrs() []slog.Attr {
+	attrs := []slog.Attr{slog.String("table", r.Event.Table), slog.Int64("snapshot", r.Event.SnapshotID)}
+	for _, res := range r.Results {
+		attrs = append(attrs, slog.Group(res.Job, "outcome", string(res.Outcome), "from", res.From.String(),
+			"to", res.To.String(), "rows", res.RowsWritten, "commits", res.Commits))
+	}
+	return attrs
+}
+
+// Key implements consumer.Handler: the events of one source table are
+// handled one after the other. A body that is not an event serializes
+// with nothing (it is dead-lettered at once).
+func (p *Processor) Key(m *consumer.Message) string {
+	if ev, err := consumer.DecodeEvent(m.Body); err == nil {
+		return "table:" + ev.Table
+	}
+	return ""
+}
+
+// Handle implements consumer.Handler: it decodes the snapshot event and
+// processes it. The error is classified for the consumer (see Classify).
+func (p *Processor) Handle(ctx context.Context, m *consumer.Message) (consumer.Report, error) {
+	ev, err := consumer.DecodeEvent(m.Body)
+	if err != nil {
+		return nil, err
+	}
+	results, err := p.Process(ctx, ev)
+	return &Report{Event: ev, Results: results}, Classify(err)
+}
+
+// Classify gives an error of the stages its class for the consumer: a
+// model that cannot be used as configured, or a spent token budget, halts
+// the consumer (every message would fail alike); errors that already have
+// a class keep it; the rest are passing failures. It returns nil for nil.
+func Classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if c, _ := consumer.Classify(err); c != consumer.ClassRetry {
+		return err
+	}
+	if errors.Is(err, enrich.ErrBudgetExhausted) || errors.Is(err, enrich.ErrModelUnusable) {
+		return consumer.Halt(err)
+	}
+	return err
+}
+
+// BatchSummary tallies the outcomes of a batch of messages for one log
+// line: rows written per job and status, commits and commit conflicts
+// (the Lambda handler's "lambda batch done" line carries them).
+func BatchSummary(outcomes []consumer.MessageOutcome) []slog.Attr {
+	rows := map[string]int64{}
+	var commits, conflicts int
+	for _, o := range outcomes {
+		rep, ok := o.Report.(*Report)
+		if !ok {
+			continue
+		}
+		for _, r := range rep.Results {
+			for st, n := range r.Counts {
+				rows[r.Job+"/"+string(st)] += n
+			}
+			commits += r.Commits
+			conflicts += r.Conflicts
+		}
+	}
+	return []slog.Attr{slog.Any("rows", rows), slog.Int("commits", commits), slog.Int("commit_conflicts", conflicts)}
+}
