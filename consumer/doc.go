@@ -1,27 +1,43 @@
-// Package consumer is the enricher's runtime: the snapshot event contract,
-// queue sources (an in-memory queue for the embedded demo and tests), the
-// staged pipeline, and the acknowledgement policy.
+// Package consumer is the enricher's queue-agnostic runtime: the snapshot
+// event contract, the Source driver interface every queue implements, the
+// in-memory queue of the embedded demo and the tests, and Consumer, which
+// takes messages from a Source to a Handler and settles each one by the
+// class of the handler's error.
 //
-// Delivery: queues deliver at least once; the target holds every source row
-// exactly once. For each job reading the event's table, Processor reads the
-// job's watermark from the target table, plans the appended data files
-// between it and the event's snapshot, and streams them through three
-// stages linked by bounded channels:
+// What lives where:
 //
-//	read (one goroutine, owns and closes its channels)
-//	  -> enrich (Options.Workers goroutines; batches keep their order)
-//	  -> write (one goroutine: commits a chunk of about ChunkRows rows with
-//	     the watermark it reaches, then the next)
+//	consumer             Message, Source (+ Delayer, Extender), Handler,
+//	                     Consumer, MemQueue, SnapshotEvent and its JSON
+//	                     Schema, the error classes
+//	consumer/pipeline    the Handler of snapshot events: plan, read,
+//	                     enrich and write stages on Iceberg and a model;
+//	                     replay, status, Prometheus metrics
+//	consumer/sqsqueue    the Amazon SQS driver (long-poll Source,
+//	                     Publisher, dead-letter tools: stats, peek, redrive)
+//	consumer/lambdabatch the AWS Lambda driver: one SQS event batch as a
+//	                     Source, partial batch failures
+//	consumer/sourcetest  the conformance suite every Source passes
 //
-// all under one errgroup, so the first error or a cancellation stops every
-// stage; the writer drains and releases whatever is still queued. A
-// redelivered or stale event finds the watermark past it and writes nothing.
-// A commit conflict re-plans from the fresh watermark, with backoff.
+// A new queue is a new sub-package with a Source that passes sourcetest;
+// nothing here or in pipeline changes. This package imports no queue SDK,
+// no Iceberg and no model client.
 //
-// Consumer acknowledges a message only after its commits; a message that can
-// never succeed (a *PermanentError: bad JSON, unknown table or job, a schema
-// the job cannot read) is dead-lettered at once with its reason; anything
-// else is released to come back. On shutdown it stops receiving at once and
-// gives the message in flight a grace period; what was committed stays
-// committed and the redelivery resumes after it.
+// Delivery: queues deliver at least once; a Handler makes its work
+// idempotent (the pipeline's watermark in the target table). Consumer
+// acknowledges a message only after Handle returned nil, that is after the
+// commits that made its work durable. Otherwise the error's class decides
+// (see Classify): a *PermanentError is dead-lettered at once with its
+// reason; a *HaltError releases the message untouched and stops the
+// consumer, whose Run returns it (every message would fail alike: a wrong
+// key, a spent budget); a *RetryAfterError releases the message to come
+// back after its wait; anything else comes back after RetryBackoff,
+// doubled per receive. Messages of one Handler.Key are handled one after
+// the other in the order received; up to Concurrency messages of distinct
+// keys at once. While a message waits or is worked on, an Extender source
+// gets a heartbeat. On shutdown Consumer stops receiving at once and gives
+// the work in flight Grace; then it cancels it and releases its message.
+//
+// Consumer, MemQueue and the Source implementations are safe for
+// concurrent use. Every goroutine Consumer starts is waited for before Run
+// returns.
 package consumer

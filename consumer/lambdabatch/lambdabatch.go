@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/socialdata/enricher/consumer"
@@ -113,8 +114,12 @@ type Source struct {
 	dlqURL string
 	fifo   bool
 	msgs   []*consumer.Message
-	// queueURL and sourceARN name the event source queue.
-	queueURL, sourceARN string
+	// sourceARN names the event source queue; url is its URL, found when
+	// first needed.
+	sourceARN string
+	urlOnce   sync.Once
+	url       string
+	urlErr    error
 
 	mu        sync.Mutex
 	delivered int // records handed out so far
@@ -133,7 +138,6 @@ func NewSource(ev events.SQSEvent, api sqsqueue.API, dlqURL string) *Source {
 	s := &Source{api: api, dlqURL: dlqURL, done: map[string]bool{}}
 	for _, r := range ev.Records {
 		s.sourceARN = r.EventSourceARN
-		s.queueURL = queueURLOf(r.EventSourceARN)
 		s.fifo = sqsqueue.IsFIFO(r.EventSourceARN)
 		m := &consumer.Message{ID: r.MessageId, Body: []byte(r.Body), Receipt: r.ReceiptHandle, GroupID: r.Attributes["MessageGroupId"]}
 		m.ReceiveCount, _ = strconv.Atoi(r.Attributes["ApproximateReceiveCount"])
@@ -145,19 +149,23 @@ func NewSource(ev events.SQSEvent, api sqsqueue.API, dlqURL string) *Source {
 	return s
 }
 
-// queueURLOf turns a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME) into its
-// URL, "" when it is not one.
-func queueURLOf(arn string) string {
-	parts := strings.SplitN(arn, ":", 6)
-	if len(parts) != 6 || parts[0] != "arn" || parts[2] != "sqs" {
-		return ""
-	}
-	region, account, name := parts[3], parts[4], parts[5]
-	domain := "amazonaws.com"
-	if strings.HasPrefix(region, "cn-") {
-		domain = "amazonaws.com.cn"
-	}
-	return "https://sqs." + region + "." + domain + "/" + account + "/" + name
+// queueURL finds the event source queue's URL from its ARN
+// (arn:PARTITION:sqs:REGION:ACCOUNT:NAME) once, by asking SQS.
+func (s *Source) queueURL(ctx context.Context) (string, error) {
+	s.urlOnce.Do(func() {
+		parts := strings.SplitN(s.sourceARN, ":", 6)
+		if len(parts) != 6 || parts[2] != "sqs" {
+			s.urlErr = fmt.Errorf("event source %q is not an SQS queue ARN", s.sourceARN)
+			return
+		}
+		out, err := s.api.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: &parts[5], QueueOwnerAWSAccountId: &parts[4]}, sqsqueue.OwnBody)
+		if err != nil {
+			s.urlErr = fmt.Errorf("queue URL of %s: %w", s.sourceARN, err)
+			return
+		}
+		s.url = aws.ToString(out.QueueUrl)
+	})
+	return s.url, s.urlErr
 }
 
 // Receive implements consumer.Source.
@@ -212,12 +220,16 @@ func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.D
 	if err := s.settle(m, true); err != nil {
 		return err
 	}
-	if s.api == nil || s.queueURL == "" || m.Receipt == "" || d <= 0 {
+	if s.api == nil || m.Receipt == "" || d <= 0 {
 		return nil
+	}
+	url, err := s.queueURL(ctx)
+	if err != nil {
+		return fmt.Errorf("delay message %s by %s: %w", m.ID, d, err)
 	}
 	secs := int32(min(d, 12*time.Hour) / time.Second)
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
-		QueueUrl: &s.queueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: secs,
+		QueueUrl: &url, ReceiptHandle: &m.Receipt, VisibilityTimeout: secs,
 	}, sqsqueue.OwnBody); err != nil {
 		return fmt.Errorf("delay message %s by %s: %w", m.ID, d, err)
 	}

@@ -1,0 +1,63 @@
+package arch_test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const module = "github.com/socialdata/enricher"
+
+// deps lists every package pkg imports, directly or not (go list -deps).
+func deps(t *testing.T, pkg string) []string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+pkg).CombinedOutput()
+	require.NoError(t, err, "go list: %s", out)
+	return strings.Fields(string(out))
+}
+
+// TestRooms: each package imports only what docs/architecture.md allows.
+func TestRooms(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		pkg    string
+		banned []string // import path prefixes
+		why    string
+	}{
+		{pkg: "consumer", why: "the runtime knows no queue SDK, no Iceberg, no model",
+			banned: []string{"github.com/aws/", "github.com/apache/iceberg-go", "github.com/apache/arrow-go", "github.com/sashabaranov/go-openai",
+				module + "/consumer/", module + "/enrich", module + "/storage"}},
+		{pkg: "consumer/pipeline", why: "the stages import no queue driver",
+			banned: []string{"github.com/aws/aws-sdk-go-v2/service/sqs", "github.com/aws/aws-lambda-go", module + "/consumer/sqsqueue", module + "/consumer/lambdabatch"}},
+		{pkg: "consumer/sqsqueue", why: "a queue driver knows no table and no model",
+			banned: []string{"github.com/apache/iceberg-go", module + "/consumer/pipeline", module + "/enrich", module + "/storage"}},
+		{pkg: "consumer/lambdabatch", why: "a queue driver knows no table and no model",
+			banned: []string{"github.com/apache/iceberg-go", module + "/consumer/pipeline", module + "/enrich", module + "/storage"}},
+		{pkg: "enrich", why: "enrich knows neither queues nor tables",
+			banned: []string{module + "/consumer", module + "/storage", "github.com/apache/iceberg-go", "github.com/aws/aws-sdk-go-v2/service/sqs"}},
+		{pkg: "storage", why: "storage knows neither queues nor models",
+			banned: []string{module + "/consumer", module + "/enrich", "github.com/sashabaranov/go-openai", "github.com/aws/aws-sdk-go-v2/service/sqs"}},
+		{pkg: "infra", why: "the CDK app imports nothing of the runtime",
+			banned: []string{module + "/consumer", module + "/enrich", module + "/storage", module + "/cmd", "github.com/apache/iceberg-go"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.ReplaceAll(tt.pkg, "/", "_"), func(t *testing.T) {
+			t.Parallel()
+			for _, d := range deps(t, tt.pkg) {
+				if d == module+"/"+tt.pkg {
+					continue
+				}
+				for _, b := range tt.banned {
+					if d == strings.TrimSuffix(b, "/") || strings.HasPrefix(d, b) {
+						t.Errorf("%s imports %s (through its dependencies): %s", tt.pkg, d, tt.why)
+					}
+				}
+			}
+		})
+	}
+}
