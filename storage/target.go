@@ -270,6 +270,15 @@ func RemoveFiles(ctx context.Context, tgt *table.Table, files []iceberg.DataFile
 	return nil
 }
 
+// isConflict reports whether a commit failed because the table moved
+// under it. iceberg-go v0.7.0 says so in three ways: ErrCommitFailed (a
+// REST catalog's 409, or an explicit ref requirement), ErrCommitDiverged
+// (its own conflict validation), and, on the SQL and Glue catalogs, which
+// check the commit's requirements themselves (table/requirements.go), a
+// plain error "requirement failed: branch main has changed: expected id
+// ..., found ..." that wraps neither sentinel. Only the text tells that
+// last one apart, so it is matched; TestStaleHandleConflictIsTextOnly
+// fails once the library wraps a sentinel there, and the match can go.
 func isConflict(err error) bool {
 	return errors.Is(err, table.ErrCommitFailed) || errors.Is(err, table.ErrCommitDiverged) ||
 		strings.Contains(err.Error(), "requirement failed")
