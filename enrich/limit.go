@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/socialdata/enricher/internal/broadcast"
 )
 
 // limiter paces requests under a provider's requests-per-minute and
@@ -112,12 +114,12 @@ type gate struct {
 	max      float64
 	limit    float64
 	inflight int
-	wake     chan struct{}
+	changed  broadcast.Signal
 	lastCut  time.Time
 }
 
 func newGate(max int) *gate {
-	return &gate{max: float64(max), limit: float64(max), wake: make(chan struct{})}
+	return &gate{max: float64(max), limit: float64(max)}
 }
 
 func (g *gate) acquire(ctx context.Context) error {
@@ -128,7 +130,7 @@ func (g *gate) acquire(ctx context.Context) error {
 			g.mu.Unlock()
 			return nil
 		}
-		wake := g.wake
+		wake := g.changed.C()
 		g.mu.Unlock()
 		select {
 		case <-wake:
@@ -152,8 +154,7 @@ func (g *gate) release(throttled, ok bool) {
 	} else if ok {
 		g.limit = min(g.max, g.limit+1/g.limit)
 	}
-	close(g.wake)
-	g.wake = make(chan struct{})
+	g.changed.Notify()
 }
 
 // maxRetryAfter caps what a server may ask us to wait.
