@@ -50,7 +50,10 @@ pipeline:
   workers: 0             # enrich goroutines; 0 = one per CPU
 `
 
-type demoFlags struct {
+// demoCmd is `enricher demo`: the whole flow on an embedded warehouse.
+type demoCmd struct {
+	g *globals
+
 	workdir  string
 	posts    string
 	rounds   int
@@ -58,10 +61,12 @@ type demoFlags struct {
 	seed     uint64
 	samples  int
 	model    modelFlags
+
+	log *slog.Logger // derived by Validate
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
-	f := demoFlags{}
+	d := &demoCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "demo [--workdir DIR] [--posts FILE] [--rounds N]",
 		Short: "Run the whole flow on an embedded warehouse: no network, no accounts",
@@ -89,91 +94,127 @@ to touch a non-empty folder that it did not create.`,
   enricher demo --posts ../shared/data/tweeteval-sentiment/val_text.txt --rounds 4
   enricher demo --generate 1000000 --workdir /tmp/big-demo`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), g, f)
-		},
+		RunE: runE(d),
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.workdir, "workdir", defaultDemoDir, "folder for the embedded catalog, warehouse and config")
-	fl.StringVar(&f.posts, "posts", "", "text file with one post per line (default: generated posts)")
-	fl.IntVar(&f.rounds, "rounds", 2, "number of append snapshots (and events) to split the posts into")
-	fl.Int64Var(&f.generate, "generate", 1000, "how many sample posts to generate when --posts is not given")
-	fl.Uint64Var(&f.seed, "seed", 1, "seed of the generated posts")
-	fl.IntVar(&f.samples, "samples", 6, "sample rows to show")
-	f.model.register(fl)
+	fl.StringVar(&d.workdir, "workdir", defaultDemoDir, "folder for the embedded catalog, warehouse and config")
+	fl.StringVar(&d.posts, "posts", "", "text file with one post per line (default: generated posts)")
+	fl.IntVar(&d.rounds, "rounds", 2, "number of append snapshots (and events) to split the posts into")
+	fl.Int64Var(&d.generate, "generate", 1000, "how many sample posts to generate when --posts is not given")
+	fl.Uint64Var(&d.seed, "seed", 1, "seed of the generated posts")
+	fl.IntVar(&d.samples, "samples", 6, "sample rows to show")
+	d.model.register(fl)
 	return cmd
 }
 
-func runDemo(ctx context.Context, g *globals, f demoFlags) error {
-	if f.rounds < 1 {
-		return fmt.Errorf("%w: --rounds must be at least 1, got %d", errUsage, f.rounds)
+func (d *demoCmd) Validate() error {
+	if d.rounds < 1 {
+		return fmt.Errorf("%w: --rounds must be at least 1, got %d", errUsage, d.rounds)
 	}
-	if err := f.model.validate(); err != nil {
+	if err := d.model.validate(); err != nil {
 		return err
 	}
-	log, err := g.logger(slog.LevelWarn)
+	log, err := d.g.logger(slog.LevelWarn)
 	if err != nil {
 		return err
 	}
-	var total int64
-	if f.posts != "" {
-		if total, err = postdata.CountLines(f.posts); err != nil {
+	if d.posts == "" && d.generate < 1 {
+		return fmt.Errorf("%w: --generate must be at least 1, got %d", errUsage, d.generate)
+	}
+	d.log = log
+	return nil
+}
+
+// Run sets up the workdir, ingests the posts, consumes the events and
+// prints what it wrote.
+func (d *demoCmd) Run(ctx context.Context) error {
+	total := d.generate
+	if d.posts != "" {
+		var err error
+		if total, err = postdata.CountLines(d.posts); err != nil {
 			return err
 		}
-	} else {
-		if f.generate < 1 {
-			return fmt.Errorf("%w: --generate must be at least 1, got %d", errUsage, f.generate)
-		}
-		total = f.generate
 	}
 	if total == 0 {
-		return fmt.Errorf("%s holds no posts", f.posts)
+		return fmt.Errorf("%s holds no posts", d.posts)
 	}
-	cfgPath, err := prepareDemoDir(f.workdir)
+	cfgPath, err := prepareDemoDir(d.workdir)
 	if err != nil {
 		return err
 	}
-	env, err := openWith(ctx, cfgPath, true, &f.model, log)
+	env, err := openWith(ctx, cfgPath, true, &d.model, d.log)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	cat, jobList := env.cat, env.jobs
-	spec := jobList[0].Spec
-	out := g.stdout
-	fmt.Fprintf(out, "enricher demo: embedded warehouse in %s (sqlite catalog, local files, %s model)\n\n", f.workdir, jobList[0].Model.Name())
+	job := env.jobs[0]
+	out := d.g.stdout
+	fmt.Fprintf(out, "enricher demo: embedded warehouse in %s (sqlite catalog, local files, %s model)\n\n", d.workdir, job.Model.Name())
 
-	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, postdata.Schema(), nil)
+	texts := map[int64]string{} // texts of the first posts, for the sample rows
+	queue, err := d.ingest(ctx, env.cat, job.Spec, total, texts)
 	if err != nil {
 		return err
 	}
+	tally, err := d.consume(ctx, env, queue)
+	if err != nil {
+		return err
+	}
+	if len(tally.failed) > 0 {
+		if u, ok := usageOf(job.Model); ok {
+			fmt.Fprintf(out, "\nmodel usage: %s\n", u)
+		}
+		return fmt.Errorf("%d event(s) failed; first: %w", len(tally.failed), tally.failed[0].Err)
+	}
 
-	// Ingest: one append snapshot and one event per round.
+	tgt, err := env.cat.LoadTable(ctx, job.Spec.Target.Table)
+	if err != nil {
+		return err
+	}
+	printDemoSummary(out, tally, tgt, job)
+	if d.samples > 0 {
+		if err := printSamples(ctx, out, tgt, job.Spec, texts, d.samples); err != nil {
+			return err
+		}
+	}
+	printDemoNext(out, cfgPath, job.Spec, total)
+	return nil
+}
+
+// ingest creates the source table and appends total posts to it in
+// --rounds append snapshots, publishing one event per snapshot to the
+// queue it returns, and then the first event again. It keeps the texts of
+// the first posts in texts.
+func (d *demoCmd) ingest(ctx context.Context, cat *storage.Catalog, spec *enrich.Spec, total int64, texts map[int64]string) (*consumer.MemQueue, error) {
+	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, postdata.Schema(), nil)
+	if err != nil {
+		return nil, err
+	}
+	out := d.g.stdout
 	queue := consumer.NewMemQueue()
 	// A message failing for a reason that does not go away (a wrong key,
 	// a server that is down) gives up after three tries, as a queue's
 	// redrive policy would, instead of coming back for ever.
 	queue.MaxReceives = 3
-	texts := map[int64]string{} // texts of the first posts, for the sample rows
 	const keepTexts = 5000
 	var firstEvent []byte
-	per := (total + int64(f.rounds) - 1) / int64(f.rounds)
-	for r := range int64(f.rounds) {
+	per := (total + int64(d.rounds) - 1) / int64(d.rounds)
+	for r := range int64(d.rounds) {
 		from, to := r*per, min((r+1)*per, total)
 		if from >= to {
 			break
 		}
 		var posts iter.Seq2[postdata.Post, error]
-		if f.posts != "" {
-			posts = postdata.File(f.posts, 1, from, to)
+		if d.posts != "" {
+			posts = postdata.File(d.posts, 1, from, to)
 		} else {
-			posts = postdata.Sample(to-from, from+1, f.seed+uint64(r))
+			posts = postdata.Sample(to-from, from+1, d.seed+uint64(r))
 		}
 		posts = remember(posts, texts, keepTexts)
 		var n int64
 		src, n, err = postdata.Append(ctx, src, posts)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		snap := src.CurrentSnapshot().SnapshotID
 		ev := consumer.SnapshotEvent{Table: spec.Source.Table, SnapshotID: snap}
@@ -189,25 +230,35 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	queue.Publish(firstEvent)
 	fmt.Fprintf(out, "ingest   the first event is published again, as an at-least-once queue may deliver it\n\n")
 	queue.Close()
+	return queue, nil
+}
 
-	// Consume.
-	proc, err := env.processor(log, nil)
+// demoTally is what the demo's consume phase did.
+type demoTally struct {
+	counts        enrich.Counts
+	read, written int64
+	failed        []consumer.MessageOutcome
+	elapsed       time.Duration
+}
+
+// consume runs a consumer on the queue until it is drained, printing
+// each message's outcome.
+func (d *demoCmd) consume(ctx context.Context, env *runtimeEnv, queue *consumer.MemQueue) (*demoTally, error) {
+	proc, err := env.processor(d.log, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	counts := enrich.Counts{}
-	var read, written int64
-	var failed []consumer.MessageOutcome
-	c := &consumer.Consumer{Source: queue, Handler: proc, Logger: log, Grace: env.cfg.grace(),
+	t := &demoTally{counts: enrich.Counts{}}
+	c := &consumer.Consumer{Source: queue, Handler: proc, Logger: d.log, Grace: env.cfg.grace(),
 		OnOutcome: func(o consumer.MessageOutcome) {
-			printOutcome(out, o)
+			printOutcome(d.g.stdout, o)
 			for _, r := range resultsOf(o) {
-				counts.Add(r.Counts)
-				read += r.RowsRead
-				written += r.RowsWritten
+				t.counts.Add(r.Counts)
+				t.read += r.RowsRead
+				t.written += r.RowsWritten
 			}
 			if o.Err != nil {
-				failed = append(failed, o)
+				t.failed = append(t.failed, o)
 			}
 		}}
 	// Measure the consume phase on its own: drop what ingest left behind
@@ -216,59 +267,52 @@ func runDemo(ctx context.Context, g *globals, f demoFlags) error {
 	resetPeakRSS()
 	start := time.Now()
 	// A halt (a spent budget, a model that refuses the key) stops the
-	// consumer; its message is among the failed ones below.
+	// consumer; its message is among the failed ones.
 	if err := c.Run(ctx); err != nil && !errors.As(err, new(*consumer.HaltError)) {
-		return err
+		return nil, err
 	}
-	elapsed := time.Since(start)
+	t.elapsed = time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("demo interrupted: %w", err)
+		return nil, fmt.Errorf("demo interrupted: %w", err)
 	}
-	if len(failed) > 0 {
-		if u, ok := usageOf(jobList[0].Model); ok {
-			fmt.Fprintf(out, "\nmodel usage: %s\n", u)
-		}
-		return fmt.Errorf("%d event(s) failed; first: %w", len(failed), failed[0].Err)
-	}
+	return t, nil
+}
 
-	tgt, err := cat.LoadTable(ctx, spec.Target.Table)
-	if err != nil {
-		return err
-	}
+// printDemoSummary prints the rows read and written, per status, the time
+// and memory the consume phase took, and the model's usage.
+func printDemoSummary(out io.Writer, t *demoTally, tgt *table.Table, job pipeline.Job) {
+	spec := job.Spec
 	fmt.Fprintf(out, "\nsummary\n")
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  rows read\t%d\t(%s)\n", read, spec.Source.Table)
-	fmt.Fprintf(tw, "  rows enriched\t%d\t(status ok)\n", counts[enrich.StatusOK])
+	fmt.Fprintf(tw, "  rows read\t%d\t(%s)\n", t.read, spec.Source.Table)
+	fmt.Fprintf(tw, "  rows enriched\t%d\t(status ok)\n", t.counts[enrich.StatusOK])
 	var perStatus []string
 	for _, s := range enrich.Statuses {
-		perStatus = append(perStatus, fmt.Sprintf("%s %d", s, counts[s]))
+		perStatus = append(perStatus, fmt.Sprintf("%s %d", s, t.counts[s]))
 	}
-	fmt.Fprintf(tw, "  rows written\t%d\t(%s)\n", written, strings.Join(perStatus, ", "))
+	fmt.Fprintf(tw, "  rows written\t%d\t(%s)\n", t.written, strings.Join(perStatus, ", "))
 	if snap := tgt.CurrentSnapshot(); snap != nil && snap.Summary != nil {
 		fmt.Fprintf(tw, "  target rows\t%s\t(%s, one per source row)\n", snap.Summary.Properties["total-records"], spec.Target.Table)
 	}
-	rate := float64(read) / elapsed.Seconds()
-	fmt.Fprintf(tw, "  time\t%s\t(%.0f rows/s)\n", elapsed.Round(time.Millisecond), rate)
+	rate := float64(t.read) / t.elapsed.Seconds()
+	fmt.Fprintf(tw, "  time\t%s\t(%.0f rows/s)\n", t.elapsed.Round(time.Millisecond), rate)
 	if peak, ok := peakRSS(); ok {
 		fmt.Fprintf(tw, "  peak memory\t%d MiB\t(resident set while consuming)\n", peak>>20)
 	}
-	if u, ok := usageOf(jobList[0].Model); ok {
+	if u, ok := usageOf(job.Model); ok {
 		printUsage(tw, u)
 	}
 	tw.Flush()
+}
 
-	if f.samples > 0 {
-		if err := printSamples(ctx, out, tgt, spec, texts, f.samples); err != nil {
-			return err
-		}
-	}
+// printDemoNext prints the commands to try next.
+func printDemoNext(out io.Writer, cfgPath string, spec *enrich.Spec, total int64) {
 	self := selfCommand()
 	fmt.Fprintf(out, "\nnext\n")
 	fmt.Fprintf(out, "  %s export --config %s --table %s --limit 5\n", self, cfgPath, spec.Target.Table)
 	fmt.Fprintf(out, "  %s export --config %s --table %s --format csv > sentiment.csv\n", self, cfgPath, spec.Target.Table)
 	fmt.Fprintf(out, "  %s ingest --config %s --table %s --posts FILE --first-id %d\n", self, cfgPath, spec.Source.Table, total+1)
 	fmt.Fprintf(out, "  %s demo --posts ../shared/data/tweeteval-sentiment/val_text.txt --rounds 4\n", self)
-	return nil
 }
 
 // prepareDemoDir creates (or resets) the demo folder and writes its config

@@ -53,7 +53,12 @@ messages' receive count.`,
 }
 
 // dlqQueues are the queue flags every dlq subcommand takes.
-type dlqQueues struct{ queue, dlq string }
+type dlqQueues struct {
+	queue, dlq string
+	// sourceURL is --queue-url or $ENRICHER_QUEUE_URL, derived by
+	// validate when it is needed.
+	sourceURL string
+}
 
 func (q *dlqQueues) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
@@ -61,30 +66,44 @@ func (q *dlqQueues) flags(cmd *cobra.Command) {
 	f.StringVar(&q.dlq, "dlq-url", "", "dead-letter queue URL (default: from the source queue's RedrivePolicy)")
 }
 
-// resolve connects to SQS and returns the source queue ("" if not needed
-// and not given) and the DLQ.
-func (q *dlqQueues) resolve(ctx context.Context, needQueue bool) (*sqs.Client, string, string, error) {
-	queue, dlq := q.queue, q.dlq
-	if needQueue || dlq == "" {
-		var err error
-		if queue, err = queueURL(queue); err != nil {
-			return nil, "", "", err
-		}
+// validate finds the source queue's URL when it is needed: with
+// needQueue, or to find the DLQ when --dlq-url is not given.
+func (q *dlqQueues) validate(needQueue bool) error {
+	if !needQueue && q.dlq != "" {
+		return nil
 	}
+	url, err := queueURL(q.queue)
+	if err != nil {
+		return err
+	}
+	q.sourceURL = url
+	return nil
+}
+
+// connect connects to SQS and returns the DLQ's URL: --dlq-url, else the
+// one in the source queue's RedrivePolicy.
+func (q *dlqQueues) connect(ctx context.Context) (*sqs.Client, string, error) {
 	api, err := newSQSClient(ctx)
 	if err != nil {
-		return nil, "", "", err
+		return nil, "", err
 	}
+	dlq := q.dlq
 	if dlq == "" {
-		if dlq, err = sqsqueue.DLQURLOf(ctx, api, queue); err != nil {
-			return nil, "", "", err
+		if dlq, err = sqsqueue.DLQURLOf(ctx, api, q.sourceURL); err != nil {
+			return nil, "", err
 		}
 	}
-	return api, queue, dlq, nil
+	return api, dlq, nil
+}
+
+// dlqStatsCmd is `enricher dlq stats`.
+type dlqStatsCmd struct {
+	g *globals
+	q dlqQueues
 }
 
 func newDLQStatsCmd(g *globals) *cobra.Command {
-	var q dlqQueues
+	c := &dlqStatsCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "stats [--queue-url URL] [--dlq-url URL]",
 		Short: "Count the dead-letter queue's messages and tell the age of the oldest",
@@ -99,22 +118,26 @@ the DLQ holds at most 100. Sampling increments the receive count of the
 messages it reads and moves nothing.`,
 		Example: `  enricher dlq stats --queue-url "$QUEUE"`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			api, _, dlq, err := q.resolve(ctx, false)
-			if err != nil {
-				return err
-			}
-			st, err := sqsqueue.DLQStats(ctx, api, dlq)
-			if err != nil {
-				return err
-			}
-			printDLQStats(g.stdout, dlq, st, time.Now())
-			return nil
-		},
+		RunE:    runE(c),
 	}
-	q.flags(cmd)
+	c.q.flags(cmd)
 	return cmd
+}
+
+func (c *dlqStatsCmd) Validate() error { return c.q.validate(false) }
+
+// Run samples the DLQ and prints its counts.
+func (c *dlqStatsCmd) Run(ctx context.Context) error {
+	api, dlq, err := c.q.connect(ctx)
+	if err != nil {
+		return err
+	}
+	st, err := sqsqueue.DLQStats(ctx, api, dlq)
+	if err != nil {
+		return err
+	}
+	printDLQStats(c.g.stdout, dlq, st, time.Now())
+	return nil
 }
 
 func printDLQStats(w io.Writer, dlq string, st sqsqueue.Stats, now time.Time) {
@@ -142,13 +165,18 @@ func printDLQStats(w io.Writer, dlq string, st sqsqueue.Stats, now time.Time) {
 	tw.Flush()
 }
 
+// dlqPeekCmd is `enricher dlq peek`.
+type dlqPeekCmd struct {
+	g *globals
+	q dlqQueues
+
+	limit   int
+	reasons []string
+	format  string
+}
+
 func newDLQPeekCmd(g *globals) *cobra.Command {
-	var (
-		q       dlqQueues
-		limit   int
-		reasons []string
-		format  string
-	)
+	c := &dlqPeekCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "peek [--max N] [--reason R,...] [--format text|jsonl]",
 		Short: "Show dead-lettered messages with their reason, without removing them",
@@ -166,52 +194,59 @@ the consumer had received it before dead-lettering it).`,
 		Example: `  enricher dlq peek --queue-url "$QUEUE" --max 5
   enricher dlq peek --reason bad_message,unknown_table --format jsonl | jq .body`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "text" && format != "jsonl" {
-				return fmt.Errorf("%w: --format %q: want text or jsonl", errUsage, format)
-			}
-			if limit < 0 {
-				return fmt.Errorf("%w: --max must not be negative, got %d", errUsage, limit)
-			}
-			ctx := cmd.Context()
-			api, _, dlq, err := q.resolve(ctx, false)
-			if err != nil {
-				return err
-			}
-			msgs, err := sqsqueue.PeekDLQ(ctx, api, dlq, limit, reasons)
-			if err != nil {
-				return err
-			}
-			if format == "jsonl" {
-				enc := json.NewEncoder(g.stdout)
-				enc.SetEscapeHTML(false)
-				for _, m := range msgs {
-					if err := enc.Encode(dlqJSON(m)); err != nil {
-						return fmt.Errorf("peek: %w", err)
-					}
-				}
-				return nil
-			}
-			for _, m := range msgs {
-				printDeadLetter(g.stdout, m)
-			}
-			switch {
-			case len(msgs) == 0 && len(reasons) > 0:
-				fmt.Fprintf(g.stdout, "no message with reason %s in %s\n", strings.Join(reasons, " or "), dlq)
-			case len(msgs) == 0:
-				fmt.Fprintf(g.stdout, "no message in %s\n", dlq)
-			default:
-				fmt.Fprintf(g.stdout, "%d message(s) shown\n", len(msgs))
-			}
-			return nil
-		},
+		RunE: runE(c),
 	}
-	q.flags(cmd)
+	c.q.flags(cmd)
 	f := cmd.Flags()
-	f.IntVar(&limit, "max", 10, "messages to show at most (0: all)")
-	f.StringSliceVar(&reasons, "reason", nil, "show only messages with these reasons (comma-separated or repeated)")
-	f.StringVar(&format, "format", "text", "output format: text (one block per message) or jsonl")
+	f.IntVar(&c.limit, "max", 10, "messages to show at most (0: all)")
+	f.StringSliceVar(&c.reasons, "reason", nil, "show only messages with these reasons (comma-separated or repeated)")
+	f.StringVar(&c.format, "format", "text", "output format: text (one block per message) or jsonl")
 	return cmd
+}
+
+func (c *dlqPeekCmd) Validate() error {
+	if c.format != "text" && c.format != "jsonl" {
+		return fmt.Errorf("%w: --format %q: want text or jsonl", errUsage, c.format)
+	}
+	if c.limit < 0 {
+		return fmt.Errorf("%w: --max must not be negative, got %d", errUsage, c.limit)
+	}
+	return c.q.validate(false)
+}
+
+// Run prints the messages it can see and releases them.
+func (c *dlqPeekCmd) Run(ctx context.Context) error {
+	api, dlq, err := c.q.connect(ctx)
+	if err != nil {
+		return err
+	}
+	msgs, err := sqsqueue.PeekDLQ(ctx, api, dlq, c.limit, c.reasons)
+	if err != nil {
+		return err
+	}
+	out := c.g.stdout
+	if c.format == "jsonl" {
+		enc := json.NewEncoder(out)
+		enc.SetEscapeHTML(false)
+		for _, m := range msgs {
+			if err := enc.Encode(dlqJSON(m)); err != nil {
+				return fmt.Errorf("peek: %w", err)
+			}
+		}
+		return nil
+	}
+	for _, m := range msgs {
+		printDeadLetter(out, m)
+	}
+	switch {
+	case len(msgs) == 0 && len(c.reasons) > 0:
+		fmt.Fprintf(out, "no message with reason %s in %s\n", strings.Join(c.reasons, " or "), dlq)
+	case len(msgs) == 0:
+		fmt.Fprintf(out, "no message in %s\n", dlq)
+	default:
+		fmt.Fprintf(out, "%d message(s) shown\n", len(msgs))
+	}
+	return nil
 }
 
 // deadLetterJSON is one line of peek --format jsonl.
@@ -297,14 +332,21 @@ func dlqOneLine(s string) string {
 	return strings.NewReplacer("\r", `\r`, "\n", `\n`, "\t", `\t`).Replace(s)
 }
 
+// dlqRedriveCmd is `enricher dlq redrive`.
+type dlqRedriveCmd struct {
+	g *globals
+	q dlqQueues
+
+	limit   int
+	reasons []string
+	dryRun  bool
+	yes     bool
+
+	stdin io.Reader // where the confirmation is read
+}
+
 func newDLQRedriveCmd(g *globals) *cobra.Command {
-	var (
-		q       dlqQueues
-		limit   int
-		reasons []string
-		dryRun  bool
-		yes     bool
-	)
+	c := &dlqRedriveCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "redrive [--max N] [--reason R,...] [--dry-run] [--yes]",
 		Short: "Move dead-lettered messages back to the source queue",
@@ -333,59 +375,70 @@ receive counts.`,
   enricher dlq redrive --queue-url "$QUEUE" --reason snapshot_not_found --yes
   enricher dlq redrive --queue-url "$QUEUE" --max 10 --yes`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 {
-				return fmt.Errorf("%w: --max must not be negative, got %d", errUsage, limit)
-			}
-			ctx := cmd.Context()
-			api, queue, dlq, err := q.resolve(ctx, true)
-			if err != nil {
-				return err
-			}
-			depth, err := sqsqueue.QueueDepth(ctx, api, dlq)
-			if err != nil {
-				return err
-			}
-			if !dryRun && !yes {
-				if err := confirmRedrive(cmd.InOrStdin(), g.stderr, depth, limit, reasons, dlq, queue); err != nil {
-					return err
-				}
-			}
-			total := depth.Visible
-			if limit > 0 && len(reasons) == 0 {
-				total = min(total, limit)
-			}
-			prog := newRedriveProgress(g.stderr, total, dryRun)
-			res, err := sqsqueue.Redrive(ctx, api, sqsqueue.RedriveOptions{
-				DLQURL: dlq, QueueURL: queue, Max: limit, Reasons: reasons, DryRun: dryRun, Progress: prog.update,
-			})
-			prog.finish()
-			if res.MoveTask != nil {
-				t := res.MoveTask
-				fmt.Fprintf(g.stdout, "started message move task %s: SQS moves the messages from %s to %s in the background\n",
-					t.Handle, t.SourceArn, t.DestinationArn)
-				fmt.Fprintf(g.stdout, "follow it with: aws sqs list-message-move-tasks --source-arn %s\n", t.SourceArn)
-				return err
-			}
-			summary := redriveSummary(res, dryRun)
-			if err != nil {
-				fmt.Fprintln(g.stdout, "interrupted: "+summary)
-				if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-					return fmt.Errorf("redrive interrupted after moving %d message(s); nothing is lost, run it again to move the rest: %w", res.Moved, err)
-				}
-				return err
-			}
-			fmt.Fprintln(g.stdout, summary)
-			return nil
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c.stdin = cmd.InOrStdin()
+			return runE(c)(cmd, args)
 		},
 	}
-	q.flags(cmd)
+	c.q.flags(cmd)
 	f := cmd.Flags()
-	f.IntVar(&limit, "max", 0, "messages to move at most (0: all)")
-	f.StringSliceVar(&reasons, "reason", nil, "move only messages with these reasons (comma-separated or repeated)")
-	f.BoolVar(&dryRun, "dry-run", false, "count what would move, move nothing")
-	f.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	f.IntVar(&c.limit, "max", 0, "messages to move at most (0: all)")
+	f.StringSliceVar(&c.reasons, "reason", nil, "move only messages with these reasons (comma-separated or repeated)")
+	f.BoolVar(&c.dryRun, "dry-run", false, "count what would move, move nothing")
+	f.BoolVar(&c.yes, "yes", false, "do not ask for confirmation")
 	return cmd
+}
+
+func (c *dlqRedriveCmd) Validate() error {
+	if c.limit < 0 {
+		return fmt.Errorf("%w: --max must not be negative, got %d", errUsage, c.limit)
+	}
+	return c.q.validate(true)
+}
+
+// Run asks (without --yes or --dry-run), then moves the messages or
+// starts a message move task, and prints what moved.
+func (c *dlqRedriveCmd) Run(ctx context.Context) error {
+	api, dlq, err := c.q.connect(ctx)
+	if err != nil {
+		return err
+	}
+	queue, out := c.q.sourceURL, c.g.stdout
+	depth, err := sqsqueue.QueueDepth(ctx, api, dlq)
+	if err != nil {
+		return err
+	}
+	if !c.dryRun && !c.yes {
+		if err := confirmRedrive(c.stdin, c.g.stderr, depth, c.limit, c.reasons, dlq, queue); err != nil {
+			return err
+		}
+	}
+	total := depth.Visible
+	if c.limit > 0 && len(c.reasons) == 0 {
+		total = min(total, c.limit)
+	}
+	prog := newRedriveProgress(c.g.stderr, total, c.dryRun)
+	res, err := sqsqueue.Redrive(ctx, api, sqsqueue.RedriveOptions{
+		DLQURL: dlq, QueueURL: queue, Max: c.limit, Reasons: c.reasons, DryRun: c.dryRun, Progress: prog.update,
+	})
+	prog.finish()
+	if res.MoveTask != nil {
+		t := res.MoveTask
+		fmt.Fprintf(out, "started message move task %s: SQS moves the messages from %s to %s in the background\n",
+			t.Handle, t.SourceArn, t.DestinationArn)
+		fmt.Fprintf(out, "follow it with: aws sqs list-message-move-tasks --source-arn %s\n", t.SourceArn)
+		return err
+	}
+	summary := redriveSummary(res, c.dryRun)
+	if err != nil {
+		fmt.Fprintln(out, "interrupted: "+summary)
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("redrive interrupted after moving %d message(s); nothing is lost, run it again to move the rest: %w", res.Moved, err)
+		}
+		return err
+	}
+	fmt.Fprintln(out, summary)
+	return nil
 }
 
 // confirmRedrive asks on stderr and reads the answer from in.

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -24,7 +23,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
-	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
 	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/internal/sqstest"
@@ -34,12 +32,11 @@ import (
 // The crash and race tests run consumers as separate processes: the test
 // binary re-executes itself with envChild set, and TestChildProcess turns
 // into that process (the os/exec helper-process pattern). Test-only knobs,
-// such as a slow model, live here and never in the product binary.
+// such as a slow enrich stage, live here and never in the product binary.
 const (
-	envChild      = "ENRICHER_TEST_CHILD"       // "cli": run the enricher command line in ENRICHER_TEST_ARGS; "slow": a consumer with a slow enrich stage
+	envChild      = "ENRICHER_TEST_CHILD"       // "cli": run the enricher command line in ENRICHER_TEST_ARGS; "slow": the same, with a slow enrich stage in run
 	envChildArgs  = "ENRICHER_TEST_ARGS"        // JSON array of arguments
 	envBatchDelay = "ENRICHER_TEST_BATCH_DELAY" // slow: how long each enriched batch is held
-	envGrace      = "ENRICHER_TEST_GRACE"       // slow: shutdown grace
 )
 
 // TestChildProcess is not a test: it is the body of the child processes
@@ -62,7 +59,7 @@ func TestChildProcess(t *testing.T) {
 		cmd.SetArgs(args)
 		err = cmd.ExecuteContext(ctx)
 	case "slow":
-		err = slowConsumer(ctx, args[0], args[1])
+		err = slowRun(ctx, args)
 	default:
 		err = fmt.Errorf("unknown child mode %q", mode)
 	}
@@ -74,41 +71,24 @@ func TestChildProcess(t *testing.T) {
 	os.Exit(0)
 }
 
-// slowConsumer is `enricher run --drain` on config and queue, wired the
-// same way, with every enriched batch held for $ENRICHER_TEST_BATCH_DELAY
-// so that a kill lands while a chunk is in flight.
-func slowConsumer(ctx context.Context, config, queue string) error {
+// slowRun runs the enricher command line args, whose run command holds
+// every enriched batch for $ENRICHER_TEST_BATCH_DELAY so that a kill lands
+// while a chunk is in flight.
+func slowRun(ctx context.Context, args []string) error {
 	delay, err := time.ParseDuration(os.Getenv(envBatchDelay))
 	if err != nil {
 		return fmt.Errorf("%s: %w", envBatchDelay, err)
 	}
-	grace, _ := time.ParseDuration(os.Getenv(envGrace))
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	env, err := open(ctx, config, true)
-	if err != nil {
-		return err
-	}
-	defer env.Close()
-	api, err := newSQSClient(ctx)
-	if err != nil {
-		return err
-	}
-	src, err := sqsqueue.NewSource(ctx, api, sqsqueue.Config{QueueURL: queue, WaitTime: time.Second, Drain: true})
-	if err != nil {
-		return err
-	}
-	proc, err := env.processor(log, func(o *pipeline.Options) {
-		o.OnStage = func(_, stage string, _ time.Duration) {
-			if stage == "enrich" {
-				time.Sleep(delay)
-			}
+	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
+	root := newRoot(g)
+	rc := &runCmd{g: g, stageHook: func(_, stage string, _ time.Duration) {
+		if stage == "enrich" {
+			time.Sleep(delay)
 		}
-	})
-	if err != nil {
-		return err
-	}
-	c := &consumer.Consumer{Source: src, Handler: proc, Logger: log, Concurrency: 2, Grace: grace}
-	return c.Run(ctx)
+	}}
+	root.AddCommand(rc.command())
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
 }
 
 // child is a consumer process of a test, with its log lines.
@@ -327,8 +307,12 @@ func TestCrashedConsumersLoseAndDuplicateNothing(t *testing.T) {
 	publish(t, api, url, s2) // at least once: a duplicate
 	publish(t, api, url, s1) // and a stale one
 
-	slow := func(grace string) []string {
-		return []string{envBatchDelay + "=20ms", envGrace + "=" + grace}
+	slowEnv := []string{envBatchDelay + "=20ms"}
+	// A message that failed for a passing reason comes back at once, so
+	// that the last consumer drains everything.
+	runArgs := func(grace string) []string {
+		return []string{"run", "--config", w.config, "--queue-url", url, "--drain", "--wait", "1s", "--log-format", "json",
+			"--concurrency", "2", "--shutdown-grace", grace, "--retry-backoff", "0s"}
 	}
 	kills := []struct {
 		name    string
@@ -342,7 +326,7 @@ func TestCrashedConsumersLoseAndDuplicateNothing(t *testing.T) {
 	}
 	var cursors []storage.Cursor
 	for _, k := range kills {
-		c := startChild(t, "slow", slow("1ms"), w.config, url)
+		c := startChild(t, "slow", slowEnv, runArgs("1ms")...)
 		reached := false
 		if k.commits == 0 {
 			reached = c.waitFor("plan", 1)
@@ -363,7 +347,7 @@ func TestCrashedConsumersLoseAndDuplicateNothing(t *testing.T) {
 	assert.NotEqual(t, cursors[0], cursors[len(cursors)-1], "the restarts made progress")
 
 	// The last consumer finishes, with every message that came back.
-	c := startChild(t, "slow", slow("30s"), w.config, url)
+	c := startChild(t, "slow", slowEnv, runArgs("30s")...)
 	require.NoError(t, c.wait(), c.logs())
 	assert.Equal(t, storage.Cursor{SnapshotID: s2}, w.watermark())
 	w.requireExactlyOnce(200_000, snapOf)

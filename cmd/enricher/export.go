@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -8,12 +9,17 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
+// exportCmd is `enricher export`: a table's rows on stdout.
+type exportCmd struct {
+	g *globals
+
+	table  string
+	format string
+	limit  int64
+}
+
 func newExportCmd(g *globals) *cobra.Command {
-	var (
-		tableName string
-		format    string
-		limit     int64
-	)
+	c := &exportCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "export --table NS.TABLE [--format jsonl|csv] [--limit N]",
 		Short: "Print a table's rows as JSON lines or CSV",
@@ -25,29 +31,35 @@ csv: a header line, then one line per row; null is an empty field.`,
 		Example: `  enricher export --config enricher-demo/enricher.yaml --table social.posts_sentiment --limit 5
   enricher export --table social.posts_sentiment --format csv > sentiment.csv`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if tableName == "" {
-				return fmt.Errorf("%w: --table NS.TABLE is required", errUsage)
-			}
-			if format != storage.FormatJSONL && format != storage.FormatCSV {
-				return fmt.Errorf("%w: --format %q: want jsonl or csv", errUsage, format)
-			}
-			ctx := cmd.Context()
-			env, err := g.open(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			tbl, err := env.cat.LoadTable(ctx, tableName)
-			if err != nil {
-				return err
-			}
-			_, err = storage.Export(ctx, tbl, g.stdout, format, limit)
-			return err
-		},
+		RunE: runE(c),
 	}
-	cmd.Flags().StringVar(&tableName, "table", "", "table to print, NAMESPACE.TABLE (required)")
-	cmd.Flags().StringVar(&format, "format", storage.FormatJSONL, "output format: jsonl or csv")
-	cmd.Flags().Int64Var(&limit, "limit", 0, "print at most N rows (0: all)")
+	cmd.Flags().StringVar(&c.table, "table", "", "table to print, NAMESPACE.TABLE (required)")
+	cmd.Flags().StringVar(&c.format, "format", storage.FormatJSONL, "output format: jsonl or csv")
+	cmd.Flags().Int64Var(&c.limit, "limit", 0, "print at most N rows (0: all)")
 	return cmd
+}
+
+func (c *exportCmd) Validate() error {
+	if c.table == "" {
+		return fmt.Errorf("%w: --table NS.TABLE is required", errUsage)
+	}
+	if c.format != storage.FormatJSONL && c.format != storage.FormatCSV {
+		return fmt.Errorf("%w: --format %q: want jsonl or csv", errUsage, c.format)
+	}
+	return nil
+}
+
+// Run streams the rows of the table's current snapshot to stdout.
+func (c *exportCmd) Run(ctx context.Context) error {
+	env, err := c.g.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	tbl, err := env.cat.LoadTable(ctx, c.table)
+	if err != nil {
+		return err
+	}
+	_, err = storage.Export(ctx, tbl, c.g.stdout, c.format, c.limit)
+	return err
 }

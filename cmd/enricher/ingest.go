@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,12 +12,20 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
+// ingestCmd is `enricher ingest`: posts from a text file appended to a
+// source table.
+type ingestCmd struct {
+	g *globals
+
+	table   string
+	posts   string
+	firstID int64
+
+	log *slog.Logger // derived by Validate
+}
+
 func newIngestCmd(g *globals) *cobra.Command {
-	var (
-		tableName string
-		posts     string
-		firstID   int64
-	)
+	c := &ingestCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "ingest --table NS.TABLE --posts FILE",
 		Short: "Append posts from a text file to a source table as one new snapshot",
@@ -29,43 +38,51 @@ number. Empty lines become posts with empty text (the job writes them as
 skipped); lines of any length are read whole.`,
 		Example: `  enricher ingest --config enricher-demo/enricher.yaml --table social.posts --posts more.txt --first-id 5001`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if posts == "" {
-				return fmt.Errorf("%w: --posts FILE is required", errUsage)
-			}
-			log, err := g.logger(slog.LevelInfo)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			env, err := g.open(ctx, false)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			cat := env.cat
-			tbl, err := cat.LoadTable(ctx, tableName)
-			if errors.Is(err, storage.ErrTableNotFound) {
-				tbl, err = cat.CreateIcebergTable(ctx, tableName, postdata.Schema(), nil)
-				if err == nil {
-					log.Info("created source table", "table", tableName)
-				}
-			}
-			if err != nil {
-				return err
-			}
-			tbl, n, err := postdata.Append(ctx, tbl, postdata.File(posts, firstID, 0, -1))
-			if err != nil {
-				return err
-			}
-			snap := tbl.CurrentSnapshot().SnapshotID
-			log.Info("appended posts", "table", tableName, "rows", n, "snapshot", snap)
-			fmt.Fprintln(g.stdout, snap)
-			return nil
-		},
+		RunE:    runE(c),
 	}
-	cmd.Flags().StringVar(&tableName, "table", "social.posts", "source table to append to, NAMESPACE.TABLE")
-	cmd.Flags().StringVar(&posts, "posts", "", "text file with one post per line (required)")
-	cmd.Flags().Int64Var(&firstID, "first-id", 1, "post_id of the file's first line")
+	cmd.Flags().StringVar(&c.table, "table", "social.posts", "source table to append to, NAMESPACE.TABLE")
+	cmd.Flags().StringVar(&c.posts, "posts", "", "text file with one post per line (required)")
+	cmd.Flags().Int64Var(&c.firstID, "first-id", 1, "post_id of the file's first line")
 	return cmd
+}
+
+func (c *ingestCmd) Validate() error {
+	if c.posts == "" {
+		return fmt.Errorf("%w: --posts FILE is required", errUsage)
+	}
+	log, err := c.g.logger(slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	c.log = log
+	return nil
+}
+
+// Run appends the posts as one snapshot, creating the table if needed, and
+// prints the snapshot's id.
+func (c *ingestCmd) Run(ctx context.Context) error {
+	env, err := c.g.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	cat := env.cat
+	tbl, err := cat.LoadTable(ctx, c.table)
+	if errors.Is(err, storage.ErrTableNotFound) {
+		tbl, err = cat.CreateIcebergTable(ctx, c.table, postdata.Schema(), nil)
+		if err == nil {
+			c.log.Info("created source table", "table", c.table)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	tbl, n, err := postdata.Append(ctx, tbl, postdata.File(c.posts, c.firstID, 0, -1))
+	if err != nil {
+		return err
+	}
+	snap := tbl.CurrentSnapshot().SnapshotID
+	c.log.Info("appended posts", "table", c.table, "rows", n, "snapshot", snap)
+	fmt.Fprintln(c.g.stdout, snap)
+	return nil
 }

@@ -46,6 +46,15 @@ type globals struct {
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
+	root := newRoot(g)
+	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g), newReplayCmd(g))
+	root.AddCommand(newOrphansCmd(g))
+	return root
+}
+
+// newRoot is the root command, with the flags every subcommand takes bound
+// to g, and no subcommands yet.
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "enricher",
 		Short: "Enrich the rows new Iceberg snapshots append, with a language model, exactly once",
@@ -63,15 +72,35 @@ by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "runtime config file (default $"+envConfig+")")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
 	pf.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g), newReplayCmd(g))
-	root.AddCommand(newOrphansCmd(g))
 	return root
+}
+
+// A command is one subcommand, after riverqueue/river's rivercli: a struct
+// whose fields are the subcommand's flags (its cobra command binds them)
+// and whose two methods are all the cobra command calls, through runE.
+type command interface {
+	// Validate checks the flags before anything is touched: errors in the
+	// command line itself wrap errUsage. It also derives from the flags
+	// what Run needs (a queue URL, a logger).
+	Validate() error
+	// Run does the work.
+	Run(ctx context.Context) error
+}
+
+// runE is the RunE of every subcommand: Validate, then Run.
+func runE(c command) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := c.Validate(); err != nil {
+			return err
+		}
+		return c.Run(cmd.Context())
+	}
 }
 
 // logger builds the logger the flags ask for; def is the level when

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,12 +14,18 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
+// orphansCmd is `enricher orphans`: the data files of target tables that
+// no snapshot references.
+type orphansCmd struct {
+	g *globals
+
+	job       string
+	remove    bool
+	olderThan time.Duration
+}
+
 func newOrphansCmd(g *globals) *cobra.Command {
-	var (
-		job       string
-		remove    bool
-		olderThan time.Duration
-	)
+	o := &orphansCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "orphans [--job J] [--delete] [--older-than D]",
 		Short: "List (or delete) data files of target tables that no snapshot references",
@@ -35,81 +42,97 @@ deleted; without it nothing is changed.`,
 		Example: `  enricher orphans --config enricher.yaml
   enricher orphans --config enricher.yaml --job sentiment --delete --older-than 6h`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if olderThan < 0 {
-				return fmt.Errorf("%w: --older-than %s must not be negative", errUsage, olderThan)
-			}
-			ctx := cmd.Context()
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			// Only the target tables are needed: the specs, not their models.
-			var targets []string
-			var errs []error
-			found := job == ""
-			for _, p := range cfg.specPaths() {
-				spec, err := enrich.LoadSpec(p)
-				if err != nil {
-					errs = append(errs, err)
-					continue
-				}
-				if job != "" && spec.Name != job {
-					continue
-				}
-				found = true
-				if !slices.Contains(targets, spec.Target.Table) {
-					targets = append(targets, spec.Target.Table)
-				}
-			}
-			if err := errors.Join(errs...); err != nil {
-				return err
-			}
-			if !found {
-				return fmt.Errorf("%w: --job %s: no such job in %s", errUsage, job, cfg.file)
-			}
-			cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
-			if err != nil {
-				return err
-			}
-			defer cat.Close()
-
-			tw := tabwriter.NewWriter(g.stdout, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "TABLE\tBYTES\tFILE")
-			var files, bytes int64
-			for _, name := range targets {
-				tbl, err := cat.LoadTable(ctx, name)
-				if errors.Is(err, storage.ErrTableNotFound) {
-					continue // nothing written yet
-				}
-				if err != nil {
-					return err
-				}
-				orphans, err := storage.Orphans(ctx, tbl, olderThan, remove)
-				for _, o := range orphans {
-					fmt.Fprintf(tw, "%s\t%d\t%s\n", name, o.Size, o.Path)
-					files++
-					bytes += o.Size
-				}
-				if err != nil {
-					tw.Flush()
-					return err
-				}
-			}
-			if err := tw.Flush(); err != nil {
-				return fmt.Errorf("orphans: %w", err)
-			}
-			verb := "found (pass --delete to delete them)"
-			if remove {
-				verb = "deleted"
-			}
-			fmt.Fprintf(g.stdout, "%d orphaned files, %d bytes, older than %s: %s\n", files, bytes, olderThan, verb)
-			return nil
-		},
+		RunE: runE(o),
 	}
 	f := cmd.Flags()
-	f.StringVar(&job, "job", "", "only the target table of this job")
-	f.BoolVar(&remove, "delete", false, "delete the files listed")
-	f.DurationVar(&olderThan, "older-than", 24*time.Hour, "list only files last modified longer ago than this (the grace for commits in flight)")
+	f.StringVar(&o.job, "job", "", "only the target table of this job")
+	f.BoolVar(&o.remove, "delete", false, "delete the files listed")
+	f.DurationVar(&o.olderThan, "older-than", 24*time.Hour, "list only files last modified longer ago than this (the grace for commits in flight)")
 	return cmd
+}
+
+func (o *orphansCmd) Validate() error {
+	if o.olderThan < 0 {
+		return fmt.Errorf("%w: --older-than %s must not be negative", errUsage, o.olderThan)
+	}
+	return nil
+}
+
+// Run lists (or deletes) the orphaned files of every target table, one
+// line each, and a total.
+func (o *orphansCmd) Run(ctx context.Context) error {
+	cfg, err := o.g.loadConfig()
+	if err != nil {
+		return err
+	}
+	targets, err := o.targets(cfg)
+	if err != nil {
+		return err
+	}
+	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+	if err != nil {
+		return err
+	}
+	defer cat.Close()
+
+	tw := tabwriter.NewWriter(o.g.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TABLE\tBYTES\tFILE")
+	var files, bytes int64
+	for _, name := range targets {
+		tbl, err := cat.LoadTable(ctx, name)
+		if errors.Is(err, storage.ErrTableNotFound) {
+			continue // nothing written yet
+		}
+		if err != nil {
+			return err
+		}
+		orphans, err := storage.Orphans(ctx, tbl, o.olderThan, o.remove)
+		for _, f := range orphans {
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", name, f.Size, f.Path)
+			files++
+			bytes += f.Size
+		}
+		if err != nil {
+			tw.Flush()
+			return err
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("orphans: %w", err)
+	}
+	verb := "found (pass --delete to delete them)"
+	if o.remove {
+		verb = "deleted"
+	}
+	fmt.Fprintf(o.g.stdout, "%d orphaned files, %d bytes, older than %s: %s\n", files, bytes, o.olderThan, verb)
+	return nil
+}
+
+// targets are the target tables of the config's jobs, or of --job. Only
+// the specs are read, not their models.
+func (o *orphansCmd) targets(cfg *Config) ([]string, error) {
+	var targets []string
+	var errs []error
+	found := o.job == ""
+	for _, p := range cfg.specPaths() {
+		spec, err := enrich.LoadSpec(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if o.job != "" && spec.Name != o.job {
+			continue
+		}
+		found = true
+		if !slices.Contains(targets, spec.Target.Table) {
+			targets = append(targets, spec.Target.Table)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: --job %s: no such job in %s", errUsage, o.job, cfg.file)
+	}
+	return targets, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -17,13 +18,23 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
+// replayCmd is `enricher replay`: a range of source snapshots enriched
+// again.
+type replayCmd struct {
+	g *globals
+
+	job        string
+	from, to   int64
+	onlyStatus []string
+	model      modelFlags
+
+	// Derived by Validate.
+	statuses []enrich.Status
+	log      *slog.Logger
+}
+
 func newReplayCmd(g *globals) *cobra.Command {
-	var (
-		job        string
-		from, to   int64
-		onlyStatus []string
-		mf         modelFlags
-	)
+	r := &replayCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "replay --job J [--from-snapshot A] [--to-snapshot B] [--only-status S,...]",
 		Short: "Enrich a range of source snapshots again, replacing their target rows",
@@ -47,82 +58,96 @@ job spec's model, as for demo and run.`,
   enricher replay --config enricher.yaml --job sentiment --from-snapshot 123 --to-snapshot 456 \
       --provider azure --base-url https://NAME.openai.azure.com --deployment gpt-4o-mini`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			statuses, err := parseStatuses(onlyStatus)
-			if err != nil {
-				return err
-			}
-			log, err := g.logger(slog.LevelInfo)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			g.model, g.log = &mf, log
-			env, err := g.open(ctx, true)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			j, err := pickJob(env.jobs, job)
-			if err != nil {
-				return err
-			}
-			if to == 0 || from == 0 {
-				if from, to, err = defaultRange(ctx, env, j, from, to); err != nil {
-					return err
-				}
-			}
-			proc, err := env.processor(log, nil)
-			if err != nil {
-				return err
-			}
-			out := g.stdout
-			fmt.Fprintf(out, "replay job %s (%s) on %s snapshots %d..%d", j.Spec.Name, j.Model.Name(), j.Spec.Source.Table, from, to)
-			if len(statuses) > 0 {
-				fmt.Fprintf(out, ", rows with status %s", strings.Join(onlyStatus, ", "))
-			}
-			fmt.Fprintln(out)
-			start := time.Now()
-			res, err := proc.Replay(ctx, pipeline.ReplayRequest{
-				Job: j.Spec.Name, From: from, To: to, OnlyStatus: statuses,
-				OnCommit: func(p pipeline.ReplayProgress) {
-					fmt.Fprintf(out, "  commit %d/%d: %d rows replaced\n", p.Commit, p.Commits, p.Rows)
-				},
-			})
-			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-			defer tw.Flush()
-			if u, ok := usageOf(j.Model); ok {
-				defer printUsage(tw, u)
-			}
-			if err != nil {
-				if errors.Is(err, enrich.ErrBudgetExhausted) {
-					return fmt.Errorf("stopped after %d commit(s): %w; run replay again to go on (with --only-status, only what is left)", res.Commits, err)
-				}
-				return err
-			}
-			if res.Commits == 0 {
-				fmt.Fprintln(tw, "nothing to replay: no rows in the range match")
-				return nil
-			}
-			var per []string
-			for _, s := range enrich.Statuses {
-				per = append(per, fmt.Sprintf("%s %d", s, res.Counts[s]))
-			}
-			fmt.Fprintf(tw, "\nsummary\n")
-			fmt.Fprintf(tw, "  source snapshots\t%d\t(appends in %d..%d)\n", res.Snapshots, from, to)
-			fmt.Fprintf(tw, "  rows enriched again\t%d\t(%s)\n", res.RowsRead, strings.Join(per, ", "))
-			fmt.Fprintf(tw, "  target rows replaced\t%d\t(in %d commit(s))\n", res.RowsDeleted, res.Commits)
-			fmt.Fprintf(tw, "  time\t%s\t\n", time.Since(start).Round(time.Millisecond))
-			return nil
-		},
+		RunE: runE(r),
 	}
 	f := cmd.Flags()
-	f.StringVar(&job, "job", "", "job to replay (default: the config's only job)")
-	f.Int64Var(&from, "from-snapshot", 0, "first source snapshot of the range (default: the oldest in --to-snapshot's history)")
-	f.Int64Var(&to, "to-snapshot", 0, "last source snapshot of the range (default: the job's watermark)")
-	f.StringSliceVar(&onlyStatus, "only-status", nil, "replay only rows whose target row has one of these statuses: "+statusList())
-	mf.register(f)
+	f.StringVar(&r.job, "job", "", "job to replay (default: the config's only job)")
+	f.Int64Var(&r.from, "from-snapshot", 0, "first source snapshot of the range (default: the oldest in --to-snapshot's history)")
+	f.Int64Var(&r.to, "to-snapshot", 0, "last source snapshot of the range (default: the job's watermark)")
+	f.StringSliceVar(&r.onlyStatus, "only-status", nil, "replay only rows whose target row has one of these statuses: "+statusList())
+	r.model.register(f)
 	return cmd
+}
+
+func (r *replayCmd) Validate() error {
+	statuses, err := parseStatuses(r.onlyStatus)
+	if err != nil {
+		return err
+	}
+	log, err := r.g.logger(slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	r.statuses, r.log = statuses, log
+	return nil
+}
+
+// Run replays the range commit by commit, printing each commit and a
+// summary.
+func (r *replayCmd) Run(ctx context.Context) error {
+	r.g.model, r.g.log = &r.model, r.log
+	env, err := r.g.open(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	j, err := pickJob(env.jobs, r.job)
+	if err != nil {
+		return err
+	}
+	from, to := r.from, r.to
+	if to == 0 || from == 0 {
+		if from, to, err = defaultRange(ctx, env, j, from, to); err != nil {
+			return err
+		}
+	}
+	proc, err := env.processor(r.log, nil)
+	if err != nil {
+		return err
+	}
+	out := r.g.stdout
+	fmt.Fprintf(out, "replay job %s (%s) on %s snapshots %d..%d", j.Spec.Name, j.Model.Name(), j.Spec.Source.Table, from, to)
+	if len(r.statuses) > 0 {
+		fmt.Fprintf(out, ", rows with status %s", strings.Join(r.onlyStatus, ", "))
+	}
+	fmt.Fprintln(out)
+	start := time.Now()
+	res, err := proc.Replay(ctx, pipeline.ReplayRequest{
+		Job: j.Spec.Name, From: from, To: to, OnlyStatus: r.statuses,
+		OnCommit: func(p pipeline.ReplayProgress) {
+			fmt.Fprintf(out, "  commit %d/%d: %d rows replaced\n", p.Commit, p.Commits, p.Rows)
+		},
+	})
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	if u, ok := usageOf(j.Model); ok {
+		defer printUsage(tw, u)
+	}
+	if err != nil {
+		if errors.Is(err, enrich.ErrBudgetExhausted) {
+			return fmt.Errorf("stopped after %d commit(s): %w; run replay again to go on (with --only-status, only what is left)", res.Commits, err)
+		}
+		return err
+	}
+	if res.Commits == 0 {
+		fmt.Fprintln(tw, "nothing to replay: no rows in the range match")
+		return nil
+	}
+	printReplaySummary(tw, res, from, to, time.Since(start))
+	return nil
+}
+
+// printReplaySummary prints what a replay of snapshots from..to did.
+func printReplaySummary(w io.Writer, res pipeline.ReplayResult, from, to int64, took time.Duration) {
+	var per []string
+	for _, s := range enrich.Statuses {
+		per = append(per, fmt.Sprintf("%s %d", s, res.Counts[s]))
+	}
+	fmt.Fprintf(w, "\nsummary\n")
+	fmt.Fprintf(w, "  source snapshots\t%d\t(appends in %d..%d)\n", res.Snapshots, from, to)
+	fmt.Fprintf(w, "  rows enriched again\t%d\t(%s)\n", res.RowsRead, strings.Join(per, ", "))
+	fmt.Fprintf(w, "  target rows replaced\t%d\t(in %d commit(s))\n", res.RowsDeleted, res.Commits)
+	fmt.Fprintf(w, "  time\t%s\t\n", took.Round(time.Millisecond))
 }
 
 func statusList() string {

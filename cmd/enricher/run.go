@@ -49,17 +49,34 @@ func queueURL(flag string) (string, error) {
 	return "", fmt.Errorf("%w: --queue-url URL is required (or set %s)", errUsage, envQueueURL)
 }
 
-func newRunCmd(g *globals) *cobra.Command {
-	var (
-		queue, dlq  string
-		drain       bool
-		concurrency int
-		wait        time.Duration
-		grace       time.Duration
-		metricsAddr string
-		backoff     time.Duration
-		mf          modelFlags
-	)
+// runCmd is `enricher run`, the consumer daemon.
+type runCmd struct {
+	g *globals
+
+	queue, dlq  string
+	drain       bool
+	concurrency int
+	wait        time.Duration
+	grace       time.Duration
+	metricsAddr string
+	backoff     time.Duration
+	model       modelFlags
+
+	// stageHook, when set, is called after every stage step of the
+	// pipeline, as pipeline.Options.OnStage is (after the metrics, when
+	// they are served). Tests hold a stage with it; no flag sets it.
+	stageHook func(job, stage string, d time.Duration)
+
+	// Derived by Validate.
+	url string
+	log *slog.Logger
+}
+
+func newRunCmd(g *globals) *cobra.Command { return (&runCmd{g: g}).command() }
+
+// command is the cobra command that binds r's flags and runs r (a test
+// builds one around a runCmd whose stageHook it has set).
+func (r *runCmd) command() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run --queue-url URL",
 		Short: "Long-poll an SQS queue and process snapshot events until stopped",
@@ -86,89 +103,125 @@ committed stay committed and the next delivery resumes after them.`,
 		Example: `  AWS_ENDPOINT_URL_SQS=http://127.0.0.1:4566 enricher run --config enricher.yaml \
       --queue-url http://127.0.0.1:4566/000000000000/snapshots --drain`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			url, err := queueURL(queue)
-			if err != nil {
-				return err
-			}
-			if wait < time.Second || wait > 20*time.Second {
-				return fmt.Errorf("%w: --wait %s: SQS long polls last 1s to 20s", errUsage, wait)
-			}
-			log, err := g.logger(slog.LevelInfo)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := context.WithCancelCause(cmd.Context())
-			defer cancel(nil)
-			g.model, g.log = &mf, log
-			env, err := g.open(ctx, true)
-			if err != nil {
-				return err
-			}
-			defer env.Close()
-			api, err := newSQSClient(ctx)
-			if err != nil {
-				return err
-			}
-			src, err := sqsqueue.NewSource(ctx, api, sqsqueue.Config{QueueURL: url, DLQURL: dlq, WaitTime: wait, Drain: drain})
-			if err != nil {
-				return err
-			}
-			var onStage func(job, stage string, d time.Duration)
-			c := &consumer.Consumer{Source: src, Logger: log, Concurrency: concurrency, Grace: grace, RetryBackoff: backoff}
-			if metricsAddr != "" {
-				reg := prometheus.NewRegistry()
-				reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-				reg.MustRegister(pipeline.NewModelCollector(env.jobs))
-				m := pipeline.NewMetrics(reg)
-				onStage, c.OnOutcome = m.ObserveStage, m.Observe
-				stop, err := serveMetrics(ctx, log, metricsAddr, reg)
-				if err != nil {
-					return err
-				}
-				defer stop()
-			}
-			proc, err := env.processor(log, func(o *pipeline.Options) { o.OnStage = onStage })
-			if err != nil {
-				return err
-			}
-			c.Handler = proc
-			if c.Grace == 0 {
-				c.Grace = env.cfg.grace()
-			}
-			if src.DLQURL() == "" {
-				log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
-			}
-			log.Info("consumer started", "queue", url, "dlq", src.DLQURL(), "concurrency", concurrency, "drain", drain, "jobs", len(env.jobs))
-			runErr := c.Run(ctx)
-			for _, j := range env.jobs {
-				if u, ok := usageOf(j.Model); ok {
-					log.Info("model usage", "job", j.Spec.Name, "model", j.Model.Name(), "usage", u.String())
-				}
-			}
-			if errors.As(runErr, new(*consumer.HaltError)) {
-				// A spent token budget, a model that refuses the key: every
-				// later message would fail the same way.
-				return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", runErr)
-			}
-			if runErr != nil {
-				return runErr
-			}
-			log.Info("consumer stopped")
-			return nil
-		},
+		RunE: runE(r),
 	}
 	f := cmd.Flags()
-	f.StringVar(&queue, "queue-url", "", "source queue URL (default $"+envQueueURL+")")
-	f.StringVar(&dlq, "dlq-url", "", "dead-letter queue URL (default: from the queue's RedrivePolicy)")
-	f.BoolVar(&drain, "drain", false, "exit 0 once the queue is empty and nothing is in flight")
-	f.IntVar(&concurrency, "concurrency", runtime.GOMAXPROCS(0), "messages worked on at once (one table at a time)")
-	f.DurationVar(&wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
-	f.DurationVar(&grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
-	f.StringVar(&metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
-	f.DurationVar(&backoff, "retry-backoff", 10*time.Second, "a message that failed for a passing reason comes back after this, doubled per receive (at most 15m); 0: at once")
-	mf.register(f)
+	f.StringVar(&r.queue, "queue-url", "", "source queue URL (default $"+envQueueURL+")")
+	f.StringVar(&r.dlq, "dlq-url", "", "dead-letter queue URL (default: from the queue's RedrivePolicy)")
+	f.BoolVar(&r.drain, "drain", false, "exit 0 once the queue is empty and nothing is in flight")
+	f.IntVar(&r.concurrency, "concurrency", runtime.GOMAXPROCS(0), "messages worked on at once (one table at a time)")
+	f.DurationVar(&r.wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
+	f.DurationVar(&r.grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
+	f.StringVar(&r.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
+	f.DurationVar(&r.backoff, "retry-backoff", 10*time.Second, "a message that failed for a passing reason comes back after this, doubled per receive (at most 15m); 0: at once")
+	r.model.register(f)
 	return cmd
+}
+
+func (r *runCmd) Validate() error {
+	url, err := queueURL(r.queue)
+	if err != nil {
+		return err
+	}
+	if r.wait < time.Second || r.wait > 20*time.Second {
+		return fmt.Errorf("%w: --wait %s: SQS long polls last 1s to 20s", errUsage, r.wait)
+	}
+	log, err := r.g.logger(slog.LevelInfo)
+	if err != nil {
+		return err
+	}
+	r.url, r.log = url, log
+	return nil
+}
+
+// Run consumes the queue until it is drained (with --drain), ctx is
+// cancelled or a halt stops the consumer.
+func (r *runCmd) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	log := r.log
+	r.g.model, r.g.log = &r.model, log
+	env, err := r.g.open(ctx, true)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	api, err := newSQSClient(ctx)
+	if err != nil {
+		return err
+	}
+	src, err := sqsqueue.NewSource(ctx, api, sqsqueue.Config{QueueURL: r.url, DLQURL: r.dlq, WaitTime: r.wait, Drain: r.drain})
+	if err != nil {
+		return err
+	}
+	c := &consumer.Consumer{Source: src, Logger: log, Concurrency: r.concurrency, Grace: r.grace, RetryBackoff: r.backoff}
+	onStage := r.stageHook
+	if r.metricsAddr != "" {
+		m, stop, err := r.metrics(ctx, env.jobs)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		onStage, c.OnOutcome = chainStages(m.ObserveStage, r.stageHook), m.Observe
+	}
+	proc, err := env.processor(log, func(o *pipeline.Options) { o.OnStage = onStage })
+	if err != nil {
+		return err
+	}
+	c.Handler = proc
+	if c.Grace == 0 {
+		c.Grace = env.cfg.grace()
+	}
+	if src.DLQURL() == "" {
+		log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
+	}
+	log.Info("consumer started", "queue", r.url, "dlq", src.DLQURL(), "concurrency", r.concurrency, "drain", r.drain, "jobs", len(env.jobs))
+	runErr := c.Run(ctx)
+	for _, j := range env.jobs {
+		if u, ok := usageOf(j.Model); ok {
+			log.Info("model usage", "job", j.Spec.Name, "model", j.Model.Name(), "usage", u.String())
+		}
+	}
+	if errors.As(runErr, new(*consumer.HaltError)) {
+		// A spent token budget, a model that refuses the key: every
+		// later message would fail the same way.
+		return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", runErr)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	log.Info("consumer stopped")
+	return nil
+}
+
+// metrics registers the process's, the models' and the consumer's
+// metrics and serves them on --metrics-addr until the returned stop is
+// called.
+func (r *runCmd) metrics(ctx context.Context, jobs []pipeline.Job) (*pipeline.Metrics, func(), error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(pipeline.NewModelCollector(jobs))
+	m := pipeline.NewMetrics(reg)
+	stop, err := serveMetrics(ctx, r.log, r.metricsAddr, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, stop, nil
+}
+
+// chainStages is an OnStage hook that calls first and then second, either
+// of which may be nil.
+func chainStages(first, second func(job, stage string, d time.Duration)) func(job, stage string, d time.Duration) {
+	switch {
+	case first == nil:
+		return second
+	case second == nil:
+		return first
+	}
+	return func(job, stage string, d time.Duration) {
+		first(job, stage, d)
+		second(job, stage, d)
+	}
 }
 
 // serveMetrics serves /metrics and /healthz on addr until the returned
@@ -197,68 +250,4 @@ func serveMetrics(ctx context.Context, log *slog.Logger, addr string, reg *prome
 		}
 		wg.Wait()
 	}, nil
-}
-
-func newPublishCmd(g *globals) *cobra.Command {
-	var (
-		queue, tableName, job string
-		snapshot              int64
-	)
-	cmd := &cobra.Command{
-		Use:   "publish --queue-url URL --table NS.TABLE [--snapshot-id ID]",
-		Short: "Send the snapshot event for a table's current (or given) snapshot",
-		Long: `publish is the helper ingestion jobs call after they commit: it sends the
-snapshot event {"version": 1, "table": ..., "snapshot_id": ...} for the table's
-current snapshot, or for --snapshot-id, and prints the SQS message id.
-
-On a FIFO queue the message group is the table and the deduplication id is
-"TABLE:SNAPSHOT:JOB", so publishing the same event twice within five minutes
-sends it once; on any queue a duplicate is harmless (the consumer is
-idempotent).`,
-		Example: `  enricher publish --config enricher.yaml --queue-url "$QUEUE" --table social.posts`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			url, err := queueURL(queue)
-			if err != nil {
-				return err
-			}
-			if tableName == "" {
-				return fmt.Errorf("%w: --table NS.TABLE is required", errUsage)
-			}
-			ctx := cmd.Context()
-			if snapshot == 0 {
-				env, err := g.open(ctx, false)
-				if err != nil {
-					return err
-				}
-				defer env.Close()
-				tbl, err := env.cat.LoadTable(ctx, tableName)
-				if err != nil {
-					return err
-				}
-				cur := tbl.CurrentSnapshot()
-				if cur == nil {
-					return fmt.Errorf("table %s has no snapshot yet: nothing to publish", tableName)
-				}
-				snapshot = cur.SnapshotID
-			}
-			api, err := newSQSClient(ctx)
-			if err != nil {
-				return err
-			}
-			p := &sqsqueue.Publisher{API: api, QueueURL: url}
-			id, err := p.Publish(ctx, consumer.SnapshotEvent{Table: tableName, SnapshotID: snapshot, Job: job})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, id)
-			return nil
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&queue, "queue-url", "", "queue URL (default $"+envQueueURL+")")
-	f.StringVar(&tableName, "table", "", "source table, NAMESPACE.TABLE (required)")
-	f.Int64Var(&snapshot, "snapshot-id", 0, "snapshot to announce (default: the table's current one, read through --config)")
-	f.StringVar(&job, "job", "", "limit the event to this job")
-	return cmd
 }

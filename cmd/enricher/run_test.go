@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,4 +69,19 @@ func TestPublishThenRunDrainsTheQueue(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, r.Messages, 1)
 	assert.Equal(t, "{}", aws.ToString(r.Messages[0].Body))
+}
+
+func TestChainStagesCallsEveryHookInOrder(t *testing.T) {
+	t.Parallel()
+	var calls []string
+	hook := func(name string) func(job, stage string, d time.Duration) {
+		return func(job, stage string, d time.Duration) {
+			calls = append(calls, fmt.Sprintf("%s %s/%s %s", name, job, stage, d))
+		}
+	}
+	assert.Nil(t, chainStages(nil, nil))
+	chainStages(hook("first"), nil)("j", "plan", time.Second)
+	chainStages(nil, hook("second"))("j", "enrich", time.Millisecond)
+	chainStages(hook("first"), hook("second"))("j", "commit", time.Minute)
+	assert.Equal(t, []string{"first j/plan 1s", "second j/enrich 1ms", "first j/commit 1m0s", "second j/commit 1m0s"}, calls)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
@@ -9,7 +10,14 @@ import (
 	"github.com/socialdata/enricher/enrich"
 )
 
+// validateCmd is `enricher validate`: the config and its job specs
+// checked.
+type validateCmd struct {
+	g *globals
+}
+
 func newValidateCmd(g *globals) *cobra.Command {
+	c := &validateCmd{g: g}
 	return &cobra.Command{
 		Use:   "validate",
 		Short: "Check the runtime config and every job spec it names, without touching any table",
@@ -19,29 +27,36 @@ invalid file, naming the file, the field and the reason, which is also what
 run, status, demo and the Lambda handler do at start.`,
 		Example: `  enricher validate --config enricher-demo/enricher.yaml`,
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return err
-			}
-			specs, err := cfg.loadSpecs(enrich.Overrides{})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(specs))
-			for _, s := range specs {
-				var outs []string
-				for _, f := range s.Outputs {
-					o := f.Name + " " + f.Type
-					if len(f.Enum) > 0 {
-						o += " {" + strings.Join(f.Enum, ",") + "}"
-					}
-					outs = append(outs, o)
-				}
-				fmt.Fprintf(g.stdout, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
-					s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
-			}
-			return nil
-		},
+		RunE:    runE(c),
 	}
+}
+
+// Validate has nothing to check: validate takes only the global flags.
+func (c *validateCmd) Validate() error { return nil }
+
+// Run loads the config and the specs and prints what each job does.
+func (c *validateCmd) Run(context.Context) error {
+	cfg, err := c.g.loadConfig()
+	if err != nil {
+		return err
+	}
+	specs, err := cfg.loadSpecs(enrich.Overrides{})
+	if err != nil {
+		return err
+	}
+	out := c.g.stdout
+	fmt.Fprintf(out, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(specs))
+	for _, s := range specs {
+		var outs []string
+		for _, f := range s.Outputs {
+			o := f.Name + " " + f.Type
+			if len(f.Enum) > 0 {
+				o += " {" + strings.Join(f.Enum, ",") + "}"
+			}
+			outs = append(outs, o)
+		}
+		fmt.Fprintf(out, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
+			s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
+	}
+	return nil
 }
