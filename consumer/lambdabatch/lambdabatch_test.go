@@ -3,9 +3,11 @@ package lambdabatch_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/socialdata/enricher/consumer/lambdabatch"
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/internal/testbed"
 )
@@ -147,4 +150,35 @@ func TestLambdaDeadLettersPoisonRecordsAtOnce(t *testing.T) {
 	assert.Equal(t, "garbage", aws.ToString(dead[0].Body))
 	assert.Equal(t, consumer.ReasonBadMessage, aws.ToString(dead[0].MessageAttributes[sqsqueue.AttrReason].StringValue))
 	b.RequireExactlyOnce(10, nil)
+}
+
+// refusing is a model whose server refuses the configuration.
+type refusing struct{ calls atomic.Int64 }
+
+func (r *refusing) Name() string { return "test/refusing" }
+func (r *refusing) Annotate(context.Context, []enrich.Item, []enrich.Answer) error {
+	r.calls.Add(1)
+	return fmt.Errorf("model test: HTTP 401: %w", enrich.ErrModelUnusable)
+}
+
+// TestLambdaHaltFailsTheInvocation: a failure every record would meet
+// stops the batch, reports every record failed (none is dead-lettered) and
+// fails the invocation with the reason, so that it shows in the function's
+// Errors metric.
+func TestLambdaHaltFailsTheInvocation(t *testing.T) {
+	t.Parallel()
+	b := testbed.Setup(t)
+	s1 := b.AppendPosts(10)
+	model := &refusing{}
+	h := &lambdabatch.Handler{Handler: b.Processor(model), Logger: testbed.QuietLogger()}
+	resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{
+		record("a", b.Event(s1).Encode(), ""),
+		record("b", b.Event(s1).Encode(), ""),
+		record("c", b.Event(s1).Encode(), ""),
+	}})
+	require.ErrorIs(t, err, enrich.ErrModelUnusable)
+	assert.Contains(t, err.Error(), "lambda batch halted")
+	assert.Equal(t, []string{"a", "b", "c"}, failedIDs(resp))
+	assert.Equal(t, int64(1), model.calls.Load(), "no record is started after the halt")
+	assert.Empty(t, b.TargetRows())
 }

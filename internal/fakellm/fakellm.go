@@ -112,7 +112,8 @@ type Server struct {
 
 // Stats counts what the server did.
 type Stats struct {
-	Requests      int // requests received
+	Requests      int // requests received (with a key it accepted)
+	Unauthorized  int // requests refused for their key (401)
 	Answered      int // 200 answers
 	LimitThrottle int // 429s because a quota was exceeded
 	Injected      int // faults injected
@@ -538,6 +539,7 @@ func (s *Server) count(f func(*Stats)) {
 // unauthorized answers 401 and, like careless servers do, echoes the key it
 // was given: the client must never let it reach a log.
 func (s *Server) unauthorized(w http.ResponseWriter, got string) {
+	s.count(func(st *Stats) { st.Unauthorized++ })
 	writeError(w, http.StatusUnauthorized, "Incorrect API key provided: "+got+".", "invalid_request_error", "invalid_api_key")
 }
 
