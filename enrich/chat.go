@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,66 @@ type ChatOptions struct {
 	// doubles it, with 20% jitter, up to 30s, and never shorter than the
 	// server's Retry-After.
 	RetryBase time.Duration
+}
+
+// Defaults of every chat provider.
+const (
+	DefaultMaxConcurrency = 16
+	DefaultTimeout        = "60s"
+	DefaultMaxAttempts    = 6
+)
+
+// chatDefaults fills the settings every chat provider shares.
+func (m *ModelSettings) chatDefaults() {
+	if m.MaxConcurrency == 0 {
+		m.MaxConcurrency = DefaultMaxConcurrency
+	}
+	if m.Timeout == "" {
+		m.Timeout = DefaultTimeout
+	}
+	if m.MaxAttempts == 0 {
+		m.MaxAttempts = DefaultMaxAttempts
+	}
+}
+
+// validateChat checks the settings every chat provider shares.
+func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
+	m := s.Model
+	if strings.TrimSpace(s.Prompt.System) == "" {
+		bad("prompt.system", "is required for provider %s", m.Provider)
+	}
+	if m.BaseURL != "" {
+		if u, err := url.Parse(m.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("model.base_url", "%q is not an http(s) URL", m.BaseURL)
+		}
+	}
+	if m.RPM < 0 {
+		bad("model.rpm", "must not be negative, got %d (0 means no limit)", m.RPM)
+	}
+	if m.TPM < 0 {
+		bad("model.tpm", "must not be negative, got %d (0 means no limit)", m.TPM)
+	}
+	if m.MaxConcurrency < 1 || m.MaxConcurrency > 1024 {
+		bad("model.max_concurrency", "must be from 1 to 1024, got %d", m.MaxConcurrency)
+	}
+	if d, err := time.ParseDuration(m.Timeout); err != nil || d <= 0 {
+		bad("model.timeout", "%q is not a positive duration such as 60s", m.Timeout)
+	}
+	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
+		bad("model.max_attempts", "must be from 1 to 100, got %d", m.MaxAttempts)
+	}
+	if m.MaxTokensPerRow < 0 {
+		bad("model.max_tokens_per_row", "must not be negative, got %d (0 derives it from the outputs)", m.MaxTokensPerRow)
+	}
+	if m.MaxTokensTotal < 0 {
+		bad("model.max_tokens_total", "must not be negative, got %d (0 means no budget)", m.MaxTokensTotal)
+	}
+	if m.Prices.InputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
+		bad("model.prices", "prices must not be negative")
+	}
+	if m.Temperature < 0 || m.Temperature > 2 {
+		bad("model.temperature", "must be from 0 to 2, got %g", m.Temperature)
+	}
 }
 
 // Chat is the model backend for OpenAI-compatible chat-completion servers
@@ -81,15 +142,20 @@ var (
 	_ UsageReporter = (*Chat)(nil)
 )
 
-// NewChat builds the chat model for a validated spec whose provider is
-// openai or azure.
+// newChatModel is the constructor of the chat providers.
+func newChatModel(spec *Spec, opts ModelOptions) (Model, error) {
+	return asModel(NewChat(spec, ChatOptions{APIKey: opts.APIKey, Logger: opts.Logger}))
+}
+
+// NewChat builds the chat model for a validated spec whose provider is a
+// chat provider (openai, azure).
 func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 	m := spec.Model
 	if !m.Chat() {
 		return nil, fmt.Errorf("chat model: spec %s asks for provider %s", spec.Name, m.Provider)
 	}
-	if opts.APIKey.Empty() && m.Provider == ProviderAzure {
-		return nil, fmt.Errorf("chat model: provider azure needs an API key (AZURE_OPENAI_API_KEY or --api-key-secret)")
+	if p, _ := LookupProvider(m.Provider); p.Key.Required && opts.APIKey.Empty() {
+		return nil, fmt.Errorf("chat model: provider %s needs an API key (%s or --api-key-secret)", p.Name, p.Key.Env)
 	}
 	c := &Chat{
 		spec:     spec,

@@ -3,6 +3,11 @@
 // their validation, the model backends, and the Arrow stage that assembles
 // target rows.
 //
+// Each model provider (lexicon, openai, azure, noop) is one file holding
+// its Provider: name, defaults, validation, key source and constructor.
+// ModelProviders lists them; the spec loader and the command line read
+// that list, so a new provider is a new file and one line there.
+//
 // What it promises:
 //
 //   - Every input row comes out with exactly one status: ok, skipped (blank

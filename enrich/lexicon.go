@@ -4,9 +4,75 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/jonreiter/govader"
 )
+
+// ProviderLexicon is the offline VADER lexicon model.
+const ProviderLexicon = "lexicon"
+
+// DefaultNeutralBand is model.lexicon.neutral_band when the spec gives
+// none.
+const DefaultNeutralBand = 0.05
+
+// lexiconProvider needs no key and no network: it is the default provider.
+func lexiconProvider() Provider {
+	return Provider{
+		Name: ProviderLexicon,
+		Defaults: func(m *ModelSettings) {
+			if m.Name == "" {
+				m.Name = "vader"
+			}
+			if m.Lexicon.NeutralBand == nil {
+				b := DefaultNeutralBand
+				m.Lexicon.NeutralBand = &b
+			}
+		},
+		Validate: (*Spec).validateLexicon,
+		New:      func(spec *Spec, _ ModelOptions) (Model, error) { return asModel(NewLexicon(spec)) },
+	}
+}
+
+// validateLexicon checks that the outputs are what the lexicon fills: a
+// label field and optionally a score field.
+func (s *Spec) validateLexicon(bad func(field, format string, args ...any)) {
+	lx := s.Model.Lexicon
+	label, ok := s.Output(lx.LabelField)
+	switch {
+	case lx.LabelField == "":
+		bad("model.lexicon.label_field", "is required for provider lexicon")
+	case !ok:
+		bad("model.lexicon.label_field", "%q is not an output field", lx.LabelField)
+	case label.Type != TypeString:
+		bad("model.lexicon.label_field", "%q must be a string field, it is %s", lx.LabelField, label.Type)
+	default:
+		for _, want := range []string{"negative", "neutral", "positive"} {
+			if len(label.Enum) > 0 && !slices.Contains(label.Enum, want) {
+				bad("model.lexicon.label_field", "the enum of %q must contain %q: the lexicon model answers negative, neutral or positive", lx.LabelField, want)
+			}
+		}
+	}
+	if lx.ScoreField != "" {
+		score, ok := s.Output(lx.ScoreField)
+		switch {
+		case !ok:
+			bad("model.lexicon.score_field", "%q is not an output field", lx.ScoreField)
+		case score.Type != TypeDouble:
+			bad("model.lexicon.score_field", "%q must be a double field, it is %s", lx.ScoreField, score.Type)
+		case (score.Min != nil && *score.Min > -1) || (score.Max != nil && *score.Max < 1):
+			bad("model.lexicon.score_field", "%q must allow the range [-1, 1] of the lexicon's compound score", lx.ScoreField)
+		}
+	}
+	for _, f := range s.Outputs {
+		if f.Name != lx.LabelField && f.Name != lx.ScoreField {
+			bad("outputs", "provider lexicon can only fill %q and %q, not %q", lx.LabelField, lx.ScoreField, f.Name)
+		}
+	}
+	if b := lx.NeutralBand; b != nil && (*b < 0 || *b >= 1) {
+		bad("model.lexicon.neutral_band", "must be in [0, 1), got %g", *b)
+	}
+}
 
 // Lexicon is the offline model: VADER's rule-based sentiment lexicon
 // (github.com/jonreiter/govader). It needs no network and no key, and fills

@@ -5,6 +5,22 @@ import (
 	"fmt"
 )
 
+// ProviderNoop answers every row at once with a fixed valid value; it
+// exists to measure the pipeline without a model.
+const ProviderNoop = "noop"
+
+func noopProvider() Provider {
+	return Provider{
+		Name: ProviderNoop,
+		Defaults: func(m *ModelSettings) {
+			if m.Name == "" {
+				m.Name = "fixed"
+			}
+		},
+		New: func(spec *Spec, _ ModelOptions) (Model, error) { return asModel(NewNoop(spec)) },
+	}
+}
+
 // Noop is the benchmark model: it answers every row at once with one fixed
 // valid value per output field (the first enum value, zero clamped into the
 // field's range, false, an empty list), so that a run measures the pipeline

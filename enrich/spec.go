@@ -1,18 +1,13 @@
 package enrich
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Output field types a job spec may declare.
@@ -26,38 +21,11 @@ const (
 
 var fieldTypes = []string{TypeString, TypeDouble, TypeLong, TypeBoolean, TypeStringList}
 
-// Providers names the model backends a spec may choose.
-var Providers = []string{ProviderLexicon, ProviderOpenAI, ProviderAzure, ProviderNoop}
-
-// Model providers.
-const (
-	// ProviderLexicon is the offline VADER lexicon model.
-	ProviderLexicon = "lexicon"
-	// ProviderOpenAI is any server speaking the OpenAI chat-completions API
-	// (api.openai.com, vLLM, llama.cpp, Ollama, ...).
-	ProviderOpenAI = "openai"
-	// ProviderAzure is an Azure OpenAI deployment.
-	ProviderAzure = "azure"
-	// ProviderNoop answers every row at once with a fixed valid value; it
-	// exists to measure the pipeline without a model.
-	ProviderNoop = "noop"
-)
-
-// Defaults of the chat providers.
-const (
-	DefaultOpenAIBaseURL  = "https://api.openai.com/v1"
-	DefaultOpenAIModel    = "gpt-4o-mini"
-	DefaultAzureVersion   = "2024-10-21"
-	DefaultMaxConcurrency = 16
-	DefaultTimeout        = "60s"
-	DefaultMaxAttempts    = 6
-)
-
-// Defaults applied by LoadSpec when a field is absent.
+// Defaults applied by LoadSpec when a field is absent, whatever the
+// provider; each provider adds its own (see ModelProviders).
 const (
 	DefaultMaxTextChars   = 2000
 	DefaultRowsPerRequest = 20
-	DefaultNeutralBand    = 0.05
 )
 
 // Spec is one enrichment job: which table and columns it reads, which model
@@ -90,7 +58,8 @@ type Target struct {
 	Table string `yaml:"table"`
 }
 
-// ModelSettings holds the model settings of a job.
+// ModelSettings holds the model settings of a job. Which of them apply
+// depends on the provider (see Provider).
 type ModelSettings struct {
 	Provider       string        `yaml:"provider"`
 	Name           string        `yaml:"name"`
@@ -142,20 +111,6 @@ type Field struct {
 	Description string   `yaml:"description"`
 }
 
-// SpecError names the file, the field and the reason a spec is invalid.
-type SpecError struct {
-	File   string
-	Field  string
-	Reason string
-}
-
-func (e *SpecError) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s: %s", e.File, e.Reason)
-	}
-	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Reason)
-}
-
 // LoadSpec reads, defaults and validates the spec file at path. An invalid
 // spec returns every problem found, each a *SpecError.
 func LoadSpec(path string) (*Spec, error) {
@@ -183,13 +138,8 @@ func ParseSpec(file string, data []byte) (*Spec, error) {
 
 func parseSpec(file string, data []byte, o Overrides) (*Spec, error) {
 	var s Spec
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&s); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &SpecError{File: file, Reason: "file is empty"}
-		}
-		return nil, &SpecError{File: file, Reason: DescribeYAMLError(err)}
+	if err := DecodeYAML(file, data, &s); err != nil {
+		return nil, err
 	}
 	s.File = file
 	o.apply(&s)
@@ -198,23 +148,6 @@ func parseSpec(file string, data []byte, o Overrides) (*Spec, error) {
 		return nil, err
 	}
 	return &s, nil
-}
-
-var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)
-
-// DescribeYAMLError turns a YAML decoding error into a short reason:
-// "line 3: unknown field tpye; line 5: cannot read "x" as a number".
-func DescribeYAMLError(err error) string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		parts := make([]string, len(te.Errors))
-		for i, e := range te.Errors {
-			e = unknownField.ReplaceAllString(e, "unknown field $1")
-			parts[i] = strings.Replace(e, "cannot unmarshal", "cannot read", 1)
-		}
-		return strings.Join(parts, "; ")
-	}
-	return strings.TrimPrefix(err.Error(), "yaml: ")
 }
 
 func (s *Spec) applyDefaults() {
@@ -227,48 +160,15 @@ func (s *Spec) applyDefaults() {
 	if s.Model.RowsPerRequest == 0 {
 		s.Model.RowsPerRequest = DefaultRowsPerRequest
 	}
-	m := &s.Model
-	switch m.Provider {
-	case ProviderLexicon:
-		if m.Name == "" {
-			m.Name = "vader"
-		}
-		if m.Lexicon.NeutralBand == nil {
-			b := DefaultNeutralBand
-			m.Lexicon.NeutralBand = &b
-		}
-	case ProviderNoop:
-		if m.Name == "" {
-			m.Name = "fixed"
-		}
-	case ProviderOpenAI, ProviderAzure:
-		if m.Provider == ProviderOpenAI {
-			if m.BaseURL == "" {
-				m.BaseURL = DefaultOpenAIBaseURL
-			}
-			if m.Name == "" {
-				m.Name = DefaultOpenAIModel
-			}
-		} else {
-			if m.APIVersion == "" {
-				m.APIVersion = DefaultAzureVersion
-			}
-			if m.Deployment == "" {
-				m.Deployment = m.Name
-			}
-			if m.Name == "" {
-				m.Name = m.Deployment
-			}
-		}
-		if m.MaxConcurrency == 0 {
-			m.MaxConcurrency = DefaultMaxConcurrency
-		}
-		if m.Timeout == "" {
-			m.Timeout = DefaultTimeout
-		}
-		if m.MaxAttempts == 0 {
-			m.MaxAttempts = DefaultMaxAttempts
-		}
+	p, ok := LookupProvider(s.Model.Provider)
+	if !ok {
+		return // Validate names the unknown provider
+	}
+	if p.Chat {
+		s.Model.chatDefaults()
+	}
+	if p.Defaults != nil {
+		p.Defaults(&s.Model)
 	}
 }
 
@@ -321,18 +221,19 @@ func (o Overrides) apply(s *Spec) {
 	}
 }
 
-// ID names the model as rows record it in _model: provider/name, and for
-// azure provider/deployment, the deployment being what answers.
+// ID names the model as rows record it in _model: provider/name, or what
+// the provider's ModelName says answers (for azure the deployment).
 func (m ModelSettings) ID() string {
-	if m.Provider == ProviderAzure {
-		return m.Provider + "/" + m.Deployment
+	if p, ok := LookupProvider(m.Provider); ok && p.ModelName != nil {
+		return m.Provider + "/" + p.ModelName(m)
 	}
 	return m.Provider + "/" + m.Name
 }
 
 // Chat reports whether the spec's provider is a chat-completion server.
 func (m ModelSettings) Chat() bool {
-	return m.Provider == ProviderOpenAI || m.Provider == ProviderAzure
+	p, ok := LookupProvider(m.Provider)
+	return ok && p.Chat
 }
 
 // RequestTimeout is the parsed per-request timeout (validated by Validate).
@@ -341,10 +242,13 @@ func (m ModelSettings) RequestTimeout() time.Duration {
 	return d
 }
 
-var (
-	namePattern  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	tablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
-)
+var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// TablePattern is what a table name must match: NAMESPACE.TABLE, with
+// nested namespaces as a.b.TABLE. The snapshot event's JSON Schema
+// (consumer/snapshot-event.schema.json) holds the same pattern for its
+// table field; TestEventTablePatternIsTheSpecs keeps the two equal.
+var TablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
 
 // Validate checks every field and returns all problems joined.
 func (s *Spec) Validate() error {
@@ -366,7 +270,7 @@ func (s *Spec) Validate() error {
 		switch {
 		case v == "":
 			bad(field, "is required")
-		case !tablePattern.MatchString(v):
+		case !TablePattern.MatchString(v):
 			bad(field, "%q must be NAMESPACE.TABLE", v)
 		}
 	}
@@ -404,7 +308,8 @@ func (s *Spec) Validate() error {
 		}
 	}
 
-	if !slices.Contains(Providers, s.Model.Provider) {
+	provider, known := LookupProvider(s.Model.Provider)
+	if !known {
 		bad("model.provider", "%q is not one of %s", s.Model.Provider, strings.Join(Providers, ", "))
 	}
 	if s.Model.MaxTextChars < 1 {
@@ -413,7 +318,7 @@ func (s *Spec) Validate() error {
 	if s.Model.RowsPerRequest < 1 || s.Model.RowsPerRequest > 500 {
 		bad("model.rows_per_request", "must be from 1 to 500, got %d", s.Model.RowsPerRequest)
 	}
-	if s.Model.Chat() {
+	if provider.Chat {
 		s.validateChat(bad)
 	}
 
@@ -455,95 +360,10 @@ func (s *Spec) Validate() error {
 		}
 	}
 
-	if s.Model.Provider == ProviderLexicon {
-		s.validateLexicon(bad)
+	if provider.Validate != nil {
+		provider.Validate(s, bad)
 	}
 	return errors.Join(errs...)
-}
-
-func (s *Spec) validateLexicon(bad func(field, format string, args ...any)) {
-	lx := s.Model.Lexicon
-	label, ok := s.Output(lx.LabelField)
-	switch {
-	case lx.LabelField == "":
-		bad("model.lexicon.label_field", "is required for provider lexicon")
-	case !ok:
-		bad("model.lexicon.label_field", "%q is not an output field", lx.LabelField)
-	case label.Type != TypeString:
-		bad("model.lexicon.label_field", "%q must be a string field, it is %s", lx.LabelField, label.Type)
-	default:
-		for _, want := range []string{"negative", "neutral", "positive"} {
-			if len(label.Enum) > 0 && !slices.Contains(label.Enum, want) {
-				bad("model.lexicon.label_field", "the enum of %q must contain %q: the lexicon model answers negative, neutral or positive", lx.LabelField, want)
-			}
-		}
-	}
-	if lx.ScoreField != "" {
-		score, ok := s.Output(lx.ScoreField)
-		switch {
-		case !ok:
-			bad("model.lexicon.score_field", "%q is not an output field", lx.ScoreField)
-		case score.Type != TypeDouble:
-			bad("model.lexicon.score_field", "%q must be a double field, it is %s", lx.ScoreField, score.Type)
-		case (score.Min != nil && *score.Min > -1) || (score.Max != nil && *score.Max < 1):
-			bad("model.lexicon.score_field", "%q must allow the range [-1, 1] of the lexicon's compound score", lx.ScoreField)
-		}
-	}
-	for _, f := range s.Outputs {
-		if f.Name != lx.LabelField && f.Name != lx.ScoreField {
-			bad("outputs", "provider lexicon can only fill %q and %q, not %q", lx.LabelField, lx.ScoreField, f.Name)
-		}
-	}
-	if b := lx.NeutralBand; b != nil && (*b < 0 || *b >= 1) {
-		bad("model.lexicon.neutral_band", "must be in [0, 1), got %g", *b)
-	}
-}
-
-func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
-	m := s.Model
-	if strings.TrimSpace(s.Prompt.System) == "" {
-		bad("prompt.system", "is required for provider %s", m.Provider)
-	}
-	if m.Provider == ProviderAzure {
-		if m.BaseURL == "" {
-			bad("model.base_url", "is required for provider azure: the resource endpoint, https://NAME.openai.azure.com")
-		}
-		if m.Deployment == "" {
-			bad("model.deployment", "is required for provider azure (or model.name, used as the deployment)")
-		}
-	}
-	if m.BaseURL != "" {
-		if u, err := url.Parse(m.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			bad("model.base_url", "%q is not an http(s) URL", m.BaseURL)
-		}
-	}
-	if m.RPM < 0 {
-		bad("model.rpm", "must not be negative, got %d (0 means no limit)", m.RPM)
-	}
-	if m.TPM < 0 {
-		bad("model.tpm", "must not be negative, got %d (0 means no limit)", m.TPM)
-	}
-	if m.MaxConcurrency < 1 || m.MaxConcurrency > 1024 {
-		bad("model.max_concurrency", "must be from 1 to 1024, got %d", m.MaxConcurrency)
-	}
-	if d, err := time.ParseDuration(m.Timeout); err != nil || d <= 0 {
-		bad("model.timeout", "%q is not a positive duration such as 60s", m.Timeout)
-	}
-	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
-		bad("model.max_attempts", "must be from 1 to 100, got %d", m.MaxAttempts)
-	}
-	if m.MaxTokensPerRow < 0 {
-		bad("model.max_tokens_per_row", "must not be negative, got %d (0 derives it from the outputs)", m.MaxTokensPerRow)
-	}
-	if m.MaxTokensTotal < 0 {
-		bad("model.max_tokens_total", "must not be negative, got %d (0 means no budget)", m.MaxTokensTotal)
-	}
-	if m.Prices.InputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
-		bad("model.prices", "prices must not be negative")
-	}
-	if m.Temperature < 0 || m.Temperature > 2 {
-		bad("model.temperature", "must be from 0 to 2, got %g", m.Temperature)
-	}
 }
 
 // Output returns the output field called name.

@@ -1,18 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
@@ -43,18 +39,6 @@ type PipelineConfig struct {
 	ShutdownGrace   string `yaml:"shutdown_grace"`
 }
 
-// ConfigError names the config file, the field and the reason.
-type ConfigError struct {
-	File, Field, Reason string
-}
-
-func (e *ConfigError) Error() string {
-	if e.Field == "" {
-		return fmt.Sprintf("%s: %s", e.File, e.Reason)
-	}
-	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Reason)
-}
-
 // configPath returns --config, else $ENRICHER_CONFIG.
 func configPath(flag string) (string, error) {
 	if flag != "" {
@@ -67,20 +51,16 @@ func configPath(flag string) (string, error) {
 }
 
 // loadConfig reads and validates a config file. Relative paths in it are
-// relative to the file's folder.
+// relative to the file's folder. What is wrong with it comes as
+// *enrich.SpecError, as for job specs.
 func loadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, &ConfigError{File: path, Reason: "file is empty"}
-		}
-		return nil, &ConfigError{File: path, Reason: enrich.DescribeYAMLError(err)}
+	if err := enrich.DecodeYAML(path, data, &c); err != nil {
+		return nil, err
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
@@ -97,10 +77,10 @@ func loadConfig(path string) (*Config, error) {
 func (c *Config) validate() error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, &ConfigError{File: c.file, Field: field, Reason: fmt.Sprintf(format, args...)})
+		errs = append(errs, &enrich.SpecError{File: c.file, Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
 	if err := c.Catalog.Validate(); err != nil {
-		errs = append(errs, &ConfigError{File: c.file, Reason: err.Error()})
+		errs = append(errs, &enrich.SpecError{File: c.file, Reason: err.Error()})
 	}
 	if len(c.Jobs) == 0 {
 		bad("jobs", "at least one job spec file is required")

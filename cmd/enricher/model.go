@@ -19,12 +19,10 @@ import (
 	"github.com/socialdata/enricher/enrich"
 )
 
-// Where model API keys come from.
-const (
-	envOpenAIKey    = "OPENAI_API_KEY"
-	envAzureKey     = "AZURE_OPENAI_API_KEY"
-	envAPIKeySecret = "ENRICHER_API_KEY_SECRET"
-)
+// envAPIKeySecret names the Secrets Manager secret holding the model API
+// key when --api-key-secret is not given. Without either, each provider's
+// key comes from its own variable (enrich.Provider.Key).
+const envAPIKeySecret = "ENRICHER_API_KEY_SECRET"
 
 // modelFlags are the model settings demo, run and replay take on the
 // command line; each overrides the job spec's own for every job.
@@ -36,17 +34,36 @@ type modelFlags struct {
 }
 
 func (m *modelFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&m.provider, "provider", "", "model backend for every job: lexicon, openai, azure or noop (default: the job spec's)")
+	f.StringVar(&m.provider, "provider", "", "model backend for every job: "+orList(enrich.Providers)+" (default: the job spec's)")
 	f.StringVar(&m.baseURL, "base-url", "", "chat server: OpenAI-compatible base URL (e.g. http://localhost:8000/v1) or the Azure endpoint https://NAME.openai.azure.com")
 	f.StringVar(&m.model, "model", "", "model name sent to the server (for azure also the deployment when --deployment is not given)")
 	f.StringVar(&m.deployment, "deployment", "", "Azure OpenAI deployment name (default: --model)")
 	f.StringVar(&m.apiVersion, "api-version", "", "Azure OpenAI API version (default "+enrich.DefaultAzureVersion+")")
-	f.StringVar(&m.apiKeySecret, "api-key-secret", "", "AWS Secrets Manager secret NAME or ARN holding the API key, a plain string or JSON such as {\"api_key\": \"...\"} (default $"+envAPIKeySecret+"; without it the key comes from $"+envOpenAIKey+" or $"+envAzureKey+")")
+	f.StringVar(&m.apiKeySecret, "api-key-secret", "", "AWS Secrets Manager secret NAME or ARN holding the API key, a plain string or JSON such as {\"api_key\": \"...\"} (default $"+envAPIKeySecret+"; without it the key comes from "+orList(keyVariables())+")")
 	f.IntVar(&m.rowsPerRequest, "rows-per-request", 0, "rows sent in one chat request (default: the job spec's, else 20)")
 	f.IntVar(&m.rpm, "rpm", 0, "requests-per-minute quota to stay under (default: the job spec's; 0 there: none)")
 	f.IntVar(&m.tpm, "tpm", 0, "tokens-per-minute quota to stay under, counting prompt estimate plus max_tokens (default: the job spec's)")
 	f.IntVar(&m.maxConcurrency, "max-concurrency", 0, "chat requests in flight at most, per job (default: the job spec's, else 16)")
 	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of each job in this process: stop cleanly before spending more (default: the job spec's; 0: none)")
+}
+
+// orList writes a list as "a, b or c".
+func orList(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}
+
+// keyVariables are the providers' key variables, as $NAME.
+func keyVariables() []string {
+	var out []string
+	for _, p := range enrich.ModelProviders() {
+		if p.Key.Env != "" {
+			out = append(out, "$"+p.Key.Env)
+		}
+	}
+	return out
 }
 
 func (m *modelFlags) overrides() enrich.Overrides {
@@ -87,59 +104,55 @@ type models struct {
 	keys map[string]enrich.Secret // by provider
 }
 
+// build builds the model of spec's provider, with its API key when it
+// takes one.
 func (ms *models) build(ctx context.Context, spec *enrich.Spec) (enrich.Model, error) {
-	switch spec.Model.Provider {
-	case enrich.ProviderLexicon:
-		return enrich.NewLexicon(spec)
-	case enrich.ProviderNoop:
-		return enrich.NewNoop(spec)
-	case enrich.ProviderOpenAI, enrich.ProviderAzure:
-		key, err := ms.apiKey(ctx, spec.Model.Provider)
-		if err != nil {
-			return nil, err
-		}
-		if key.Empty() && spec.Model.Provider == enrich.ProviderOpenAI {
-			ms.log.Warn("no API key for provider openai: requests go without one, as local servers allow", "job", spec.Name, "hint", "set "+envOpenAIKey+" or --api-key-secret")
-		}
-		return enrich.NewChat(spec, enrich.ChatOptions{APIKey: key, Logger: ms.log})
-	default:
+	p, ok := enrich.LookupProvider(spec.Model.Provider)
+	if !ok {
 		return nil, &enrich.SpecError{File: spec.File, Field: "model.provider", Reason: fmt.Sprintf("%q is not available", spec.Model.Provider)}
 	}
+	var key enrich.Secret
+	if p.Key.Env != "" {
+		var err error
+		if key, err = ms.apiKey(ctx, p); err != nil {
+			return nil, err
+		}
+		if key.Empty() {
+			ms.log.Warn("no API key for provider "+p.Name+": requests go without one, as local servers allow", "job", spec.Name, "hint", "set "+p.Key.Env+" or --api-key-secret")
+		}
+	}
+	return p.New(spec, enrich.ModelOptions{APIKey: key, Logger: ms.log})
 }
 
-// apiKey finds the key: the Secrets Manager secret when one is named, else
+// apiKey finds p's key: the Secrets Manager secret when one is named, else
 // the provider's environment variable.
-func (ms *models) apiKey(ctx context.Context, provider string) (enrich.Secret, error) {
+func (ms *models) apiKey(ctx context.Context, p enrich.Provider) (enrich.Secret, error) {
 	ref := os.Getenv(envAPIKeySecret)
 	if ms.flags != nil && ms.flags.apiKeySecret != "" {
 		ref = ms.flags.apiKeySecret
 	}
 	if ref == "" {
-		env := envOpenAIKey
-		if provider == enrich.ProviderAzure {
-			env = envAzureKey
-		}
-		key := enrich.NewSecret(os.Getenv(env))
-		if key.Empty() && provider == enrich.ProviderAzure {
-			return key, fmt.Errorf("provider azure needs an API key: set %s or name a Secrets Manager secret with --api-key-secret (or %s)", envAzureKey, envAPIKeySecret)
+		key := enrich.NewSecret(os.Getenv(p.Key.Env))
+		if key.Empty() && p.Key.Required {
+			return key, fmt.Errorf("provider %s needs an API key: set %s or name a Secrets Manager secret with --api-key-secret (or %s)", p.Name, p.Key.Env, envAPIKeySecret)
 		}
 		return key, nil
 	}
-	if key, ok := ms.keys[provider]; ok {
+	if key, ok := ms.keys[p.Name]; ok {
 		return key, nil
 	}
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
 		return enrich.Secret{}, fmt.Errorf("aws config for Secrets Manager: %w", err)
 	}
-	key, err := fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref, provider)
+	key, err := fetchAPIKey(ctx, secretsmanager.NewFromConfig(cfg), ref, p.Name)
 	if err != nil {
 		return key, err
 	}
 	if ms.keys == nil {
 		ms.keys = map[string]enrich.Secret{}
 	}
-	ms.keys[provider] = key
+	ms.keys[p.Name] = key
 	return key, nil
 }
 
@@ -150,13 +163,20 @@ type secretsAPI interface {
 
 // secretKeyNames are the names under which a JSON secret may hold the
 // key, in the order they are tried: the provider's own variable first, so
-// that a secret holding both keys never sends one provider the other's.
+// that a secret holding several providers' keys never sends one provider
+// another's; the other providers' variables last.
 func secretKeyNames(provider string) []string {
-	own, other := envOpenAIKey, envAzureKey
-	if provider == enrich.ProviderAzure {
-		own, other = other, own
+	var own, others []string
+	for _, p := range enrich.ModelProviders() {
+		switch {
+		case p.Key.Env == "":
+		case p.Name == provider:
+			own = append(own, p.Key.Env)
+		default:
+			others = append(others, p.Key.Env)
+		}
 	}
-	return []string{own, "api_key", "apiKey", "key", other}
+	return slices.Concat(own, []string{"api_key", "apiKey", "key"}, others)
 }
 
 // fetchAPIKey reads the secret ref (name or ARN) for provider. A plain

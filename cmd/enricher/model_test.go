@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/fakellm"
 	"github.com/socialdata/enricher/storage"
 )
@@ -94,7 +96,7 @@ func requireRowsFromTheirOwnText(t *testing.T, rows []map[string]any, lines []st
 
 func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 	const key = "sk-demo-key-that-must-stay-secret"
-	t.Setenv(envOpenAIKey, key)
+	t.Setenv("OPENAI_API_KEY", key)
 	t.Setenv(envAPIKeySecret, "")
 	faults := []fakellm.Fault{fakellm.DropRow, fakellm.ServerError, fakellm.WrongType, fakellm.Throttle,
 		fakellm.DuplicateRow, fakellm.MalformedJSON, fakellm.CutOff, fakellm.Refusal, fakellm.ExtraRow}
@@ -303,7 +305,7 @@ func TestDemoTakesTheKeyFromSecretsManager(t *testing.T) {
 	t.Setenv("AWS_REGION", "eu-west-1")
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
-	t.Setenv(envAzureKey, "")
+	t.Setenv("AZURE_OPENAI_API_KEY", "")
 	llm := startLLM(t, &fakellm.Server{Key: key})
 	posts, lines := postsFile(t, 60)
 	work := filepath.Join(t.TempDir(), "demo")
@@ -388,4 +390,53 @@ func TestLambdaModelSettingsFromTheEnvironment(t *testing.T) {
 
 	t.Setenv(envModelProvider, "gpt")
 	require.ErrorContains(t, modelFlagsFromEnv().validate(), `--provider "gpt"`)
+}
+
+// TestEveryProviderBuildsWithItsKey: the command line builds every
+// provider of the registry, each with the key from its own variable; one
+// whose key is required does not start without it and says where keys
+// come from, the others start with a warning.
+func TestEveryProviderBuildsWithItsKey(t *testing.T) {
+	t.Setenv(envAPIKeySecret, "")
+	ctx := context.Background()
+	var logs bytes.Buffer
+	ms := &models{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	for _, p := range enrich.ModelProviders() {
+		if p.Key.Env != "" {
+			t.Setenv(p.Key.Env, "sk-"+p.Name)
+		}
+		spec, err := enrich.LoadSpecWith(filepath.Join("..", "..", "jobs", "sentiment.yaml"), enrich.Overrides{
+			Provider: p.Name, BaseURL: "https://llm.example.com/v1", Deployment: "d",
+		})
+		require.NoError(t, err, p.Name)
+		m, err := ms.build(ctx, spec)
+		require.NoError(t, err, p.Name)
+		assert.Equal(t, spec.Model.ID(), m.Name())
+		closeModel(m)
+		if p.Key.Env == "" {
+			continue
+		}
+
+		t.Setenv(p.Key.Env, "")
+		m, err = ms.build(ctx, spec)
+		if p.Key.Required {
+			require.ErrorContains(t, err, "provider "+p.Name+" needs an API key: set "+p.Key.Env+" or name a Secrets Manager secret")
+			assert.Nil(t, m)
+			continue
+		}
+		require.NoError(t, err, p.Name)
+		closeModel(m)
+		assert.Contains(t, logs.String(), "no API key for provider "+p.Name)
+		assert.Contains(t, logs.String(), "set "+p.Key.Env+" or --api-key-secret")
+	}
+
+	// The help names every provider and every key variable.
+	out, _, err := runBoth(t, "run", "--help")
+	require.NoError(t, err)
+	for _, p := range enrich.ModelProviders() {
+		assert.Regexp(t, `--provider string +model backend for every job: [^\n]*\b`+p.Name+`\b`, out)
+		if p.Key.Env != "" {
+			assert.Regexp(t, `--api-key-secret string +[^\n]*without it the key comes from [^\n]*\$`+p.Key.Env+`\b`, out)
+		}
+	}
 }
