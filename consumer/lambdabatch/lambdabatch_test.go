@@ -134,9 +134,7 @@ func TestLambdaRecordedEvent(t *testing.T) {
 
 func TestLambdaDeadLettersPoisonRecordsAtOnce(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
 	s1 := b.AppendPosts(10)
 	h := &lambdabatch.Handler{Handler: b.Processor(nil), API: api, DLQURL: q.DLQ, Logger: testbed.QuietLogger()}
 	resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{

@@ -58,9 +58,7 @@ func report(o consumer.MessageOutcome) *pipeline.Report {
 
 func TestSQSHappyPathFromPublishToCommittedRows(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
 	s1 := b.AppendPosts(120)
 	q.Publish(t, b.Event(s1))
 	s2 := b.AppendPosts(80)
@@ -82,9 +80,7 @@ func TestSQSHappyPathFromPublishToCommittedRows(t *testing.T) {
 
 func TestSQSRedeliveryAfterACrashWritesNoDuplicates(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
 	s1 := b.AppendPosts(100)
 	q.Publish(t, b.Event(s1))
 
@@ -110,9 +106,7 @@ func TestSQSRedeliveryAfterACrashWritesNoDuplicates(t *testing.T) {
 
 func TestSQSPoisonMessagesGoToTheDLQAtOnceWithTheirReason(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
 	q.SendRaw(t, "this is not json")
 	q.SendRaw(t, `{"version":1,"table":"social.nowhere","snapshot_id":5}`)
 	drainConsumer(t, q, b.Processor(nil), nil)
@@ -148,9 +142,7 @@ func (f *failing) Annotate(context.Context, []enrich.Item, []enrich.Answer) erro
 
 func TestSQSTransientFailuresReachTheDLQAfterMaxReceiveCount(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 2, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 2})
 	s1 := b.AppendPosts(10)
 	q.Publish(t, b.Event(s1))
 	var released atomic.Int64
@@ -167,9 +159,7 @@ func TestSQSTransientFailuresReachTheDLQAfterMaxReceiveCount(t *testing.T) {
 
 func TestSQSRetryBackoffKeepsAFailedMessageAway(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 2, Visibility: 30 * time.Second})
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 2})
 	q.Publish(t, b.Event(b.AppendPosts(10)))
 	src, err := sqsqueue.NewSource(t.Context(), api, sqsqueue.Config{QueueURL: q.URL, Drain: true, WaitTime: time.Second})
 	require.NoError(t, err)
@@ -192,9 +182,7 @@ func TestSQSRetryBackoffKeepsAFailedMessageAway(t *testing.T) {
 
 func TestSQSFIFOKeepsEachTablesOrder(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: true, MaxReceives: 5, Visibility: 30 * time.Second})
+	_, b, q := sqstest.Setup(t, sqstest.Options{FIFO: true, MaxReceives: 5})
 	var snaps []int64
 	for range 4 {
 		s := b.AppendPosts(25)
@@ -236,7 +224,7 @@ func TestSQSHeartbeatKeepsLongWorkInvisible(t *testing.T) {
 	t.Parallel()
 	api := sqstest.Client(t)
 	b := testbed.Setup(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 1 * time.Second}) // a one-second visibility timeout
+	q := sqstest.NewQueues(t, api, sqstest.Options{MaxReceives: 5, Visibility: 1 * time.Second}) // a one-second visibility timeout
 	s1 := b.AppendPosts(600)
 	q.Publish(t, b.Event(s1))
 	lex, err := enrich.NewLexicon(b.Spec)
@@ -289,7 +277,7 @@ func TestMissingSnapshotsAreDeadLettered(t *testing.T) {
 	other, _, err = postdata.Append(t.Context(), other, postdata.Sample(3, 1, 1))
 	require.NoError(t, err)
 
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 5, Visibility: 30 * time.Second})
+	q := sqstest.NewQueues(t, api, sqstest.Options{MaxReceives: 5})
 	q.Publish(t, consumer.SnapshotEvent{Table: b.Spec.Source.Table, SnapshotID: 4242})
 	q.Publish(t, consumer.SnapshotEvent{Table: b.Spec.Source.Table, SnapshotID: other.CurrentSnapshot().SnapshotID})
 	drainConsumer(t, q, b.Processor(nil), nil)

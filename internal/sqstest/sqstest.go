@@ -22,6 +22,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/testbed"
 )
 
 // EnvEndpoint names the emulator's endpoint.
@@ -172,4 +173,12 @@ func ReceiveAll(t testing.TB, api *sqs.Client, url string) []types.Message {
 			require.NoError(t, err)
 		}
 	}
+}
+
+// Setup is the set-up of an integration test through SQS: an emulator
+// client, a fresh warehouse (testbed.Setup) and fresh queues.
+func Setup(t *testing.T, o Options) (*sqs.Client, *testbed.Bundle, *Queues) {
+	t.Helper()
+	api := Client(t)
+	return api, testbed.Setup(t), NewQueues(t, api, o)
 }
