@@ -203,15 +203,10 @@ type runtimeEnv struct {
 	cat  *storage.Catalog
 }
 
-// open loads the config (and, with withJobs, every job spec and model)
-// and opens the catalog. Loading comes first, so an invalid file stops the
-// command before anything is touched.
-func open(ctx context.Context, path string, withJobs bool) (*runtimeEnv, error) {
-	return openWith(ctx, path, withJobs, nil, slog.Default())
-}
-
-// openWith is open with the command line's model flags (mf may be nil) and
-// the logger models log to.
+// openWith loads the config (and, with withJobs, every job spec and its
+// model, with the command line's model flags mf, which may be nil) and
+// opens the catalog. Loading comes first, so an invalid file stops the
+// command before anything is touched. Models log to log.
 func openWith(ctx context.Context, path string, withJobs bool, mf *modelFlags, log *slog.Logger) (*runtimeEnv, error) {
 	cfg, err := loadConfig(path)
 	if err != nil {

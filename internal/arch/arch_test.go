@@ -2,8 +2,6 @@ package arch_test
 
 import (
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -15,8 +13,7 @@ const module = "github.com/socialdata/enricher"
 // deps lists every package pkg imports, directly or not (go list -deps).
 func deps(t *testing.T, pkg string) []string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out, err := exec.Command(goBin, "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+pkg).CombinedOutput()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", module+"/"+pkg).CombinedOutput()
 	require.NoError(t, err, "go list: %s", out)
 	return strings.Fields(string(out))
 }
