@@ -390,6 +390,9 @@ func printOutcome(w io.Writer, o consumer.MessageOutcome) {
 			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, the watermark (%s) is already past it: nothing written\n", r.SnapshotID, r.To)
 		case pipeline.OutcomeUpToDate:
 			fmt.Fprintf(w, "consume  snapshot %d: the watermark is already there: nothing written\n", r.SnapshotID)
+		case pipeline.OutcomeFailed:
+			fmt.Fprintf(w, "consume  snapshot %d: job %s failed after %d rows in %d commit(s) (the event's other jobs went on)\n",
+				r.SnapshotID, r.Job, r.RowsWritten, r.Commits)
 		default:
 			skipped := ""
 			if len(r.Skipped) > 0 {

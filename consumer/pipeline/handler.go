@@ -22,8 +22,12 @@ type Report struct {
 func (r *Report) LogAttrs() []slog.Attr {
 	attrs := []slog.Attr{slog.String("table", r.Event.Table), slog.Int64("snapshot", r.Event.SnapshotID)}
 	for _, res := range r.Results {
-		attrs = append(attrs, slog.Group(res.Job, "outcome", string(res.Outcome), "from", res.From.String(),
-			"to", res.To.String(), "rows", res.RowsWritten, "commits", res.Commits))
+		group := []any{"outcome", string(res.Outcome), "from", res.From.String(),
+			"to", res.To.String(), "rows", res.RowsWritten, "commits", res.Commits}
+		if res.Err != nil {
+			group = append(group, "err", res.Err.Error())
+		}
+		attrs = append(attrs, slog.Group(res.Job, group...))
 	}
 	return attrs
 }

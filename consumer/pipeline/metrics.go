@@ -20,6 +20,7 @@ type Metrics struct {
 	conflicts *prometheus.CounterVec
 	commits   *prometheus.CounterVec
 	lag       *prometheus.HistogramVec
+	outcomes  *prometheus.CounterVec
 }
 
 // NewMetrics registers the consumer's metrics with reg.
@@ -53,7 +54,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.05, 2.5, 12),
 		}, []string{"job"}),
 	}
-	reg.MustRegister(m.messages, m.rows, m.duration, m.stages, m.dlq, m.conflicts, m.commits, m.lag)
+	m.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "enricher_job_outcomes_total", Help: "Jobs run for an event, by job and outcome (enriched, up_to_date, stale, failed).",
+	}, []string{"job", "outcome"})
+	reg.MustRegister(m.messages, m.rows, m.duration, m.stages, m.dlq, m.conflicts, m.commits, m.lag, m.outcomes)
 	return m
 }
 
@@ -69,6 +73,7 @@ func (m *Metrics) Observe(o consumer.MessageOutcome) {
 		return
 	}
 	for _, r := range rep.Results {
+		m.outcomes.WithLabelValues(r.Job, string(r.Outcome)).Inc()
 		for status, n := range r.Counts {
 			m.rows.WithLabelValues(r.Job, string(status)).Add(float64(n))
 		}

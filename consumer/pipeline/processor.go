@@ -137,6 +137,8 @@ const (
 	OutcomeEnriched Outcome = "enriched"
 	OutcomeUpToDate Outcome = "up_to_date"
 	OutcomeStale    Outcome = "stale"
+	// OutcomeFailed: the job did not reach the snapshot (Result.Err).
+	OutcomeFailed Outcome = "failed"
 )
 
 // Result is what one job did for one event.
@@ -150,10 +152,17 @@ type Result struct {
 	Counts                        enrich.Counts
 	Commits, Conflicts            int
 	Duration                      time.Duration
+	// Err is why the job did not reach the event's snapshot (nil: it did,
+	// or it was there already). The other jobs of the event ran anyway.
+	Err error
 }
 
 // Process brings every job reading ev.Table (or the job ev.Job names) up
-// to ev.SnapshotID. Errors that no retry can fix are *PermanentError.
+// to ev.SnapshotID. Each job stands on its own watermark, so one failing
+// job holds back no other: every job runs, each Result says how its job
+// ended, and the error joins the failures of all jobs with the class the
+// message needs (see combine). A redelivery of the event is a no-op for the
+// jobs that succeeded.
 func (p *Processor) Process(ctx context.Context, ev consumer.SnapshotEvent) ([]Result, error) {
 	var jobs []Job
 	for _, j := range p.jobs {
@@ -171,14 +180,93 @@ func (p *Processor) Process(ctx context.Context, ev consumer.SnapshotEvent) ([]R
 		return nil, consumer.Permanentf(consumer.ReasonUnknownTable, "no job reads table %s (known jobs: %s)", ev.Table, p.jobNames())
 	}
 	results := make([]Result, 0, len(jobs))
+	var errs []error
 	for _, j := range jobs {
+		if ctx.Err() != nil {
+			errs = append(errs, fmt.Errorf("job %s, table %s, snapshot %d: not started: %w", j.Spec.Name, ev.Table, ev.SnapshotID, ctx.Err()))
+			continue
+		}
 		r, err := p.processJob(ctx, j, ev)
-		results = append(results, r)
 		if err != nil {
-			return results, fmt.Errorf("job %s, table %s, snapshot %d: %w", j.Spec.Name, ev.Table, ev.SnapshotID, err)
+			r.Err = Classify(fmt.Errorf("job %s, table %s, snapshot %d: %w", j.Spec.Name, ev.Table, ev.SnapshotID, err))
+			r.Outcome = OutcomeFailed
+			errs = append(errs, r.Err)
+			if len(jobs) > 1 {
+				p.opts.Logger.Warn("job failed; the event's other jobs go on", "job", j.Spec.Name, "table", ev.Table,
+					"snapshot", ev.SnapshotID, "class", classOf(r.Err), "err", r.Err)
+			}
+		}
+		results = append(results, r)
+	}
+	return results, combine(errs)
+}
+
+// combine joins the failures of an event's jobs into one error whose class
+// is what the message needs: a halt if any job halts (every message would
+// fail alike); else a retry if any job may pass later (a RetryAfter with
+// the longest wait, if any job knows one), since the redelivery is a no-op
+// for the jobs that are done; else, when every failure is permanent, a
+// permanent error with the first job's reason, to dead-letter the message.
+func combine(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	joined := errors.Join(errs...)
+	worst, wait, reason := consumer.ClassPermanent, time.Duration(0), ""
+	var passing []error // the failures that may pass later
+	for _, err := range errs {
+		c, w := consumer.Classify(err)
+		switch c {
+		case consumer.ClassHalt:
+			return consumer.Halt(joined)
+		case consumer.ClassRetryAfter:
+			if worst == consumer.ClassPermanent {
+				worst = c
+			}
+			wait = max(wait, w)
+			passing = append(passing, err)
+		case consumer.ClassPermanent:
+			if reason == "" {
+				reason, _ = consumer.IsPermanent(err)
+			}
+		default:
+			worst = consumer.ClassRetry
+			passing = append(passing, err)
 		}
 	}
-	return results, nil
+	switch worst {
+	case consumer.ClassRetryAfter:
+		return consumer.RetryAfter(wait, &jobErrors{all: joined, passing: passing})
+	case consumer.ClassRetry:
+		// The backoff of a plain retry, not the wait of another job: keep
+		// only the plain ones in the chain.
+		plain := slices.DeleteFunc(passing, func(err error) bool {
+			c, _ := consumer.Classify(err)
+			return c != consumer.ClassRetry
+		})
+		return &jobErrors{all: joined, passing: plain}
+	}
+	return consumer.Permanent(reason, joined)
+}
+
+// jobErrors are the failures of several jobs of one event when some may
+// pass later: its text names them all, but only the passing ones are in
+// its chain, so that consumer.Classify does not read a job's permanent
+// failure as the message's, while errors.Is still finds a cancellation.
+type jobErrors struct {
+	all     error
+	passing []error
+}
+
+func (e *jobErrors) Error() string   { return e.all.Error() }
+func (e *jobErrors) Unwrap() []error { return e.passing }
+
+func classOf(err error) string {
+	c, _ := consumer.Classify(err)
+	return c.String()
 }
 
 func (p *Processor) jobNames() string {
