@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/socialdata/enricher/internal/broadcast"
 )
 
 // ErrBudgetExhausted is returned by Annotate when the run's token budget
@@ -84,7 +86,7 @@ type budget struct {
 	max      int64 // 0: no budget
 	spent    int64
 	reserved int64
-	settled  chan struct{} // closed and replaced at each settlement
+	settled  broadcast.Signal // notified at each settlement
 }
 
 // reserve books n tokens. While other requests hold reservations it waits
@@ -106,10 +108,7 @@ func (b *budget) reserve(ctx context.Context, n int64) error {
 			b.mu.Unlock()
 			return fmt.Errorf("%w: %d of %d tokens spent, the next request may need %d", ErrBudgetExhausted, spent, b.max, n)
 		}
-		if b.settled == nil {
-			b.settled = make(chan struct{})
-		}
-		wait := b.settled
+		wait := b.settled.C()
 		b.mu.Unlock()
 		select {
 		case <-wait:
@@ -127,9 +126,6 @@ func (b *budget) settle(n, actual int64) {
 	b.mu.Lock()
 	b.reserved -= n
 	b.spent += actual
-	if b.settled != nil {
-		close(b.settled)
-		b.settled = nil
-	}
+	b.settled.Notify()
 	b.mu.Unlock()
 }
