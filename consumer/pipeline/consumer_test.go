@@ -2,16 +2,24 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/iceberg-go/table"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/testbed"
+	"github.com/socialdata/enricher/storage"
 )
 
 func TestConsumerSettlesEveryMessage(t *testing.T) {
@@ -90,4 +98,191 @@ func TestShutdownReleasesWorkInFlightAndLeaksNothing(t *testing.T) {
 	require.NoError(t, c2.Run(t.Context()))
 	assert.Equal(t, 1, q.Acked())
 	b.RequireExactlyOnce(500, nil)
+}
+
+// broken is a model whose every call fails with err.
+type broken struct{ err error }
+
+func (m *broken) Name() string { return "test/broken" }
+func (m *broken) Annotate(context.Context, []enrich.Item, []enrich.Answer) error {
+	return m.err
+}
+
+// twoJobs is a processor with a job on a broken model listed first and
+// the sentiment job on the lexicon behind it, both reading the posts.
+func twoJobs(t *testing.T, b *bundle, failure error) *pipeline.Processor {
+	t.Helper()
+	spec, err := enrich.LoadSpec(testbed.SentimentSpec())
+	require.NoError(t, err)
+	spec.Name, spec.Target.Table = "first", "social.posts_first"
+	lex, err := enrich.NewLexicon(b.Spec)
+	require.NoError(t, err)
+	p, err := pipeline.NewProcessor(b.Cat, []pipeline.Job{{Spec: spec, Model: &broken{failure}}, {Spec: b.Spec, Model: lex}},
+		pipeline.Options{Allocator: b.Mem, Logger: quietLogger(), Workers: 2, BatchRows: 64})
+	require.NoError(t, err)
+	return p
+}
+
+// TestOneFailingJobHoldsBackNoOther: the jobs of one table stand on their
+// own watermarks, so a job that fails (its model down, its schema wrong)
+// does not keep the others from their rows, and the message's fate is
+// what the failing job needs.
+func TestOneFailingJobHoldsBackNoOther(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name      string
+		failure   error
+		wantClass consumer.Class
+	}{
+		{name: "passing failure: released", failure: errors.New("connection refused"), wantClass: consumer.ClassRetry},
+		{name: "permanent failure: dead-lettered", failure: consumer.Permanent(consumer.ReasonSchemaMismatch, errors.New("bad schema")), wantClass: consumer.ClassPermanent},
+		{name: "halt: stops the consumer", failure: enrich.ErrModelUnusable, wantClass: consumer.ClassHalt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			s1 := b.AppendPosts(50)
+			p := twoJobs(t, b, tt.failure)
+			rep, err := p.Handle(t.Context(), &consumer.Message{ID: "m", Body: b.Event(s1).Encode()})
+			require.Error(t, err)
+			class, _ := consumer.Classify(err)
+			assert.Equal(t, tt.wantClass, class, "err: %v", err)
+			assert.Contains(t, err.Error(), "job first")
+			res := rep.(*pipeline.Report).Results
+			require.Len(t, res, 2, "every job ran")
+			assert.Equal(t, pipeline.OutcomeFailed, res[0].Outcome)
+			require.Error(t, res[0].Err)
+			assert.Equal(t, pipeline.OutcomeEnriched, res[1].Outcome)
+			require.NoError(t, res[1].Err)
+			b.RequireExactlyOnce(50, nil)
+
+			// The redelivery is a no-op for the job that is done.
+			rep, _ = p.Handle(t.Context(), &consumer.Message{ID: "m", Body: b.Event(s1).Encode()})
+			assert.Equal(t, pipeline.OutcomeUpToDate, rep.(*pipeline.Report).Results[1].Outcome)
+			b.RequireExactlyOnce(50, nil)
+		})
+	}
+}
+
+// TestFailuresOfSeveralJobsCombine: the message takes the class of its
+// most urgent job: a halt over a retry over a dead-letter.
+func TestFailuresOfSeveralJobsCombine(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.AppendPosts(10)
+	spec2, err := enrich.LoadSpec(testbed.SentimentSpec())
+	require.NoError(t, err)
+	spec2.Name, spec2.Target.Table = "second", "social.posts_second"
+	perm := consumer.Permanent(consumer.ReasonSchemaMismatch, errors.New("bad schema"))
+	p, err := pipeline.NewProcessor(b.Cat, []pipeline.Job{
+		{Spec: b.Spec, Model: &broken{perm}},
+		{Spec: spec2, Model: &broken{errors.New("timeout")}},
+	}, pipeline.Options{Allocator: b.Mem, Logger: quietLogger(), Workers: 1, BatchRows: 64})
+	require.NoError(t, err)
+	_, err = p.Process(t.Context(), b.Event(s1))
+	class, _ := consumer.Classify(err)
+	assert.Equal(t, consumer.ClassRetry, class, "one job may pass later: retry, do not dead-letter: %v", err)
+	_, isPerm := consumer.IsPermanent(err)
+	assert.False(t, isPerm)
+	assert.Contains(t, err.Error(), "bad schema", "the text still names every job's failure")
+	assert.Contains(t, err.Error(), "timeout")
+}
+
+// meddler answers like the lexicon, but runs first (once, before its
+// first answer) — while the chunk it answers for is being written, after
+// that chunk's commit was pinned to the target's current snapshot.
+type meddler struct {
+	inner enrich.Model
+	first func(ctx context.Context) error
+	once  sync.Once
+	err   error
+	items atomic.Int64 // rows sent to the model
+}
+
+func newMeddler(t *testing.T, spec *enrich.Spec, first func(ctx context.Context) error) *meddler {
+	l, err := enrich.NewLexicon(spec)
+	require.NoError(t, err)
+	return &meddler{inner: l, first: first}
+}
+
+func (m *meddler) Name() string { return m.inner.Name() }
+
+func (m *meddler) Annotate(ctx context.Context, items []enrich.Item, out []enrich.Answer) error {
+	m.once.Do(func() { m.err = m.first(ctx) })
+	m.items.Add(int64(len(items)))
+	return m.inner.Annotate(ctx, items, out)
+}
+
+func requireNoOrphans(b *bundle) {
+	b.T.Helper()
+	tgt, err := b.Cat.LoadTable(b.T.Context(), b.Spec.Target.Table)
+	require.NoError(b.T, err)
+	orphans, err := storage.Orphans(b.T.Context(), tgt, 0, false)
+	require.NoError(b.T, err)
+	require.Empty(b.T, orphans, "data files of failed commits are removed")
+}
+
+// A commit that loses to a writer other than the job (here another job's
+// commit on the same target) keeps its chunk: its data files are committed
+// again, and no row is enriched twice.
+func TestConflictWithAnotherWriterKeepsTheChunk(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.AppendPosts(500)
+	m := newMeddler(t, b.Spec, func(ctx context.Context) error {
+		tgt, err := b.Cat.LoadTable(ctx, b.Spec.Target.Table)
+		if err != nil {
+			return err
+		}
+		sc, err := table.SchemaToArrowSchema(tgt.Schema(), nil, false, false)
+		if err != nil {
+			return err
+		}
+		_, _, err = storage.AppendChunk(ctx, tgt, &storage.Commit{Job: "other", SourceTable: "social.elsewhere",
+			After: storage.Cursor{SnapshotID: 7}, Schema: sc, Batches: func(func(arrow.RecordBatch, error) bool) {}})
+		return err
+	})
+	res, err := b.Processor(m).Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	require.NoError(t, m.err)
+	assert.Equal(t, 1, res[0].Conflicts)
+	assert.Equal(t, 1, res[0].Commits)
+	assert.Equal(t, int64(500), res[0].RowsWritten)
+	b.RequireExactlyOnce(500, func(int64) int64 { return s1 })
+	assert.Equal(t, s1, b.Watermark().SnapshotID)
+	sent := int64(0)
+	for _, r := range b.TargetRows() {
+		if r[enrich.ColStatus] != string(enrich.StatusSkipped) {
+			sent++
+		}
+	}
+	assert.Equal(t, sent, m.items.Load(), "every row was sent to the model once")
+	requireNoOrphans(b)
+}
+
+// A commit that loses to another consumer of the same job, which committed
+// the same rows first, drops its chunk and deletes its data files; the
+// re-plan finds nothing left to do.
+func TestConflictWithARacingConsumerDropsTheChunk(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.ManyFiles()
+	s1 := b.AppendPostsBatched(600, 200)
+	other := b.Processor(nil)
+	var otherRes []pipeline.Result
+	m := newMeddler(t, b.Spec, func(ctx context.Context) error {
+		var err error
+		otherRes, err = other.Process(ctx, b.Event(s1))
+		return err
+	})
+	res, err := b.Processor(m, func(o *pipeline.Options) { o.ChunkRows = 200 }).Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	require.NoError(t, m.err)
+	require.Len(t, otherRes, 1)
+	assert.Equal(t, int64(600), otherRes[0].RowsWritten, "the racing consumer wrote the range")
+	assert.Equal(t, 1, res[0].Conflicts)
+	assert.Zero(t, res[0].RowsWritten, "the loser wrote nothing")
+	b.RequireExactlyOnce(600, func(int64) int64 { return s1 })
+	requireNoOrphans(b)
 }
