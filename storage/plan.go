@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"strconv"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/iceberg-go/table"
@@ -56,6 +57,11 @@ type SnapshotInfo struct {
 	// snapshot that is not an append).
 	Files int
 	Rows  int64
+	// AddedRecords and DeletedRecords are the snapshot summary's
+	// added-records and deleted-records (0 when absent). For a snapshot
+	// that is not an append, AddedRecords are rows the plan does not read:
+	// see Plan.SkippedRows.
+	AddedRecords, DeletedRecords int64
 }
 
 // Unit is one data file to read, or the rows of one that are left when a
@@ -122,6 +128,22 @@ func (p *Plan) Skipped() []SnapshotInfo {
 	return out
 }
 
+// SkippedRows is how many rows the snapshots of the plan that are not
+// appends added (their added-records), which the plan does not read: at
+// most that many source rows are not enriched (a copy-on-write overwrite
+// or delete counts the rows it rewrote unchanged as well), and
+// FindMissingRows finds exactly those. Replace snapshots (compactions)
+// only rewrite rows already there and count none.
+func (p *Plan) SkippedRows() int64 {
+	var n int64
+	for _, s := range p.Skipped() {
+		if s.Operation != string(table.OpReplace) {
+			n += s.AddedRecords
+		}
+	}
+	return n
+}
+
 // End is the cursor once the whole plan is done.
 func (p *Plan) End() Cursor { return Cursor{SnapshotID: p.To} }
 
@@ -129,7 +151,10 @@ func (p *Plan) End() Cursor { return Cursor{SnapshotID: p.To} }
 // and up to snapshot to added to src. Snapshots that are not appends
 // (overwrite, delete, replace) are listed but contribute no files. A to
 // that the cursor has already passed yields a plan marked Stale; a to equal
-// to the cursor one marked UpToDate. Both have no units.
+// to the cursor one marked UpToDate. Both have no units. A cursor that
+// to's history does not reach (and, for the zero Cursor, a history cut by
+// snapshot expiry) fails with a *HistoryError: ErrNotAncestor, and
+// ErrHistoryExpired when expiry is the cause.
 func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (*Plan, error) {
 	meta := src.Metadata()
 	name := tableName(src)
@@ -146,22 +171,19 @@ func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (
 		return p, nil
 	}
 
+	// The cursor must be in to's history, and from the start no snapshot
+	// of it may be expired: reading on would skip rows (*HistoryError).
+	if err := historyReaches(name, meta, from, to); err != nil {
+		return nil, err
+	}
 	// Walk back from `to` to the cursor.
 	var chain []*table.Snapshot
-	found := from.SnapshotID == 0
-	for s := meta.SnapshotByID(to); s != nil; {
-		if s.SnapshotID == from.SnapshotID {
-			found = true
-			break
-		}
+	for s := meta.SnapshotByID(to); s != nil && s.SnapshotID != from.SnapshotID; {
 		chain = append(chain, s)
 		if s.ParentSnapshotID == nil {
 			break
 		}
 		s = meta.SnapshotByID(*s.ParentSnapshotID)
-	}
-	if !found {
-		return nil, fmt.Errorf("table %s: watermark %d, snapshot %d: %w", name, from.SnapshotID, to, ErrNotAncestor)
 	}
 	slices.Reverse(chain)
 
@@ -169,6 +191,13 @@ func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (
 		info := SnapshotInfo{ID: s.SnapshotID}
 		if s.Summary != nil {
 			info.Operation = string(s.Summary.Operation)
+			var err error
+			if info.AddedRecords, err = summaryInt(s.Summary.Properties, "added-records"); err != nil {
+				return nil, fmt.Errorf("table %s: snapshot %d: %w", name, s.SnapshotID, err)
+			}
+			if info.DeletedRecords, err = summaryInt(s.Summary.Properties, "deleted-records"); err != nil {
+				return nil, fmt.Errorf("table %s: snapshot %d: %w", name, s.SnapshotID, err)
+			}
 		}
 		if info.Operation != string(table.OpAppend) {
 			p.Snapshots = append(p.Snapshots, info)
@@ -226,6 +255,19 @@ func PlanAppends(ctx context.Context, src *table.Table, from Cursor, to int64) (
 		next = parentOr(meta.SnapshotByID(u.SnapshotID))
 	}
 	return p, nil
+}
+
+// summaryInt is a count of a snapshot summary, 0 when absent.
+func summaryInt(props map[string]string, key string) (int64, error) {
+	v, ok := props[key]
+	if !ok {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("summary %s=%q: %w", key, v, err)
+	}
+	return n, nil
 }
 
 func parentOr(s *table.Snapshot) int64 {

@@ -1,0 +1,201 @@
+package storage_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/storage"
+)
+
+// expireAllButCurrent expires every snapshot of tbl but the current one,
+// with iceberg-go's own maintenance, as an ingestion job would.
+func expireAllButCurrent(t *testing.T, tbl *table.Table) *table.Table {
+	t.Helper()
+	// Snapshots are expired when older than now by more than 0 ms: wait
+	// for the clock to pass the newest one's millisecond.
+	for time.Now().UnixMilli() <= tbl.CurrentSnapshot().TimestampMs {
+		time.Sleep(time.Millisecond)
+	}
+	txn := tbl.NewTransaction()
+	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
+	out, err := txn.Commit(t.Context())
+	require.NoError(t, err)
+	require.Len(t, out.Metadata().Snapshots(), 1)
+	return out
+}
+
+func TestCheckHistoryAfterSourceExpiry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	s1 := b.appendPosts(postdata.Post{ID: 1, Text: "a"}, postdata.Post{ID: 2, Text: "b"})
+	s2 := b.appendPosts(postdata.Post{ID: 3, Text: "c"})
+	s3 := b.appendPosts(postdata.Post{ID: 4, Text: "d"})
+	for _, c := range []storage.Cursor{{}, {SnapshotID: s1}, {SnapshotID: s3}, {SnapshotID: s1, PartialSnapshotID: s2, PartialFiles: 0}} {
+		assert.NoError(t, storage.CheckHistory(b.src, c), "before expiry the history reaches %s", c)
+	}
+	var he *storage.HistoryError
+	err := storage.CheckHistory(b.src, storage.Cursor{SnapshotID: s1, PartialSnapshotID: s3})
+	require.ErrorAs(t, err, &he, "a partial snapshot that does not follow the cursor")
+	assert.True(t, he.Held)
+	assert.False(t, he.Expired)
+	assert.NotErrorIs(t, err, storage.ErrHistoryExpired)
+
+	// A target holding the rows of s1: the job's watermark is s1.
+	tgt, err := b.cat.CreateIcebergTable(ctx, "social.posts_sentiment", postdata.Schema(), nil)
+	require.NoError(t, err)
+	tgt = appendTo(t, tgt, 10, []postdata.Post{{ID: 1}, {ID: 2}})
+
+	b.src = expireAllButCurrent(t, b.src)
+
+	err = storage.CheckHistory(b.src, storage.Cursor{SnapshotID: s1})
+	require.ErrorIs(t, err, storage.ErrHistoryExpired)
+	require.ErrorIs(t, err, storage.ErrNotAncestor, "what PlanAppends callers already handle")
+	require.ErrorAs(t, err, &he)
+	assert.True(t, he.Expired)
+	assert.False(t, he.Held)
+	assert.Equal(t, s3, he.Snapshot)
+	assert.Equal(t, s3, he.Oldest)
+	assert.Equal(t, s2, he.Cut)
+	assert.Equal(t, "social.posts", he.Table)
+	assert.Contains(t, err.Error(), "no longer holds")
+
+	_, err = storage.PlanAppends(ctx, b.src, storage.Cursor{SnapshotID: s1}, s3)
+	require.ErrorIs(t, err, storage.ErrHistoryExpired, "the consumer's plan says so too")
+	// From the start, a cut history would skip the expired snapshots' rows.
+	require.ErrorIs(t, storage.CheckHistory(b.src, storage.Cursor{}), storage.ErrHistoryExpired)
+	_, err = storage.PlanAppends(ctx, b.src, storage.Cursor{}, s3)
+	require.ErrorIs(t, err, storage.ErrHistoryExpired)
+	// The current snapshot itself is still reached.
+	require.NoError(t, storage.CheckHistory(b.src, storage.Cursor{SnapshotID: s3}))
+
+	// What resync reads instead: the source's current rows missing from
+	// the target, those of s2 and s3.
+	got, st := missingOf(t, b.src, tgt, storage.AntiJoinOptions{Key: "post_id", Columns: []string{"post_id", "text"}})
+	assert.Equal(t, map[int64][]string{3: {"c"}, 4: {"d"}}, got)
+	assert.Equal(t, s3, st.SourceSnapshotID, "the snapshot to move the watermark to")
+}
+
+func TestCheckHistoryOfAnotherTablesSnapshot(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	s1 := b.appendPosts(postdata.Post{ID: 1, Text: "a"})
+	s2 := b.appendPosts(postdata.Post{ID: 2, Text: "b"})
+	other, err := b.cat.CreateIcebergTable(ctx, "social.other", postdata.Schema(), nil)
+	require.NoError(t, err)
+	other = appendTo(t, other, 10, []postdata.Post{{ID: 1, Text: "x"}})
+	foreign := other.CurrentSnapshot().SnapshotID
+
+	for _, err := range []error{
+		storage.CheckHistory(b.src, storage.Cursor{SnapshotID: foreign}),
+		func() error {
+			_, err := storage.PlanAppends(ctx, b.src, storage.Cursor{SnapshotID: foreign}, s2)
+			return err
+		}(),
+	} {
+		require.ErrorIs(t, err, storage.ErrNotAncestor)
+		require.NotErrorIs(t, err, storage.ErrHistoryExpired, "a whole history never held the snapshot: not expiry")
+		var he *storage.HistoryError
+		require.ErrorAs(t, err, &he)
+		assert.False(t, he.Expired)
+		assert.False(t, he.Held)
+		assert.Equal(t, s1, he.Oldest, "walked back to the first snapshot")
+		assert.Zero(t, he.Cut)
+		assert.Contains(t, err.Error(), "another table's snapshot")
+	}
+
+	// A table without snapshots reaches only the start.
+	empty, err := b.cat.CreateIcebergTable(ctx, "social.empty", postdata.Schema(), nil)
+	require.NoError(t, err)
+	require.NoError(t, storage.CheckHistory(empty, storage.Cursor{}))
+	err = storage.CheckHistory(empty, storage.Cursor{SnapshotID: s1})
+	require.ErrorIs(t, err, storage.ErrNotAncestor)
+	require.NotErrorIs(t, err, storage.ErrHistoryExpired)
+}
+
+func TestPlanCountsRowsOfSkippedSnapshots(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := t.Context()
+	s1 := b.appendPosts(postdata.Post{ID: 1, Text: "a"}, postdata.Post{ID: 2, Text: "b"},
+		postdata.Post{ID: 3, Text: "c"}, postdata.Post{ID: 4, Text: "d"})
+
+	// A MERGE upstream: post 2 updated, posts 5 and 6 inserted, as a
+	// copy-on-write overwrite that rewrites the one data file.
+	txn := b.src.NewTransaction()
+	rdr := postsReader(t, b.src, []postdata.Post{{ID: 2, Text: "b2"}, {ID: 5, Text: "e"}, {ID: 6, Text: "f"}})
+	defer rdr.Release()
+	require.NoError(t, txn.Overwrite(ctx, rdr, nil, table.WithOverwriteFilter(
+		iceberg.EqualTo(iceberg.Reference("post_id"), int64(2)))))
+	var err error
+	b.src, err = txn.Commit(ctx)
+	require.NoError(t, err)
+	ow := b.src.CurrentSnapshot()
+	require.Equal(t, table.OpOverwrite, ow.Summary.Operation)
+
+	// A compaction: a replace snapshot adds no new rows.
+	tasks, err := b.src.Scan().PlanFiles(ctx)
+	require.NoError(t, err)
+	rw, err := b.src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
+	require.NoError(t, err)
+	if b.src = rw.Table; b.src == nil {
+		b.src, err = b.cat.LoadTable(ctx, "social.posts")
+		require.NoError(t, err)
+	}
+	replace := b.src.CurrentSnapshot()
+	require.Equal(t, table.OpReplace, replace.Summary.Operation)
+	s4 := b.appendPosts(postdata.Post{ID: 7, Text: "g"})
+
+	plan, err := storage.PlanAppends(ctx, b.src, storage.Cursor{SnapshotID: s1}, s4)
+	require.NoError(t, err)
+	skipped := plan.Skipped()
+	require.Len(t, skipped, 2)
+	assert.Equal(t, ow.SnapshotID, skipped[0].ID)
+	// The rewritten file holds the 3 rows kept and the 3 written; the 4
+	// of the old file are deleted.
+	assert.Equal(t, int64(6), skipped[0].AddedRecords)
+	assert.Equal(t, int64(4), skipped[0].DeletedRecords)
+	assert.Equal(t, replace.SnapshotID, skipped[1].ID)
+	assert.Equal(t, int64(6), skipped[1].AddedRecords, "what the compaction rewrote")
+	assert.Equal(t, int64(6), plan.SkippedRows(), "at most 6 rows not enriched; the compaction's count none")
+	assert.Equal(t, int64(1), plan.Snapshots[2].AddedRecords)
+	assert.Equal(t, int64(1), plan.Rows(), "only post 7 is read")
+
+	// Of those 6 rows, resync finds the two whose key the target lacks.
+	tgt, err := b.cat.CreateIcebergTable(ctx, "social.posts_sentiment", postdata.Schema(), nil)
+	require.NoError(t, err)
+	tgt = appendTo(t, tgt, 10, []postdata.Post{{ID: 1}, {ID: 2}, {ID: 3}, {ID: 4}, {ID: 7}})
+	got, _ := missingOf(t, b.src, tgt, storage.AntiJoinOptions{Key: "post_id", Columns: []string{"post_id", "text"}})
+	assert.Equal(t, map[int64][]string{5: {"e"}, 6: {"f"}}, got)
+}
+
+// postsReader is an Arrow reader of posts in tbl's schema.
+func postsReader(t *testing.T, tbl *table.Table, posts []postdata.Post) array.RecordReader {
+	t.Helper()
+	sc, err := table.SchemaToArrowSchema(tbl.Schema(), nil, false, false)
+	require.NoError(t, err)
+	bld := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer bld.Release()
+	for _, p := range posts {
+		bld.Field(0).(*array.Int64Builder).Append(p.ID)
+		bld.Field(1).(*array.StringBuilder).Append(p.Text)
+		bld.Field(2).AppendNull()
+		bld.Field(3).AppendNull()
+		bld.Field(4).AppendNull()
+	}
+	rec := bld.NewRecordBatch()
+	defer rec.Release()
+	rdr, err := array.NewRecordReader(sc, []arrow.RecordBatch{rec})
+	require.NoError(t, err)
+	return rdr
+}
