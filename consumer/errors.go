@@ -16,6 +16,7 @@ const (
 	ReasonSnapshotNotFound = "snapshot_not_found"
 	ReasonSchemaMismatch   = "schema_mismatch"
 	ReasonHistory          = "history_diverged"
+	ReasonHistoryExpired   = "source_history_expired"
 	ReasonMaxReceives      = "max_receives"
 )
 

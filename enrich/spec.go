@@ -56,6 +56,12 @@ type Source struct {
 // Target says where the job writes.
 type Target struct {
 	Table string `yaml:"table"`
+	// Properties are Iceberg table properties for the target: given to it
+	// when the enricher creates it, on top of the enricher's long-life
+	// defaults, and set on an existing target (where they differ) when a
+	// consumer starts on it. Removing one here does not remove it from the
+	// table. The runtime checks them (storage.CheckProperties).
+	Properties map[string]string `yaml:"properties"`
 }
 
 // ModelSettings holds the model settings of a job. Which of them apply

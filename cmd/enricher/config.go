@@ -151,6 +151,10 @@ func (c *Config) loadSpecs(o enrich.Overrides) ([]*enrich.Spec, error) {
 			continue
 		}
 		targets[spec.Target.Table] = p
+		if err := storage.CheckProperties(spec.Target.Properties); err != nil {
+			errs = append(errs, &enrich.SpecError{File: p, Field: "target.properties", Reason: err.Error()})
+			continue
+		}
 		specs = append(specs, spec)
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -3,11 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
 )
 
 // validateCmd is `enricher validate`: the config and its job specs
@@ -57,6 +60,23 @@ func (c *validateCmd) Run(context.Context) error {
 		}
 		fmt.Fprintf(out, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
 			s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
+		fmt.Fprintf(out, "  target properties: %s\n", targetProperties(s))
 	}
 	return nil
+}
+
+// targetProperties lists the table properties a job's target gets: the
+// job's own, and the enricher's long-life defaults for a target it
+// creates (an existing target keeps its own values for those).
+func targetProperties(s *enrich.Spec) string {
+	props := storage.TargetProperties()
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(s.Target.Properties)) {
+		parts = append(parts, k+"="+s.Target.Properties[k])
+		delete(props, k)
+	}
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		parts = append(parts, k+"="+props[k]+" (default)")
+	}
+	return strings.Join(parts, ", ")
 }

@@ -149,6 +149,11 @@ type Result struct {
 	From, To                      storage.Cursor
 	Skipped                       []storage.SnapshotInfo
 	RowsRead, RowsWritten         int64
+	// SkippedRows counts the rows that the passed-over snapshots (not
+	// appends: a MERGE, an overwrite upstream) added: at most that many
+	// source rows are not enriched by events; `enricher resync` brings
+	// them in. Compactions (replace) add none.
+	SkippedRows int64
 	Counts                        enrich.Counts
 	Commits, Conflicts            int
 	Duration                      time.Duration
@@ -319,6 +324,11 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	}
 	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
 	switch {
+	case errors.Is(err, storage.ErrHistoryExpired):
+		// Reading on would skip the rows of the expired snapshots; starting
+		// over would write rows twice. resync catches up by key.
+		return consumer.Permanent(consumer.ReasonHistoryExpired,
+			fmt.Errorf("%w; run `enricher resync --job %s` to catch up exactly once", err, spec.Name))
 	case errors.Is(err, storage.ErrSnapshotNotFound):
 		return consumer.Permanent(consumer.ReasonSnapshotNotFound, err)
 	case errors.Is(err, storage.ErrNotAncestor):
@@ -346,9 +356,16 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 		return nil
 	}
 	for _, s := range plan.Skipped() {
-		log.Warn("passing over a snapshot that is not an append", "skipped_snapshot", s.ID, "operation", s.Operation)
+		attrs := []any{"skipped_snapshot", s.ID, "operation", s.Operation}
+		if s.Operation != string(table.OpReplace) && s.AddedRecords > 0 {
+			// A MERGE or an overwrite upstream: rows it added are not
+			// enriched by the consumer; resync brings them in by key.
+			attrs = append(attrs, "added_rows_not_enriched", s.AddedRecords, "hint", "enricher resync --job "+spec.Name)
+		}
+		log.Warn("passing over a snapshot that is not an append", attrs...)
 		res.Skipped = append(res.Skipped, s)
 	}
+	res.SkippedRows += plan.SkippedRows()
 	res.Outcome = OutcomeEnriched
 	log.Info("plan", "from", wm.Cursor.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows())
 	return p.pipeline(ctx, log, src, tgt, enr, plan, res)

@@ -336,6 +336,14 @@ func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 		skipped = append(skipped, s.ID)
 	}
 	assert.Equal(t, []int64{replace.SnapshotID, del, overwrite.SnapshotID}, skipped)
+	// The rows the delete and the overwrite added (rewriting files,
+	// copy-on-write) are counted as not enriched; the compaction's are not.
+	added := func(id int64) int64 {
+		n, _ := strconv.ParseInt(b.Src.Metadata().SnapshotByID(id).Summary.Properties["added-records"], 10, 64)
+		return n
+	}
+	assert.Positive(t, added(overwrite.SnapshotID))
+	assert.Equal(t, added(del)+added(overwrite.SnapshotID), res[0].SkippedRows)
 	assert.Equal(t, int64(120), res[0].RowsWritten, "only the append is read")
 	assert.Equal(t, s4, b.Watermark().SnapshotID)
 	b.RequireExactlyOnce(420, func(id int64) int64 {
@@ -573,4 +581,31 @@ func TestChunksAreAlsoSizedByBytes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 4, res[0].Commits)
 	b.RequireExactlyOnce(2000, func(int64) int64 { return s1 })
+}
+
+// TestExpiredSourceHistoryIsDeadLetteredWithItsReason: when ingestion
+// expired the snapshots after the watermark (S3 Tables does after 5 days),
+// reading on would skip their rows: the event is permanent with reason
+// source_history_expired and a hint to resync, and nothing is written.
+func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.AppendPosts(10)
+	p := b.Processor(nil)
+	_, err := p.Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	b.AppendPosts(10)
+	s3 := b.AppendPosts(10)
+	txn := b.Src.NewTransaction()
+	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
+	b.Src, err = txn.Commit(t.Context())
+	require.NoError(t, err)
+
+	_, err = p.Process(t.Context(), b.Event(s3))
+	reason, ok := consumer.IsPermanent(err)
+	require.True(t, ok, "want a permanent error, got %v", err)
+	assert.Equal(t, consumer.ReasonHistoryExpired, reason)
+	assert.Contains(t, err.Error(), "enricher resync --job sentiment")
+	assert.Equal(t, s1, b.Watermark().SnapshotID, "nothing written")
+	b.RequireExactlyOnce(10, nil)
 }
