@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -56,6 +57,12 @@ type CatalogConfig struct {
 	// S3-compatible store, addressed path-style), s3.access-key-id and
 	// s3.secret-access-key (else the AWS credentials chain).
 	Properties map[string]string `yaml:"properties,omitempty"`
+	// MustExist refuses a sql catalog whose sqlite file, or a local
+	// warehouse folder, does not exist, instead of creating an empty one:
+	// a typo in a path would otherwise give a catalog without tables, and
+	// every event would be dead-lettered as table_not_found. Every
+	// command but demo and ingest sets it.
+	MustExist bool `yaml:"-"`
 }
 
 // RowGroupBytes is the Parquet row group size of the tables the enricher
@@ -122,11 +129,16 @@ func (cfg CatalogConfig) Validate() error {
 }
 
 // OpenCatalog opens the catalog cfg names. For a sql catalog the sqlite file
-// is created when missing, in WAL mode with a busy timeout so that several
-// processes can share it.
+// is created when missing (unless cfg.MustExist), in WAL mode with a busy
+// timeout so that several processes can share it.
 func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.MustExist {
+		if err := cfg.checkExists(); err != nil {
+			return nil, err
+		}
 	}
 	name := cfg.Name
 	if name == "" {
@@ -157,6 +169,32 @@ func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 		return nil, fmt.Errorf("open %s catalog %s: %w", cfg.Type, cfg.URI, err)
 	}
 	return &Catalog{cat: cat}, nil
+}
+
+// checkExists reports a local sqlite file or warehouse folder of cfg that
+// does not exist.
+func (cfg CatalogConfig) checkExists() error {
+	if cfg.Type != CatalogSQL {
+		return nil // remote catalogs: the catalog itself answers
+	}
+	hint := "only `enricher demo` and `enricher ingest` create a catalog; check the path in the config"
+	db := strings.TrimPrefix(cfg.URI, "file://")
+	if st, err := os.Stat(db); err != nil {
+		return fmt.Errorf("catalog.uri: the sqlite file %s: %w (%s)", db, err, hint)
+	} else if !st.Mode().IsRegular() {
+		return fmt.Errorf("catalog.uri: %s is not a file", db)
+	}
+	if wh, ok := strings.CutPrefix(cfg.Warehouse, "file://"); ok || !strings.Contains(cfg.Warehouse, "://") {
+		if !ok {
+			wh = cfg.Warehouse
+		}
+		if st, err := os.Stat(wh); err != nil {
+			return fmt.Errorf("catalog.warehouse: the folder %s: %w (%s)", wh, err, hint)
+		} else if !st.IsDir() {
+			return fmt.Errorf("catalog.warehouse: %s is not a folder", wh)
+		}
+	}
+	return nil
 }
 
 // Close releases the catalog's connections.

@@ -210,12 +210,15 @@ type runtimeEnv struct {
 // openWith loads the config (and, with withJobs, every job spec and its
 // model, with the command line's model flags mf, which may be nil) and
 // opens the catalog. Loading comes first, so an invalid file stops the
-// command before anything is touched. Models log to log.
-func openWith(ctx context.Context, path string, withJobs bool, mf *modelFlags, log *slog.Logger) (*runtimeEnv, error) {
+// command before anything is touched. Models log to log. Only with create
+// may a missing sqlite catalog file or warehouse folder be created (demo
+// and ingest); elsewhere a missing one is a typo to report.
+func openWith(ctx context.Context, path string, withJobs, create bool, mf *modelFlags, log *slog.Logger) (*runtimeEnv, error) {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Catalog.MustExist = !create
 	e := &runtimeEnv{cfg: cfg}
 	if withJobs {
 		if e.jobs, err = cfg.loadJobs(ctx, mf, log); err != nil {

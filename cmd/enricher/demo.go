@@ -142,7 +142,7 @@ func (d *demoCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	env, err := openWith(ctx, cfgPath, true, &d.model, d.log)
+	env, err := openWith(ctx, cfgPath, true, true, &d.model, d.log)
 	if err != nil {
 		return err
 	}

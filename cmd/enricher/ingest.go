@@ -61,6 +61,7 @@ func (c *ingestCmd) Validate() error {
 // Run appends the posts as one snapshot, creating the table if needed, and
 // prints the snapshot's id.
 func (c *ingestCmd) Run(ctx context.Context) error {
+	c.g.create = true // ingest plays ingestion: it may start a warehouse
 	env, err := c.g.open(ctx, false)
 	if err != nil {
 		return err

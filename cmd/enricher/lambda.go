@@ -35,7 +35,7 @@ func runLambda(ctx context.Context) error {
 	if err := mf.validate(); err != nil {
 		return fmt.Errorf("%s: %w", envModelProvider, err)
 	}
-	env, err := openWith(ctx, path, true, mf, log)
+	env, err := openWith(ctx, path, true, false, mf, log)
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,9 @@ type globals struct {
 	model *modelFlags
 	// log is what models log to once a subcommand has built its logger.
 	log *slog.Logger
+	// create lets the subcommand create a missing sqlite catalog file and
+	// warehouse folder (ingest); every other one refuses them.
+	create bool
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -148,5 +151,5 @@ func (g *globals) open(ctx context.Context, withJobs bool) (*runtimeEnv, error) 
 	if err := g.model.validate(); err != nil {
 		return nil, err
 	}
-	return openWith(ctx, path, withJobs, g.model, log)
+	return openWith(ctx, path, withJobs, g.create, g.model, log)
 }

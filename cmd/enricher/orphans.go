@@ -69,6 +69,7 @@ func (o *orphansCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cfg.Catalog.MustExist = true
 	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
 	if err != nil {
 		return err

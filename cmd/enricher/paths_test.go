@@ -1,0 +1,61 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMissingCatalogOrWarehouseIsRefused: a typo in the catalog file or
+// the warehouse folder must not give an empty new catalog (where every
+// event would be dead-lettered as table_not_found): every command but demo
+// and ingest refuses it, naming the path, and creates nothing.
+func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
+	t.Parallel()
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	good, err := os.ReadFile(filepath.Join(work, "enricher.yaml"))
+	require.NoError(t, err)
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{name: "catalog file", from: "uri: catalog.db", to: "uri: catalg.db", want: "catalog.uri: the sqlite file " + filepath.Join(work, "catalg.db")},
+		{name: "warehouse folder", from: "warehouse: warehouse", to: "warehouse: warehous", want: "catalog.warehouse: the folder " + filepath.Join(work, "warehous")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(work, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
+			require.NoError(t, os.WriteFile(cfg, []byte(strings.Replace(string(good), tt.from, tt.to, 1)), 0o644))
+			for _, args := range [][]string{
+				{"status"},
+				{"export", "--table", "social.posts_sentiment"},
+				{"replay", "--job", "sentiment", "--only-status", "failed"},
+				{"orphans"},
+				{"publish", "--queue-url", "http://127.0.0.1:1/q", "--table", "social.posts"},
+				{"run", "--queue-url", "http://127.0.0.1:1/q"},
+			} {
+				_, _, err := runBoth(t, append(args, "--config", cfg)...)
+				require.Error(t, err, "%s must refuse the missing path", args[0])
+				assert.Contains(t, err.Error(), tt.want, args[0])
+				assert.Contains(t, err.Error(), "only `enricher demo` and `enricher ingest` create a catalog", args[0])
+			}
+			_, err := os.Stat(filepath.Join(work, "catalg.db"))
+			assert.ErrorIs(t, err, os.ErrNotExist, "nothing was created")
+			_, err = os.Stat(filepath.Join(work, "warehous"))
+			assert.ErrorIs(t, err, os.ErrNotExist, "nothing was created")
+		})
+	}
+
+	// ingest may start a new warehouse.
+	posts := filepath.Join(t.TempDir(), "posts.txt")
+	require.NoError(t, os.WriteFile(posts, []byte("hello\n"), 0o644))
+	cfg := filepath.Join(work, "fresh.yaml")
+	fresh := strings.NewReplacer("uri: catalog.db", "uri: fresh.db", "warehouse: warehouse", "warehouse: fresh-wh").Replace(string(good))
+	require.NoError(t, os.WriteFile(cfg, []byte(fresh), 0o644))
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts)
+	mustRun(t, "status", "--config", cfg)
+}
