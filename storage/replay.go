@@ -37,8 +37,8 @@ type Replacement struct {
 
 // ReplaceRows commits r to tgt on the condition that tgt's main branch is
 // still where tgt says it is (else ErrConflict, nothing committed). The
-// commit carries the job's current watermark forward, so a replay never
-// moves or hides it. It returns the table as committed, the rows written
+// commit carries the job's current watermark forward (summary and
+// property), so a replay never moves or hides it. It returns the table as committed, the rows written
 // and the rows deleted.
 func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.Table, int64, int64, error) {
 	name := tableName(tgt)
@@ -59,6 +59,11 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 	defer rdr.Release()
 	if err := txn.Overwrite(ctx, rdr, props, table.WithOverwriteFilter(r.Filter)); err != nil {
 		return nil, 0, 0, fmt.Errorf("table %s: overwrite: %w", name, err)
+	}
+	// The watermark property moves to this commit too, unchanged, so that
+	// it keeps naming a snapshot on the main branch.
+	if err := stageWatermark(tgt, txn, r.Job, r.SourceTable, Watermark{Cursor: wm.Cursor, SpecVersion: wm.SpecVersion}); err != nil {
+		return nil, 0, 0, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)
 	if err != nil {

@@ -18,7 +18,9 @@ import (
 
 // Snapshot summary properties that carry the watermark of a job in the
 // target table. They are written in the same commit as the rows they
-// account for, so the rows and the watermark can never disagree.
+// account for, so the rows and the watermark can never disagree. The
+// same commit mirrors them into the job's watermark property
+// (WatermarkProperty), which outlives the snapshot.
 const (
 	PropJob               = "enricher.job"
 	PropSourceTable       = "enricher.source-table"
@@ -58,65 +60,10 @@ func (e *ConflictError) Unwrap() []error { return []error{ErrConflict, e.Err} }
 type Watermark struct {
 	Cursor
 	// TargetSnapshotID is the target snapshot that recorded it (0: none).
+	// Expiry may have removed that snapshot since.
 	TargetSnapshotID int64
 	CommittedAt      time.Time
 	SpecVersion      string
-}
-
-// ReadWatermark finds the newest snapshot of tgt (walking back from the
-// current one) written by job for sourceTable, and returns its cursor. A
-// target without one returns the zero Watermark.
-func ReadWatermark(tgt *table.Table, job, sourceTable string) (Watermark, error) {
-	meta := tgt.Metadata()
-	for s := meta.CurrentSnapshot(); s != nil; {
-		if s.Summary != nil && s.Summary.Properties[PropJob] == job && s.Summary.Properties[PropSourceTable] == sourceTable {
-			return parseWatermark(s)
-		}
-		if s.ParentSnapshotID == nil {
-			break
-		}
-		parent := meta.SnapshotByID(*s.ParentSnapshotID)
-		if parent == nil {
-			// History was expired before the job's last snapshot was found:
-			// starting over would write every row again.
-			return Watermark{}, fmt.Errorf("target %s: snapshot %d's parent %d is expired before any snapshot of job %s for %s: %w",
-				tableName(tgt), s.SnapshotID, *s.ParentSnapshotID, job, sourceTable, ErrWatermarkLost)
-		}
-		s = parent
-	}
-	return Watermark{}, nil
-}
-
-// ErrWatermarkLost is returned (wrapped) when the target's history no
-// longer reaches the job's watermark (snapshots expired after commits by
-// other writers). Nothing is written: an operator must decide where to
-// resume.
-var ErrWatermarkLost = errors.New("watermark lost to snapshot expiry")
-
-func parseWatermark(s *table.Snapshot) (Watermark, error) {
-	p := s.Summary.Properties
-	w := Watermark{
-		TargetSnapshotID: s.SnapshotID,
-		CommittedAt:      time.UnixMilli(s.TimestampMs).UTC(),
-		SpecVersion:      p[PropSpecVersion],
-	}
-	var err error
-	parse := func(key string) int64 {
-		v := p[key]
-		if v == "" || err != nil {
-			return 0
-		}
-		n, perr := strconv.ParseInt(v, 10, 64)
-		if perr != nil {
-			err = fmt.Errorf("target snapshot %d: property %s=%q: %w", s.SnapshotID, key, v, perr)
-		}
-		return n
-	}
-	w.SnapshotID = parse(PropSourceSnapshotID)
-	w.PartialSnapshotID = parse(PropPartialSnapshotID)
-	w.PartialFiles = int(parse(PropPartialFiles))
-	w.PartialRows = parse(PropPartialRows)
-	return w, err
 }
 
 // Commit is one atomic append to a target table: the rows of a chunk and
@@ -151,9 +98,16 @@ func (c *Commit) Props() iceberg.Properties {
 	return p
 }
 
+// watermark is the watermark c moves its job to.
+func (c *Commit) watermark() Watermark {
+	return Watermark{Cursor: c.After, SpecVersion: c.SpecVersion}
+}
+
 // AppendChunk appends c to tgt in one snapshot, on the condition that tgt's
 // main branch is still where tgt says it is; otherwise it fails with
-// ErrConflict and commits nothing. It returns the table as committed and
+// ErrConflict and commits nothing. The same commit records the watermark
+// in the snapshot summary (Props) and in the job's watermark property
+// (WatermarkProperty). It returns the table as committed and
 // the number of rows written.
 func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table, int64, error) {
 	name := tableName(tgt)
@@ -168,6 +122,9 @@ func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table
 	defer rdr.Release()
 	if err := txn.Append(ctx, rdr, c.Props()); err != nil {
 		return nil, 0, fmt.Errorf("table %s: append: %w", name, err)
+	}
+	if err := stageWatermark(tgt, txn, c.Job, c.SourceTable, c.watermark()); err != nil {
+		return nil, 0, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)
 	if err != nil {
@@ -239,6 +196,9 @@ func CommitFiles(ctx context.Context, tgt *table.Table, c *Commit, files []icebe
 	}
 	if err := txn.AddDataFiles(ctx, files, c.Props(), table.WithoutAutoNameMapping()); err != nil {
 		return nil, fmt.Errorf("table %s: add %d data files: %w", name, len(files), err)
+	}
+	if err := stageWatermark(tgt, txn, c.Job, c.SourceTable, c.watermark()); err != nil {
+		return nil, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)
 	if err != nil {

@@ -1,0 +1,153 @@
+package storage_test
+
+import (
+	"fmt"
+	"maps"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go/table"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/storage"
+)
+
+// committer appends small chunks to a target table as a consumer does,
+// one commit (and, with expire, one ExpireSnapshots call) per event,
+// without a source table: what a commit costs, alone.
+type committer struct {
+	tb     testing.TB
+	cat    *storage.Catalog
+	tgt    *table.Table
+	schema *arrow.Schema
+	expire bool
+	// expireBatch is ExpireOptions.MinExpired (0: the default).
+	expireBatch int
+	n           int64
+}
+
+const committerRows = 10
+
+func newCommitter(tb testing.TB, props map[string]string, expire bool) *committer {
+	tb.Helper()
+	dir := tb.TempDir()
+	cat, err := storage.OpenCatalog(tb.Context(), storage.CatalogConfig{
+		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh"),
+	})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { require.NoError(tb, cat.Close()) })
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "post_id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "sentiment", Type: arrow.BinaryTypes.String, Nullable: true},
+	}, nil)
+	tgt, err := cat.CreateTable(tb.Context(), lifeTgt, sc, props)
+	require.NoError(tb, err)
+	return &committer{tb: tb, cat: cat, tgt: tgt, schema: sc, expire: expire}
+}
+
+// commit appends the rows of one event and moves the watermark to it.
+func (c *committer) commit() {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, c.schema)
+	defer b.Release()
+	for i := range int64(committerRows) {
+		b.Field(0).(*array.Int64Builder).Append(c.n*committerRows + i)
+		b.Field(1).(*array.StringBuilder).Append("positive")
+	}
+	rec := b.NewRecordBatch()
+	c.n++
+	out, _, err := storage.AppendChunk(c.tb.Context(), c.tgt, &storage.Commit{
+		Job: lifeJob, SourceTable: lifeSrc, SpecVersion: "1", After: storage.Cursor{SnapshotID: c.n}, Schema: c.schema,
+		Batches: func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) },
+	})
+	require.NoError(c.tb, err)
+	c.tgt = out
+	if c.expire {
+		res, err := storage.ExpireSnapshots(c.tb.Context(), c.tgt, storage.ExpireOptions{MinExpired: c.expireBatch})
+		require.NoError(c.tb, err)
+		c.tgt = res.Table
+	}
+}
+
+func (c *committer) health() storage.TableHealth {
+	c.tb.Helper()
+	h, err := storage.Health(c.tb.Context(), c.tgt)
+	require.NoError(c.tb, err)
+	return h
+}
+
+// With the enricher's defaults and its per-commit expiry, what a commit
+// writes and reads stops growing: a bounded number of snapshots in a
+// bounded metadata.json, a bounded metadata log, a bounded manifest
+// list. (The data files grow, one per commit, until Maintain compacts
+// them.) Without them, the same commits make the metadata grow with
+// their number.
+func TestLongLifeMetadataStaysBounded(t *testing.T) {
+	t.Parallel()
+	const commits, warmUp = 300, 60
+	c := newCommitter(t, storage.TargetProperties(), true)
+	var warm storage.TableHealth // the largest seen during the warm-up
+	maxSnapshots := storage.DefaultMinSnapshotsToKeep + storage.DefaultExpireBatch - 1
+	for i := 1; i <= commits; i++ {
+		c.commit()
+		if i%10 != 0 {
+			continue
+		}
+		h := c.health()
+		require.LessOrEqual(t, h.Snapshots, maxSnapshots, "commit %d", i)
+		require.LessOrEqual(t, h.MetadataFiles, storage.DefaultPreviousVersionsMax+1, "commit %d", i)
+		require.LessOrEqual(t, h.Manifests, storage.DefaultManifestMinMergeCount, "commit %d", i)
+		if i <= warmUp {
+			warm.MetadataBytes = max(warm.MetadataBytes, h.MetadataBytes)
+			warm.CurrentMetadataBytes = max(warm.CurrentMetadataBytes, h.CurrentMetadataBytes)
+			warm.ManifestBytes = max(warm.ManifestBytes, h.ManifestBytes)
+			continue
+		}
+		// Room for longer numbers in the summaries (total-records), not
+		// for growth per commit.
+		require.LessOrEqual(t, h.MetadataBytes, warm.MetadataBytes*11/10, "commit %d: %+v", i, h)
+		require.LessOrEqual(t, h.CurrentMetadataBytes, warm.CurrentMetadataBytes*11/10, "commit %d", i)
+		require.Equal(t, int64(i), h.DataFiles, "commit %d", i)
+	}
+	wm, err := storage.ReadWatermark(c.tgt, lifeJob, lifeSrc)
+	require.NoError(t, err)
+	assert.Equal(t, storage.Cursor{SnapshotID: commits}, wm.Cursor)
+	t.Logf("after %d commits: %+v (warm-up maximum %d metadata bytes)", commits, c.health(), warm.MetadataBytes)
+
+	// The contrast: a table without them after a third of the commits.
+	bare := newCommitter(t, nil, false)
+	for range commits / 3 {
+		bare.commit()
+	}
+	h := bare.health()
+	t.Logf("without the defaults, after %d commits: %+v", commits/3, h)
+	assert.Equal(t, commits/3, h.Snapshots)
+	assert.Equal(t, commits/3, h.Manifests)
+	assert.Greater(t, h.MetadataBytes, 10*warm.MetadataBytes)
+}
+
+func TestTargetPropertiesPassTheirOwnCheck(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, storage.CheckProperties(storage.TargetProperties()))
+	require.NoError(t, storage.CheckProperties(storage.SourceProperties()))
+	p := storage.TargetProperties()
+	p[table.MaxSnapshotAgeMsKey] = strconv.Itoa(60_000)
+	require.NoError(t, storage.CheckProperties(p))
+	for k, v := range map[string]string{
+		"format-version":                     "3",
+		"enricher.watermark.x":               "{}",
+		table.MinSnapshotsToKeepKey:          "0",
+		table.MaxSnapshotAgeMsKey:            "-1",
+		table.ManifestMergeEnabledKey:        "yes please",
+		table.MetadataPreviousVersionsMaxKey: "ten",
+		"":                                   "x",
+	} {
+		bad := maps.Clone(p)
+		bad[k] = v
+		assert.Error(t, storage.CheckProperties(bad), fmt.Sprintf("%s=%s", k, v))
+	}
+}
