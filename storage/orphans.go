@@ -42,7 +42,11 @@ func Orphans(ctx context.Context, tbl *table.Table, olderThan time.Duration, rem
 	if olderThan < 0 {
 		return nil, fmt.Errorf("orphans of %s: negative age %s", tableName(tbl), olderThan)
 	}
-	loc := DataLocation(tbl)
+	return orphansUnder(ctx, tbl, DataLocation(tbl), olderThan, remove)
+}
+
+// orphansUnder is Orphans for the files under loc.
+func orphansUnder(ctx context.Context, tbl *table.Table, loc string, olderThan time.Duration, remove bool) ([]OrphanFile, error) {
 	plan, err := tbl.PlanOrphanFiles(ctx, table.WithLocation(loc), table.WithFilesOlderThan(olderThan))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil // no data file was ever written
