@@ -3,16 +3,60 @@
 // default, Glue or REST in AWS), planning the data files that append
 // snapshots added after a cursor, streaming them as Arrow batches,
 // appending enriched rows to a target table together with the job's
-// watermark, replacing rows for a replay, and finding orphaned files.
+// watermark, replacing rows for a replay, finding orphaned files, and
+// keeping tables that live for years cheap: snapshot expiry, maintenance
+// and health.
 //
-// The watermark (Cursor) lives in the target table's snapshot summary
-// (enricher.job, enricher.source-table, enricher.source-snapshot-id and,
-// partway through a snapshot, enricher.partial-snapshot-id,
-// enricher.partial-files and enricher.partial-rows), written by the same commit as the rows it
-// accounts for. AppendChunk pins the target's main branch, so a concurrent
-// writer makes the commit fail with ErrConflict instead of appending twice.
+// # Watermarks
 //
-// Resync (when incremental reads cannot catch up):
+// The watermark (Cursor) of a job is written by the same commit as the
+// rows it accounts for, twice: in the snapshot summary (enricher.job,
+// enricher.source-table, enricher.source-snapshot-id and, partway through
+// a snapshot, enricher.partial-snapshot-id, enricher.partial-files and
+// enricher.partial-rows) and in the table property
+// enricher.watermark.<job> (WatermarkProperty: JSON with the source
+// table, the cursor, the spec version, the target snapshot and the commit
+// time). The property is the record: compaction, manifest rewrites,
+// snapshot expiry down to one snapshot and orphan cleanup by anyone leave
+// it in place, so ReadWatermark needs no history. It walks the summaries
+// only down to the property's snapshot, so that a rollback of the target
+// or a commit by an enricher that predates the property is still seen;
+// a table written before the property existed is read from its
+// summaries until ExpireSnapshots (or the job's next commit) writes it.
+// AppendChunk, CommitFiles and ReplaceRows pin the target's main branch,
+// so a concurrent writer makes the commit fail with ErrConflict instead
+// of appending twice; a commit that loses to maintenance is settled as
+// after any conflict (CommitFiles once the watermark is unchanged).
+//
+// # Tables that live long
+//
+// What the wiring does with it:
+//
+//   - creating a target: CreateTable with TargetProperties() overlaid by
+//     the job's target.properties (validate those with CheckProperties);
+//     a source created by ingest or demo gets SourceProperties();
+//   - starting on an existing target: Catalog.ReconcileProperties with the
+//     job's target.properties only (it sets what differs, removes
+//     nothing, and returns the changes to log); the defaults are not
+//     forced onto a table its owner configured;
+//   - after every commit (AppendChunk, CommitFiles, ReplaceRows):
+//     ExpireSnapshots with the committed table, and carry on with
+//     ExpireResult.Table. It is a no-op in memory until
+//     DefaultExpireBatch snapshots can go, honours the table's
+//     history.expire.* properties (RetentionOf; defaults
+//     DefaultMinSnapshotsToKeep and DefaultMaxSnapshotAge), and reports a
+//     lost race as Conflict, not as an error. Its error is not the
+//     commit's: log it and go on;
+//   - `enricher maintain`: Catalog.Maintain (compaction, manifest
+//     rewrite, expiry, orphan cleanup; MaintainReport has before and
+//     after); safe while consumers commit. MaintenanceDue says, from the
+//     metadata in memory, whether a run is due (to run it on its own);
+//   - `status`: Health (snapshots, metadata bytes, manifests, data files
+//     and their mean size, last maintenance, retention).
+//
+// # Resync
+//
+// When incremental reads cannot catch up:
 //
 //   - CheckHistory(src, cursor) error: nil while src's current history
 //     still reaches the cursor. Otherwise a *HistoryError, which matches
