@@ -41,14 +41,15 @@ const (
 //     merging, a commit that finds 20 manifests merges them into one (up
 //     to 8 MB).
 //     Measured with BenchmarkCommitAfter (longlife_bench_test.go), 200
-//     commits after 1,000 without compaction, on 2 shared cores: 11 to
-//     14 ms a commit with merging at 20 or at 100 (Iceberg's default;
-//     the two swapped places between runs), 17 ms at 5 (every fifth
-//     commit rewrites the merged manifest), 69 ms without merging (and
-//     85 ms with none of these properties and no expiry). Between 20 and
-//     100 the local cost does not decide; the manifest count does: every
-//     scan, merge and expiry reads the manifests one object at a time,
-//     and 20 keeps them under 20 instead of under 100. The merged
+//     commits after 1,000 without compaction, on 2 shared cores, in
+//     three runs: 10.8, 13.5 and 16.9 ms a commit with merging at 20;
+//     11.8, 12.7 and 21.0 ms at 100 (Iceberg's default); 16.8 and 29.1
+//     ms at 5 (every fifth commit rewrites the merged manifest); 68.9
+//     and 94.3 ms without merging; 85.1 and 119.6 ms with none of these
+//     properties and no expiry. Between 20 and 100 the local cost does
+//     not decide; the manifest count does: every scan, merge and expiry
+//     reads the manifests one object at a time, and 20 keeps them under
+//     20 instead of under 100. The merged
 //     manifest holds an entry per live data file, which compaction
 //     (Maintain) keeps few.
 //
