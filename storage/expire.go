@@ -52,8 +52,8 @@ type Retention struct {
 	MinSnapshots int
 	// MaxAge: older snapshots beyond MinSnapshots expire.
 	MaxAge time.Duration
-	// FromTable says which came from the table's properties (else the
-	// enricher's defaults).
+	// MinFromTable and AgeFromTable say which came from the table's
+	// properties (else the enricher's defaults).
 	MinFromTable, AgeFromTable bool
 }
 

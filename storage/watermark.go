@@ -40,8 +40,8 @@ type watermarkJSON struct {
 	CommittedAt      string `json:"committed-at"`
 }
 
-// encodeWatermark is the property value for w, committed by target
-// snapshot snap.
+// encodeWatermark is the property value of w on sourceTable; its
+// TargetSnapshotID and CommittedAt name the commit that writes it.
 func encodeWatermark(sourceTable string, w Watermark) (string, error) {
 	b, err := json.Marshal(watermarkJSON{
 		Format:            watermarkFormat,
