@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -27,6 +28,9 @@ import (
 	"github.com/socialdata/enricher/jobs"
 	"github.com/socialdata/enricher/storage"
 )
+
+// demoLockFile is the lock a demo holds on its workdir while it runs.
+const demoLockFile = ".demo.lock"
 
 // demoMarker marks a folder as a demo workdir that demo may reset.
 const demoMarker = ".enricher-demo"
@@ -138,6 +142,11 @@ func (d *demoCmd) Run(ctx context.Context) error {
 	if total == 0 {
 		return fmt.Errorf("%s holds no posts", d.posts)
 	}
+	unlock, err := lockDemoDir(d.workdir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cfgPath, err := prepareDemoDir(d.workdir)
 	if err != nil {
 		return err
@@ -323,7 +332,7 @@ func prepareDemoDir(dir string) (string, error) {
 	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return "", fmt.Errorf("demo workdir: %w", err)
-	case len(entries) > 0:
+	case slices.ContainsFunc(entries, func(e os.DirEntry) bool { return e.Name() != demoLockFile }):
 		if _, err := os.Stat(filepath.Join(dir, demoMarker)); err != nil {
 			return "", fmt.Errorf("demo workdir %s is not empty and was not made by demo: choose another --workdir", dir)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -58,4 +59,19 @@ func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 	require.NoError(t, os.WriteFile(cfg, []byte(fresh), 0o644))
 	mustRun(t, "ingest", "--config", cfg, "--posts", posts)
 	mustRun(t, "status", "--config", cfg)
+}
+
+// TestTwoDemosOnOneFolder: a second demo on a folder another demo is
+// using says so instead of failing on a half-reset catalog.
+func TestTwoDemosOnOneFolder(t *testing.T) {
+	t.Parallel()
+	work := filepath.Join(t.TempDir(), "demo")
+	unlock, err := lockDemoDir(work) // the first demo, still running
+	require.NoError(t, err)
+	_, _, err = runBoth(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "is in use by another demo (process "+strconv.Itoa(os.Getpid())+")")
+	unlock()
+	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0") // the lock file is no obstacle to a reset
 }
