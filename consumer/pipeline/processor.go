@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"log/slog"
+	"maps"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -52,6 +55,17 @@ type Options struct {
 	Allocator memory.Allocator
 	// Logger receives progress and warnings (default: slog.Default()).
 	Logger *slog.Logger
+	// NoMaintenance turns off what the processor does for a target that
+	// lives long: snapshot expiry after each commit and the automatic
+	// maintenance of a target once it is due (see MaintainEvery). For
+	// measurements and for tables whose owner maintains them.
+	NoMaintenance bool
+	// MaintainEvery and MaintainMinFiles say when a target is due for
+	// automatic maintenance (compaction, manifest rewrite, expiry, orphan
+	// cleanup) after an event's commits: at least MaintainMinFiles data
+	// files (default 64) and no maintenance for MaintainEvery (default 1h).
+	MaintainEvery    time.Duration
+	MaintainMinFiles int64
 	// OnChunk, when set, is called after each chunk is committed, from
 	// the writer stage: keep it quick.
 	OnChunk func(ChunkCommitted)
@@ -90,6 +104,12 @@ func (o *Options) setDefaults() {
 	if o.ReadConcurrency <= 0 {
 		o.ReadConcurrency = 2
 	}
+	if o.MaintainEvery <= 0 {
+		o.MaintainEvery = time.Hour
+	}
+	if o.MaintainMinFiles <= 0 {
+		o.MaintainMinFiles = 64
+	}
 	if o.ConflictRetries <= 0 {
 		o.ConflictRetries = 5
 	}
@@ -108,6 +128,9 @@ type Processor struct {
 	cat  *storage.Catalog
 	jobs []Job
 	opts Options
+	// reconciled holds the jobs whose target.properties were set on
+	// their existing target by this processor (once per process).
+	reconciled sync.Map
 }
 
 // NewProcessor returns a processor for jobs on the tables of cat.
@@ -153,10 +176,10 @@ type Result struct {
 	// appends: a MERGE, an overwrite upstream) added: at most that many
 	// source rows are not enriched by events; `enricher resync` brings
 	// them in. Compactions (replace) add none.
-	SkippedRows int64
-	Counts                        enrich.Counts
-	Commits, Conflicts            int
-	Duration                      time.Duration
+	SkippedRows        int64
+	Counts             enrich.Counts
+	Commits, Conflicts int
+	Duration           time.Duration
 	// Err is why the job did not reach the event's snapshot (nil: it did,
 	// or it was there already). The other jobs of the event ran anyway.
 	Err error
@@ -291,9 +314,18 @@ func (p *Processor) processJob(ctx context.Context, j Job, ev consumer.SnapshotE
 	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 		err := p.runJob(ctx, j, ev, &res, first)
 		first = false
-		if errors.Is(err, storage.ErrConflict) {
+		switch {
+		case errors.Is(err, storage.ErrConflict):
 			res.Conflicts++
 			p.opts.Logger.Warn("target commit conflict, re-planning",
+				"job", j.Spec.Name, "target", j.Spec.Target.Table, "attempt", res.Conflicts, "err", err)
+			return retry.RetryableError(err)
+		case errors.Is(err, iofs.ErrNotExist) && ctx.Err() == nil:
+			// A file the loaded metadata named is gone: another process
+			// expired snapshots or compacted while this one worked with
+			// an older table handle. Re-plan on fresh metadata.
+			res.Conflicts++
+			p.opts.Logger.Warn("a table file is gone (maintenance by another process), re-planning",
 				"job", j.Spec.Name, "target", j.Spec.Target.Table, "attempt", res.Conflicts, "err", err)
 			return retry.RetryableError(err)
 		}
@@ -409,7 +441,12 @@ func (p *Processor) conflictBackoff() retry.Backoff {
 func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow.Schema) (*table.Table, error) {
 	tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
 	if errors.Is(err, storage.ErrTableNotFound) {
-		tgt, err = p.cat.CreateTable(ctx, spec.Target.Table, schema, map[string]string{"enricher.job": spec.Name})
+		// Long-life defaults (bounded metadata), the job's own properties
+		// on top.
+		props := storage.TargetProperties()
+		maps.Copy(props, spec.Target.Properties)
+		props["enricher.job"] = spec.Name
+		tgt, err = p.cat.CreateTable(ctx, spec.Target.Table, schema, props)
 		if err != nil {
 			// Another consumer may have created it first.
 			if t, lerr := p.cat.LoadTable(ctx, spec.Target.Table); lerr == nil {
@@ -417,6 +454,7 @@ func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow
 			}
 		} else {
 			p.opts.Logger.Info("created target table", "job", spec.Name, "target", spec.Target.Table)
+			p.reconciled.Store(spec.Name, true)
 		}
 	}
 	if err != nil {
@@ -425,7 +463,74 @@ func (p *Processor) target(ctx context.Context, spec *enrich.Spec, schema *arrow
 	if err := storage.CheckSchema(tgt, schema); err != nil {
 		return nil, consumer.Permanent(consumer.ReasonSchemaMismatch, fmt.Errorf("job %s: %w", spec.Name, err))
 	}
+	if _, done := p.reconciled.Load(spec.Name); !done && len(spec.Target.Properties) > 0 {
+		// An existing target takes the job's target.properties where they
+		// differ (never removing any), once per process.
+		out, changes, err := p.cat.ReconcileProperties(ctx, spec.Target.Table, spec.Target.Properties)
+		if err != nil {
+			return nil, fmt.Errorf("job %s: target.properties: %w", spec.Name, err)
+		}
+		for _, c := range changes {
+			p.opts.Logger.Info("target property set", "job", spec.Name, "target", spec.Target.Table, "change", c.String())
+		}
+		tgt = out
+		p.reconciled.Store(spec.Name, true)
+	}
 	return tgt, nil
+}
+
+// expire runs after each commit to a target: it expires the snapshots the
+// table's retention no longer keeps (a no-op until a batch of them can
+// go) and returns the table to go on with. Its failure is not the
+// commit's: it is logged and the next commit tries again.
+func (p *Processor) expire(ctx context.Context, log *slog.Logger, tgt *table.Table) *table.Table {
+	if p.opts.NoMaintenance {
+		return tgt
+	}
+	r, err := storage.ExpireSnapshots(ctx, tgt, storage.ExpireOptions{})
+	switch {
+	case err != nil:
+		log.Warn("snapshot expiry after the commit failed; the next commit tries again", "err", err)
+	case r.Expired > 0:
+		log.Info("expired target snapshots", "expired", r.Expired, "held", r.Held)
+	}
+	if r.Table != nil {
+		return r.Table
+	}
+	return tgt
+}
+
+// autoCompactBytes is the data file size automatic maintenance compacts
+// to: a table gains a file per 32 MiB of enriched rows, and no run
+// rewrites what an earlier run wrote.
+const autoCompactBytes = 32 << 20
+
+// maintainIfDue runs the whole maintenance of a target (compaction,
+// manifest rewrite, expiry, orphan cleanup) once it is due: it holds at
+// least MaintainMinFiles data files and was last maintained more than
+// MaintainEvery ago. Its failure is logged, not returned.
+func (p *Processor) maintainIfDue(ctx context.Context, log *slog.Logger, tgt *table.Table) {
+	if p.opts.NoMaintenance || tgt == nil {
+		return
+	}
+	due, err := storage.MaintenanceDue(tgt, p.opts.MaintainEvery, p.opts.MaintainMinFiles, time.Now())
+	if err != nil || !due {
+		if err != nil {
+			log.Warn("cannot tell whether the target is due for maintenance", "err", err)
+		}
+		return
+	}
+	name := strings.Join(tgt.Identifier(), ".")
+	// Files compaction wrote before (>= 75% of the target size) are left
+	// alone, so that an hourly run rewrites the new small files, not the
+	// whole table.
+	rep, err := p.cat.Maintain(ctx, name, storage.MaintainOptions{TargetFileBytes: autoCompactBytes})
+	if err != nil {
+		log.Warn("automatic maintenance of the target failed; `enricher maintain` runs it by hand", "target", name, "err", err)
+		return
+	}
+	log.Info("target maintained", "target", name, "data_files_before", rep.Before.DataFiles, "data_files_after", rep.After.DataFiles,
+		"snapshots_expired", rep.SnapshotsExpired, "orphan_files", rep.OrphanFiles, "took_ms", rep.Took.Milliseconds())
 }
 
 // chunk is a run of source rows committed together: the next rows of the
@@ -681,7 +786,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		})
 	}
 
-	g.Go(func() error { // writer
+	var last *table.Table // the target after the writer's last commit
+	g.Go(func() error {   // writer
+		defer func() { last = tgt }()
 		from := plan.Start // where the next chunk starts
 		for i, c := range cs {
 			counts := enrich.Counts{}
@@ -726,7 +833,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				return err
 			}
 			p.opts.stage(spec.Name, "commit", start)
-			tgt = next
+			tgt = p.expire(gctx, log, next)
 			res.Commits++
 			res.RowsRead += read
 			res.RowsWritten += written
@@ -752,6 +859,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		if s.out != nil {
 			s.out.Release()
 		}
+	}
+	if err == nil {
+		p.maintainIfDue(ctx, log, last)
 	}
 	return err
 }

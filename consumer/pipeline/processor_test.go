@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -608,4 +609,43 @@ func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
 	assert.Contains(t, err.Error(), "enricher resync --job sentiment")
 	assert.Equal(t, s1, b.Watermark().SnapshotID, "nothing written")
 	b.RequireExactlyOnce(10, nil)
+}
+
+// TestTargetsStayBoundedOverManyEvents: an event a minute for a year must
+// not grow the target's metadata or its file count without end. Over a
+// few hundred small events the processor expires snapshots after its
+// commits and compacts the target once it is due, and every row is there
+// once; with maintenance off the same events leave a snapshot and a file
+// per event.
+func TestTargetsStayBoundedOverManyEvents(t *testing.T) {
+	t.Parallel()
+	const events, rows = 150, 4
+	run := func(t *testing.T, off bool) storage.TableHealth {
+		b := setup(t)
+		p := b.Processor(nil, func(o *pipeline.Options) {
+			o.NoMaintenance = off
+			o.MaintainEvery = time.Nanosecond // due whenever it holds enough files
+			o.MaintainMinFiles = 40
+		})
+		for range events {
+			_, err := p.Process(t.Context(), b.Event(b.AppendPosts(rows)))
+			require.NoError(t, err)
+		}
+		b.RequireExactlyOnce(events*rows, nil)
+		tgt, err := b.Cat.LoadTable(t.Context(), b.Spec.Target.Table)
+		require.NoError(t, err)
+		h, err := storage.Health(t.Context(), tgt)
+		require.NoError(t, err)
+		return h
+	}
+	var on, off storage.TableHealth
+	t.Run("defaults", func(t *testing.T) { on = run(t, false) })
+	t.Run("maintenance off", func(t *testing.T) { off = run(t, true) })
+	assert.LessOrEqual(t, on.Snapshots, 2*storage.DefaultMinSnapshotsToKeep, "snapshots held with the defaults")
+	assert.Less(t, on.DataFiles, int64(40+10), "compaction keeps the file count under its trigger")
+	assert.LessOrEqual(t, on.MetadataFiles, 11, "metadata.json files kept")
+	assert.False(t, on.LastMaintenance.IsZero(), "maintained on its own")
+	assert.GreaterOrEqual(t, off.Snapshots, events, "contrast: a snapshot per event without maintenance")
+	assert.Greater(t, off.DataFiles, int64(events-1))
+	assert.Greater(t, off.MetadataBytes, 4*on.MetadataBytes)
 }
