@@ -77,6 +77,25 @@ type Commit struct {
 	// Batches are the rows; each one is released once written. An empty
 	// sequence commits the watermark alone.
 	Batches iter.Seq2[arrow.RecordBatch, error]
+	// SetProps and RemoveProps change table properties in the same commit
+	// (a resync's marker).
+	SetProps    map[string]string
+	RemoveProps []string
+}
+
+// stageProps stages c's property changes in txn.
+func (c *Commit) stageProps(txn *table.Transaction) error {
+	if len(c.SetProps) > 0 {
+		if err := txn.SetProperties(c.SetProps); err != nil {
+			return fmt.Errorf("set properties: %w", err)
+		}
+	}
+	if len(c.RemoveProps) > 0 {
+		if err := txn.RemoveProperties(c.RemoveProps); err != nil {
+			return fmt.Errorf("remove properties: %w", err)
+		}
+	}
+	return nil
 }
 
 // Props are the snapshot summary properties of the commit. (Iceberg adds
@@ -124,6 +143,9 @@ func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table
 		return nil, 0, fmt.Errorf("table %s: append: %w", name, err)
 	}
 	if err := stageWatermark(tgt, txn, c.Job, c.SourceTable, c.watermark()); err != nil {
+		return nil, 0, fmt.Errorf("table %s: %w", name, err)
+	}
+	if err := c.stageProps(txn); err != nil {
 		return nil, 0, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)
@@ -198,6 +220,9 @@ func CommitFiles(ctx context.Context, tgt *table.Table, c *Commit, files []icebe
 		return nil, fmt.Errorf("table %s: add %d data files: %w", name, len(files), err)
 	}
 	if err := stageWatermark(tgt, txn, c.Job, c.SourceTable, c.watermark()); err != nil {
+		return nil, fmt.Errorf("table %s: %w", name, err)
+	}
+	if err := c.stageProps(txn); err != nil {
 		return nil, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)

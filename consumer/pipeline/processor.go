@@ -354,6 +354,9 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	if err != nil {
 		return err
 	}
+	if err := resyncWait(tgt, spec.Name); err != nil {
+		return err
+	}
 	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
 	switch {
 	case errors.Is(err, storage.ErrHistoryExpired):
@@ -401,6 +404,24 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	res.Outcome = OutcomeEnriched
 	log.Info("plan", "from", wm.Cursor.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows())
 	return p.pipeline(ctx, log, src, tgt, enr, plan, res)
+}
+
+// resyncWaitTime is how long an event waits while a resync of its job
+// is in progress before it comes back.
+const resyncWaitTime = time.Minute
+
+// resyncWait returns a RetryAfter error while a resync of job is in
+// progress on tgt: its rows would be written twice.
+func resyncWait(tgt *table.Table, job string) error {
+	r, ok, err := storage.ResyncInProgress(tgt, job)
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (an interrupted one: run `enricher resync --job %s` again); the event waits",
+			job, r.SnapshotID, r.Since.Format(time.RFC3339), job))
+	}
+	return nil
 }
 
 // bind loads the job's source table and builds the enricher for its
@@ -894,6 +915,13 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 		wm, err := storage.ReadWatermark(tgt, spec.Name, spec.Source.Table)
 		if err != nil {
 			return err
+		}
+		if _, resyncing, err := storage.ResyncInProgress(tgt, spec.Name); err != nil {
+			return err
+		} else if resyncing {
+			log.Warn("target commit conflict: a resync of the job is in progress, dropping the chunk",
+				"chunk_from", from.String(), "files", len(ce.Files))
+			return errDropped
 		}
 		if wm.Cursor != from {
 			log.Warn("target commit conflict: another consumer committed these rows, dropping the chunk",

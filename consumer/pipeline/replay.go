@@ -168,7 +168,7 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 				return retry.RetryableError(err)
 			}
 			if err == nil {
-				tgt = out
+				tgt = p.expire(ctx, log, out)
 			}
 			return err
 		})

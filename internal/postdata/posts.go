@@ -53,6 +53,22 @@ func AppendBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, 
 		return nil, 0, fmt.Errorf("table %s: arrow schema: %w", strings.Join(tbl.Identifier(), "."), err)
 	}
 	var n int64
+	rdr := Reader(sc, posts, batchRows, &n)
+	defer rdr.Release()
+	txn := tbl.NewTransaction()
+	if err := txn.Append(ctx, rdr, nil); err != nil {
+		return nil, 0, fmt.Errorf("table %s: append posts: %w", strings.Join(tbl.Identifier(), "."), err)
+	}
+	out, err := txn.Commit(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("table %s: commit posts: %w", strings.Join(tbl.Identifier(), "."), err)
+	}
+	return out, n, nil
+}
+
+// Reader streams posts as Arrow batches of batchRows rows of schema sc
+// (a posts table's), counting them into *n. The caller releases it.
+func Reader(sc *arrow.Schema, posts iter.Seq2[Post, error], batchRows int, n *int64) array.RecordReader {
 	batches := func(yield func(arrow.RecordBatch, error) bool) {
 		b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
 		defer b.Release()
@@ -76,7 +92,7 @@ func AppendBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, 
 			appendOrNull(author, p.Author)
 			at.Append(arrow.Timestamp(p.CreatedAt.UnixMicro()))
 			appendOrNull(lang, p.Lang)
-			n++
+			*n++
 			if rows++; rows == batchRows && !flush() {
 				return
 			}
@@ -85,17 +101,7 @@ func AppendBatched(ctx context.Context, tbl *table.Table, posts iter.Seq2[Post, 
 			flush()
 		}
 	}
-	rdr := array.ReaderFromIter(sc, batches)
-	defer rdr.Release()
-	txn := tbl.NewTransaction()
-	if err := txn.Append(ctx, rdr, nil); err != nil {
-		return nil, 0, fmt.Errorf("table %s: append posts: %w", strings.Join(tbl.Identifier(), "."), err)
-	}
-	out, err := txn.Commit(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("table %s: commit posts: %w", strings.Join(tbl.Identifier(), "."), err)
-	}
-	return out, n, nil
+	return array.ReaderFromIter(sc, batches)
 }
 
 func appendOrNull(b *array.StringBuilder, s string) {
