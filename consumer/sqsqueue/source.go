@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -287,10 +288,80 @@ func SendDeadLetter(ctx context.Context, api API, dlqURL string, m *consumer.Mes
 		errText = cause.Error()
 	}
 	attrs := DeadLetterAttributes(reason, errText, m.ID, m.ReceiveCount, sourceQueue, time.Now())
+	limit, err := maxMessageSize(ctx, api, dlqURL)
+	if err != nil {
+		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
+	}
+	fitAttributes(string(m.Body), attrs, limit)
 	if err := send(ctx, api, dlqURL, string(m.Body), attrs, m.GroupID, m.ID); err != nil {
 		return fmt.Errorf("dead-letter message %s: %w", m.ID, err)
 	}
 	return nil
+}
+
+// DefaultMaxMessageSize is SQS's message size limit when a queue does not
+// say (the body and its attributes count toward it).
+const DefaultMaxMessageSize = 256 << 10
+
+// maxSizes caches each queue's MaximumMessageSize: it does not change
+// while a consumer runs, and a dead-letter should not cost two calls.
+var maxSizes sync.Map // queue URL -> int
+
+// maxMessageSize reads a queue's MaximumMessageSize attribute (once).
+func maxMessageSize(ctx context.Context, api API, url string) (int, error) {
+	if v, ok := maxSizes.Load(url); ok {
+		return v.(int), nil
+	}
+	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: &url,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMaximumMessageSize}}, OwnBody)
+	if err != nil {
+		return 0, fmt.Errorf("queue %s: maximum message size: %w", url, err)
+	}
+	n, err := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameMaximumMessageSize)])
+	if err != nil || n <= 0 {
+		n = DefaultMaxMessageSize
+	}
+	maxSizes.Store(url, n)
+	return n, nil
+}
+
+// messageSize is what SQS counts of a message toward its size limit: the
+// body and, per attribute, its name, data type and value.
+func messageSize(body string, attrs map[string]types.MessageAttributeValue) int {
+	n := len(body)
+	for k, v := range attrs {
+		n += len(k) + len(aws.ToString(v.DataType)) + len(aws.ToString(v.StringValue)) + len(v.BinaryValue)
+	}
+	return n
+}
+
+// fitAttributes shrinks the dead-letter attributes of a message until body
+// and attributes fit in limit bytes: first the error text is cut (a body
+// near the limit must still reach the DLQ, not cycle), then the other
+// attributes go, the reason last.
+func fitAttributes(body string, attrs map[string]types.MessageAttributeValue, limit int) {
+	over := messageSize(body, attrs) - limit
+	if over <= 0 {
+		return
+	}
+	if e, ok := attrs[AttrError]; ok {
+		text := aws.ToString(e.StringValue)
+		if keep := len(text) - over - len("…"); keep > 0 {
+			cut := keep
+			for cut > 0 && !utf8.RuneStart(text[cut]) {
+				cut-- // never split a character
+			}
+			attrs[AttrError] = types.MessageAttributeValue{DataType: e.DataType, StringValue: aws.String(text[:cut] + "…")}
+			return
+		}
+		delete(attrs, AttrError)
+	}
+	for _, k := range []string{AttrSourceQueue, AttrDeadLetteredAt, AttrOriginalMessageID, AttrReceiveCount, AttrReason} {
+		if messageSize(body, attrs) <= limit {
+			return
+		}
+		delete(attrs, k)
+	}
 }
 
 // send sends one message. Into a FIFO queue it goes in group (or

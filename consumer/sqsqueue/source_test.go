@@ -3,6 +3,8 @@ package sqsqueue_test
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -288,5 +290,31 @@ func TestMissingSnapshotsAreDeadLettered(t *testing.T) {
 		assert.Equal(t, consumer.ReasonSnapshotNotFound, aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue))
 		assert.Contains(t, aws.ToString(m.MessageAttributes[sqsqueue.AttrError].StringValue), "snapshot not found")
 	}
+	assert.Empty(t, sqstest.ReceiveAll(t, api, q.URL))
+}
+
+// TestDeadLetterOfABodyNearTheSizeLimit: SQS counts attributes toward a
+// message's size limit, so a body near it plus the enricher-* attributes
+// would not fit and the message would cycle instead of reaching the DLQ.
+// The error text is cut to fit (the reason is kept).
+func TestDeadLetterOfABodyNearTheSizeLimit(t *testing.T) {
+	t.Parallel()
+	const limit = 256 << 10
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5,
+		Attributes: map[string]string{"MaximumMessageSize": strconv.Itoa(limit)}})
+	_, err := api.SetQueueAttributes(t.Context(), &sqs.SetQueueAttributesInput{QueueUrl: &q.DLQ,
+		Attributes: map[string]string{"MaximumMessageSize": strconv.Itoa(limit)}})
+	require.NoError(t, err)
+	body := strings.Repeat("x", limit-64) // not JSON: bad_message
+	q.SendRaw(t, body)
+	var outcomes []consumer.MessageOutcome
+	drainConsumer(t, q, b.Processor(nil), func(o consumer.MessageOutcome) { outcomes = append(outcomes, o) })
+	require.Len(t, outcomes, 1)
+	assert.Equal(t, consumer.ActionDeadLettered, outcomes[0].Action)
+	assert.NotContains(t, outcomes[0].Err.Error(), "dead_lettered message", "the dead-letter send went through")
+	dead := sqstest.ReceiveAll(t, api, q.DLQ)
+	require.Len(t, dead, 1)
+	assert.Equal(t, body, aws.ToString(dead[0].Body))
+	assert.Equal(t, consumer.ReasonBadMessage, aws.ToString(dead[0].MessageAttributes[sqsqueue.AttrReason].StringValue))
 	assert.Empty(t, sqstest.ReceiveAll(t, api, q.URL))
 }
