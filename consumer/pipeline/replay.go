@@ -247,17 +247,38 @@ func snapshotIDs(units []storage.Unit) []int64 {
 }
 
 // keySet holds the keys of the rows to replay: longs or strings, as the
-// job's key column is.
+// job's key column is, and null when a row to replay has a null key. Null
+// matches null here, on both sides: the rows deleted and the rows written
+// again are the same, so a replay never ends with fewer rows.
 type keySet struct {
 	ints map[int64]struct{}
 	strs map[string]struct{}
+	null bool
 }
 
-func (k *keySet) len() int { return len(k.ints) + len(k.strs) }
+func (k *keySet) len() int {
+	n := len(k.ints) + len(k.strs)
+	if k.null {
+		n++
+	}
+	return n
+}
 
-// in is the Iceberg predicate "column is one of the keys".
+// in is the Iceberg predicate "column is one of the keys" (or null, when
+// null is one of them: SQL's IN never matches a null).
 func (k *keySet) in(column string) iceberg.BooleanExpression {
 	ref := iceberg.Reference(column)
+	switch {
+	case !k.null:
+		return k.values(ref)
+	case len(k.ints)+len(k.strs) == 0:
+		return iceberg.IsNull(ref)
+	}
+	return iceberg.NewOr(k.values(ref), iceberg.IsNull(ref))
+}
+
+// values is "column is one of the non-null keys".
+func (k *keySet) values(ref iceberg.UnboundTerm) iceberg.BooleanExpression {
 	if k.strs != nil {
 		vals := make([]string, 0, len(k.strs))
 		for s := range k.strs {
@@ -300,7 +321,7 @@ func newKeyColumn(col arrow.Array) (keyColumn, error) {
 
 func (k *keySet) has(c keyColumn, i int) bool {
 	if c.arr.IsNull(i) {
-		return false
+		return k.null
 	}
 	if c.ints != nil {
 		_, ok := k.ints[c.ints(i)]
@@ -312,6 +333,7 @@ func (k *keySet) has(c keyColumn, i int) bool {
 
 func (k *keySet) add(c keyColumn, i int) {
 	if c.arr.IsNull(i) {
+		k.null = true
 		return
 	}
 	if c.ints != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/postdata"
 )
 
 // TestReplayFindsTheKeyWhereverTheSourceHasIt: a job keyed on a column
@@ -40,4 +41,61 @@ func TestReplayFindsTheKeyWhereverTheSourceHasIt(t *testing.T) {
 	}
 	assert.Equal(t, int64(300), res.RowsRead)
 	assert.Equal(t, int64(300), res.RowsDeleted)
+}
+
+// TestReplayKeepsRowsWhoseKeyIsNull: with a nullable key that holds nulls
+// (key: lang), a replay deletes and writes again the same rows: null
+// matches null on both sides, so no row is lost (issue 13.1: 304 rows
+// became 300).
+func TestReplayKeepsRowsWhoseKeyIsNull(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	spec := *b.Spec
+	spec.Source.Key, spec.Source.Carry = "lang", []string{"post_id"}
+	spec.Target.Table = "social.posts_by_lang"
+	b.Spec = &spec
+	// Sample posts, every seventh without a language (a null key).
+	posts := func(yield func(postdata.Post, error) bool) {
+		for p, err := range postdata.Sample(300, 1, 3) {
+			if p.ID%7 == 0 {
+				p.Lang = ""
+			}
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
+	var err error
+	b.Src, _, err = postdata.Append(t.Context(), b.Src, posts)
+	require.NoError(t, err)
+	snap := b.Src.CurrentSnapshot().SnapshotID
+	p := b.Processor(nil)
+	_, err = p.Process(t.Context(), b.Event(snap))
+	require.NoError(t, err)
+	before := b.TargetRows()
+	nulls, skipped := 0, 0
+	for _, r := range before {
+		if r["lang"] == nil {
+			nulls++
+		}
+		if r[enrich.ColStatus] == string(enrich.StatusSkipped) {
+			skipped++
+		}
+	}
+	require.Positive(t, nulls, "the sample has posts without a language")
+	require.Positive(t, skipped, "and posts without text")
+
+	for _, statuses := range [][]enrich.Status{{enrich.StatusSkipped}, {enrich.StatusOK}} {
+		_, err := p.Replay(t.Context(), pipeline.ReplayRequest{Job: spec.Name, From: snap, To: snap, OnlyStatus: statuses})
+		require.NoError(t, err)
+		rows := b.TargetRows()
+		require.Len(t, rows, len(before), "replay of %v: no row lost", statuses)
+		seen := map[any]int{}
+		for _, r := range rows {
+			seen[r["post_id"]]++
+		}
+		for id, n := range seen {
+			require.Equal(t, 1, n, "post %v", id)
+		}
+	}
 }
