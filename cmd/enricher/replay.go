@@ -139,15 +139,20 @@ func (r *replayCmd) Run(ctx context.Context) error {
 
 // printReplaySummary prints what a replay of snapshots from..to did.
 func printReplaySummary(w io.Writer, res pipeline.ReplayResult, from, to int64, took time.Duration) {
-	var per []string
-	for _, s := range enrich.Statuses {
-		per = append(per, fmt.Sprintf("%s %d", s, res.Counts[s]))
-	}
 	fmt.Fprintf(w, "\nsummary\n")
 	fmt.Fprintf(w, "  source snapshots\t%d\t(appends in %d..%d)\n", res.Snapshots, from, to)
-	fmt.Fprintf(w, "  rows enriched again\t%d\t(%s)\n", res.RowsRead, strings.Join(per, ", "))
+	fmt.Fprintf(w, "  rows enriched again\t%d\t(%s)\n", res.RowsRead, formatCounts(res.Counts))
 	fmt.Fprintf(w, "  target rows replaced\t%d\t(in %d commit(s))\n", res.RowsDeleted, res.Commits)
 	fmt.Fprintf(w, "  time\t%s\t\n", took.Round(time.Millisecond))
+}
+
+// formatCounts lists rows per status, every status named.
+func formatCounts(c enrich.Counts) string {
+	per := make([]string, 0, len(enrich.Statuses))
+	for _, s := range enrich.Statuses {
+		per = append(per, fmt.Sprintf("%s %d", s, c[s]))
+	}
+	return strings.Join(per, ", ")
 }
 
 func statusList() string {

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/iceberg-go/table"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/storage"
+)
+
+// expireSourceHistory expires every snapshot of a table but its current
+// one, as an ingestion's maintenance would.
+func expireSourceHistory(t *testing.T, work, name string) {
+	t.Helper()
+	cat, err := storage.OpenCatalog(t.Context(), storage.CatalogConfig{Name: "demo", Type: storage.CatalogSQL,
+		URI: filepath.Join(work, "catalog.db"), Warehouse: filepath.Join(work, "warehouse")})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, cat.Close()) }()
+	tbl, err := cat.LoadTable(t.Context(), name)
+	require.NoError(t, err)
+	txn := tbl.NewTransaction()
+	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
+	_, err = txn.Commit(t.Context())
+	require.NoError(t, err)
+}
+
+// TestResyncAfterTheSourceHistoryExpired: a source whose history was
+// expired past the job's watermark is caught up by `resync`, exactly once:
+// a dry run counts, the run writes exactly the missing rows, a second run
+// writes nothing.
+func TestResyncAfterTheSourceHistoryExpired(t *testing.T) {
+	t.Parallel()
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "50", "--rounds", "1", "--samples", "0")
+	cfg := filepath.Join(work, "enricher.yaml")
+	posts := filepath.Join(t.TempDir(), "posts.txt")
+	require.NoError(t, os.WriteFile(posts, []byte(strings.Repeat("what a lovely day\nthis is awful\n", 10)), 0o644))
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "51")
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "71")
+	expireSourceHistory(t, work, "social.posts")
+
+	out := mustRun(t, "resync", "--config", cfg, "--job", "sentiment", "--dry-run")
+	assert.Regexp(t, `missing rows\s+40\s`, out)
+	assert.Contains(t, out, "nothing written")
+	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 50)
+
+	out = mustRun(t, "resync", "--config", cfg, "--job", "sentiment", "--memory", "4096")
+	assert.Regexp(t, `rows written\s+40\s`, out)
+	rows := exportRows(t, cfg, "social.posts_sentiment")
+	require.Len(t, rows, 90)
+	seen := map[string]int{}
+	for _, r := range rows {
+		seen[string(r["post_id"].(interface{ String() string }).String())]++
+	}
+	assert.Len(t, seen, 90, "one row per post")
+
+	out = mustRun(t, "resync", "--config", cfg, "--job", "sentiment")
+	assert.Regexp(t, `missing rows\s+0\s`, out)
+	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 90)
+
+	_, _, err := runBoth(t, "resync", "--config", cfg, "--job", "nope")
+	require.ErrorContains(t, err, "nope")
+}
