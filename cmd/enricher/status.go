@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/consumer/pipeline"
 )
 
 // statusCmd is `enricher status`: where every job stands.
@@ -22,17 +25,29 @@ func newStatusCmd(g *globals) *cobra.Command {
 	c := &statusCmd{g: g}
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show where every job stands: source snapshot, watermark, how far behind",
+		Short: "Show where every job stands (watermark, how far behind) and the health of its target",
 		Long: `status shows, for every job of the config and its source table: the source's
-current snapshot, the job's watermark (read from the target table's snapshot
-summary), how many snapshots and appended rows it is behind, when the target
-last recorded the watermark, and the target's row count. It only reads.`,
+current snapshot, the job's watermark (read from the target table), how many
+snapshots and appended rows it is behind, when the target last recorded the
+watermark, and the target's row count.
+
+Then, per job, the health of its target table: the snapshots its metadata
+holds (and the retention expiry keeps), its metadata.json files and their
+bytes, the manifests of its current snapshot, its data files and their mean
+size, and when it was last maintained (by enricher maintain or the automatic
+maintenance of run; "never" until then). And whether the source's history still
+reaches the job's watermark: "no" when snapshot expiry on the source (or a
+rollback, or another table under the same name) removed the snapshots after
+it, which cannot then be read incrementally; run enricher resync --job J.
+
+It only reads: the tables' metadata, the target's current manifest list and a
+stat of each metadata file the target keeps.`,
 		Example: `  enricher status --config enricher-demo/enricher.yaml
   enricher status --format json`,
 		Args: cobra.NoArgs,
 		RunE: runE(c),
 	}
-	cmd.Flags().StringVar(&c.format, "format", "text", "output format: text or json (one object per job)")
+	cmd.Flags().StringVar(&c.format, "format", "text", "output format: text or json (one object per job, with target_health and source_history_* fields)")
 	return cmd
 }
 
@@ -78,10 +93,59 @@ func (c *statusCmd) Run(ctx context.Context) error {
 			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t(%s)\n", s.Job, s.SourceTable, s.Problem)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", s.Job, s.SourceTable, s.Current, s.WatermarkAt,
-			s.Behind, s.RowsBehind, last, orDash(s.TargetRows))
+		behind, rowsBehind := strconv.Itoa(s.Behind), strconv.FormatInt(s.RowsBehind, 10)
+		if s.HistoryReaches != nil && !*s.HistoryReaches {
+			behind, rowsBehind = "?", "?" // not readable incrementally: see the history line
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", s.Job, s.SourceTable, s.Current, s.WatermarkAt,
+			behind, rowsBehind, last, orDash(s.TargetRows))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("status: %w", err)
+	}
+	for _, s := range st {
+		if s.Problem != "" {
+			continue
+		}
+		fmt.Fprintf(c.g.stdout, "\n%s: target %s\n", s.Job, s.TargetTable)
+		tw := tabwriter.NewWriter(c.g.stdout, 0, 0, 2, ' ', 0)
+		switch h := s.Health; {
+		case h != nil:
+			fmt.Fprintf(tw, "  snapshots held\t%d (retention: %s)\n", h.Snapshots, retention(h))
+			fmt.Fprintf(tw, "  metadata\t%d files, %s (current %s)\n", h.MetadataFiles, sizeOf(h.MetadataBytes), sizeOf(h.CurrentMetadataBytes))
+			fmt.Fprintf(tw, "  manifests\t%d, %s\n", h.Manifests, sizeOf(h.ManifestBytes))
+			fmt.Fprintf(tw, "  data files\t%d, mean %s (%s, %d rows)\n", h.DataFiles, sizeOf(h.MeanDataFileBytes), sizeOf(h.DataBytes), h.Rows)
+			last := "never"
+			if h.LastMaintenance != nil {
+				last = h.LastMaintenance.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "  last maintenance\t%s\n", last)
+		case s.HealthProblem != "":
+			fmt.Fprintf(tw, "  health\tunknown: %s\n", s.HealthProblem)
+		default:
+			fmt.Fprintf(tw, "  health\tno target table yet (nothing enriched)\n")
+		}
+		switch {
+		case s.HistoryReaches == nil:
+		case *s.HistoryReaches:
+			fmt.Fprintf(tw, "  history reaches watermark\tyes\n")
+		default:
+			fmt.Fprintf(tw, "  history reaches watermark\tno: run enricher resync --job %s (%s)\n", s.Job, s.HistoryProblem)
+		}
+		if err := tw.Flush(); err != nil {
+			return fmt.Errorf("status: %w", err)
+		}
+	}
+	return nil
+}
+
+// retention says what snapshot expiry keeps of a target's history.
+func retention(h *pipeline.TargetHealth) string {
+	s := fmt.Sprintf("the newest %d", h.RetainSnapshots)
+	if h.RetainMaxAgeMs > 0 {
+		s += " and any younger than " + (time.Duration(h.RetainMaxAgeMs) * time.Millisecond).String()
+	}
+	return s
 }
 
 func orDash(s string) string {

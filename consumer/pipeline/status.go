@@ -9,7 +9,8 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
-// JobStatus is where one job stands on its source table.
+// JobStatus is where one job stands on its source table, and what its
+// target costs to keep.
 type JobStatus struct {
 	Job         string         `json:"job"`
 	SourceTable string         `json:"source_table"`
@@ -17,16 +18,77 @@ type JobStatus struct {
 	Current     int64          `json:"source_snapshot_id"`       // the source's current snapshot (0: none)
 	Watermark   storage.Cursor `json:"-"`                        // where the job stands
 	WatermarkAt string         `json:"watermark"`                // Watermark as text
-	Behind      int            `json:"snapshots_behind"`         // snapshots after the watermark, any operation
-	RowsBehind  int64          `json:"rows_behind"`              // appended rows not yet enriched
+	Behind      int            `json:"snapshots_behind"`         // snapshots after the watermark, any operation (0 when the history does not reach it)
+	RowsBehind  int64          `json:"rows_behind"`              // appended rows not yet enriched (likewise)
 	LastCommit  *time.Time     `json:"last_commit_at,omitempty"` // when the target last recorded the watermark
 	TargetRows  string         `json:"target_rows,omitempty"`    // total-records of the target's current snapshot
-	Problem     string         `json:"problem,omitempty"`        // why the rest could not be read
+	// HistoryReaches says whether the source's current history still
+	// reaches the watermark (storage.CheckHistory): when false, the
+	// snapshots after it cannot be read incrementally and HistoryProblem
+	// says why; `enricher resync --job J` brings the job to the source's
+	// current snapshot. Nil when the source could not be read.
+	HistoryReaches *bool  `json:"source_history_reaches_watermark,omitempty"`
+	HistoryExpired bool   `json:"source_history_expired,omitempty"` // snapshot expiry cut it (storage.ErrHistoryExpired)
+	HistoryProblem string `json:"source_history_problem,omitempty"`
+	// Health is the target's (nil while the target does not exist, or
+	// when it could not be measured: HealthProblem says why).
+	Health        *TargetHealth `json:"target_health,omitempty"`
+	HealthProblem string        `json:"target_health_problem,omitempty"`
+	Problem       string        `json:"problem,omitempty"` // why the rest could not be read
+}
+
+// TargetHealth is storage.TableHealth as status and maintain reports show
+// it: what a table costs to keep and to commit to.
+type TargetHealth struct {
+	Snapshots            int   `json:"snapshots"`              // snapshots the metadata holds
+	MetadataFiles        int   `json:"metadata_files"`         // metadata.json files kept (current and logged)
+	MetadataBytes        int64 `json:"metadata_bytes"`         // their bytes
+	CurrentMetadataBytes int64 `json:"current_metadata_bytes"` // the current one: what every commit rewrites
+	Manifests            int   `json:"manifests"`              // manifests of the current snapshot
+	ManifestBytes        int64 `json:"manifest_bytes"`
+	DataFiles            int64 `json:"data_files"` // live data files
+	DataBytes            int64 `json:"data_bytes"`
+	MeanDataFileBytes    int64 `json:"mean_data_file_bytes"`
+	Rows                 int64 `json:"rows"`
+	// LastMaintenance is when `enricher maintain` (or the automatic
+	// maintenance) last completed; nil: never.
+	LastMaintenance *time.Time `json:"last_maintenance_at"`
+	// RetainSnapshots and RetainMaxAgeMs are the snapshot retention
+	// expiry applies (history.expire.min-snapshots-to-keep and
+	// history.expire.max-snapshot-age-ms, else the enricher's defaults).
+	RetainSnapshots int   `json:"retain_min_snapshots"`
+	RetainMaxAgeMs  int64 `json:"retain_max_snapshot_age_ms"`
+}
+
+// NewTargetHealth converts h.
+func NewTargetHealth(h storage.TableHealth) TargetHealth {
+	out := TargetHealth{
+		Snapshots:            h.Snapshots,
+		MetadataFiles:        h.MetadataFiles,
+		MetadataBytes:        h.MetadataBytes,
+		CurrentMetadataBytes: h.CurrentMetadataBytes,
+		Manifests:            h.Manifests,
+		ManifestBytes:        h.ManifestBytes,
+		DataFiles:            h.DataFiles,
+		DataBytes:            h.DataBytes,
+		MeanDataFileBytes:    h.MeanDataFileBytes(),
+		Rows:                 h.Rows,
+		RetainSnapshots:      h.Retention.MinSnapshots,
+		RetainMaxAgeMs:       h.Retention.MaxAge.Milliseconds(),
+	}
+	if !h.LastMaintenance.IsZero() {
+		at := h.LastMaintenance
+		out.LastMaintenance = &at
+	}
+	return out
 }
 
 // Status reports, for every job, the source's current snapshot, the
-// watermark, and how far behind the job is. A job whose tables cannot be
-// read gets a Problem instead of failing the whole report.
+// watermark, how far behind the job is, whether the source's history
+// still reaches the watermark, and the target's health. It only reads:
+// the metadata of both tables, the target's current manifest list and a
+// stat of each metadata.json file the target keeps. A job whose tables
+// cannot be read gets a Problem instead of failing the whole report.
 func (p *Processor) Status(ctx context.Context) ([]JobStatus, error) {
 	var out []JobStatus
 	for _, j := range p.jobs {
@@ -70,8 +132,29 @@ func (p *Processor) status(ctx context.Context, s *JobStatus) error {
 		if cur := tgt.CurrentSnapshot(); cur != nil && cur.Summary != nil {
 			s.TargetRows = cur.Summary.Properties["total-records"]
 		}
+		if h, err := storage.Health(ctx, tgt); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.HealthProblem = err.Error()
+		} else {
+			th := NewTargetHealth(h)
+			s.Health = &th
+		}
 	}
-	if s.Current == 0 {
+	reaches := true
+	if err := storage.CheckHistory(src, s.Watermark); err != nil {
+		var he *storage.HistoryError
+		if !errors.As(err, &he) {
+			return fmt.Errorf("check the source's history: %w", err)
+		}
+		reaches = false
+		s.HistoryExpired = errors.Is(err, storage.ErrHistoryExpired)
+		s.HistoryProblem = err.Error()
+	}
+	s.HistoryReaches = &reaches
+	if !reaches || s.Current == 0 {
+		// A plan would fail as the history check did.
 		return nil
 	}
 	plan, err := storage.PlanAppends(ctx, src, s.Watermark, s.Current)
