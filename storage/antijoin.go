@@ -374,8 +374,8 @@ func (j *joiner) targetKeys(ctx context.Context, tgt *table.Table) error {
 	}
 	j.set = newKeySet(j.kind, j.seed, 0, 0)
 	err = scanKeys(ctx, tgt, j.opts.TargetKey, j.opts.TargetFilter, j.kind, j.opts.Read, tasks, func(kc keyCol) error {
-		for i := range kc.arr.Len() {
-			if kc.arr.IsNull(i) {
+		for i := range kc.Arr.Len() {
+			if kc.Arr.IsNull(i) {
 				j.stats.TargetNullKeys++
 				continue
 			}
@@ -410,22 +410,22 @@ func (j *joiner) targetKeys(ctx context.Context, tgt *table.Table) error {
 
 // keyLen is the bytes of row i's key when it is a string (0 for a long).
 func keyLen(kc keyCol, i int) int {
-	if kc.strs != nil {
-		return len(kc.strs(i))
+	if kc.Strs != nil {
+		return len(kc.Strs(i))
 	}
 	return 0
 }
 
 func (j *joiner) addTarget(kc keyCol, i int) error {
-	if kc.ints != nil {
-		h := mix64(uint64(kc.ints(i)))
+	if kc.Ints != nil {
+		h := mix64(uint64(kc.Ints(i)))
 		if j.set != nil {
 			j.set.addHash(h)
 			return nil
 		}
 		return j.spill.writeHash(j.tparts[part(h, 0, len(j.tparts))], h, 0)
 	}
-	k := kc.strs(i)
+	k := kc.Strs(i)
 	if j.set != nil {
 		return j.set.addString(k)
 	}
@@ -474,8 +474,8 @@ func (j *joiner) sourceKeys(ctx context.Context, src *table.Table, m *MissingRow
 	}
 	var row int64
 	err := scanKeys(ctx, src, j.opts.Key, nil, j.kind, j.opts.Read, m.tasks, func(kc keyCol) error {
-		for i := range kc.arr.Len() {
-			if kc.arr.IsNull(i) {
+		for i := range kc.Arr.Len() {
+			if kc.Arr.IsNull(i) {
 				if j.opts.NullKeys != NullKeysSkip {
 					return fmt.Errorf("row %d of snapshot %d: %s is null: %w (a null key matches no target row, so it would be enriched again by every resync; skip such rows to go on)",
 						row, j.stats.SourceSnapshotID, j.opts.Key, ErrNullKey)
@@ -509,8 +509,8 @@ func (j *joiner) sourceKeys(ctx context.Context, src *table.Table, m *MissingRow
 }
 
 func (j *joiner) addSource(kc keyCol, i int, row int64) error {
-	if kc.ints != nil {
-		h := mix64(uint64(kc.ints(i)))
+	if kc.Ints != nil {
+		h := mix64(uint64(kc.Ints(i)))
 		if j.sparts == nil {
 			if !j.set.hasHash(h) {
 				j.rows.add(row)
@@ -519,7 +519,7 @@ func (j *joiner) addSource(kc keyCol, i int, row int64) error {
 		}
 		return j.spill.writeHash(j.sparts[part(h, 0, len(j.sparts))], h, row)
 	}
-	k := kc.strs(i)
+	k := kc.Strs(i)
 	h := maphash.String(j.seed, k)
 	if j.sparts == nil {
 		if !j.set.hasString(h, k) {

@@ -37,42 +37,51 @@ func keyKindOf(dt arrow.DataType) (keyKind, error) {
 	return 0, fmt.Errorf("key column of type %s: want long, int or string", dt)
 }
 
-// keyCol reads row i of a key column as a long or as a string (the string
-// points into the Arrow buffer: copy it to keep it).
-type keyCol struct {
-	arr  arrow.Array
-	ints func(int) int64
-	strs func(int) string
+// KeyColumn reads row i of a key column as a long (Ints) or as a string
+// (Strs; it points into the Arrow buffer: copy it to keep it). Exactly one
+// of them is set. Arr is the column, for its nulls.
+type KeyColumn struct {
+	Arr  arrow.Array
+	Ints func(int) int64
+	Strs func(int) string
 }
 
-func newKeyCol(col arrow.Array, kind keyKind) (keyCol, error) {
-	k := keyCol{arr: col}
+// NewKeyColumn reads a long, int or string column as keys.
+func NewKeyColumn(col arrow.Array) (KeyColumn, error) {
+	k := KeyColumn{Arr: col}
 	switch c := col.(type) {
 	case *array.Int64:
-		k.ints = c.Value
+		k.Ints = c.Value
 	case *array.Int32:
-		k.ints = func(i int) int64 { return int64(c.Value(i)) }
+		k.Ints = func(i int) int64 { return int64(c.Value(i)) }
 	case *array.String:
-		k.strs = c.Value
+		k.Strs = c.Value
 	case *array.LargeString:
-		k.strs = c.Value
+		k.Strs = c.Value
 	default:
 		return k, fmt.Errorf("key column of type %s: want long, int or string", col.DataType())
-	}
-	got := kindStr
-	if k.ints != nil {
-		got = kindInt
-	}
-	if got != kind {
-		return k, fmt.Errorf("key column of type %s: want %s keys", col.DataType(), kind)
 	}
 	return k, nil
 }
 
-// mix64 is the splitmix64 finalizer. It is a bijection of uint64 (xor
-// shifts and odd multipliers are invertible), so a long key is held and
-// compared as its image, exactly, and its bits spread evenly over
-// partitions.
+// keyCol is a KeyColumn of the kind the join expects.
+type keyCol struct{ KeyColumn }
+
+func newKeyCol(col arrow.Array, kind keyKind) (keyCol, error) {
+	k, err := NewKeyColumn(col)
+	if err != nil {
+		return keyCol{}, err
+	}
+	got := kindStr
+	if k.Ints != nil {
+		got = kindInt
+	}
+	if got != kind {
+		return keyCol{}, fmt.Errorf("key column of type %s: want %s keys", col.DataType(), kind)
+	}
+	return keyCol{k}, nil
+}
+
 func mix64(x uint64) uint64 {
 	x ^= x >> 30
 	x *= 0xbf58476d1ce4e5b9

@@ -597,10 +597,7 @@ func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
 	require.NoError(t, err)
 	b.AppendPosts(10)
 	s3 := b.AppendPosts(10)
-	txn := b.Src.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	b.Src, err = txn.Commit(t.Context())
-	require.NoError(t, err)
+	expireSource(t, b)
 
 	_, err = p.Process(t.Context(), b.Event(s3))
 	reason, ok := consumer.IsPermanent(err)

@@ -295,63 +295,39 @@ func (k *keySet) values(ref iceberg.UnboundTerm) iceberg.BooleanExpression {
 	return iceberg.IsIn(ref, vals...)
 }
 
-// keyColumn reads row i of a key column as a long or as a string.
-type keyColumn struct {
-	arr  arrow.Array
-	ints func(int) int64
-	strs func(int) string
-}
-
-func newKeyColumn(col arrow.Array) (keyColumn, error) {
-	k := keyColumn{arr: col}
-	switch c := col.(type) {
-	case *array.Int64:
-		k.ints = c.Value
-	case *array.Int32:
-		k.ints = func(i int) int64 { return int64(c.Value(i)) }
-	case *array.String:
-		k.strs = c.Value
-	case *array.LargeString:
-		k.strs = c.Value
-	default:
-		return k, fmt.Errorf("key column of type %s: want long, int or string", col.DataType())
-	}
-	return k, nil
-}
-
-func (k *keySet) has(c keyColumn, i int) bool {
-	if c.arr.IsNull(i) {
+func (k *keySet) has(c storage.KeyColumn, i int) bool {
+	if c.Arr.IsNull(i) {
 		return k.null
 	}
-	if c.ints != nil {
-		_, ok := k.ints[c.ints(i)]
+	if c.Ints != nil {
+		_, ok := k.ints[c.Ints(i)]
 		return ok
 	}
-	_, ok := k.strs[c.strs(i)]
+	_, ok := k.strs[c.Strs(i)]
 	return ok
 }
 
-func (k *keySet) add(c keyColumn, i int) {
-	if c.arr.IsNull(i) {
+func (k *keySet) add(c storage.KeyColumn, i int) {
+	if c.Arr.IsNull(i) {
 		k.null = true
 		return
 	}
-	if c.ints != nil {
+	if c.Ints != nil {
 		if k.ints == nil {
 			k.ints = map[int64]struct{}{}
 		}
-		k.ints[c.ints(i)] = struct{}{}
+		k.ints[c.Ints(i)] = struct{}{}
 		return
 	}
 	if k.strs == nil {
 		k.strs = map[string]struct{}{}
 	}
-	k.strs[strings.Clone(c.strs(i))] = struct{}{} // not the Arrow buffer's memory
+	k.strs[strings.Clone(c.Strs(i))] = struct{}{} // not the Arrow buffer's memory
 }
 
 // filter keeps the rows of rec whose column col holds a key of the set.
 func (k *keySet) filter(ctx context.Context, rec arrow.RecordBatch, col int) (arrow.RecordBatch, error) {
-	keys, err := newKeyColumn(rec.Column(col))
+	keys, err := storage.NewKeyColumn(rec.Column(col))
 	if err != nil {
 		return nil, fmt.Errorf("replay: %w", err)
 	}
@@ -374,7 +350,7 @@ func scanKeys(ctx context.Context, tgt *table.Table, key string, filter iceberg.
 		if err != nil {
 			return nil, err
 		}
-		keys, err := newKeyColumn(col)
+		keys, err := storage.NewKeyColumn(col)
 		if err == nil {
 			for i := range col.Len() {
 				k.add(keys, i)
