@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/socialdata/enricher/consumer/pipeline"
 )
 
 func main() {
@@ -152,4 +154,21 @@ func (g *globals) open(ctx context.Context, withJobs bool) (*runtimeEnv, error) 
 		return nil, err
 	}
 	return openWith(ctx, path, withJobs, g.create, g.model, log)
+}
+
+// openJob opens the runtime env with its jobs, built with the command
+// line's model flags mf, and picks the job named job (or the config's only
+// one). The caller closes the env.
+func (g *globals) openJob(ctx context.Context, mf *modelFlags, log *slog.Logger, job string) (*runtimeEnv, pipeline.Job, error) {
+	g.model, g.log = mf, log
+	env, err := g.open(ctx, true)
+	if err != nil {
+		return nil, pipeline.Job{}, err
+	}
+	j, err := pickJob(env.jobs, job)
+	if err != nil {
+		env.Close()
+		return nil, pipeline.Job{}, err
+	}
+	return env, j, nil
 }

@@ -85,16 +85,11 @@ func (r *replayCmd) Validate() error {
 // Run replays the range commit by commit, printing each commit and a
 // summary.
 func (r *replayCmd) Run(ctx context.Context) error {
-	r.g.model, r.g.log = &r.model, r.log
-	env, err := r.g.open(ctx, true)
+	env, j, err := r.g.openJob(ctx, &r.model, r.log, r.job)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	j, err := pickJob(env.jobs, r.job)
-	if err != nil {
-		return err
-	}
 	from, to := r.from, r.to
 	if to == 0 || from == 0 {
 		if from, to, err = defaultRange(ctx, env, j, from, to); err != nil {

@@ -89,16 +89,11 @@ func (r *resyncCmd) Validate() error {
 
 // Run resyncs the job and prints what it did.
 func (r *resyncCmd) Run(ctx context.Context) error {
-	r.g.model, r.g.log = &r.model, r.log
-	env, err := r.g.open(ctx, true)
+	env, j, err := r.g.openJob(ctx, &r.model, r.log, r.job)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-	j, err := pickJob(env.jobs, r.job)
-	if err != nil {
-		return err
-	}
 	proc, err := env.processor(r.log, nil)
 	if err != nil {
 		return err
