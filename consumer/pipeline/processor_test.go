@@ -3,6 +3,8 @@ package pipeline_test
 import (
 	"context"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -645,4 +647,56 @@ func TestTargetsStayBoundedOverManyEvents(t *testing.T) {
 	assert.GreaterOrEqual(t, off.Snapshots, events, "contrast: a snapshot per event without maintenance")
 	assert.Greater(t, off.DataFiles, int64(events-1))
 	assert.Greater(t, off.MetadataBytes, 4*on.MetadataBytes)
+}
+
+// TestMaintenanceByAnotherProcessWhileConsuming: while a consumer takes
+// event after event, another process maintains the target the way S3
+// Tables, Glue optimizers or a Spark job would: compaction, manifest
+// rewrite, expiry down to one snapshot, orphan cleanup. The consumer's
+// commits that lose re-plan, the watermark survives, and every row is in
+// the target exactly once.
+func TestMaintenanceByAnotherProcessWhileConsuming(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.Processor(nil, func(o *pipeline.Options) { o.ConflictRetries = 20 })
+	s1 := b.AppendPosts(20)
+	_, err := p.Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	var rounds atomic.Int64
+	wg.Go(func() { // the other process
+		for ctx.Err() == nil {
+			// Orphan cleanup keeps its grace above a chunk's time from files to
+			// commit (with a grace of 1ns it deletes the files of a chunk in
+			// flight, and the commit then names files that are gone).
+			if _, err := b.Cat.Maintain(ctx, b.Spec.Target.Table, storage.MaintainOptions{OrphanGrace: time.Hour, MinInputFiles: 2}); err != nil && ctx.Err() == nil {
+				t.Errorf("maintain: %v", err)
+				return
+			}
+			tgt, err := b.Cat.LoadTable(ctx, b.Spec.Target.Table)
+			if err != nil {
+				continue
+			}
+			txn := tgt.NewTransaction()
+			if txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)) == nil {
+				_, _ = txn.Commit(ctx) // a lost race with the consumer is fine
+			}
+			rounds.Add(1)
+		}
+	})
+	const events = 40
+	var conflicts int
+	for range events {
+		res, err := p.Process(t.Context(), b.Event(b.AppendPosts(5)))
+		require.NoError(t, err)
+		conflicts += res[0].Conflicts
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("maintenance rounds: %d, consumer conflicts re-planned: %d", rounds.Load(), conflicts)
+	require.Positive(t, rounds.Load(), "the other process ran")
+	b.RequireExactlyOnce(20+events*5, nil)
+	assert.Equal(t, b.Src.CurrentSnapshot().SnapshotID, b.Watermark().SnapshotID)
 }
