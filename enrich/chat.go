@@ -1,11 +1,13 @@
 package enrich
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -70,8 +72,23 @@ func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
 		bad("prompt.system", "is required for provider %s", m.Provider)
 	}
 	if m.BaseURL != "" {
-		if u, err := url.Parse(m.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		u, err := url.Parse(m.BaseURL)
+		switch {
+		case err != nil && strings.Contains(m.BaseURL, "@"):
+			bad("model.base_url", "is not an http(s) URL (not quoted: it may hold credentials)")
+		case err != nil:
 			bad("model.base_url", "%q is not an http(s) URL", m.BaseURL)
+		case u.User != nil:
+			// Never quoted: what is before the @ may be a key, and
+			// errors end in logs. The HTTP client would not hide a user
+			// name in its errors either.
+			u.User = nil
+			bad("model.base_url", "%q holds credentials (user:password@): give the key through the provider's variable or --api-key-secret", u.String())
+		case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+			bad("model.base_url", "%q is not an http(s) URL", m.BaseURL)
+		case u.RawQuery != "" || u.Fragment != "":
+			u.RawQuery, u.Fragment = "", ""
+			bad("model.base_url", "%q has a query or fragment (not quoted: it may hold a key, which would reach logs): give the endpoint only", u.String())
 		}
 	}
 	if m.RPM < 0 {
@@ -120,6 +137,7 @@ type Chat struct {
 	spec     *Spec
 	name     string
 	key      Secret
+	scrub    *scrubber
 	client   *openai.Client
 	http     *http.Client
 	ownHTTP  bool
@@ -161,6 +179,7 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 		spec:     spec,
 		name:     m.ID(),
 		key:      opts.APIKey,
+		scrub:    newScrubber(opts.APIKey),
 		http:     opts.HTTPClient,
 		log:      opts.Logger,
 		system:   systemMessage(spec),
@@ -202,7 +221,18 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 		cfg = openai.DefaultConfig(c.key.Reveal())
 		cfg.BaseURL = m.BaseURL
 	}
-	cfg.HTTPClient = capturingDoer{c.http}
+	// The key goes to base_url and nowhere else: a redirect is not
+	// followed (Go forwards the api-key header to any host), it stops the
+	// run naming where the server points.
+	noRedirect := *c.http
+	noRedirect.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		status := 0
+		if req.Response != nil {
+			status = req.Response.StatusCode
+		}
+		return &redirectError{status: status, to: req.URL.Redacted()}
+	}
+	cfg.HTTPClient = capturingDoer{c: &noRedirect, scrub: c.scrub}
 	c.client = openai.NewClientWithConfig(cfg)
 	c.format = &openai.ChatCompletionResponseFormat{
 		Type: openai.ChatCompletionResponseFormatTypeJSONSchema,
@@ -436,7 +466,7 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	default:
 		// Retries exhausted on throttling, 5xx or timeouts: smaller
 		// batches would not help, the rows are failed for a replay.
-		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, c.key.scrub(err.Error()))
+		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, err.Error())
 		c.log.Warn("model request failed", "model", c.name, "rows", len(batch), "error", reason)
 		return all(StatusFailed, reason, false)
 	}
@@ -455,7 +485,11 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	}
 	res, unknown, err := parseAnswer(choice.Message.Content, ids, c.spec.Outputs)
 	if err != nil {
-		return all(StatusInvalidOutput, clipText(err.Error()), true)
+		reason := err.Error()
+		if f := choice.FinishReason; f != "" && f != openai.FinishReasonStop {
+			reason += fmt.Sprintf(" (finish reason %q)", clipText(string(f)))
+		}
+		return all(StatusInvalidOutput, clipText(reason), true)
 	}
 	if unknown > 0 {
 		c.log.Debug("model answered unknown ids", "model", c.name, "unknown", unknown)
@@ -497,7 +531,12 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		msg := c.key.scrub(err.Error())
+		// Every server text in err went through the scrubber (capturingDoer).
+		msg := err.Error()
+		var re *redirectError
+		if errors.As(err, &re) {
+			return &stopError{err: fmt.Errorf("model %s: the server answered HTTP %d, redirecting to another address; the key is sent to base_url only: set model.base_url to where it points (%s)", c.name, re.status, msg), unusable: true}
+		}
 		if !info.sent {
 			// The client refused the request before sending it.
 			return &stopError{err: fmt.Errorf("model %s: the request could not be sent: %s", c.name, msg), unusable: true}
@@ -644,22 +683,71 @@ type (
 		status     int
 		retryAfter time.Duration
 	}
-	callInfoKey   struct{}
-	capturingDoer struct{ c *http.Client }
+	callInfoKey struct{}
+	// capturingDoer is the HTTP client go-openai sends through. It is
+	// where every text of the model server enters: the status line, the
+	// headers and the body of each answer, and the transport's errors
+	// (which quote what the server sent), all scrubbed of the key here,
+	// before go-openai parses them into refusals, answers and errors.
+	capturingDoer struct {
+		c     *http.Client
+		scrub *scrubber
+	}
 )
 
 func (d capturingDoer) Do(req *http.Request) (*http.Response, error) {
-	if info, ok := req.Context().Value(callInfoKey{}).(*callInfo); ok {
+	info, _ := req.Context().Value(callInfoKey{}).(*callInfo)
+	if info != nil {
 		info.sent = true
 	}
 	resp, err := d.c.Do(req)
-	if err == nil {
-		if info, ok := req.Context().Value(callInfoKey{}).(*callInfo); ok {
-			info.status = resp.StatusCode
-			info.retryAfter = retryAfter(resp.Header, time.Now())
+	if err != nil {
+		return nil, d.scrubError(err)
+	}
+	if info != nil {
+		info.status = resp.StatusCode
+		info.retryAfter = retryAfter(resp.Header, time.Now())
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return nil, d.scrubError(err)
+	}
+	body = []byte(d.scrub.scrub(string(body)))
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	resp.Status = d.scrub.scrub(resp.Status)
+	for _, vs := range resp.Header {
+		for i, v := range vs {
+			vs[i] = d.scrub.scrub(v)
 		}
 	}
-	return resp, err
+	return resp, nil
+}
+
+// scrubError keeps err for errors.Is and errors.As (timeouts, dial
+// errors) and scrubs its text: Go's transport quotes the server's bytes
+// ("malformed HTTP response ...").
+func (d capturingDoer) scrubError(err error) error {
+	return &scrubbedError{msg: d.scrub.scrub(err.Error()), err: err}
+}
+
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// redirectError is a redirect the client refused to follow; to is where
+// the server pointed, which the error's text (scrubbed) gives.
+type redirectError struct {
+	status int
+	to     string
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("HTTP %d redirect to %s not followed", e.status, e.to)
 }
 
 // answerCache remembers the answers to texts already asked in this run, by

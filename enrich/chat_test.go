@@ -453,6 +453,9 @@ outputs: [{name: label, type: string}]
 		"azure without deployment": {`{provider: azure, base_url: "https://x.openai.azure.com"}`, "p", "model.deployment: is required"},
 		"no prompt":                {`{provider: openai}`, "", "prompt.system: is required for provider openai"},
 		"bad url":                  {`{provider: openai, base_url: "localhost:8080"}`, "p", `model.base_url: "localhost:8080" is not an http(s) URL`},
+		"credentials in url":       {`{provider: openai, base_url: "https://me:sk-secret-key@llm.example.com/v1"}`, "p", `model.base_url: "https://llm.example.com/v1" holds credentials (user:password@)`},
+		"token as user name":       {`{provider: openai, base_url: "https://sk-secret-key@llm.example.com/v1"}`, "p", `model.base_url: "https://llm.example.com/v1" holds credentials`},
+		"key in the query":         {`{provider: azure, deployment: d, base_url: "https://r.openai.azure.com?api-key=sk-secret-key"}`, "p", `model.base_url: "https://r.openai.azure.com" has a query or fragment`},
 		"negative rpm":             {`{provider: openai, rpm: -1}`, "p", "model.rpm: must not be negative"},
 		"bad timeout":              {`{provider: openai, timeout: soon}`, "p", `model.timeout: "soon" is not a positive duration`},
 		"unknown provider":         {`{provider: bard}`, "p", `model.provider: "bard" is not one of lexicon, openai, azure, noop`},
@@ -464,6 +467,9 @@ outputs: [{name: label, type: string}]
 			_, err := enrich.ParseSpec("j.yaml", []byte(doc))
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), c.want)
+			if strings.Contains(c.model, "sk-secret-key") {
+				assert.NotContains(t, err.Error(), "sk-secret-key", "credentials are never quoted")
+			}
 		})
 	}
 }

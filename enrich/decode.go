@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"math"
+	"os"
+	"reflect"
 	"regexp"
 	"strings"
 
@@ -28,10 +32,80 @@ func (e *SpecError) Error() string {
 	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Reason)
 }
 
+// MaxFileBytes is the largest config or job spec file ReadFile reads. The
+// largest real one is a few kilobytes; the limit stops a wrong path (a log,
+// a data file) from being read into memory whole.
+const MaxFileBytes = 4 << 20
+
+// ReadFile reads a config or job spec file. Only a regular file of at most
+// MaxFileBytes is read: a folder, a device (/dev/zero never ends), a FIFO
+// (it blocks until someone writes) or a socket is refused without being
+// opened, a larger file without being read, each as a *SpecError naming
+// path. A file that cannot be opened returns the *fs.PathError.
+func ReadFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkFileInfo(path, fi); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// The path may have been replaced since the Stat: check what was
+	// opened, and read no more than the limit whatever it is.
+	if fi, err = f.Stat(); err != nil {
+		return nil, err
+	}
+	if err := checkFileInfo(path, fi); err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, tooLarge(path)
+	}
+	return data, nil
+}
+
+func checkFileInfo(path string, fi fs.FileInfo) error {
+	m := fi.Mode()
+	if !m.IsRegular() {
+		kind := "not a regular file"
+		switch {
+		case m.IsDir():
+			kind = "a folder, not a file"
+		case m&fs.ModeNamedPipe != 0:
+			kind = "a FIFO, not a regular file"
+		case m&fs.ModeSocket != 0:
+			kind = "a socket, not a regular file"
+		case m&fs.ModeDevice != 0:
+			kind = "a device, not a regular file"
+		}
+		return &SpecError{File: path, Reason: "is " + kind + ": a config or job spec must be a regular file"}
+	}
+	if fi.Size() > MaxFileBytes {
+		return tooLarge(path)
+	}
+	return nil
+}
+
+func tooLarge(path string) error {
+	return &SpecError{File: path, Reason: fmt.Sprintf("is larger than the limit of a config or job spec, %d MiB (%d bytes)", MaxFileBytes>>20, MaxFileBytes)}
+}
+
 // DecodeYAML decodes the YAML document data, read from file, into v,
-// strictly: a field v does not have is an error, as is an empty file. Any
-// problem is a *SpecError naming file and, in its reason, the line:
-// "line 3: unknown field tpye; line 5: cannot read "x" as a number".
+// strictly: a field v does not have is an error, as is an empty file, a
+// second document (after ---, which yaml would ignore), a fraction where v
+// holds an integer (yaml would cut 1.5 to 1) and NaN or an infinity where
+// v holds a number. Any problem is a *SpecError naming file and, in its
+// reason, the line: "line 3: unknown field tpye; line 5: cannot read "x"
+// as a number"; the number checks name the field as well.
 func DecodeYAML(file string, data []byte, v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -41,7 +115,159 @@ func DecodeYAML(file string, data []byte, v any) error {
 		}
 		return &SpecError{File: file, Reason: describeYAMLError(err)}
 	}
-	return nil
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return &SpecError{File: file, Reason: describeYAMLError(err)}
+		}
+		if !emptyDocument(&next) {
+			return &SpecError{File: file, Reason: fmt.Sprintf("line %d: a second YAML document (after ---): a file holds one document, the rest would be ignored; put each job spec in its own file", next.Line)}
+		}
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return &SpecError{File: file, Reason: describeYAMLError(err)}
+	}
+	var errs []error
+	checkNumbers(&doc, reflect.TypeOf(v), "", func(field string, line int, reason string) {
+		errs = append(errs, &SpecError{File: file, Field: field, Reason: fmt.Sprintf("line %d: %s", line, reason)})
+	})
+	return errors.Join(errs...)
+}
+
+// emptyDocument reports whether a document holds nothing (a trailing ---).
+func emptyDocument(n *yaml.Node) bool {
+	if n.Kind != yaml.DocumentNode {
+		return false
+	}
+	for _, c := range n.Content {
+		if c.Kind != yaml.ScalarNode || c.ShortTag() != "!!null" || c.Value != "" {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNumbers walks the YAML node n alongside the Go type t it was
+// decoded into and reports, through bad, what yaml.v3 lets through
+// silently: a fraction decoded into an integer (truncated) and NaN or an
+// infinity decoded into a float. path is the field's dotted path, as
+// specs name fields: model.lexicon.neutral_band, outputs[1].min.
+func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field string, line int, reason string)) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			checkNumbers(c, t, path, bad)
+		}
+		return
+	case yaml.AliasNode:
+		if n.Alias != nil {
+			checkNumbers(n.Alias, t, path, bad)
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, val := n.Content[i], n.Content[i+1]
+			if k.Value == "<<" && k.ShortTag() == "!!merge" {
+				// A merge key: its mapping (or mappings) fill this struct.
+				if val.Kind == yaml.SequenceNode {
+					for _, m := range val.Content {
+						checkNumbers(m, t, path, bad)
+					}
+				} else {
+					checkNumbers(val, t, path, bad)
+				}
+				continue
+			}
+			if ft, ok := yamlField(t, k.Value); ok {
+				checkNumbers(val, ft, join(path, k.Value), bad)
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if n.Kind != yaml.SequenceNode {
+			return
+		}
+		for i, c := range n.Content {
+			checkNumbers(c, t.Elem(), fmt.Sprintf("%s[%d]", path, i), bad)
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			checkNumbers(n.Content[i+1], t.Elem(), join(path, n.Content[i].Value), bad)
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!float" {
+			return
+		}
+		var x float64
+		if n.Decode(&x) == nil && x != math.Trunc(x) {
+			bad(path, n.Line, fmt.Sprintf("%s is not an integer", n.Value))
+		}
+	case reflect.Float32, reflect.Float64:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!float" {
+			return
+		}
+		var x float64
+		if n.Decode(&x) == nil && (math.IsNaN(x) || math.IsInf(x, 0)) {
+			bad(path, n.Line, fmt.Sprintf("%s is not a finite number", n.Value))
+		}
+	}
+}
+
+// yamlField returns the type of t's field that YAML calls name, looking
+// into inlined structs.
+func yamlField(t reflect.Type, name string) (reflect.Type, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		tag, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if tag == "-" {
+			continue
+		}
+		if strings.Contains(","+opts+",", ",inline,") {
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if got, ok := yamlField(ft, name); ok {
+					return got, true
+				}
+			}
+			continue
+		}
+		if tag == "" {
+			tag = strings.ToLower(f.Name)
+		}
+		if tag == name {
+			return f.Type, true
+		}
+	}
+	return nil, false
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 var unknownField = regexp.MustCompile(`field (\S+) not found in type \S+`)

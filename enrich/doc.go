@@ -11,8 +11,18 @@
 // What it promises:
 //
 //   - Every input row comes out with exactly one status: ok, skipped (blank
-//     text, never sent to a model), failed or invalid_output (a model answer
-//     that does not match the spec's enum or range). Rows are never dropped.
+//     text, or a language the model does not read, with the reason in
+//     _error; never sent to a model), failed or invalid_output (a model
+//     answer that does not match the spec's enum or range). Rows are never
+//     dropped.
+//   - A model takes only the rows of the languages it reads (see Language):
+//     the lexicon reads English only; the chat providers every language
+//     unless model.languages says otherwise.
+//   - The API key never leaves the request header: every text a model
+//     server sends back (answers, refusals, finish reasons, error bodies,
+//     status lines, transport errors) is scrubbed of it, in every encoding
+//     the scrubber knows, before anything reads it, so it reaches no row, no
+//     log and no error; redirects are not followed.
 //   - Texts longer than model.max_text_chars characters are cut to that many
 //     characters (Unicode code points) before a model sees them.
 //   - Enricher and the models are safe for concurrent use. Enricher.Enrich

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -68,13 +69,19 @@ type Enricher struct {
 	keyIdx   int
 	textIdx  int
 	carryIdx []int
+	lang     *languageGate
+	langIdx  int
 	now      func() time.Time
 }
 
-// Columns lists the source columns a job reads, in the order Enrich wants
-// them: key, text, then carried columns.
+// Columns lists the source columns a job reads: key, text, carried
+// columns, then the language column when it is not one of those.
 func (s *Spec) Columns() []string {
-	return append([]string{s.Source.Key, s.Source.Text}, s.Source.Carry...)
+	cols := append([]string{s.Source.Key, s.Source.Text}, s.Source.Carry...)
+	if c := s.Source.Language.Column; c != "" && !slices.Contains(cols, c) {
+		cols = append(cols, c)
+	}
+	return cols
 }
 
 // NewEnricher checks that in, the Arrow schema of the source rows, has what
@@ -117,6 +124,14 @@ func NewEnricher(spec *Spec, model Model, in *arrow.Schema, mem memory.Allocator
 		}
 		e.carryIdx = append(e.carryIdx, i)
 	}
+	if e.lang = newLanguageGate(spec); e.lang != nil {
+		if e.langIdx, err = find(e.lang.column); err != nil {
+			return nil, err
+		}
+		if id := in.Field(e.langIdx).Type.ID(); id != arrow.STRING && id != arrow.LARGE_STRING {
+			return nil, schemaErr("language column %q is %s; it must be a string", e.lang.column, in.Field(e.langIdx).Type)
+		}
+	}
 
 	fields := []arrow.Field{in.Field(e.keyIdx)}
 	for _, i := range e.carryIdx {
@@ -135,9 +150,24 @@ func NewEnricher(spec *Spec, model Model, in *arrow.Schema, mem memory.Allocator
 		arrow.Field{Name: ColError, Type: arrow.BinaryTypes.String, Nullable: true},
 		arrow.Field{Name: ColEnrichedAt, Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
 	)
+	// Two target columns of one name (a key or carried column called
+	// like a lineage or output column, in a spec that was not validated)
+	// would fail at every commit; it is the spec's fault, permanent.
+	names := make(map[string]bool, len(fields))
+	for _, f := range fields {
+		if names[f.Name] {
+			return nil, schemaErr("the target would have two columns named %q: the key, a carried column, an output field and the lineage columns (%s) need distinct names",
+				f.Name, strings.Join(LineageColumns, ", "))
+		}
+		names[f.Name] = true
+	}
 	e.out = arrow.NewSchema(fields, nil)
 	return e, nil
 }
+
+// LineageColumns are the columns every target has next to the job's own,
+// in target order.
+var LineageColumns = []string{ColSourceSnapshotID, ColModel, ColSpecVersion, ColStatus, ColError, ColEnrichedAt}
 
 // ArrowType maps a spec field type to its Arrow type.
 func ArrowType(t string) arrow.DataType {
@@ -176,8 +206,9 @@ type stringColumn interface {
 }
 
 // Enrich enriches every row of rec, which must have the input schema given
-// to NewEnricher. Blank texts are skipped, over-long ones truncated (see
-// Truncate), and every row comes out with a status. sourceSnapshotID is
+// to NewEnricher. Blank texts are skipped, as are rows in a language the
+// model does not read (with the reason, see Language), over-long texts are
+// truncated (see Truncate), and every row comes out with a status. sourceSnapshotID is
 // written to _source_snapshot_id. The error is only for what stops the run
 // (see Model); the returned batch is the caller's to Release.
 func (e *Enricher) Enrich(ctx context.Context, rec arrow.RecordBatch, sourceSnapshotID int64) (arrow.RecordBatch, Counts, error) {
@@ -186,12 +217,30 @@ func (e *Enricher) Enrich(ctx context.Context, rec arrow.RecordBatch, sourceSnap
 	if !ok {
 		return nil, nil, fmt.Errorf("enrich: text column is %s, not a string", rec.Column(e.textIdx).DataType())
 	}
+	var langs stringColumn
+	if e.lang != nil {
+		if langs, ok = rec.Column(e.langIdx).(stringColumn); !ok {
+			return nil, nil, fmt.Errorf("enrich: language column is %s, not a string", rec.Column(e.langIdx).DataType())
+		}
+	}
 	answers := make([]Answer, n)
 	items := make([]Item, 0, n)
 	for i := range n {
 		if texts.IsNull(i) || Blank(texts.Value(i)) {
 			answers[i] = Answer{Status: StatusSkipped}
 			continue
+		}
+		if langs != nil {
+			var reason string
+			if langs.IsNull(i) {
+				reason = e.lang.refuse("", false)
+			} else {
+				reason = e.lang.refuse(langs.Value(i), true)
+			}
+			if reason != "" {
+				answers[i] = Answer{Status: StatusSkipped, Error: reason}
+				continue
+			}
 		}
 		t, _ := Truncate(texts.Value(i), e.spec.Model.MaxTextChars)
 		items = append(items, Item{ID: i, Text: t})

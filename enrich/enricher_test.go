@@ -238,6 +238,27 @@ func TestEnricherSchemaErrors(t *testing.T) {
 	}
 }
 
+// TestEnricherRefusesTwoTargetColumnsOfOneName: a spec that was not
+// validated (or validated by an older release) whose key is named like a
+// lineage column would fail at every commit ("multiple fields for name
+// _status") and be retried for ever; it is a *SchemaError, permanent.
+func TestEnricherRefusesTwoTargetColumnsOfOneName(t *testing.T) {
+	t.Parallel()
+	for _, key := range []string{enrich.ColStatus, enrich.ColSourceSnapshotID, "sentiment"} {
+		spec := sentimentSpec(t)
+		spec.Source.Key, spec.Source.Carry = key, nil
+		in := arrow.NewSchema([]arrow.Field{
+			{Name: key, Type: arrow.BinaryTypes.String}, {Name: "text", Type: arrow.BinaryTypes.String},
+			{Name: "lang", Type: arrow.BinaryTypes.String},
+		}, nil)
+		_, err := enrich.NewEnricher(spec, &recorder{}, in, nil)
+		var se *enrich.SchemaError
+		require.ErrorAs(t, err, &se, "key %s", key)
+		assert.Contains(t, err.Error(), "job sentiment cannot read table social.posts: the target would have two columns named \""+key+"\"")
+		assert.Error(t, spec.Validate(), "validate catches it first")
+	}
+}
+
 func TestEnricherIsSafeForConcurrentUse(t *testing.T) {
 	t.Parallel()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())

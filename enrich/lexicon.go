@@ -12,6 +12,10 @@ import (
 // ProviderLexicon is the offline VADER lexicon model.
 const ProviderLexicon = "lexicon"
 
+// LexiconLanguage is the one language the lexicon reads: VADER's lexicon
+// and rules are English. It is model.languages of a lexicon job.
+const LexiconLanguage = "en"
+
 // DefaultNeutralBand is model.lexicon.neutral_band when the spec gives
 // none.
 const DefaultNeutralBand = 0.05
@@ -23,6 +27,9 @@ func lexiconProvider() Provider {
 		Defaults: func(m *ModelSettings) {
 			if m.Name == "" {
 				m.Name = "vader"
+			}
+			if len(m.Languages) == 0 {
+				m.Languages, m.languagesByDefault = []string{LexiconLanguage}, true
 			}
 			if m.Lexicon.NeutralBand == nil {
 				b := DefaultNeutralBand
@@ -67,6 +74,11 @@ func (s *Spec) validateLexicon(bad func(field, format string, args ...any)) {
 	for _, f := range s.Outputs {
 		if f.Name != lx.LabelField && f.Name != lx.ScoreField {
 			bad("outputs", "provider lexicon can only fill %q and %q, not %q", lx.LabelField, lx.ScoreField, f.Name)
+		}
+	}
+	for i, code := range s.Model.Languages {
+		if code != LexiconLanguage {
+			bad(fmt.Sprintf("model.languages[%d]", i), "%q: provider lexicon reads %s only (VADER's lexicon is English)", code, LexiconLanguage)
 		}
 	}
 	if b := lx.NeutralBand; b != nil && (*b < 0 || *b >= 1) {

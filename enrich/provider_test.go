@@ -100,11 +100,16 @@ func TestDecodeYAML(t *testing.T) {
 		Count int    `yaml:"count"`
 	}
 	tests := []struct {
-		name string
-		give string
-		want string // "" = decodes
+		name  string
+		give  string
+		want  string // "" = decodes
+		field string
 	}{
 		{name: "valid", give: "name: a\ncount: 2\n"},
+		{name: "trailing separator", give: "name: a\ncount: 2\n---\n"},
+		{name: "whole number as a float", give: "name: a\ncount: 2.0\n"},
+		{name: "two documents", give: "name: a\ncount: 2\n---\nname: b\n", want: "f.yaml: line 3: a second YAML document (after ---): a file holds one document, the rest would be ignored; put each job spec in its own file"},
+		{name: "fraction", give: "name: a\ncount: 2.5\n", want: "f.yaml: count: line 2: 2.5 is not an integer", field: "count"},
 		{name: "empty", give: "", want: "f.yaml: file is empty"},
 		{name: "unknown field", give: "name: a\ncuont: 2\n", want: "f.yaml: line 2: unknown field cuont"},
 		{name: "wrong type", give: "count: many\n", want: "f.yaml: line 1: cannot read !!str `many` into int"},
@@ -123,7 +128,7 @@ func TestDecodeYAML(t *testing.T) {
 			var se *enrich.SpecError
 			require.ErrorAs(t, err, &se)
 			assert.Equal(t, "f.yaml", se.File)
-			assert.Empty(t, se.Field)
+			assert.Equal(t, tt.field, se.Field)
 			assert.Equal(t, tt.want, err.Error())
 		})
 	}

@@ -3,7 +3,7 @@ package enrich
 import (
 	"errors"
 	"fmt"
-	"os"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -51,6 +51,9 @@ type Source struct {
 	Key   string   `yaml:"key"`
 	Text  string   `yaml:"text"`
 	Carry []string `yaml:"carry"`
+	// Language names the column that holds each row's language, which
+	// decides whether the model may take the row (see Language).
+	Language Language `yaml:"language"`
 }
 
 // Target says where the job writes.
@@ -72,6 +75,14 @@ type ModelSettings struct {
 	MaxTextChars   int           `yaml:"max_text_chars"`
 	RowsPerRequest int           `yaml:"rows_per_request"`
 	Lexicon        LexiconConfig `yaml:"lexicon"`
+	// Languages are the languages the model reads, as ISO 639 codes (en,
+	// pt). Empty means every language: the default of the chat providers.
+	// The lexicon reads en only, its default. Rows whose
+	// source.language column names another language are written skipped.
+	Languages []string `yaml:"languages"`
+	// languagesByDefault marks Languages filled by the provider's
+	// defaults, not by the spec.
+	languagesByDefault bool
 
 	// Chat providers (openai, azure).
 	BaseURL         string  `yaml:"base_url"`
@@ -120,18 +131,17 @@ type Field struct {
 // LoadSpec reads, defaults and validates the spec file at path. An invalid
 // spec returns every problem found, each a *SpecError.
 func LoadSpec(path string) (*Spec, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read job spec: %w", err)
-	}
-	return ParseSpec(path, data)
+	return LoadSpecWith(path, Overrides{})
 }
 
 // LoadSpecWith is LoadSpec with command-line overrides of the model
 // settings, applied before defaults and validation.
 func LoadSpecWith(path string, o Overrides) (*Spec, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
+		if _, ok := err.(*SpecError); ok {
+			return nil, err
+		}
 		return nil, fmt.Errorf("read job spec: %w", err)
 	}
 	return parseSpec(path, data, o)
@@ -166,6 +176,9 @@ func (s *Spec) applyDefaults() {
 	if s.Model.RowsPerRequest == 0 {
 		s.Model.RowsPerRequest = DefaultRowsPerRequest
 	}
+	if s.Source.Language.Column != "" && s.Source.Language.Unknown == "" {
+		s.Source.Language.Unknown = UnknownLanguageTake
+	}
 	p, ok := LookupProvider(s.Model.Provider)
 	if !ok {
 		return // Validate names the unknown provider
@@ -198,8 +211,10 @@ func (o Overrides) apply(s *Spec) {
 	if o.Provider != "" && o.Provider != m.Provider {
 		// The file's model name belongs to its own provider ("vader" means
 		// nothing to a chat server): drop it, --model or the provider's
-		// default takes its place.
-		m.Provider, m.Name = o.Provider, ""
+		// default takes its place. So do the languages the file's model
+		// reads: the new provider's default (every language for a chat
+		// provider) applies.
+		m.Provider, m.Name, m.Languages = o.Provider, "", nil
 	}
 	set := func(dst *string, v string) {
 		if v != "" {
@@ -262,6 +277,13 @@ func (s *Spec) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &SpecError{File: s.File, Field: field, Reason: fmt.Sprintf(format, args...)})
 	}
+	// finite checks a number read from the spec: NaN passes every range
+	// check (and labels every row), infinities fail every request.
+	finite := func(field string, v *float64) {
+		if v != nil && (math.IsNaN(*v) || math.IsInf(*v, 0)) {
+			bad(field, "%g is not a finite number", *v)
+		}
+	}
 
 	if s.Name == "" {
 		bad("name", "is required")
@@ -285,8 +307,13 @@ func (s *Spec) Validate() error {
 	if s.Source.Table != "" && s.Source.Table == s.Target.Table {
 		bad("target.table", "must differ from source.table")
 	}
-	if s.Source.Key == "" {
+	switch k := s.Source.Key; {
+	case k == "":
 		bad("source.key", "is required: the column that identifies a row")
+	case strings.HasPrefix(k, "_"):
+		// The key is written to the target next to the lineage columns,
+		// as carried columns are: the same names are reserved.
+		bad("source.key", "%q: names starting with _ are reserved for lineage columns", k)
 	}
 	if s.Source.Text == "" {
 		bad("source.text", "is required: the column sent to the model")
@@ -295,10 +322,8 @@ func (s *Spec) Validate() error {
 		bad("source.text", "must differ from source.key")
 	}
 	seen := map[string]string{}
-	for _, c := range []string{s.Source.Key} {
-		if c != "" {
-			seen[c] = "source.key"
-		}
+	if k := s.Source.Key; k != "" && !strings.HasPrefix(k, "_") {
+		seen[k] = "source.key"
 	}
 	for i, c := range s.Source.Carry {
 		f := fmt.Sprintf("source.carry[%d]", i)
@@ -327,6 +352,11 @@ func (s *Spec) Validate() error {
 	if provider.Chat {
 		s.validateChat(bad)
 	}
+	finite("model.temperature", &s.Model.Temperature)
+	finite("model.prices.input_per_million", &s.Model.Prices.InputPerMillion)
+	finite("model.prices.output_per_million", &s.Model.Prices.OutputPerMillion)
+	finite("model.lexicon.neutral_band", s.Model.Lexicon.NeutralBand)
+	s.validateLanguage(bad)
 
 	if len(s.Outputs) == 0 {
 		bad("outputs", "at least one output field is required")
@@ -361,6 +391,8 @@ func (s *Spec) Validate() error {
 		if (f.Min != nil || f.Max != nil) && !numeric {
 			bad(p, "min and max apply only to double and long fields, this one is %s", f.Type)
 		}
+		finite(p+".min", f.Min)
+		finite(p+".max", f.Max)
 		if f.Min != nil && f.Max != nil && *f.Min > *f.Max {
 			bad(p+".max", "must be at least min (%g), got %g", *f.Min, *f.Max)
 		}

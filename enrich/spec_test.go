@@ -2,6 +2,7 @@ package enrich_test
 
 import (
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,6 +69,14 @@ func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
 		{name: "missing key", from: "key: post_id, ", give: "", field: "source.key", want: "is required"},
 		{name: "carry repeats key", from: "carry: [author]", give: "carry: [post_id]", field: "source.carry[0]", want: "already source.key"},
 		{name: "carry reserved name", from: "carry: [author]", give: "carry: [_status]", field: "source.carry[0]", want: "reserved"},
+		{name: "key reserved name", from: "key: post_id", give: "key: _status", field: "source.key", want: `"_status": names starting with _ are reserved for lineage columns`},
+		{name: "key like a lineage column", from: "key: post_id", give: "key: _source_snapshot_id", field: "source.key", want: "reserved"},
+		{name: "NaN neutral band", from: "score_field: score}", give: "score_field: score, neutral_band: .nan}", field: "model.lexicon.neutral_band", want: "line 6: .nan is not a finite number"},
+		{name: "infinite minimum", from: "min: -1, max: 1", give: "min: -.inf, max: 1", field: "outputs[1].min", want: "line 9: -.inf is not a finite number"},
+		{name: "NaN maximum", from: "min: -1, max: 1", give: "min: -1, max: .NaN", field: "outputs[1].max", want: ".NaN is not a finite number"},
+		{name: "fraction of rows", from: "provider: lexicon,", give: "provider: lexicon, rows_per_request: 1.5,", field: "model.rows_per_request", want: "line 6: 1.5 is not an integer"},
+		{name: "fraction of chars", from: "provider: lexicon,", give: "provider: lexicon, max_text_chars: 0.9,", field: "model.max_text_chars", want: "0.9 is not an integer"},
+		{name: "second document", from: "version:", give: "---\nname: other\n---\nversion:", field: "", want: "line 3: a second YAML document (after ---): a file holds one document"},
 		{name: "unknown provider", from: "provider: lexicon", give: "provider: llama", field: "model.provider", want: `"llama" is not one of`},
 		{name: "bad output type", from: "type: double", give: "type: float", field: "outputs[1].type", want: `"float" is not one of`},
 		{name: "min above max", from: "min: -1, max: 1", give: "min: 1, max: -1", field: "outputs[1].max", want: "must be at least min"},
@@ -106,6 +115,87 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// TestSpecNumbersAreFiniteAndIntegersWhole: yaml.v3 reads .nan and .inf
+// into any float and cuts 1.5 to 1 in an int; the spec loader refuses both,
+// naming the field and the line, wherever a number is read.
+func TestSpecNumbersAreFiniteAndIntegersWhole(t *testing.T) {
+	t.Parallel()
+	const chat = `
+name: j
+version: "1"
+source: {table: a.b, key: k, text: t}
+target: {table: a.c}
+prompt: {system: p}
+outputs: [{name: label, type: string}]
+model:
+  provider: openai
+`
+	tests := []struct{ give, field, want string }{
+		{"  temperature: .nan\n", "model.temperature", "line 10: .nan is not a finite number"},
+		{"  temperature: -.Inf\n", "model.temperature", "-.Inf is not a finite number"},
+		{"  prices: {input_per_million: .inf}\n", "model.prices.input_per_million", ".inf is not a finite number"},
+		{"  prices: {output_per_million: .nan}\n", "model.prices.output_per_million", ".nan is not a finite number"},
+		{"  max_attempts: 0.9\n", "model.max_attempts", "0.9 is not an integer"},
+		{"  rpm: 1.5\n", "model.rpm", "1.5 is not an integer"},
+		{"  max_tokens_total: 1e3\n", "", ""},                                 // a whole number, however written
+		{"  <<: {rpm: 2.5}\n", "model.rpm", "line 10: 2.5 is not an integer"}, // a merge key
+	}
+	for _, tt := range tests {
+		t.Run(tt.give, func(t *testing.T) {
+			t.Parallel()
+			spec, err := enrich.ParseSpec("j.yaml", []byte(chat+tt.give))
+			if tt.want == "" {
+				require.NoError(t, err)
+				assert.Equal(t, int64(1000), spec.Model.MaxTokensTotal)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+			if tt.field != "" {
+				var se *enrich.SpecError
+				require.ErrorAs(t, err, &se)
+				assert.Equal(t, "j.yaml", se.File)
+				assert.Equal(t, tt.field, se.Field)
+			}
+		})
+	}
+
+	// A spec built or edited in code is checked by Validate as well.
+	spec, err := enrich.ParseSpec("s.yaml", []byte(validSpec))
+	require.NoError(t, err)
+	nan := math.NaN()
+	spec.Model.Lexicon.NeutralBand = &nan
+	spec.Model.Temperature = math.Inf(1)
+	err = spec.Validate()
+	require.ErrorContains(t, err, "s.yaml: model.lexicon.neutral_band: NaN is not a finite number")
+	require.ErrorContains(t, err, "s.yaml: model.temperature: +Inf is not a finite number")
+}
+
+func TestLoadSpecRefusesWhatIsNotASmallRegularFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.yaml")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(enrich.MaxFileBytes+1))
+	require.NoError(t, f.Close())
+	tests := map[string]struct{ path, want string }{
+		"device": {"/dev/zero", "/dev/zero: is a device, not a regular file: a config or job spec must be a regular file"},
+		"folder": {dir, dir + ": is a folder, not a file: a config or job spec must be a regular file"},
+		"large":  {big, big + ": is larger than the limit of a config or job spec, 4 MiB (4194304 bytes)"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := enrich.LoadSpec(tt.path)
+			var se *enrich.SpecError
+			require.ErrorAs(t, err, &se)
+			assert.Equal(t, tt.path, se.File)
+			assert.EqualError(t, err, tt.want)
+		})
+	}
 }
 
 func TestLoadSpecErrors(t *testing.T) {

@@ -52,10 +52,15 @@ func configPath(flag string) (string, error) {
 
 // loadConfig reads and validates a config file. Relative paths in it are
 // relative to the file's folder. What is wrong with it comes as
-// *enrich.SpecError, as for job specs.
+// *enrich.SpecError, as for job specs: the file itself (not a regular
+// file, larger than enrich.MaxFileBytes, two YAML documents) and each field
+// (a fraction where an integer is expected, ...).
 func loadConfig(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := enrich.ReadFile(path)
 	if err != nil {
+		if se := new(enrich.SpecError); errors.As(err, &se) {
+			return nil, err // a device, a FIFO, a folder, too large
+		}
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var c Config

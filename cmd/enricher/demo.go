@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 	"github.com/spf13/cobra"
 
@@ -180,6 +183,9 @@ func (d *demoCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if tally.skipReasons, err = skipReasons(ctx, tgt); err != nil {
+		return err
+	}
 	printDemoSummary(out, tally, tgt, job)
 	if d.samples > 0 {
 		if err := printSamples(ctx, out, tgt, job.Spec, texts, d.samples); err != nil {
@@ -248,6 +254,45 @@ type demoTally struct {
 	read, written int64
 	failed        []consumer.MessageOutcome
 	elapsed       time.Duration
+	skipReasons   []reasonCount // why the target's skipped rows were skipped
+}
+
+// reasonCount is how many rows one reason skipped.
+type reasonCount struct {
+	reason string
+	rows   int64
+}
+
+// skipReasons counts the skipped rows of tgt by their _error, most first:
+// blank texts (no _error) and rows in a language the model does not read.
+func skipReasons(ctx context.Context, tgt *table.Table) ([]reasonCount, error) {
+	counts := map[string]int64{}
+	filter := iceberg.EqualTo(iceberg.Reference(enrich.ColStatus), string(enrich.StatusSkipped))
+	for col, err := range storage.ScanColumn(ctx, tgt, enrich.ColError, filter) {
+		if err != nil {
+			return nil, err
+		}
+		errs, ok := col.(*array.String)
+		for i := range col.Len() {
+			reason := "blank text"
+			if ok && errs.IsValid(i) {
+				reason = errs.Value(i)
+			}
+			counts[reason]++
+		}
+		col.Release()
+	}
+	out := make([]reasonCount, 0, len(counts))
+	for r, n := range counts {
+		out = append(out, reasonCount{reason: r, rows: n})
+	}
+	slices.SortFunc(out, func(a, b reasonCount) int {
+		if a.rows != b.rows {
+			return cmp.Compare(b.rows, a.rows)
+		}
+		return strings.Compare(a.reason, b.reason)
+	})
+	return out, nil
 }
 
 // consume runs a consumer on the queue until it is drained, printing
@@ -287,8 +332,9 @@ func (d *demoCmd) consume(ctx context.Context, env *runtimeEnv, queue *consumer.
 	return t, nil
 }
 
-// printDemoSummary prints the rows read and written, per status, the time
-// and memory the consume phase took, and the model's usage.
+// printDemoSummary prints the rows read and written, per status (the
+// skipped ones per reason, read from the target), the time and memory the
+// consume phase took, and the model's usage.
 func printDemoSummary(out io.Writer, t *demoTally, tgt *table.Table, job pipeline.Job) {
 	spec := job.Spec
 	fmt.Fprintf(out, "\nsummary\n")
@@ -300,6 +346,18 @@ func printDemoSummary(out io.Writer, t *demoTally, tgt *table.Table, job pipelin
 		perStatus = append(perStatus, fmt.Sprintf("%s %d", s, t.counts[s]))
 	}
 	fmt.Fprintf(tw, "  rows written\t%d\t(%s)\n", t.written, strings.Join(perStatus, ", "))
+	const maxReasons = 8
+	for i, r := range t.skipReasons {
+		if i == maxReasons {
+			var rest int64
+			for _, r := range t.skipReasons[i:] {
+				rest += r.rows
+			}
+			fmt.Fprintf(tw, "    skipped\t%d\t(%d other reasons)\n", rest, len(t.skipReasons)-i)
+			break
+		}
+		fmt.Fprintf(tw, "    skipped\t%d\t(%s)\n", r.rows, r.reason)
+	}
 	if snap := tgt.CurrentSnapshot(); snap != nil && snap.Summary != nil {
 		fmt.Fprintf(tw, "  target rows\t%s\t(%s, one per source row)\n", snap.Summary.Properties["total-records"], spec.Target.Table)
 	}

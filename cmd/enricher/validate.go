@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 
@@ -48,7 +49,7 @@ func (c *validateCmd) Run(context.Context) error {
 		return err
 	}
 	out := c.g.stdout
-	fmt.Fprintf(out, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, cfg.Catalog.URI, len(specs))
+	fmt.Fprintf(out, "config %s: catalog %s (%s), %d job(s)\n", cfg.file, cfg.Catalog.Type, shownURI(cfg.Catalog.URI), len(specs))
 	for _, s := range specs {
 		var outs []string
 		for _, f := range s.Outputs {
@@ -60,9 +61,29 @@ func (c *validateCmd) Run(context.Context) error {
 		}
 		fmt.Fprintf(out, "job %s v%s (%s): %s.%s -> %s via %s; outputs: %s\n",
 			s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
+		fmt.Fprintf(out, "  rows the model takes: %s\n", s.LanguageRule())
 		fmt.Fprintf(out, "  target properties: %s\n", targetProperties(s))
 	}
 	return nil
+}
+
+// shownURI is a catalog URI as validate prints it: without what may be a
+// secret (user:password@, a query such as ?token=...).
+func shownURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || (u.User == nil && u.RawQuery == "") {
+		return uri
+	}
+	user := u.User != nil
+	u.User = nil
+	if u.RawQuery != "" {
+		u.RawQuery = "[redacted]"
+	}
+	shown := u.String()
+	if user {
+		shown = strings.Replace(shown, "://", "://[redacted]@", 1)
+	}
+	return shown
 }
 
 // targetProperties lists the table properties a job's target gets: the

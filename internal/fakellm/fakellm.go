@@ -7,7 +7,10 @@
 // tokens-per-minute quotas with 429 + Retry-After, add latency, and inject
 // every fault a real provider produces: 5xx, hangs, malformed bodies,
 // missing, extra and duplicated ids, wrong types, refusals, content filters
-// and cut-off answers.
+// and cut-off answers. Like careless or hostile servers, it can echo the key
+// it was sent back in every text it writes: refusals, answer values, finish
+// reasons, error bodies, the status line, a malformed response; and it can
+// redirect to another address.
 package fakellm
 
 import (
@@ -43,9 +46,21 @@ const (
 	ContentFilter       // finish_reason content_filter
 	PromptFilter        // 400 with code content_filter (Azure)
 	CutOff              // finish_reason length, content cut in half
-	Unauthorized        // 401 whatever the key
+	Unauthorized        // 401 whatever the key, echoing it
 	BadRequest          // 400: the server refuses a parameter
 	Renumber            // answers with ids 0, 1, 2, ... instead of those asked
+
+	// The echo faults write Server.Echo of the key the request carried
+	// (the bearer token or the api-key header).
+	EchoRefusal      // message.refusal quoting the key
+	EchoValues       // every string answer value (and list item) is the key
+	EchoFinishReason // finish_reason is the key, content is empty
+	EchoServerError  // 500 whose error message quotes the key
+	EchoClientError  // 409 whose error message quotes the key
+	EchoBadRequest   // 400 whose error message quotes the key
+	EchoStatusLine   // 500 whose status line's reason phrase is the key
+	EchoMalformed    // not HTTP: the key and a blank line, then the connection closes
+	Redirect         // 307 to Server.RedirectTo with the request's path
 )
 
 // Row is one post of a request's user message.
@@ -81,6 +96,9 @@ type Request struct {
 	// Temperature is the temperature sent (nil: none).
 	Temperature *float64
 	Cost        int // tokens charged to the TPM quota
+	// SentKey is the key the request carried: the bearer token or the
+	// api-key header.
+	SentKey string
 }
 
 // Server is the fake. Set its fields before Start; read results with
@@ -99,6 +117,12 @@ type Server struct {
 	Fault func(r *Request) Fault
 	// Answer computes a row's value of a field (default Deterministic).
 	Answer func(text string, f Field) any
+	// Echo is what the echo faults write of the key sent: the key as it
+	// came (nil), or an encoding of it (base64, JSON escapes, ...).
+	Echo func(key string) string
+	// RedirectTo is the address the Redirect fault points to: the root of
+	// another server (its URL()).
+	RedirectTo string
 
 	srv      *http.Server
 	ln       net.Listener
@@ -228,6 +252,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	req := Request{At: time.Now()}
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
+		req.SentKey = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if s.Key != "" && r.Header.Get("Authorization") != "Bearer "+s.Key {
 			s.unauthorized(w, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 			return
@@ -240,6 +265,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "missing api-version", "invalid_request_error", "")
 			return
 		}
+		req.SentKey = r.Header.Get("api-key")
 		if s.Key != "" && r.Header.Get("api-key") != s.Key {
 			s.unauthorized(w, r.Header.Get("api-key"))
 			return
@@ -303,7 +329,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "The response was filtered due to the prompt triggering content management policy.", "invalid_request_error", "content_filter")
 		return
 	case Unauthorized:
-		s.unauthorized(w, "")
+		s.unauthorized(w, req.SentKey)
 		return
 	case BadRequest:
 		writeError(w, http.StatusBadRequest, "Unrecognized request argument supplied: max_completion_tokens", "invalid_request_error", "")
@@ -311,6 +337,24 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	case MalformedBody:
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"id": "chatcmpl-1", "choices": [`))
+		return
+	case EchoServerError:
+		writeError(w, http.StatusInternalServerError, "The server had an error processing a request with key "+s.echo(&req)+".", "server_error", "")
+		return
+	case EchoClientError:
+		writeError(w, http.StatusConflict, "Another request with key "+s.echo(&req)+" is in progress.", "invalid_request_error", "")
+		return
+	case EchoBadRequest:
+		writeError(w, http.StatusBadRequest, "Unrecognized request argument supplied by key "+s.echo(&req)+".", "invalid_request_error", "")
+		return
+	case EchoStatusLine:
+		s.raw(w, "HTTP/1.1 500 "+s.echo(&req)+"\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno")
+		return
+	case EchoMalformed:
+		s.raw(w, s.echo(&req)+"\r\n\r\n")
+		return
+	case Redirect:
+		http.Redirect(w, r, s.RedirectTo+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		return
 	}
 
@@ -464,6 +508,10 @@ func (s *Server) answer(req *Request, fault Fault) (content string, finish strin
 	switch fault {
 	case Refusal:
 		return "", "stop", "I can't help with that."
+	case EchoRefusal:
+		return "", "stop", "I can't help the holder of key " + s.echo(req) + " with that."
+	case EchoFinishReason:
+		return "", s.echo(req), ""
 	case ContentFilter:
 		return "", "content_filter", ""
 	case MalformedJSON:
@@ -474,6 +522,14 @@ func (s *Server) answer(req *Request, fault Fault) (content string, finish strin
 		m := map[string]any{"id": row.ID}
 		for _, f := range req.Fields {
 			m[f.Name] = s.Answer(row.Text, f)
+			if fault == EchoValues {
+				switch f.Type {
+				case "string":
+					m[f.Name] = s.echo(req)
+				case "array":
+					m[f.Name] = []string{s.echo(req)}
+				}
+			}
 		}
 		results = append(results, m)
 	}
@@ -530,6 +586,27 @@ func firstID(req *Request) string {
 	return req.Rows[0].ID
 }
 
+// echo is what the echo faults write of the request's key.
+func (s *Server) echo(req *Request) string {
+	if s.Echo != nil {
+		return s.Echo(req.SentKey)
+	}
+	return req.SentKey
+}
+
+// raw writes text on the connection as it is, bypassing HTTP, and closes
+// it.
+func (s *Server) raw(w http.ResponseWriter, text string) {
+	conn, buf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "cannot hijack: "+err.Error(), "server_error", "")
+		return
+	}
+	defer conn.Close()
+	_, _ = buf.WriteString(text)
+	_ = buf.Flush()
+}
+
 func (s *Server) count(f func(*Stats)) {
 	s.mu.Lock()
 	f(&s.stats)
@@ -537,9 +614,13 @@ func (s *Server) count(f func(*Stats)) {
 }
 
 // unauthorized answers 401 and, like careless servers do, echoes the key it
-// was given: the client must never let it reach a log.
+// was given (through Echo when set): the client must never let it reach a
+// log.
 func (s *Server) unauthorized(w http.ResponseWriter, got string) {
 	s.count(func(st *Stats) { st.Unauthorized++ })
+	if s.Echo != nil {
+		got = s.Echo(got)
+	}
 	writeError(w, http.StatusUnauthorized, "Incorrect API key provided: "+got+".", "invalid_request_error", "invalid_api_key")
 }
 
