@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,8 +18,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 	"github.com/spf13/cobra"
 
@@ -183,9 +180,11 @@ func (d *demoCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if tally.skipReasons, err = skipReasons(ctx, tgt); err != nil {
+	rc, err := pipeline.CountRows(ctx, tgt)
+	if err != nil {
 		return err
 	}
+	tally.skipReasons = rc.SkippedBy
 	printDemoSummary(out, tally, tgt, job)
 	if d.samples > 0 {
 		if err := printSamples(ctx, out, tgt, job.Spec, texts, d.samples); err != nil {
@@ -201,7 +200,7 @@ func (d *demoCmd) Run(ctx context.Context) error {
 // queue it returns, and then the first event again. It keeps the texts of
 // the first posts in texts.
 func (d *demoCmd) ingest(ctx context.Context, cat *storage.Catalog, spec *enrich.Spec, total int64, texts map[int64]string) (*consumer.MemQueue, error) {
-	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, postdata.Schema(), nil)
+	src, err := cat.CreateIcebergTable(ctx, spec.Source.Table, postdata.Schema(), storage.SourceProperties())
 	if err != nil {
 		return nil, err
 	}
@@ -254,45 +253,7 @@ type demoTally struct {
 	read, written int64
 	failed        []consumer.MessageOutcome
 	elapsed       time.Duration
-	skipReasons   []reasonCount // why the target's skipped rows were skipped
-}
-
-// reasonCount is how many rows one reason skipped.
-type reasonCount struct {
-	reason string
-	rows   int64
-}
-
-// skipReasons counts the skipped rows of tgt by their _error, most first:
-// blank texts (no _error) and rows in a language the model does not read.
-func skipReasons(ctx context.Context, tgt *table.Table) ([]reasonCount, error) {
-	counts := map[string]int64{}
-	filter := iceberg.EqualTo(iceberg.Reference(enrich.ColStatus), string(enrich.StatusSkipped))
-	for col, err := range storage.ScanColumn(ctx, tgt, enrich.ColError, filter) {
-		if err != nil {
-			return nil, err
-		}
-		errs, ok := col.(*array.String)
-		for i := range col.Len() {
-			reason := "blank text"
-			if ok && errs.IsValid(i) {
-				reason = errs.Value(i)
-			}
-			counts[reason]++
-		}
-		col.Release()
-	}
-	out := make([]reasonCount, 0, len(counts))
-	for r, n := range counts {
-		out = append(out, reasonCount{reason: r, rows: n})
-	}
-	slices.SortFunc(out, func(a, b reasonCount) int {
-		if a.rows != b.rows {
-			return cmp.Compare(b.rows, a.rows)
-		}
-		return strings.Compare(a.reason, b.reason)
-	})
-	return out, nil
+	skipReasons   []pipeline.ReasonCount // why the target's skipped rows were skipped
 }
 
 // consume runs a consumer on the queue until it is drained, printing
@@ -351,12 +312,12 @@ func printDemoSummary(out io.Writer, t *demoTally, tgt *table.Table, job pipelin
 		if i == maxReasons {
 			var rest int64
 			for _, r := range t.skipReasons[i:] {
-				rest += r.rows
+				rest += r.Rows
 			}
 			fmt.Fprintf(tw, "    skipped\t%d\t(%d other reasons)\n", rest, len(t.skipReasons)-i)
 			break
 		}
-		fmt.Fprintf(tw, "    skipped\t%d\t(%s)\n", r.rows, r.reason)
+		fmt.Fprintf(tw, "    skipped\t%d\t(%s)\n", r.Rows, r.Reason)
 	}
 	if snap := tgt.CurrentSnapshot(); snap != nil && snap.Summary != nil {
 		fmt.Fprintf(tw, "  target rows\t%s\t(%s, one per source row)\n", snap.Summary.Properties["total-records"], spec.Target.Table)

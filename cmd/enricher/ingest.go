@@ -70,7 +70,7 @@ func (c *ingestCmd) Run(ctx context.Context) error {
 	cat := env.cat
 	tbl, err := cat.LoadTable(ctx, c.table)
 	if errors.Is(err, storage.ErrTableNotFound) {
-		tbl, err = cat.CreateIcebergTable(ctx, c.table, postdata.Schema(), nil)
+		tbl, err = cat.CreateIcebergTable(ctx, c.table, postdata.Schema(), storage.SourceProperties())
 		if err == nil {
 			c.log.Info("created source table", "table", c.table)
 		}

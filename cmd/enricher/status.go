@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/enrich"
 )
 
 // statusCmd is `enricher status`: where every job stands.
@@ -19,6 +21,7 @@ type statusCmd struct {
 	g *globals
 
 	format string
+	rows   bool
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
@@ -47,6 +50,7 @@ stat of each metadata file the target keeps.`,
 		Args: cobra.NoArgs,
 		RunE: runE(c),
 	}
+	cmd.Flags().BoolVar(&c.rows, "rows", false, "also count each target's rows by status and its skipped rows by reason (scans two columns of the whole target)")
 	cmd.Flags().StringVar(&c.format, "format", "text", "output format: text or json (one object per job, with target_health and source_history_* fields)")
 	return cmd
 }
@@ -69,7 +73,7 @@ func (c *statusCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := proc.Status(ctx)
+	st, err := proc.StatusWith(ctx, pipeline.StatusOptions{CountRows: c.rows})
 	if err != nil {
 		return err
 	}
@@ -124,6 +128,19 @@ func (c *statusCmd) Run(ctx context.Context) error {
 			fmt.Fprintf(tw, "  health\tunknown: %s\n", s.HealthProblem)
 		default:
 			fmt.Fprintf(tw, "  health\tno target table yet (nothing enriched)\n")
+		}
+		if s.Resync != "" {
+			fmt.Fprintf(tw, "  resync\t%s\n", s.Resync)
+		}
+		if r := s.Rows; r != nil {
+			var per []string
+			for _, st := range enrich.Statuses {
+				per = append(per, fmt.Sprintf("%s %d", st, r.ByStatus[st]))
+			}
+			fmt.Fprintf(tw, "  rows\t%s\n", strings.Join(per, ", "))
+			for _, rc := range r.SkippedBy {
+				fmt.Fprintf(tw, "  skipped\t%d: %s\n", rc.Rows, rc.Reason)
+			}
 		}
 		switch {
 		case s.HistoryReaches == nil:

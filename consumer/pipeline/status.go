@@ -1,11 +1,19 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+
+	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -35,6 +43,12 @@ type JobStatus struct {
 	Health        *TargetHealth `json:"target_health,omitempty"`
 	HealthProblem string        `json:"target_health_problem,omitempty"`
 	Problem       string        `json:"problem,omitempty"` // why the rest could not be read
+	// Resync says that a resync of the job is in progress (or was cut
+	// short), from its marker on the target.
+	Resync string `json:"resync,omitempty"`
+	// Rows are the target's rows by status and skipped by reason, with
+	// StatusOptions.CountRows only (a scan of two columns).
+	Rows *RowCounts `json:"rows,omitempty"`
 }
 
 // TargetHealth is storage.TableHealth as status and maintain reports show
@@ -90,10 +104,22 @@ func NewTargetHealth(h storage.TableHealth) TargetHealth {
 // stat of each metadata.json file the target keeps. A job whose tables
 // cannot be read gets a Problem instead of failing the whole report.
 func (p *Processor) Status(ctx context.Context) ([]JobStatus, error) {
+	return p.StatusWith(ctx, StatusOptions{})
+}
+
+// StatusOptions ask Status for more than the metadata tells.
+type StatusOptions struct {
+	// CountRows scans each target's _status and _error columns for its
+	// rows by status and its skipped rows by reason.
+	CountRows bool
+}
+
+// StatusWith is Status with options.
+func (p *Processor) StatusWith(ctx context.Context, o StatusOptions) ([]JobStatus, error) {
 	var out []JobStatus
 	for _, j := range p.jobs {
 		s := JobStatus{Job: j.Spec.Name, SourceTable: j.Spec.Source.Table, TargetTable: j.Spec.Target.Table}
-		if err := p.status(ctx, &s); err != nil {
+		if err := p.status(ctx, &s, o); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -105,7 +131,7 @@ func (p *Processor) Status(ctx context.Context) ([]JobStatus, error) {
 	return out, nil
 }
 
-func (p *Processor) status(ctx context.Context, s *JobStatus) error {
+func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) error {
 	src, err := p.cat.LoadTable(ctx, s.SourceTable)
 	if err != nil {
 		return err
@@ -125,6 +151,17 @@ func (p *Processor) status(ctx context.Context, s *JobStatus) error {
 			return err
 		}
 		s.Watermark = wm.Cursor
+		if r, ok, err := storage.ResyncInProgress(tgt, s.Job); err == nil && ok {
+			s.Resync = fmt.Sprintf("in progress since %s, to source snapshot %d (events wait; if no resync runs, run enricher resync --job %s)",
+				r.Since.Format(time.RFC3339), r.SnapshotID, s.Job)
+		}
+		if o.CountRows {
+			rc, err := CountRows(ctx, tgt)
+			if err != nil {
+				return fmt.Errorf("count target rows: %w", err)
+			}
+			s.Rows = &rc
+		}
 		if wm.TargetSnapshotID != 0 {
 			at := wm.CommittedAt
 			s.LastCommit = &at
@@ -164,4 +201,63 @@ func (p *Processor) status(ctx context.Context, s *JobStatus) error {
 	s.Behind = len(plan.Snapshots)
 	s.RowsBehind = plan.Rows()
 	return nil
+}
+
+// ReasonCount is how many target rows one reason left with a status.
+type ReasonCount struct {
+	Reason string `json:"reason"`
+	Rows   int64  `json:"rows"`
+}
+
+// RowCounts are a target's rows by status, and its skipped rows by
+// reason (a blank text, a language the model does not read, ...).
+type RowCounts struct {
+	ByStatus  map[enrich.Status]int64 `json:"rows_by_status"`
+	SkippedBy []ReasonCount           `json:"skipped_by_reason"`
+}
+
+// CountRows reads a target's _status column, and _error where the status
+// is skipped: a scan of two columns of the whole table, in bounded
+// memory (a count per distinct status and reason).
+func CountRows(ctx context.Context, tgt *table.Table) (RowCounts, error) {
+	rc := RowCounts{ByStatus: map[enrich.Status]int64{}}
+	for col, err := range storage.ScanColumn(ctx, tgt, enrich.ColStatus, nil) {
+		if err != nil {
+			return rc, err
+		}
+		if st, ok := col.(*array.String); ok {
+			for i := range st.Len() {
+				if st.IsValid(i) {
+					rc.ByStatus[enrich.Status(st.Value(i))]++
+				}
+			}
+		}
+		col.Release()
+	}
+	reasons := map[string]int64{}
+	filter := iceberg.EqualTo(iceberg.Reference(enrich.ColStatus), string(enrich.StatusSkipped))
+	for col, err := range storage.ScanColumn(ctx, tgt, enrich.ColError, filter) {
+		if err != nil {
+			return rc, err
+		}
+		errs, ok := col.(*array.String)
+		for i := range col.Len() {
+			reason := "blank text"
+			if ok && errs.IsValid(i) {
+				reason = errs.Value(i)
+			}
+			reasons[reason]++
+		}
+		col.Release()
+	}
+	for r, n := range reasons {
+		rc.SkippedBy = append(rc.SkippedBy, ReasonCount{Reason: r, Rows: n})
+	}
+	slices.SortFunc(rc.SkippedBy, func(a, b ReasonCount) int {
+		if a.Rows != b.Rows {
+			return cmp.Compare(b.Rows, a.Rows)
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return rc, nil
 }
