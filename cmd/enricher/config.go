@@ -37,6 +37,16 @@ type PipelineConfig struct {
 	Workers         int    `yaml:"workers"`
 	ReadConcurrency int    `yaml:"read_concurrency"`
 	ShutdownGrace   string `yaml:"shutdown_grace"`
+	// Maintenance is what the consumer does for the targets it writes:
+	// "auto" (default: snapshot expiry after each commit, and compaction,
+	// manifest rewrite, expiry and orphan cleanup once a target is due) or
+	// "off" (the tables' owner maintains them: S3 Tables, Glue optimizers,
+	// `enricher maintain` on a schedule).
+	Maintenance string `yaml:"maintenance"`
+	// MaintainEvery and MaintainMinFiles say when a target is due for the
+	// automatic maintenance (defaults 1h and 64 data files).
+	MaintainEvery    string `yaml:"maintain_every"`
+	MaintainMinFiles int64  `yaml:"maintain_min_files"`
 }
 
 // configPath returns --config, else $ENRICHER_CONFIG.
@@ -110,6 +120,19 @@ func (c *Config) validate() error {
 		if d, err := time.ParseDuration(p.ShutdownGrace); err != nil || d < 0 {
 			bad("pipeline.shutdown_grace", "%q is not a duration such as 30s", p.ShutdownGrace)
 		}
+	}
+	switch p.Maintenance {
+	case "", "auto", "off":
+	default:
+		bad("pipeline.maintenance", "%q: want auto or off", p.Maintenance)
+	}
+	if p.MaintainEvery != "" {
+		if d, err := time.ParseDuration(p.MaintainEvery); err != nil || d <= 0 {
+			bad("pipeline.maintain_every", "%q is not a positive duration such as 1h", p.MaintainEvery)
+		}
+	}
+	if p.MaintainMinFiles < 0 {
+		bad("pipeline.maintain_min_files", "must not be negative, got %d", p.MaintainMinFiles)
 	}
 	return errors.Join(errs...)
 }
@@ -192,12 +215,16 @@ func (c *Config) loadJobs(ctx context.Context, mf *modelFlags, log *slog.Logger)
 
 // options turns the pipeline config into processor options.
 func (c *Config) options() pipeline.Options {
+	every, _ := time.ParseDuration(c.Pipeline.MaintainEvery) // checked by validate: "" gives 0, the default
 	return pipeline.Options{
-		BatchRows:       c.Pipeline.BatchRows,
-		ChunkRows:       c.Pipeline.ChunkRows,
-		ChunkBytes:      c.Pipeline.ChunkBytes,
-		Workers:         c.Pipeline.Workers,
-		ReadConcurrency: c.Pipeline.ReadConcurrency,
+		BatchRows:        c.Pipeline.BatchRows,
+		ChunkRows:        c.Pipeline.ChunkRows,
+		ChunkBytes:       c.Pipeline.ChunkBytes,
+		Workers:          c.Pipeline.Workers,
+		ReadConcurrency:  c.Pipeline.ReadConcurrency,
+		NoMaintenance:    c.Pipeline.Maintenance == "off",
+		MaintainEvery:    every,
+		MaintainMinFiles: c.Pipeline.MaintainMinFiles,
 	}
 }
 

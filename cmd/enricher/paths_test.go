@@ -75,3 +75,26 @@ func TestTwoDemosOnOneFolder(t *testing.T) {
 	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
 	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0") // the lock file is no obstacle to a reset
 }
+
+// TestMaintenanceSettingsOfTheConfig: pipeline.maintenance and its knobs
+// are checked like every other field.
+func TestMaintenanceSettingsOfTheConfig(t *testing.T) {
+	t.Parallel()
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	good, err := os.ReadFile(filepath.Join(work, "enricher.yaml"))
+	require.NoError(t, err)
+	for _, tt := range []struct{ add, want string }{
+		{"  maintenance: sometimes\n", `pipeline.maintenance: "sometimes": want auto or off`},
+		{"  maintain_every: soon\n", `pipeline.maintain_every: "soon" is not a positive duration`},
+		{"  maintain_min_files: -1\n", "pipeline.maintain_min_files: must not be negative"},
+	} {
+		cfg := filepath.Join(work, "bad.yaml")
+		require.NoError(t, os.WriteFile(cfg, append(append([]byte(nil), good...), tt.add...), 0o644))
+		_, _, err := runBoth(t, "validate", "--config", cfg)
+		require.ErrorContains(t, err, tt.want)
+	}
+	cfg := filepath.Join(work, "off.yaml")
+	require.NoError(t, os.WriteFile(cfg, append(append([]byte(nil), good...), "  maintenance: off\n  maintain_every: 2h\n"...), 0o644))
+	mustRun(t, "validate", "--config", cfg)
+}
