@@ -7,7 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n== %s\n' "$*"; }
+# step prints a step's title and how long the one before it took, so that
+# CI's log says where the time goes (README, "Running the tests").
+last_step= last_start=$SECONDS
+step() {
+  if [ -n "$last_step" ]; then printf -- '-- %s took %ds\n' "$last_step" $((SECONDS - last_start)); fi
+  last_step=$* last_start=$SECONDS
+  printf '\n== %s\n' "$*"
+}
 
 step "go mod download"
 go mod download
@@ -57,3 +64,4 @@ step "benchmark smoke run"
 # to check that the benchmark still works: it writes to a temp file, never
 # BENCHMARKS.md, and asserts no timing.
 BENCH_SMOKE=1 scripts/bench.sh "$(mktemp -t enricher-bench-XXXXXX.md)"
+step "done"

@@ -15,7 +15,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/socialdata/enricher/consumer/pipeline"
-	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -124,23 +123,9 @@ func (m *maintainCmd) Validate() error {
 	return nil
 }
 
-// maintainTarget is a target table to maintain and the job that writes it.
-type maintainTarget struct {
-	job, table string
-}
-
 // Run maintains every target and prints a report per target.
 func (m *maintainCmd) Run(ctx context.Context) error {
-	cfg, err := m.g.loadConfig()
-	if err != nil {
-		return err
-	}
-	targets, err := m.targets(cfg)
-	if err != nil {
-		return err
-	}
-	cfg.Catalog.MustExist = true
-	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+	_, cat, targets, err := m.g.openTargets(ctx, m.job)
 	if err != nil {
 		return err
 	}
@@ -179,27 +164,6 @@ func (m *maintainCmd) Run(ctx context.Context) error {
 		return fmt.Errorf("maintain: %d of %d targets failed: %s", len(failed), len(targets), strings.Join(failed, ", "))
 	}
 	return nil
-}
-
-// targets are the target tables of the config's jobs, or of --job. Only
-// the specs are read, not their models.
-func (m *maintainCmd) targets(cfg *Config) ([]maintainTarget, error) {
-	specs, err := cfg.loadSpecs(enrich.Overrides{})
-	if err != nil {
-		return nil, err
-	}
-	var out []maintainTarget
-	var names []string
-	for _, s := range specs {
-		names = append(names, s.Name)
-		if m.job == "" || s.Name == m.job {
-			out = append(out, maintainTarget{job: s.Name, table: s.Target.Table})
-		}
-	}
-	if m.job != "" && len(out) == 0 {
-		return nil, fmt.Errorf("%w: --job %q: no such job in %s; the config has jobs %s", errUsage, m.job, cfg.file, strings.Join(names, ", "))
-	}
-	return out, nil
 }
 
 // logSteps logs what each step of a maintenance did, one line a step.
@@ -247,7 +211,7 @@ type maintainJSON struct {
 	TookMs             int64                  `json:"took_ms"`
 }
 
-func (m *maintainCmd) print(t maintainTarget, rep *storage.MaintainReport, missing bool, err error) error {
+func (m *maintainCmd) print(t jobTarget, rep *storage.MaintainReport, missing bool, err error) error {
 	if m.format == "json" {
 		j := maintainJSON{
 			Job: t.job, Target: t.table, OK: err == nil, Missing: missing,
@@ -284,7 +248,7 @@ func measured(h storage.TableHealth) *pipeline.TargetHealth {
 	return &th
 }
 
-func (m *maintainCmd) printText(w io.Writer, t maintainTarget, rep *storage.MaintainReport, missing bool, err error) error {
+func (m *maintainCmd) printText(w io.Writer, t jobTarget, rep *storage.MaintainReport, missing bool, err error) error {
 	head := fmt.Sprintf("%s (job %s)", t.table, t.job)
 	switch {
 	case missing:

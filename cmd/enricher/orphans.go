@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -61,20 +60,17 @@ func (o *orphansCmd) Validate() error {
 // Run lists (or deletes) the orphaned files of every target table, one
 // line each, and a total.
 func (o *orphansCmd) Run(ctx context.Context) error {
-	cfg, err := o.g.loadConfig()
-	if err != nil {
-		return err
-	}
-	targets, err := o.targets(cfg)
-	if err != nil {
-		return err
-	}
-	cfg.Catalog.MustExist = true
-	cat, err := storage.OpenCatalog(ctx, cfg.Catalog)
+	_, cat, jobs, err := o.g.openTargets(ctx, o.job)
 	if err != nil {
 		return err
 	}
 	defer cat.Close()
+	var targets []string
+	for _, t := range jobs {
+		if !slices.Contains(targets, t.table) {
+			targets = append(targets, t.table)
+		}
+	}
 
 	tw := tabwriter.NewWriter(o.g.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TABLE\tBYTES\tFILE")
@@ -107,33 +103,4 @@ func (o *orphansCmd) Run(ctx context.Context) error {
 	}
 	fmt.Fprintf(o.g.stdout, "%d orphaned files, %d bytes, older than %s: %s\n", files, bytes, o.olderThan, verb)
 	return nil
-}
-
-// targets are the target tables of the config's jobs, or of --job. Only
-// the specs are read, not their models.
-func (o *orphansCmd) targets(cfg *Config) ([]string, error) {
-	var targets []string
-	var errs []error
-	found := o.job == ""
-	for _, p := range cfg.specPaths() {
-		spec, err := enrich.LoadSpec(p)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if o.job != "" && spec.Name != o.job {
-			continue
-		}
-		found = true
-		if !slices.Contains(targets, spec.Target.Table) {
-			targets = append(targets, spec.Target.Table)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: --job %s: no such job in %s", errUsage, o.job, cfg.file)
-	}
-	return targets, nil
 }
