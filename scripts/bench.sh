@@ -2,8 +2,10 @@
 # Every benchmark of BENCHMARKS.md in one go, on this machine, and the report.
 #
 #   scripts/bench.sh [OUT]                 # full sizes, writes OUT (default BENCHMARKS.md)
-#   BENCH_SMOKE=1 scripts/bench.sh [OUT]   # reduced sizes (< 1 min), only checks that it
+#   BENCH_SMOKE=1 scripts/bench.sh [OUT]   # reduced sizes (< 2 min), only checks that it
 #                                          # still works; OUT defaults to a temp file
+#   BENCH_ONLY=7 scripts/bench.sh [OUT]    # scenario 7 alone: replaces (or adds) its
+#                                          # section of OUT and leaves the rest as it is
 #
 # Scenarios (numbers as in BENCHMARKS.md):
 #   1. pipeline overhead: BenchmarkPipeline (noop model vs bare iceberg-go, side
@@ -16,10 +18,16 @@
 #   5. latency: BenchmarkPublishToCommit, ./cmd/enricher, through the SQS
 #      emulator (reused when running, else started and stopped here)
 #   6. micro-benchmarks of the hot paths, ./enrich
+#   7. long run: BenchmarkLongRun, ./internal/bench: 10,000 events of 10 rows
+#      (BENCH_LONGRUN_EVENTS, BENCH_LONGRUN_ROWS) through the real consumer
+#      with the enricher's defaults, the same paced as one event a minute,
+#      and maintenance off (BENCH_LONGRUN_OFF_EVENTS, default 2,000), one
+#      run, profiled (pprof labels per configuration and window)
 #
 # Every figure is the median of RUNS runs (BENCH_RUNS, default 5; the
-# memory, latency and provider scenarios take BENCH_SLOW_RUNS, default 3).
-# Needs Go, Node and npm (the emulator); about 5 minutes on 2 cores.
+# memory, latency and provider scenarios take BENCH_SLOW_RUNS, default 3;
+# the long run is one run). Needs Go, Node and npm (the emulator); about 5
+# minutes on 2 cores for scenarios 1-6, and some 30 more for the long run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +39,7 @@ if [ -n "$smoke" ]; then
   export BENCH_LATENCY_EVENTS=${BENCH_LATENCY_EVENTS:-3}
   provider_rows=${BENCH_ROWS:-100} # BenchmarkProviderLimit's knob: rows of val_text.txt
   mem_small=2000; mem_large=20000; microtime=5x
+  export BENCH_LONGRUN_EVENTS=${BENCH_LONGRUN_EVENTS:-300} BENCH_LONGRUN_OFF_EVENTS=${BENCH_LONGRUN_OFF_EVENTS:-300}
 else
   out=${1:-BENCHMARKS.md}
   runs=${BENCH_RUNS:-5}; slow_runs=${BENCH_SLOW_RUNS:-3}
@@ -38,8 +47,17 @@ else
   export BENCH_LATENCY_EVENTS=${BENCH_LATENCY_EVENTS:-20}
   provider_rows=${BENCH_ROWS:-0} # 0: the whole val_text.txt (2,000 tweets)
   mem_small=100000; mem_large=1000000; microtime=300ms
+  export BENCH_LONGRUN_EVENTS=${BENCH_LONGRUN_EVENTS:-10000} BENCH_LONGRUN_OFF_EVENTS=${BENCH_LONGRUN_OFF_EVENTS:-2000}
 fi
-export BENCH_SMOKE=$smoke
+export BENCH_SMOKE=$smoke BENCH_LONGRUN_ROWS=${BENCH_LONGRUN_ROWS:-10}
+only=${BENCH_ONLY:-}
+case "$only" in
+  "" | 7) ;;
+  *) echo "BENCH_ONLY=$only: only 7 (the long run) runs alone" >&2; exit 2 ;;
+esac
+if [ -n "$only" ] && [ ! -f "$out" ]; then
+  echo "BENCH_ONLY=$only: $out does not exist (run every scenario first)" >&2; exit 2
+fi
 raw=$(mktemp -d)
 stop_emulator=
 cleanup() {
@@ -59,6 +77,7 @@ gobench() { # FILE PKG REGEX COUNT [extra go test flags...]
   go test -run '^$' -bench "$regex" -count "$count" -timeout 30m "$@" "$pkg" | tee "$file" >&2
 }
 
+if [ -z "$only" ]; then
 say "1. pipeline and lexicon vs the bare library ($BENCH_PIPELINE_ROWS rows, $runs runs)"
 gobench "$raw/pipeline.txt" ./internal/bench '^(BenchmarkPipeline|BenchmarkLexicon)$' "$runs" -benchtime 1x
 
@@ -88,6 +107,16 @@ say "6. micro-benchmarks ($runs runs)"
 gobench "$raw/micro.txt" ./enrich \
   '^(BenchmarkUserMessage|BenchmarkParseAnswer|BenchmarkLimiterWait|BenchmarkLimiterWaitParallel|BenchmarkGate|BenchmarkEnrichNoop|BenchmarkEnrichLexicon)$' \
   "$runs" -benchtime "$microtime" -benchmem
+fi
+
+say "7. long run ($BENCH_LONGRUN_EVENTS events of $BENCH_LONGRUN_ROWS rows; maintenance off: $BENCH_LONGRUN_OFF_EVENTS events; one run)"
+lr_started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+lr_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+lr_t0=$SECONDS
+go test -run '^$' -bench '^BenchmarkLongRun$' -benchtime 1x -count 1 -timeout 4h \
+  -cpuprofile "$raw/longrun.cpu" -o "$raw/longrun.test" ./internal/bench | tee "$raw/longrun.txt" >&2
+lr_elapsed=$((SECONDS - lr_t0))
+lr_load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # med FILE BENCH UNIT: the median, over BENCH's result lines in FILE, of the
 # value reported in UNIT ("n/a" when there is none).
@@ -121,6 +150,7 @@ cpu() {
       END { if (!found) printf "0.00" }'
 }
 
+if [ -z "$only" ]; then
 rows=$(med "$raw/pipeline.txt" BenchmarkPipeline rows)
 bare=$(med "$raw/pipeline.txt" BenchmarkPipeline bare_rows/s)
 pipe=$(med "$raw/pipeline.txt" BenchmarkPipeline pipeline_rows/s)
@@ -166,6 +196,7 @@ ev_rows=$(med "$raw/latency.txt" BenchmarkPublishToCommit rows/event)
 mem_small_rss=$(awk -F'|' -v n="$mem_small" '$2 ~ "^ *"n" *$" { gsub(/ /, "", $3); print $3 }' "$raw/memory.txt")
 mem_large_rss=$(awk -F'|' -v n="$mem_large" '$2 ~ "^ *"n" *$" { gsub(/ /, "", $3); print $3 }' "$raw/memory.txt")
 mem_ratio=$(div "$mem_large_rss" "$mem_small_rss")
+fi
 
 cpu_model=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 ram=$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
@@ -179,8 +210,238 @@ tok_row() { # RPR
 micro_row() { # BENCH DESCRIPTION
   echo "| \`$1\` | $2 | $(f %.0f "$(med "$raw/micro.txt" "$1" ns/op)") | $(f %.0f "$(med "$raw/micro.txt" "$1" ns/row)") | $(f %.0f "$(med "$raw/micro.txt" "$1" B/op)") | $(f %.0f "$(med "$raw/micro.txt" "$1" allocs/op)") |"
 }
+# The long run (scenario 7). lr MODE UNIT: the figure UNIT of the
+# configuration MODE (its sub-benchmark maintenance=MODE).
+lr() { med "$raw/longrun.txt" "BenchmarkLongRun/maintenance=$1" "$2"; }
+# lrat MODE EVENTS UNIT: UNIT of MODE's tables after EVENTS events (n/a
+# when MODE stopped before).
+lrat() { lr "$1" "at$2_$3"; }
+# hb BYTES: in kB, MB or GB.
+hb() {
+  awk -v b="$1" 'BEGIN { if (b == "n/a") print "n/a"; else if (b < 1e6) printf "%.0f kB\n", b / 1e3
+    else if (b < 1e9) printf "%.1f MB\n", b / 1e6; else printf "%.2f GB\n", b / 1e9 }'
+}
+ms() { f %.1f "$1"; }
+x() { f %.2f "$1"; }
+# lr_row LABEL FORMAT UNIT [FORMAT UNIT]: a row with each configuration's
+# figure (or two, "a / b").
+lr_row() {
+  local out="| $1 |" m v
+  for m in "${lr_modes[@]}"; do
+    v=$($2 "$(lr "$m" "$3")")
+    if [ -n "${4:-}" ]; then v+=" / $($4 "$(lr "$m" "$5")")"; fi
+    out+=" $v |"
+  done
+  echo "$out"
+}
+# lrcpu MODE PHASE [REGEX [IGNORE]]: CPU ms per event of MODE's events in
+# window PHASE (first or last) in stacks through REGEX and not through
+# IGNORE, from the pprof label longrun=MODE/PHASE of the profiled run.
+lrcpu() {
+  local args=(-top -nodefraction=0 -nodecount=100000 -tagfocus "longrun=^$1/$2\$")
+  if [ -n "${3:-}" ]; then args+=(-focus "$3"); fi
+  if [ -n "${4:-}" ]; then args+=(-ignore "$4"); fi
+  go tool pprof "${args[@]}" "$raw/longrun.test" "$raw/longrun.cpu" 2>/dev/null |
+    awk -v w="$(lr "$1" window)" '/^Showing nodes accounting for/ {
+      v = $5; sub(/,$/, "", v)
+      if (v ~ /ms$/) { sub(/ms$/, "", v); v /= 1000 } else if (v ~ /us$/) { sub(/us$/, "", v); v /= 1e6 }
+      else if (v ~ /min$/) { sub(/min$/, "", v); v *= 60 } else sub(/s$/, "", v)
+      if (w != "n/a" && w > 0) printf "%.1f", v * 1000 / w; else printf "n/a"; found = 1 }
+      END { if (!found) printf "0.0" }'
+}
+# Where an event's CPU goes: each sample counts once, in the first of
+# these (in this order) that its stack passes through.
+lr_cats=(
+  'storage\.ExpireSnapshots|snapshot expiry after commits (ExpireSnapshots: commit, then the files of expired snapshots found and deleted)'
+  'storage\.\(\*Catalog\)\.Maintain|automatic maintenance (compaction, manifest rewrite, expiry, orphans)'
+  'manifestMergeManager|manifest merging inside commits'
+  'storage\.PlanAppends|planning the source snapshots (incremental scan of their manifests)'
+  'Transaction\)\.Commit|the rest of the commits (manifest, manifest list, metadata.json, catalog)'
+  'LoadTable|loading the source and the target (metadata.json parsed)'
+)
+lr_cpu_table() {
+  local m p i re label seen out
+  local -A acc
+  for m in "${lr_modes[@]}"; do for p in first last; do acc[$m.$p]=0; done; done
+  seen=
+  for i in "${lr_cats[@]}"; do
+    re=${i%%|*}; label=${i#*|}
+    out="| $label |"
+    for m in "${lr_modes[@]}"; do
+      for p in first last; do
+        v=$(lrcpu "$m" "$p" "$re" "$seen")
+        acc[$m.$p]=$(awk -v a="${acc[$m.$p]}" -v b="$v" 'BEGIN { print a + b }')
+        out+=" $v |"
+      done
+    done
+    echo "$out"
+    seen=${seen:+$seen|}$re
+  done
+  out="| the rest: reading, enriching and writing the rows, the consumer |"
+  local all="| **all the event's work** |"
+  for m in "${lr_modes[@]}"; do
+    for p in first last; do
+      v=$(lrcpu "$m" "$p")
+      out+=" $(awk -v a="$v" -v b="${acc[$m.$p]}" 'BEGIN { o = a - b; printf "%.1f", (o < 0 ? 0 : o) }') |"
+      all+=" **$v** |"
+    done
+  done
+  echo "$out"
+  echo "$all"
+}
+
+longrun_section() {
+lr_modes=(defaults defaults-paced off)
+local lr_events lr_window tenth cps=() d c m
+lr_events=$(lr defaults events)
+lr_window=$(lr defaults window)
+for d in 20 10 5 2 1; do
+  c=$((BENCH_LONGRUN_EVENTS / d))
+  if [ "$c" -gt 0 ] && [[ " ${cps[*]} " != *" $c "* ]]; then cps+=("$c"); fi
+done
+tenth=$((BENCH_LONGRUN_EVENTS / 10))
+# growth MODE UNIT: the target's UNIT at the end over the same after a
+# tenth of the events.
+growth() { div "$(lr "$1" "end_target_$2")" "$(lrat "$1" "$tenth" "target_$2")"; }
+grows() { awk -v g="$1" 'BEGIN { if (g == "n/a") print "not measured"; else if (g <= 1.2) print "flat"; else print "**grows**" }'; }
+goal() { # MODE: the goal's verdict
+  local r gj gd
+  r=$(lr "$1" ratio); gj=$(growth "$1" metadata_B); gd=$(growth "$1" metadata_dir_B)
+  echo "median ratio $(x "$r") ($(verdict "$r" 1.2 "<")); from $(n "$tenth") to $(n "$(lr "$1" events)") events the target's metadata.json bytes x $(x "$gj") ($(grows "$gj")) and its metadata folder x $(x "$gd") ($(grows "$gd"))"
+}
+cat <<EOF
+## 7. Long run: $(n "$lr_events") events on long-lived tables
+
+Written by \`$lr_cmdline\` on $lr_started ($((lr_elapsed / 60)) min $((lr_elapsed % 60)) s, one run)
+on $cpu_model, $(nproc) cores, $ram, $(go version | cut -d' ' -f3), at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$([ -n "$(git status --porcelain 2>/dev/null)" ] && echo " (with uncommitted changes)").
+Load average $lr_load_before at the start, $lr_load_after at the end (the
+1-minute load at each checkpoint is in the second table): other work on
+these 2 cores moves the times, not the bytes and counts.
+$([ -n "$smoke" ] && echo "**Smoke run at reduced sizes: these numbers check that the benchmark works, nothing more.**")
+
+\`BenchmarkLongRun\` (./internal/bench): events of $(f %.0f "$(lr defaults rows/event)") generated posts each
+through the real consumer: \`consumer.Consumer\` on a \`consumer.MemQueue\`,
+the pipeline's \`Processor\` as its handler, the sentiment job with the
+offline lexicon model (the job's own model: scoring ten posts takes well
+under a millisecond and the same for every event, so the times show what
+the tables cost). An event is what ingestion does: append a snapshot to
+\`social.posts\`, publish its snapshot event, wait until the consumer acked
+it. Its consume time is the consumer's \`OnOutcome\` Duration: from receipt
+to the commit and what the event does after it (snapshot expiry, automatic
+maintenance when due); its CPU time is the process's user + system time
+over the same span (less moved by other work on the machine). Every run
+ends with a check that the target holds every source row exactly once.
+
+The source table lives long too: created with \`storage.SourceProperties()\`
+and, every 100 events, expired down to its 10 newest snapshots with
+iceberg-go's \`ExpireSnapshots\` (the ingestion job's upkeep; the consumer
+is never behind, so no history it needs goes). It is never compacted: it
+gains a data file per event.
+
+- **defaults**: \`pipeline.Options{}\` (only a logger and the timing hooks);
+  the processor creates the target with \`storage.TargetProperties()\`
+  (metadata log of 10, manifest merging at 20), expires its snapshots after
+  commits (10 kept, in batches of 10) and maintains it on its own when due:
+  at least 64 data files and no maintenance for an hour. In a run shorter
+  than an hour that is once, at 64 files (the table counts the runs).
+- **defaults, paced**: the same with \`MaintainEvery\` = 1 ns, so maintenance
+  is due whenever the target holds 64 data files: what the hourly default
+  does at one event a minute or slower (issue 12's deployment; an hour then
+  brings at most 60 files), with the deployment's hours compressed into the
+  benchmark's minutes.
+- **off**: maintenance off, the enricher as it was before issue 12: the
+  target is created before the first event with no property but
+  \`enricher.job\` (Iceberg's defaults: every metadata.json kept, a log of
+  100, no manifest merging), and the processor runs with \`NoMaintenance\`
+  (no expiry, no automatic maintenance).$([ "$BENCH_LONGRUN_OFF_EVENTS" -lt "$BENCH_LONGRUN_EVENTS" ] && printf '%s\n  %s\n  %s\n  %s' \
+  " $(n "$(lr off events)") events only: its metadata" \
+  "folder grows with the square of the events (each commit writes a" \
+  "metadata.json listing every snapshot, and none is deleted), so" \
+  "$(n "$lr_events") events would take hours and tens of GB.")
+
+\`go test -run '^\$' -bench '^BenchmarkLongRun\$' -benchtime 1x -cpuprofile cpu.out ./internal/bench\`
+with BENCH_LONGRUN_EVENTS=$BENCH_LONGRUN_EVENTS, BENCH_LONGRUN_ROWS=$BENCH_LONGRUN_ROWS, BENCH_LONGRUN_OFF_EVENTS=$BENCH_LONGRUN_OFF_EVENTS
+(BENCH_LONGRUN_MODES picks configurations). Windows: the first and the
+last $(n "$lr_window") events of each run.
+
+| | defaults | defaults, paced | off |
+| --- | ---: | ---: | ---: |
+$(lr_row "events" n events)
+$(lr_row "median consume ms, first window" ms first_ms)
+$(lr_row "median consume ms, last window" ms last_ms)
+$(lr_row "**ratio last / first (median)**" x ratio)
+$(lr_row "mean consume ms, first / last window" ms mean_first_ms ms mean_last_ms)
+$(lr_row "ratio of the means" x mean_ratio)
+$(lr_row "p95 consume ms, first / last window" ms p95_first_ms ms p95_last_ms)
+$(lr_row "slowest event, ms" ms max_ms)
+$(lr_row "median CPU ms per event, first / last window" ms cpu_first_ms ms cpu_last_ms)
+$(lr_row "CPU ratio, median / mean" x cpu_ratio x cpu_mean_ratio)
+$(lr_row "median plan ms, first / last" ms plan_first_ms ms plan_last_ms)
+$(lr_row "median commit ms (write + commit), first / last" ms commit_first_ms ms commit_last_ms)
+$(lr_row "target: metadata.json bytes (current + log: \`storage.Health\`)" hb end_target_metadata_B)
+$(lr_row "target: current metadata.json (each commit rewrites it)" hb end_target_metadata_json_B)
+$(lr_row "target: metadata folder on disk (metadata.json, manifest lists, manifests)" hb end_target_metadata_dir_B)
+$(lr_row "target: snapshots held" n end_target_snapshots)
+$(lr_row "target: manifests of the current snapshot / their bytes" n end_target_manifests hb end_target_manifest_B)
+$(lr_row "target: data files" n end_target_data_files)
+$(lr_row "target: expiry commits / automatic maintenance runs" n target_expiries n target_maintenances)
+$(lr_row "source: metadata.json bytes (\`storage.Health\`)" hb end_source_metadata_B)
+$(lr_row "source: metadata folder on disk" hb end_source_metadata_dir_B)
+$(lr_row "source: snapshots held / data files" n end_source_snapshots n end_source_data_files)
+
+The target's metadata after so many events (metadata.json bytes as
+\`storage.Health\` counts them · the metadata folder on disk · data files);
+n/a: the configuration stopped before.
+
+| events | defaults | defaults, paced | off | 1-min load (defaults / paced / off) |
+| ---: | ---: | ---: | ---: | ---: |
+$(for c in "${cps[@]}"; do
+  row="| $(n "$c") |"
+  loads=
+  for m in "${lr_modes[@]}"; do
+    row+=" $(hb "$(lrat "$m" "$c" target_metadata_B)") · $(hb "$(lrat "$m" "$c" target_metadata_dir_B)") · $(n "$(lrat "$m" "$c" target_data_files)") |"
+    loads+="${loads:+ / }$(f %.1f "$(lrat "$m" "$c" load)")"
+  done
+  echo "$row $loads |"
+done)
+
+**The goal** (issue 12: ratio under 1.2, metadata bytes that stop growing with
+the events), with the defaults: $(goal defaults). Paced as one event a
+minute: $(goal defaults-paced). Maintenance off, for contrast: $(goal off).
+
+### Where an event's CPU goes, first and last window
+
+CPU ms per event (mean over the window) of the profiled run, from the pprof
+label each event's work carries (\`longrun=MODE/first\`, \`MODE/last\`); a sample counts once, in the first row
+whose functions its stack passes through. Work outside the events (the
+source's appends and expiry, the checkpoints) and the garbage collector's
+background workers carry no label and are left out.
+
+| CPU ms per event in | defaults, first | defaults, last | paced, first | paced, last | off, first | off, last |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+$(lr_cpu_table)
+EOF
+}
+
 cmdline="scripts/bench.sh"
 [ -n "$smoke" ] && cmdline="BENCH_SMOKE=1 scripts/bench.sh"
+lr_cmdline="$cmdline"
+[ -n "$only" ] && lr_cmdline="BENCH_ONLY=$only $cmdline"
+
+if [ -n "$only" ]; then
+  # Scenario 7 alone: its section replaces the old one (or is added at
+  # the end); the rest of OUT stays as it was.
+  longrun_section >"$raw/section.md"
+  awk -v sec="$raw/section.md" '
+    function put() { while ((getline l < sec) > 0) print l; close(sec); put_done = 1 }
+    /^## 7\. / { put(); skip = 1; next }
+    /^## / && skip { skip = 0; print "" }
+    !skip { print }
+    END { if (!put_done) { print ""; put() } }' "$out" >"$raw/out.md"
+  cp "$raw/out.md" "$out"
+  say "wrote section 7 of $out in $((lr_elapsed / 60)) min $((lr_elapsed % 60)) s"
+  exit 0
+fi
 
 {
 cat <<EOF
@@ -373,6 +634,8 @@ $(micro_row BenchmarkLimiterWaitParallel "the same, every core at once")
 $(micro_row BenchmarkGate "adaptive concurrency gate, acquire + release")
 $(micro_row BenchmarkEnrichNoop "Enrich of an 8192-row Arrow batch, noop model: rules, validation, column assembly")
 $(micro_row BenchmarkEnrichLexicon "the same with the lexicon model")
+
 EOF
+longrun_section
 } >"$out"
 say "wrote $out in $((elapsed / 60)) min $((elapsed % 60)) s"
