@@ -62,6 +62,8 @@ raw=$(mktemp -d)
 stop_emulator=
 cleanup() {
   if [ -n "$stop_emulator" ]; then scripts/sqs-emulator.sh stop || true; fi
+  # BENCH_KEEP=DIR keeps the raw outputs, profiles and test binaries.
+  if [ -n "${BENCH_KEEP:-}" ]; then mkdir -p "$BENCH_KEEP" && cp -r "$raw"/. "$BENCH_KEEP"/ || true; fi
   rm -rf "$raw"
 }
 trap cleanup EXIT
