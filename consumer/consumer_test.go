@@ -37,6 +37,8 @@ var eventCases = []struct {
 	{name: "float snapshot", give: `{"version":1,"table":"a.b","snapshot_id":1.5}`, err: "not a 64-bit integer"},
 	{name: "overflowing snapshot", give: `{"version":1,"table":"a.b","snapshot_id":92233720368547758070}`, err: "not a 64-bit integer"},
 	{name: "negative snapshot", give: `{"version":1,"table":"a.b","snapshot_id":-3}`, err: "must be positive"},
+	{name: "null optional fields", give: `{"version":1,"table":"a.b","snapshot_id":3,"job":null,"published_at":null}`,
+		want: consumer.SnapshotEvent{Version: 1, Table: "a.b", SnapshotID: 3}},
 	{name: "bad published_at", give: `{"version":1,"table":"a.b","snapshot_id":3,"published_at":"yesterday"}`, err: "not an RFC 3339 time"},
 }
 

@@ -164,14 +164,22 @@ const maxRetryAfter = 10 * time.Minute
 // then Retry-After in seconds or as an HTTP date. Zero when absent.
 func retryAfter(h http.Header, now time.Time) time.Duration {
 	var d time.Duration
+	// capped converts a count of units, capping it before the conversion:
+	// a huge or infinite hint would overflow to a negative duration.
+	capped := func(n float64, unit time.Duration) time.Duration {
+		if n >= float64(maxRetryAfter/unit) { // also +Inf
+			return maxRetryAfter
+		}
+		return time.Duration(n * float64(unit))
+	}
 	if v := strings.TrimSpace(h.Get("retry-after-ms")); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			d = time.Duration(ms * float64(time.Millisecond))
+			d = capped(ms, time.Millisecond)
 		}
 	}
 	if v := strings.TrimSpace(h.Get("Retry-After")); d == 0 && v != "" {
 		if s, err := strconv.ParseFloat(v, 64); err == nil && s > 0 {
-			d = time.Duration(s * float64(time.Second))
+			d = capped(s, time.Second)
 		} else if t, err := http.ParseTime(v); err == nil {
 			d = t.Sub(now)
 		}

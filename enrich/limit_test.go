@@ -68,6 +68,10 @@ func TestRetryAfterHeaders(t *testing.T) {
 	assert.Equal(t, 2*time.Second, retryAfter(h("Retry-After", "2"), now))
 	assert.Equal(t, 30*time.Second, retryAfter(h("Retry-After", now.Add(30*time.Second).Format(http.TimeFormat)), now))
 	assert.Equal(t, maxRetryAfter, retryAfter(h("Retry-After", "86400"), now))
+	// Huge or infinite hints are capped, not overflowed to a negative (no) wait.
+	assert.Equal(t, maxRetryAfter, retryAfter(h("Retry-After", "99999999999"), now))
+	assert.Equal(t, maxRetryAfter, retryAfter(h("Retry-After", "inf"), now))
+	assert.Equal(t, maxRetryAfter, retryAfter(h("retry-after-ms", "1e300"), now))
 	assert.Zero(t, retryAfter(h("Retry-After", "soon"), now))
 	assert.Zero(t, retryAfter(h(), now))
 }

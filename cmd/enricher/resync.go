@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -18,7 +21,7 @@ type resyncCmd struct {
 	g *globals
 
 	job          string
-	memory       int64
+	memory       byteSize
 	tempDir      string
 	skipNullKeys bool
 	dryRun       bool
@@ -50,13 +53,14 @@ key sets of tables of any size fit.
 
 The rows go in commits of about pipeline.chunk_rows; until the last one, a
 marker on the target (table property enricher.resync.JOB) makes consumers leave
-the job alone: their events come back a minute later instead of writing rows
-twice. An interrupted resync leaves the marker: run it again, it writes only
+the job alone: events the resync covers are acknowledged as no-ops, newer ones
+come back a minute later, instead of writing rows twice. An interrupted resync leaves the marker: run it again, it writes only
 what is still missing. Afterwards, events the consumer dead-lettered as
 source_history_expired can be redriven (they are no-ops) or dropped.
 
-Source rows whose key is null can match no target row: resync refuses them,
-naming the count, unless --skip-null-keys passes over them. Rows that resync
+Source rows whose key is null can match no target row: resync refuses them
+(at the first one, naming it) unless --skip-null-keys passes over them and
+counts them. Rows that resync
 writes carry the source snapshot they were read from as _source_snapshot_id.
 Model flags override the job spec's model, as for run and replay.`,
 		Example: `  enricher resync --config enricher.yaml --job sentiment --dry-run
@@ -66,7 +70,7 @@ Model flags override the job spec's model, as for run and replay.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&r.job, "job", "", "job to resync (default: the config's only job)")
-	f.Int64Var(&r.memory, "memory", 0, "bytes of keys the anti-join holds at once before it spills to files (default 64 MiB)")
+	f.Var(&r.memory, "memory", "memory for the anti-join's keys before it spills to files, e.g. 256MiB or 1GB (default 64MiB)")
 	f.StringVar(&r.tempDir, "temp-dir", "", "folder for the anti-join's spill files (default: the system's temp folder)")
 	f.BoolVar(&r.skipNullKeys, "skip-null-keys", false, "pass over (and count) source rows whose key is null instead of refusing them")
 	f.BoolVar(&r.dryRun, "dry-run", false, "find and count the missing rows, write nothing")
@@ -76,9 +80,6 @@ Model flags override the job spec's model, as for run and replay.`,
 
 // Validate checks the flags and builds the logger.
 func (r *resyncCmd) Validate() error {
-	if r.memory < 0 {
-		return fmt.Errorf("%w: --memory %d: must not be negative", errUsage, r.memory)
-	}
 	log, err := r.g.logger(slog.LevelInfo)
 	if err != nil {
 		return err
@@ -101,7 +102,7 @@ func (r *resyncCmd) Run(ctx context.Context) error {
 	out := r.g.stdout
 	fmt.Fprintf(out, "resync job %s (%s): %s -> %s\n", j.Spec.Name, j.Model.Name(), j.Spec.Source.Table, j.Spec.Target.Table)
 	res, err := proc.Resync(ctx, pipeline.ResyncRequest{
-		Job: j.Spec.Name, MemoryBytes: r.memory, TempDir: r.tempDir, SkipNullKeys: r.skipNullKeys, DryRun: r.dryRun,
+		Job: j.Spec.Name, MemoryBytes: int64(r.memory), TempDir: r.tempDir, SkipNullKeys: r.skipNullKeys, DryRun: r.dryRun,
 		Progress: func(p pipeline.ResyncProgress) {
 			if p.Phase == "commit" {
 				fmt.Fprintf(out, "  commit %d: %d rows written so far\n", p.Commits, p.RowsWritten)
@@ -138,4 +139,37 @@ func skippedNote(skip bool, n int64) string {
 		return ", passed over"
 	}
 	return ""
+}
+
+// byteSize is a flag of bytes written as 4096, 64KiB, 256MiB, 1GiB (or
+// KB, MB, GB in powers of ten).
+type byteSize int64
+
+func (b *byteSize) String() string {
+	if *b == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*b), 10)
+}
+
+func (b *byteSize) Type() string { return "size" }
+
+func (b *byteSize) Set(v string) error {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range units {
+		if n, ok := strings.CutSuffix(num, u.suffix); ok {
+			num, mult = strings.TrimSpace(n), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is not a size such as 4096, 256MiB or 1GB", v)
+	}
+	*b = byteSize(n * mult)
+	return nil
 }

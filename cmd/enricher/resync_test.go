@@ -66,3 +66,16 @@ func TestResyncAfterTheSourceHistoryExpired(t *testing.T) {
 	_, _, err := runBoth(t, "resync", "--config", cfg, "--job", "nope")
 	require.ErrorContains(t, err, "nope")
 }
+
+func TestByteSizeFlag(t *testing.T) {
+	t.Parallel()
+	for give, want := range map[string]int64{"4096": 4096, "64KiB": 64 << 10, "256MiB": 256 << 20, "1GiB": 1 << 30, "2GB": 2e9, "10 MB": 10e6, "5B": 5} {
+		var b byteSize
+		require.NoError(t, b.Set(give), give)
+		assert.Equal(t, want, int64(b), give)
+	}
+	for _, bad := range []string{"", "-1", "1.5GiB", "lots", "9999999999GiB"} {
+		var b byteSize
+		assert.Error(t, b.Set(bad), bad)
+	}
+}

@@ -32,9 +32,9 @@ import (
 //
 // The error classes of package consumer hold here too: a record released
 // with a Retry-After stays invisible that long (ChangeMessageVisibility on
-// its receipt handle, when API is set); a halt stops the batch, reports
-// every unfinished record failed, and fails the invocation with the halt
-// error so that it shows in the function's Errors metric and logs.
+// its receipt handle, when API is set); a halt stops the batch and reports
+// every unfinished record failed (logged at error level as "lambda batch
+// halted"), while the records already settled stay settled.
 type Handler struct {
 	Handler consumer.Handler
 	// API and DLQURL dead-letter poison messages. Without them a poison
@@ -96,9 +96,13 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	log.Info("lambda batch done", attrs...)
 	if runErr != nil {
 		if errors.As(runErr, new(*consumer.HaltError)) {
-			// Every unsettled record is in resp; failing the invocation
-			// hands the whole batch back, which is what resp says too.
-			return resp, fmt.Errorf("lambda batch halted: %w", runErr)
+			// resp lists every record not settled: they come back. Failing
+			// the invocation would hand back the whole batch, the records
+			// already acknowledged or dead-lettered too (dead-lettered
+			// twice), so the halt is reported in the log and the response.
+			log.Error("lambda batch halted: every record would fail the same way; the unfinished ones are reported failed",
+				"failed", len(resp.BatchItemFailures), "err", runErr)
+			return resp, nil
 		}
 		return events.SQSEventResponse{}, fmt.Errorf("lambda batch: %w", runErr)
 	}

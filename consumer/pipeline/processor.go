@@ -232,9 +232,10 @@ func (p *Processor) Process(ctx context.Context, ev consumer.SnapshotEvent) ([]R
 // combine joins the failures of an event's jobs into one error whose class
 // is what the message needs: a halt if any job halts (every message would
 // fail alike); else a retry if any job may pass later (a RetryAfter with
-// the longest wait, if any job knows one), since the redelivery is a no-op
-// for the jobs that are done; else, when every failure is permanent, a
-// permanent error with the first job's reason, to dead-letter the message.
+// the longest wait when any job knows one, so that the message does not
+// come back before it), since the redelivery is a no-op for the jobs that
+// are done; else, when every failure is permanent, a permanent error with
+// the first job's reason, to dead-letter the message.
 func combine(errs []error) error {
 	if len(errs) == 0 {
 		return nil
@@ -251,9 +252,7 @@ func combine(errs []error) error {
 		case consumer.ClassHalt:
 			return consumer.Halt(joined)
 		case consumer.ClassRetryAfter:
-			if worst == consumer.ClassPermanent {
-				worst = c
-			}
+			worst = c
 			wait = max(wait, w)
 			passing = append(passing, err)
 		case consumer.ClassPermanent:
@@ -265,17 +264,13 @@ func combine(errs []error) error {
 			passing = append(passing, err)
 		}
 	}
-	switch worst {
-	case consumer.ClassRetryAfter:
+	switch {
+	case wait > 0:
+		// A job knows how long its failure lasts: the message must not come
+		// back sooner, whatever the others' backoff.
 		return consumer.RetryAfter(wait, &jobErrors{all: joined, passing: passing})
-	case consumer.ClassRetry:
-		// The backoff of a plain retry, not the wait of another job: keep
-		// only the plain ones in the chain.
-		plain := slices.DeleteFunc(passing, func(err error) bool {
-			c, _ := consumer.Classify(err)
-			return c != consumer.ClassRetry
-		})
-		return &jobErrors{all: joined, passing: plain}
+	case worst != consumer.ClassPermanent:
+		return &jobErrors{all: joined, passing: passing}
 	}
 	return consumer.Permanent(reason, joined)
 }
@@ -354,8 +349,19 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	if err != nil {
 		return err
 	}
-	if err := resyncWait(tgt, spec.Name); err != nil {
+	if r, ok, err := storage.ResyncInProgress(tgt, spec.Name); err != nil {
 		return err
+	} else if ok {
+		if ev.SnapshotID == r.SnapshotID || storage.IsAncestor(src.Metadata(), ev.SnapshotID, r.SnapshotID) {
+			// The resync in progress brings the job to r's snapshot, past
+			// this event: nothing is left for it.
+			if res.RowsWritten == 0 {
+				res.Outcome = OutcomeStale
+			}
+			log.Info("a resync in progress covers this event: nothing to do", "resync_to", r.SnapshotID)
+			return nil
+		}
+		return resyncWait(spec.Name, r)
 	}
 	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
 	switch {
@@ -410,18 +416,12 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 // is in progress before it comes back.
 const resyncWaitTime = time.Minute
 
-// resyncWait returns a RetryAfter error while a resync of job is in
-// progress on tgt: its rows would be written twice.
-func resyncWait(tgt *table.Table, job string) error {
-	r, ok, err := storage.ResyncInProgress(tgt, job)
-	switch {
-	case err != nil:
-		return err
-	case ok:
-		return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (an interrupted one: run `enricher resync --job %s` again); the event waits",
-			job, r.SnapshotID, r.Since.Format(time.RFC3339), job))
-	}
-	return nil
+// resyncWait is the RetryAfter error of an event that comes after the
+// snapshot a resync in progress of job catches up to: its rows would be
+// written twice if the consumer wrote them now.
+func resyncWait(job string, r storage.Resync) error {
+	return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (an interrupted one: run `enricher resync --job %s` again); the event waits",
+		job, r.SnapshotID, r.Since.Format(time.RFC3339), job))
 }
 
 // bind loads the job's source table and builds the enricher for its

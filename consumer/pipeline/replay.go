@@ -132,24 +132,32 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 	for n, units := range groups {
 		ids := snapshotIDs(units)
 		filter := iceberg.IsIn(iceberg.Reference(enrich.ColSourceSnapshotID), ids...)
-		var keep *keySet
+		// Only the target rows of keys these snapshots appended are
+		// replaced: rows that a resync wrote under one of these snapshot
+		// ids (it tags what it reads with the snapshot it read) are not
+		// rows this replay writes again, so it must not delete them.
+		keep, err := p.sourceKeys(ctx, src, spec.Source.Key, units)
+		if err != nil {
+			return res, fmt.Errorf("replay: %w", err)
+		}
 		if len(req.OnlyStatus) > 0 {
 			statuses := make([]string, len(req.OnlyStatus))
 			for k, s := range req.OnlyStatus {
 				statuses[k] = string(s)
 			}
-			keep, err = scanKeys(ctx, tgt, spec.Source.Key, iceberg.NewAnd(filter, iceberg.IsIn(iceberg.Reference(enrich.ColStatus), statuses...)))
+			failing, err := scanKeys(ctx, tgt, spec.Source.Key, iceberg.NewAnd(filter, iceberg.IsIn(iceberg.Reference(enrich.ColStatus), statuses...)))
 			if err != nil {
 				return res, fmt.Errorf("replay: %w", err)
 			}
-			if keep.len() == 0 {
-				continue
-			}
-			filter = iceberg.NewAnd(filter, keep.in(spec.Source.Key))
+			keep = keep.intersect(failing)
 		}
+		if keep.len() == 0 {
+			continue
+		}
+		filter = iceberg.NewAnd(filter, keep.in(spec.Source.Key))
 		var counts enrich.Counts
 		var read, written, deleted int64
-		err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
+		err = retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 			if tgt, err = p.cat.LoadTable(ctx, spec.Target.Table); err != nil {
 				return err
 			}
@@ -341,6 +349,53 @@ func (k *keySet) filter(ctx context.Context, rec arrow.RecordBatch, col int) (ar
 	mask := b.NewArray()
 	defer mask.Release()
 	return compute.FilterRecordBatch(ctx, rec, mask, compute.DefaultFilterOptions())
+}
+
+// sourceKeys collects the keys of the rows units appended to the source
+// (at most a commit group's rows: about ChunkRows).
+func (p *Processor) sourceKeys(ctx context.Context, src *table.Table, key string, units []storage.Unit) (*keySet, error) {
+	k := &keySet{}
+	ropts := storage.ReadOptions{BatchRows: p.opts.BatchRows, Concurrency: p.opts.ReadConcurrency}
+	for _, snap := range bySnapshot(units) {
+		for rec, err := range storage.ReadUnits(ctx, src, []string{key}, snap, ropts) {
+			if err != nil {
+				return nil, err
+			}
+			keys, err := storage.NewKeyColumn(rec.Column(0))
+			if err == nil {
+				for i := range int(rec.NumRows()) {
+					k.add(keys, i)
+				}
+			}
+			rec.Release()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", key, err)
+			}
+		}
+	}
+	return k, nil
+}
+
+// intersect returns the keys in both k and o.
+func (k *keySet) intersect(o *keySet) *keySet {
+	out := &keySet{null: k.null && o.null}
+	for v := range k.ints {
+		if _, ok := o.ints[v]; ok {
+			if out.ints == nil {
+				out.ints = map[int64]struct{}{}
+			}
+			out.ints[v] = struct{}{}
+		}
+	}
+	for v := range k.strs {
+		if _, ok := o.strs[v]; ok {
+			if out.strs == nil {
+				out.strs = map[string]struct{}{}
+			}
+			out.strs[v] = struct{}{}
+		}
+	}
+	return out
 }
 
 // scanKeys collects the key column of the target rows filter matches.

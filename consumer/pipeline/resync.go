@@ -104,7 +104,7 @@ func (p *Processor) Resync(ctx context.Context, req ResyncRequest) (ResyncResult
 func (p *Processor) resyncOnce(ctx context.Context, j Job, req ResyncRequest, log *slog.Logger) (ResyncResult, error) {
 	spec := j.Spec
 	res := ResyncResult{Counts: enrich.Counts{}}
-	src, enr, err := p.bind(ctx, j)
+	_, enr, err := p.bind(ctx, j) // the source's schema; the table is read again below
 	if err != nil {
 		return res, err
 	}
@@ -117,6 +117,14 @@ func (p *Processor) resyncOnce(ctx context.Context, j Job, req ResyncRequest, lo
 		return res, err
 	}
 	res.From = wm.Cursor
+	// The source again, now that the target is read: a consumer that
+	// committed between the two loads may have moved the watermark to a
+	// snapshot newer than the source first loaded, and moving it back to
+	// that older snapshot would have its rows written twice.
+	src, err := p.cat.LoadTable(ctx, spec.Source.Table)
+	if err != nil {
+		return res, err
+	}
 	marker, resyncing, err := storage.ResyncInProgress(tgt, spec.Name)
 	if err != nil {
 		return res, err

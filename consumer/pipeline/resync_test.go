@@ -12,6 +12,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/storage"
 )
@@ -116,6 +117,15 @@ func TestResyncBringsInRowsAnOverwriteAdded(t *testing.T) {
 	for id, n := range seen {
 		assert.Equal(t, 1, n, "post %d", id)
 	}
+
+	// The resync tagged its rows with the snapshot it read (s3): a replay
+	// of s3 replaces only the rows s3 appended, not the resync's.
+	for _, only := range [][]enrich.Status{nil, {enrich.StatusOK}} {
+		rp, err := p.Replay(t.Context(), pipeline.ReplayRequest{Job: b.Spec.Name, From: s3, To: s3, OnlyStatus: only})
+		require.NoError(t, err)
+		assert.Equal(t, rp.RowsRead, rp.RowsDeleted, "replay of %v deletes what it writes again", only)
+		require.Len(t, b.TargetRows(), 35, "replay of %v after a resync loses no row", only)
+	}
 }
 
 // TestInterruptedResyncHoldsEventsBackAndResumes: a resync cut short
@@ -167,7 +177,8 @@ func TestInterruptedResyncHoldsEventsBackAndResumes(t *testing.T) {
 // TestAConsumerCommitLosingToAResyncChunkIsDropped: a consumer that was
 // working on the same rows when a resync committed its first chunk loses
 // its commit, sees the resync's marker, and drops its chunk rather than
-// commit it again (which would write those rows twice); its event waits.
+// commit it again (which would write those rows twice); its event, which
+// the resync covers, is acknowledged as a no-op.
 func TestAConsumerCommitLosingToAResyncChunkIsDropped(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -189,10 +200,11 @@ func TestAConsumerCommitLosingToAResyncChunkIsDropped(t *testing.T) {
 		}
 		return nil
 	})
-	_, err := b.Processor(m).Process(t.Context(), b.Event(s1))
+	res1, err := b.Processor(m).Process(t.Context(), b.Event(s1))
 	require.NoError(t, m.err)
-	class, _ := consumer.Classify(err)
-	require.Equal(t, consumer.ClassRetryAfter, class, "the event waits for the resync: %v", err)
+	require.NoError(t, err, "the resync in progress covers the event: acknowledged")
+	assert.Equal(t, pipeline.OutcomeStale, res1[0].Outcome)
+	assert.Zero(t, res1[0].RowsWritten)
 	rows := b.TargetRows()
 	assert.Len(t, rows, 50, "only the resync's chunk: the consumer's was dropped")
 	requireNoOrphans(b)

@@ -388,7 +388,11 @@ func IsFIFO(queue string) bool { return strings.HasSuffix(queue, ".fifo") }
 // message.
 func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, sourceQueue string, at time.Time) map[string]types.MessageAttributeValue {
 	if len(errText) > maxErrorAttr {
-		errText = errText[:maxErrorAttr] + "…"
+		cut := maxErrorAttr
+		for cut > 0 && !utf8.RuneStart(errText[cut]) {
+			cut-- // never split a character: SQS would store U+FFFD
+		}
+		errText = errText[:cut] + "…"
 	}
 	str := func(v string) types.MessageAttributeValue {
 		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
