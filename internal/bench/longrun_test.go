@@ -78,14 +78,17 @@ func checkpoints(full, events int) []int {
 	return out
 }
 
-// tableState is a table's health after some events, with the bytes of
-// its metadata folder on disk: every metadata.json, manifest list and
-// manifest still there, referenced or not (Health counts only the
-// metadata.json files the metadata log lists).
+// tableState is a table's health after some events, with its metadata
+// folder on disk: every metadata.json, manifest list and manifest still
+// there (Health counts only the metadata.json files the metadata log
+// lists), and of those the ones the table no longer references (not the
+// current metadata.json or one in its log, nor a held snapshot's manifest
+// list or one of its manifests): orphans, which only orphan cleanup
+// deletes.
 type tableState struct {
 	storage.TableHealth
-	DirBytes int64
-	DirFiles int
+	DirBytes, UnrefBytes int64
+	DirFiles, UnrefFiles int
 }
 
 type checkpoint struct {
@@ -309,9 +312,7 @@ func measure(ctx context.Context, tb testing.TB, cat *storage.Catalog, spec *enr
 		if err != nil {
 			tb.Fatal(err)
 		}
-		s := tableState{TableHealth: h}
-		s.DirBytes, s.DirFiles = dirSize(tb, filepath.Join(strings.TrimPrefix(tbl.Location(), "file://"), "metadata"))
-		return s
+		return metadataFolder(tb, tbl, h)
 	}
 	return checkpoint{events: events, tgt: state(spec.Target.Table), src: state(spec.Source.Table), load: loadAvg()}
 }
@@ -338,10 +339,30 @@ func loadAvg() float64 {
 	return l
 }
 
-// dirSize is the bytes and count of the files under dir.
-func dirSize(tb testing.TB, dir string) (bytes int64, files int) {
+// metadataFolder measures tbl's metadata folder on disk.
+func metadataFolder(tb testing.TB, tbl *table.Table, h storage.TableHealth) tableState {
 	tb.Helper()
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	local := func(p string) string { return strings.TrimPrefix(p, "file://") }
+	refs := map[string]bool{local(tbl.MetadataLocation()): true}
+	for e := range tbl.Metadata().PreviousFiles() {
+		refs[local(e.MetadataFile)] = true
+	}
+	fsys, err := tbl.FS(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, snap := range tbl.Metadata().Snapshots() {
+		refs[local(snap.ManifestList)] = true
+		manifests, err := snap.Manifests(fsys)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		for _, m := range manifests {
+			refs[local(m.FilePath())] = true
+		}
+	}
+	s := tableState{TableHealth: h}
+	err = filepath.WalkDir(filepath.Join(local(tbl.Location()), "metadata"), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -352,14 +373,18 @@ func dirSize(tb testing.TB, dir string) (bytes int64, files int) {
 		if err != nil {
 			return err
 		}
-		bytes += fi.Size()
-		files++
+		s.DirBytes += fi.Size()
+		s.DirFiles++
+		if !refs[path] {
+			s.UnrefBytes += fi.Size()
+			s.UnrefFiles++
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		tb.Fatal(err)
 	}
-	return bytes, files
+	return s
 }
 
 // requireExactlyOnce checks that the target holds posts 1..n once each.
@@ -526,11 +551,13 @@ func reportLongRun(b *testing.B, cfg longRunConfig, runs []longRunResult) {
 				}
 				metric(prefix+side+"_metadata_B", func(r longRunResult) float64 { return float64(st(r).MetadataBytes) })
 				metric(prefix+side+"_metadata_dir_B", func(r longRunResult) float64 { return float64(st(r).DirBytes) })
+				metric(prefix+side+"_unreferenced_B", func(r longRunResult) float64 { return float64(st(r).UnrefBytes) })
 				metric(prefix+side+"_snapshots", func(r longRunResult) float64 { return float64(st(r).Snapshots) })
 				metric(prefix+side+"_data_files", func(r longRunResult) float64 { return float64(st(r).DataFiles) })
 				if prefix == "end_" {
 					metric(prefix+side+"_metadata_json_B", func(r longRunResult) float64 { return float64(st(r).CurrentMetadataBytes) })
 					metric(prefix+side+"_metadata_dir_files", func(r longRunResult) float64 { return float64(st(r).DirFiles) })
+					metric(prefix+side+"_unreferenced_files", func(r longRunResult) float64 { return float64(st(r).UnrefFiles) })
 					metric(prefix+side+"_manifests", func(r longRunResult) float64 { return float64(st(r).Manifests) })
 					metric(prefix+side+"_manifest_B", func(r longRunResult) float64 { return float64(st(r).ManifestBytes) })
 				}
@@ -544,10 +571,17 @@ func reportLongRun(b *testing.B, cfg longRunConfig, runs []longRunResult) {
 // 64 files; see BenchmarkLongRun): over 300 events through the real
 // consumer, every row lands once, the target holds a bounded history, and
 // what a commit reads and rewrites (the current metadata.json, the
-// current snapshot's manifests) and the metadata folder on disk stop
-// growing: their peak over the last 100 events is no higher than over
-// the 100 before (up to 25%, for where the expiry, merge and maintenance
-// cycles happen to stand). Bytes and counts only: nothing is timed.
+// current snapshot's manifests) and the metadata the table references
+// stop growing: their peak over the last 100 events is no higher than
+// over the 100 before (up to 25%, for where the expiry, merge and
+// maintenance cycles happen to stand). Bytes and counts only: nothing is
+// timed.
+//
+// Not asserted: the unreferenced files of the metadata folder (logged).
+// A commit that merges manifests leaves its own new manifest behind
+// (iceberg-go 0.7 does not delete it), and only orphan cleanup deletes
+// it, a day after it was written (storage.DefaultOrphanGrace): a day's
+// worth in a deployment, every one of them in a run that takes seconds.
 func TestLongRunStaysBounded(t *testing.T) {
 	const events = 300
 	var cps []int
@@ -575,7 +609,7 @@ func TestLongRunStaysBounded(t *testing.T) {
 		{"current metadata.json bytes", func(s tableState) int64 { return s.CurrentMetadataBytes }},
 		{"manifest bytes", func(s tableState) int64 { return s.ManifestBytes }},
 		{"manifests", func(s tableState) int64 { return int64(s.Manifests) }},
-		{"metadata folder bytes", func(s tableState) int64 { return s.DirBytes }},
+		{"referenced metadata bytes", func(s tableState) int64 { return s.DirBytes - s.UnrefBytes }},
 		{"data files", func(s tableState) int64 { return s.DataFiles }},
 	} {
 		before, last := peak(100, 200, m.get), peak(200, 300, m.get)
@@ -585,6 +619,7 @@ func TestLongRunStaysBounded(t *testing.T) {
 		}
 	}
 	end := res.checkpoints[len(res.checkpoints)-1].tgt
+	t.Logf("unreferenced files in the metadata folder after %d events: %d, %d bytes", events, end.UnrefFiles, end.UnrefBytes)
 	if limit := storage.DefaultMinSnapshotsToKeep + storage.DefaultExpireBatch; end.Snapshots > limit {
 		t.Errorf("the target holds %d snapshots, want at most %d", end.Snapshots, limit)
 	}
