@@ -700,3 +700,25 @@ func TestMaintenanceByAnotherProcessWhileConsuming(t *testing.T) {
 	b.RequireExactlyOnce(20+events*5, nil)
 	assert.Equal(t, b.Src.CurrentSnapshot().SnapshotID, b.Watermark().SnapshotID)
 }
+
+// TestABackfillIsCompactedBeforeTheHour: at a backfill's pace an hour
+// brings thousands of small files; four times the file trigger makes the
+// target due however recently it was maintained.
+func TestABackfillIsCompactedBeforeTheHour(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.Processor(nil, func(o *pipeline.Options) {
+		o.MaintainEvery = time.Hour
+		o.MaintainMinFiles = 8
+	})
+	for range 70 {
+		_, err := p.Process(t.Context(), b.Event(b.AppendPosts(2)))
+		require.NoError(t, err)
+	}
+	b.RequireExactlyOnce(140, nil)
+	tgt, err := b.Cat.LoadTable(t.Context(), b.Spec.Target.Table)
+	require.NoError(t, err)
+	h, err := storage.Health(t.Context(), tgt)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, h.DataFiles, int64(4*8), "compacted at 32 files, not left at 70 until the hour")
+}
