@@ -44,7 +44,12 @@ rollback, or another table under the same name) removed the snapshots after
 it, which cannot then be read incrementally; run enricher resync --job J.
 
 It only reads: the tables' metadata, the target's current manifest list and a
-stat of each metadata file the target keeps.`,
+stat of each metadata file the target keeps.
+
+With --rows it also scans each target's _status and _error columns (the whole
+table, two columns) for its rows by status and its skipped rows by reason
+(a blank text, a language the model does not read), and a resync in progress
+is named.`,
 		Example: `  enricher status --config enricher-demo/enricher.yaml
   enricher status --format json`,
 		Args: cobra.NoArgs,
