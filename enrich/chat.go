@@ -390,22 +390,79 @@ func (e *batchError) Error() string       { return e.reason }
 // ask sends one request for the rows of batch and returns one answer per
 // row and whether that row is worth asking again in a smaller batch.
 func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([]Answer, []bool, error) {
-	ids := make([]string, len(batch))
-	rows := make([]promptRow, len(batch))
-	taken := make(map[string]bool, len(batch))
+	texts := make([]string, len(batch))
 	for j, u := range batch {
-		ids[j] = rowID(textOf(u), taken)
-		rows[j] = promptRow{ID: ids[j], Text: textOf(u)}
+		texts[j] = textOf(u)
 	}
-	user, err := userMessage(rows)
+	rq, err := c.request(texts)
 	if err != nil {
 		return nil, nil, err
 	}
-	maxTokens := len(batch)*c.perRow + answerOverhead
-	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
-	if err := c.budget.reserve(ctx, int64(cost)); err != nil {
+	if err := c.budget.reserve(ctx, int64(rq.cost)); err != nil {
 		return nil, nil, err
 	}
+	resp, err := c.call(ctx, rq.req, rq.cost)
+	var spent int64
+	if err == nil {
+		spent = int64(resp.Usage.PromptTokens + resp.Usage.CompletionTokens)
+		c.use.add(resp.Usage, false)
+	}
+	c.budget.settle(int64(rq.cost), spent)
+
+	var be *batchError
+	var se *stopError
+	var ue *unreachableError
+	switch {
+	case err == nil:
+	case errors.As(err, &se), ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, nil, err
+	case errors.As(err, &ue):
+		// No server answered any attempt: a wrong URL or a server that is
+		// down, not a problem of these rows.
+		return nil, nil, &stopError{err: fmt.Errorf("model %s: no server answered after %d attempts (check the base URL): %s", c.name, c.attempts, ue.msg)}
+	case errors.As(err, &be):
+		if len(batch) == 1 {
+			c.log.Warn("model answer unusable", "model", c.name, "rows", len(batch), "reason", be.reason)
+		}
+		res, again := allAnswers(len(batch), be.status, be.reason, true)
+		return res, again, nil
+	default:
+		// Retries exhausted on throttling, 5xx or timeouts: smaller
+		// batches would not help, the rows are failed for a replay.
+		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, err.Error())
+		c.log.Warn("model request failed", "model", c.name, "rows", len(batch), "error", reason)
+		res, again := allAnswers(len(batch), StatusFailed, reason, false)
+		return res, again, nil
+	}
+	res, again := c.judge(resp, rq)
+	return res, again, nil
+}
+
+// chatRequest is one request for some rows, as built by request: what is
+// sent, the ids the rows carry in it, and its token figures.
+type chatRequest struct {
+	req       openai.ChatCompletionRequest
+	ids       []string
+	maxTokens int
+	cost      int // the estimate charged to the budget and the TPM limiter
+}
+
+// request builds the request for texts (one row each, in order). The
+// synchronous path and the Batch API send the same requests.
+func (c *Chat) request(texts []string) (chatRequest, error) {
+	ids := make([]string, len(texts))
+	rows := make([]promptRow, len(texts))
+	taken := make(map[string]bool, len(texts))
+	for j, t := range texts {
+		ids[j] = rowID(t, taken)
+		rows[j] = promptRow{ID: ids[j], Text: t}
+	}
+	user, err := userMessage(rows)
+	if err != nil {
+		return chatRequest{}, err
+	}
+	maxTokens := len(texts)*c.perRow + answerOverhead
+	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
 	req := openai.ChatCompletionRequest{
 		Model: c.spec.Model.Name,
 		Messages: []openai.ChatCompletionMessage{
@@ -429,67 +486,44 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 			req.Temperature = math.SmallestNonzeroFloat32
 		}
 	}
-	resp, err := c.call(ctx, req, cost)
-	var spent int64
-	if err == nil {
-		spent = int64(resp.Usage.PromptTokens + resp.Usage.CompletionTokens)
-		c.use.prompt.Add(int64(resp.Usage.PromptTokens))
-		c.use.completion.Add(int64(resp.Usage.CompletionTokens))
-	}
-	c.budget.settle(int64(cost), spent)
+	return chatRequest{req: req, ids: ids, maxTokens: maxTokens, cost: cost}, nil
+}
 
-	all := func(status Status, reason string, again bool) ([]Answer, []bool, error) {
-		res := make([]Answer, len(batch))
-		flags := make([]bool, len(batch))
-		for j := range res {
-			res[j] = Answer{Status: status, Error: reason}
-			flags[j] = again
-		}
-		return res, flags, nil
+// allAnswers is n rows with the same status and reason.
+func allAnswers(n int, status Status, reason string, again bool) ([]Answer, []bool) {
+	res := make([]Answer, n)
+	flags := make([]bool, n)
+	for j := range res {
+		res[j] = Answer{Status: status, Error: reason}
+		flags[j] = again
 	}
-	var be *batchError
-	var se *stopError
-	var ue *unreachableError
-	switch {
-	case err == nil:
-	case errors.As(err, &se), ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return nil, nil, err
-	case errors.As(err, &ue):
-		// No server answered any attempt: a wrong URL or a server that is
-		// down, not a problem of these rows.
-		return nil, nil, &stopError{err: fmt.Errorf("model %s: no server answered after %d attempts (check the base URL): %s", c.name, c.attempts, ue.msg)}
-	case errors.As(err, &be):
-		if len(batch) == 1 {
-			c.log.Warn("model answer unusable", "model", c.name, "rows", len(batch), "reason", be.reason)
-		}
-		return all(be.status, be.reason, true)
-	default:
-		// Retries exhausted on throttling, 5xx or timeouts: smaller
-		// batches would not help, the rows are failed for a replay.
-		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, err.Error())
-		c.log.Warn("model request failed", "model", c.name, "rows", len(batch), "error", reason)
-		return all(StatusFailed, reason, false)
-	}
+	return res, flags
+}
 
+// judge reads a successful answer to rq: one answer per row and whether
+// that row is worth asking again in a smaller batch (missing, invalid,
+// refused, filtered, cut off).
+func (c *Chat) judge(resp openai.ChatCompletionResponse, rq chatRequest) ([]Answer, []bool) {
+	n := len(rq.ids)
 	if len(resp.Choices) == 0 {
-		return all(StatusInvalidOutput, "the answer has no choices", true)
+		return allAnswers(n, StatusInvalidOutput, "the answer has no choices", true)
 	}
 	choice := resp.Choices[0]
 	switch {
 	case choice.Message.Refusal != "":
-		return all(StatusFailed, "the model refused: "+clipText(choice.Message.Refusal), true)
+		return allAnswers(n, StatusFailed, "the model refused: "+clipText(choice.Message.Refusal), true)
 	case choice.FinishReason == openai.FinishReasonContentFilter:
-		return all(StatusFailed, "the provider's content filter stopped the answer", true)
+		return allAnswers(n, StatusFailed, "the provider's content filter stopped the answer", true)
 	case choice.FinishReason == openai.FinishReasonLength:
-		return all(StatusInvalidOutput, fmt.Sprintf("the answer was cut off at max_tokens (%d)", maxTokens), true)
+		return allAnswers(n, StatusInvalidOutput, fmt.Sprintf("the answer was cut off at max_tokens (%d)", rq.maxTokens), true)
 	}
-	res, unknown, err := parseAnswer(choice.Message.Content, ids, c.spec.Outputs)
+	res, unknown, err := parseAnswer(choice.Message.Content, rq.ids, c.spec.Outputs)
 	if err != nil {
 		reason := err.Error()
 		if f := choice.FinishReason; f != "" && f != openai.FinishReasonStop {
 			reason += fmt.Sprintf(" (finish reason %q)", clipText(string(f)))
 		}
-		return all(StatusInvalidOutput, clipText(reason), true)
+		return allAnswers(n, StatusInvalidOutput, clipText(reason), true)
 	}
 	if unknown > 0 {
 		c.log.Debug("model answered unknown ids", "model", c.name, "unknown", unknown)
@@ -498,7 +532,7 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	for j := range res {
 		again[j] = res[j].Status != StatusOK
 	}
-	return res, again, nil
+	return res, again
 }
 
 // call sends one request, retrying what may pass later.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sashabaranov/go-openai"
+
 	"github.com/socialdata/enricher/internal/broadcast"
 )
 
@@ -67,6 +69,14 @@ func (u Usage) String() string {
 type usage struct {
 	requests, retries, throttled, serverErrors, splits atomic.Int64
 	rowsSent, dedupHits, prompt, completion            atomic.Int64
+}
+
+// add counts the tokens of one answer; batch says it came through the
+// Batch API.
+func (u *usage) add(t openai.Usage, batch bool) {
+	_ = batch
+	u.prompt.Add(int64(t.PromptTokens))
+	u.completion.Add(int64(t.CompletionTokens))
 }
 
 func (u *usage) snapshot(p Prices) Usage {
