@@ -106,6 +106,9 @@ type Plan struct {
 	// Stale is set when To is already behind the cursor (a redelivered or
 	// old event); UpToDate when To is the cursor itself.
 	Stale, UpToDate bool
+
+	// until, when set, is where a plan cut by Head ends.
+	until *Cursor
 }
 
 // Rows is the number of rows the plan reads.
@@ -145,7 +148,48 @@ func (p *Plan) SkippedRows() int64 {
 }
 
 // End is the cursor once the whole plan is done.
-func (p *Plan) End() Cursor { return Cursor{SnapshotID: p.To} }
+func (p *Plan) End() Cursor {
+	if p.until != nil {
+		return *p.until
+	}
+	return Cursor{SnapshotID: p.To}
+}
+
+// Head is the plan of the first n rows of p: p itself when it has no
+// more; otherwise a plan whose units end after n rows (the last one maybe
+// inside a data file) and whose End is the cursor after them. Snapshots
+// after the cut are left to the rest of p, which PlanAppends from Head's
+// End plans. n must be positive.
+func (p *Plan) Head(n int64) *Plan {
+	if n >= p.Rows() || n <= 0 {
+		return p
+	}
+	h := *p
+	h.Units = nil
+	var last Unit
+	for _, u := range p.Units {
+		if n == 0 {
+			break
+		}
+		if u.Rows > n {
+			u.After = u.Within(n)
+			u.Rows = n
+		}
+		n -= u.Rows
+		h.Units = append(h.Units, u)
+		last = u
+	}
+	end := last.After
+	h.until = &end
+	// Keep the snapshots up to the one the cut falls in.
+	for i, s := range p.Snapshots {
+		if s.ID == last.SnapshotID {
+			h.Snapshots = p.Snapshots[:i+1:i+1]
+			break
+		}
+	}
+	return &h
+}
 
 // PlanAppends plans the data files that the append snapshots after cursor
 // and up to snapshot to added to src. Snapshots that are not appends
@@ -333,8 +377,9 @@ var ErrRowCount = errors.New("data file row count differs from its manifest")
 
 // ReadUnits streams the rows of units, which must all belong to one
 // snapshot, as Arrow batches of the given columns: for each unit its Rows
-// rows after the first Skip. Every batch yielded is the caller's to
-// Release. Batches come in unit order.
+// rows after the first Skip (the rest of its file, when a plan was cut by
+// Head inside it, is read and dropped). Every batch yielded is the
+// caller's to Release. Batches come in unit order.
 func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []Unit, opts ReadOptions) iter.Seq2[arrow.RecordBatch, error] {
 	return func(yield func(arrow.RecordBatch, error) bool) {
 		if len(units) == 0 {
@@ -371,9 +416,11 @@ func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []
 					return
 				}
 				u := units[i]
-				total := u.Skip + u.Rows
+				// The file yields total rows; the unit keeps [Skip, end).
+				end := u.Skip + u.Rows
+				total := max(end, u.Task.File.Count())
 				take := min(n-off, total-pos)
-				lo, hi := max(off, off+u.Skip-pos), off+take // keep [lo, hi) of rec
+				lo, hi := off+max(0, u.Skip-pos), off+max(0, min(take, end-pos)) // keep [lo, hi) of rec
 				var out arrow.RecordBatch
 				switch {
 				case lo >= hi:
@@ -395,7 +442,7 @@ func ReadUnits(ctx context.Context, src *table.Table, columns []string, units []
 			rec.Release()
 		}
 		if i != len(units) {
-			fail(fmt.Errorf("%s: %d rows, want %d: %w", units[i].Task.File.FilePath(), pos, units[i].Skip+units[i].Rows, ErrRowCount))
+			fail(fmt.Errorf("%s: %d rows, want %d: %w", units[i].Task.File.FilePath(), pos, max(units[i].Skip+units[i].Rows, units[i].Task.File.Count()), ErrRowCount))
 		}
 	}
 }
