@@ -358,13 +358,20 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	content, finish, refusal := s.answer(&req, fault)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(s.completion(&req, fault))
+}
+
+// completion answers req as a chat completion, counting it answered: the
+// 200 body of the chat endpoint and of a batch line.
+func (s *Server) completion(req *Request, fault Fault) map[string]any {
+	content, finish, refusal := s.answer(req, fault)
 	s.count(func(st *Stats) {
 		st.Answered++
 		st.RowsAnswered += len(req.Rows)
 	})
 	prompt := EstimateTokens(req.System) + EstimateTokens(req.User) + 12
-	resp := map[string]any{
+	return map[string]any{
 		"id":      fmt.Sprintf("chatcmpl-%d", req.N),
 		"object":  "chat.completion",
 		"created": time.Now().Unix(),
@@ -380,8 +387,6 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 			"total_tokens":      prompt + EstimateTokens(content),
 		},
 	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
 }
 
 // read fills req from the body: rows from the user message, fields from
