@@ -99,6 +99,10 @@ type Request struct {
 	// SentKey is the key the request carried: the bearer token or the
 	// api-key header.
 	SentKey string
+	// Batch is the id of the batch this request is a line of, and
+	// CustomID that line's custom_id (both empty for a synchronous
+	// request). See batch.go.
+	Batch, CustomID string
 }
 
 // Server is the fake. Set its fields before Start; read results with
@@ -124,6 +128,18 @@ type Server struct {
 	// another server (its URL()).
 	RedirectTo string
 
+	// BatchDelay is how long a batch takes from its creation to its end
+	// (0: it ends at the first request about it after its creation).
+	BatchDelay time.Duration
+	// BatchLineFault picks what happens to one batch line before it is
+	// answered (nil: it is answered). See batch.go.
+	BatchLineFault func(customID string, body []byte) BatchLineFault
+	// BatchEnd picks how a batch ends, asked once at its creation (nil:
+	// completed).
+	BatchEnd func(b BatchInfo) BatchEnd
+	// Clock is the time batches progress by (nil: time.Now).
+	Clock func() time.Time
+
 	srv      *http.Server
 	ln       net.Listener
 	done     chan struct{}
@@ -132,6 +148,7 @@ type Server struct {
 	mu       sync.Mutex
 	requests []Request
 	stats    Stats
+	batch    batchStore
 }
 
 // Stats counts what the server did.
@@ -143,6 +160,9 @@ type Stats struct {
 	Injected      int // faults injected
 	RowsAnswered  int
 	TokensCharged int
+	Batches       int // batches created
+	BatchLines    int // batch lines processed: answered, failed or skipped
+	FilesUploaded int
 }
 
 // Start listens on a loopback port and serves until Close.
@@ -249,6 +269,9 @@ type chatRequest struct {
 }
 
 func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
+	if s.batchRoute(w, r) {
+		return
+	}
 	req := Request{At: time.Now()}
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
