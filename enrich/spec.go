@@ -97,6 +97,12 @@ type ModelSettings struct {
 	MaxTokensTotal  int64   `yaml:"max_tokens_total"`
 	Prices          Prices  `yaml:"prices"`
 	Temperature     float64 `yaml:"temperature"`
+
+	// BatchAPI sends rows through the provider's Batch API (chat
+	// providers only): off (the default), on, or auto (ranges of at
+	// least Batch.MinRows rows). See batchspec.go.
+	BatchAPI BatchMode     `yaml:"batch_api"`
+	Batch    BatchSettings `yaml:"batch"`
 }
 
 // Prices are a model's list prices in US dollars per million tokens, used to
@@ -189,6 +195,11 @@ func (s *Spec) applyDefaults() {
 	if p.Defaults != nil {
 		p.Defaults(&s.Model)
 	}
+	if p.Chat {
+		s.Model.batchDefaults() // after the provider's: it reads the deployment
+	} else if s.Model.BatchAPI == "" {
+		s.Model.BatchAPI = BatchOff
+	}
 }
 
 // Overrides are model settings given on the command line; zero values
@@ -204,6 +215,9 @@ type Overrides struct {
 	TPM            int
 	MaxConcurrency int
 	MaxTokensTotal int64
+	// BatchAPI turns model.batch_api on; BatchPoll sets model.batch.poll.
+	BatchAPI  bool
+	BatchPoll string
 }
 
 func (o Overrides) apply(s *Spec) {
@@ -240,6 +254,10 @@ func (o Overrides) apply(s *Spec) {
 	if o.MaxTokensTotal != 0 {
 		m.MaxTokensTotal = o.MaxTokensTotal
 	}
+	if o.BatchAPI {
+		m.BatchAPI = BatchOn
+	}
+	set(&m.Batch.Poll, o.BatchPoll)
 }
 
 // ID names the model as rows record it in _model: provider/name, or what
@@ -351,6 +369,9 @@ func (s *Spec) Validate() error {
 	}
 	if provider.Chat {
 		s.validateChat(bad)
+		s.validateBatch(bad)
+	} else if known && s.Model.BatchAPI != BatchOff {
+		bad("model.batch_api", "is for the chat providers (openai, azure), not %s", s.Model.Provider)
 	}
 	finite("model.temperature", &s.Model.Temperature)
 	finite("model.prices.input_per_million", &s.Model.Prices.InputPerMillion)

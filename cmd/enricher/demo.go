@@ -286,6 +286,18 @@ func (d *demoCmd) consume(ctx context.Context, env *runtimeEnv, queue *consumer.
 	if err := c.Run(ctx); err != nil && !errors.As(err, new(*consumer.HaltError)) {
 		return nil, err
 	}
+	if bjobs := batchJobs(env.jobs, ""); len(bjobs) > 0 && len(t.failed) == 0 {
+		fmt.Fprintf(d.g.stdout, "\nbatches  waiting for the provider to answer, checking every %s\n", pollInterval(bjobs))
+		err := collectUntil(ctx, proc, "", bjobs, true, d.g.stdout, func(r pipeline.BatchReport) {
+			if r.State == pipeline.BatchCommitted {
+				t.counts.Add(r.Counts)
+				t.written += r.Counts.Total()
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("collect batches: %w", err)
+		}
+	}
 	t.elapsed = time.Since(start)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("demo interrupted: %w", err)
@@ -418,6 +430,9 @@ func printOutcome(w io.Writer, o consumer.MessageOutcome) {
 			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, the watermark (%s) is already past it: nothing written\n", r.SnapshotID, r.To)
 		case pipeline.OutcomeUpToDate:
 			fmt.Fprintf(w, "consume  snapshot %d: the watermark is already there: nothing written\n", r.SnapshotID)
+		case pipeline.OutcomeBatched:
+			fmt.Fprintf(w, "consume  snapshot %d: %d rows sent to the Batch API in %d batch(es), recorded in %d commit(s) (%s .. %s); collected when the provider answers\n",
+				r.SnapshotID, r.BatchRows, r.Batches, r.Commits, r.From, r.To)
 		case pipeline.OutcomeFailed:
 			fmt.Fprintf(w, "consume  snapshot %d: job %s failed after %d rows in %d commit(s) (the event's other jobs went on)\n",
 				r.SnapshotID, r.Job, r.RowsWritten, r.Commits)

@@ -53,7 +53,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	g := &globals{stdout: stdout, stderr: stderr}
 	root := newRoot(g)
 	root.AddCommand(newDemoCmd(g), newIngestCmd(g), newExportCmd(g), newValidateCmd(g), newRunCmd(g), newPublishCmd(g), newStatusCmd(g), newDLQCmd(g), newReplayCmd(g))
-	root.AddCommand(newOrphansCmd(g), newMaintainCmd(g), newResyncCmd(g))
+	root.AddCommand(newOrphansCmd(g), newMaintainCmd(g), newResyncCmd(g), newBatchesCmd(g))
 	return root
 }
 

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -31,6 +32,8 @@ type modelFlags struct {
 	apiKeySecret                                     string
 	rowsPerRequest, rpm, tpm, maxConcurrency         int
 	maxTokensTotal                                   int64
+	batchAPI                                         bool
+	batchPoll                                        time.Duration
 }
 
 func (m *modelFlags) register(f *pflag.FlagSet) {
@@ -45,6 +48,8 @@ func (m *modelFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&m.tpm, "tpm", 0, "tokens-per-minute quota to stay under, counting prompt estimate plus max_tokens (default: the job spec's)")
 	f.IntVar(&m.maxConcurrency, "max-concurrency", 0, "chat requests in flight at most, per job (default: the job spec's, else 16)")
 	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of each job in this process: stop cleanly before spending more (default: the job spec's; 0: none)")
+	f.BoolVar(&m.batchAPI, "batch-api", false, "send rows through the provider's Batch API (openai, azure): half the price, answers within 24h; the job spec's model.batch_api: auto sends only big ranges (default: the job spec's)")
+	f.DurationVar(&m.batchPoll, "batch-poll", 0, "how often submitted batches are checked (default: the job spec's model.batch.poll, else "+enrich.DefaultBatchPoll+")")
 }
 
 // orList writes a list as "a, b or c".
@@ -74,7 +79,17 @@ func (m *modelFlags) overrides() enrich.Overrides {
 		Provider: m.provider, BaseURL: m.baseURL, Model: m.model, Deployment: m.deployment,
 		APIVersion: m.apiVersion, RowsPerRequest: m.rowsPerRequest, RPM: m.rpm, TPM: m.tpm,
 		MaxConcurrency: m.maxConcurrency, MaxTokensTotal: m.maxTokensTotal,
+		BatchAPI: m.batchAPI, BatchPoll: durationFlag(m.batchPoll),
 	}
+}
+
+// durationFlag is a duration flag as a spec's duration string ("" when
+// not given).
+func durationFlag(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return d.String()
 }
 
 func (m *modelFlags) validate() error {
@@ -91,6 +106,9 @@ func (m *modelFlags) validate() error {
 	}
 	if m.maxTokensTotal < 0 {
 		return fmt.Errorf("%w: --max-tokens-total must not be negative, got %d", errUsage, m.maxTokensTotal)
+	}
+	if m.batchPoll != 0 && m.batchPoll < time.Second {
+		return fmt.Errorf("%w: --batch-poll %s: check batches at most once a second", errUsage, m.batchPoll)
 	}
 	return nil
 }

@@ -176,7 +176,31 @@ func (r *runCmd) Run(ctx context.Context) error {
 		log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
 	}
 	log.Info("consumer started", "queue", r.url, "dlq", src.DLQURL(), "concurrency", r.concurrency, "drain", r.drain, "jobs", len(env.jobs))
+	bjobs := batchJobs(env.jobs, "")
+	stopCollector := func() {}
+	if len(bjobs) > 0 {
+		stopCollector = startCollector(ctx, proc, bjobs, log)
+	}
 	runErr := c.Run(ctx)
+	stopCollector()
+	if len(bjobs) > 0 && runErr == nil && ctx.Err() == nil {
+		// A drained queue: bring in what has ended meanwhile, and say
+		// what is left (durable: the next run or batches collect takes it).
+		reps, err := proc.Collect(ctx, "")
+		pending := 0
+		for _, rep := range reps {
+			logBatchReport(log, rep)
+			if rep.State != pipeline.BatchCommitted {
+				pending++
+			}
+		}
+		if err != nil {
+			log.Warn("collecting batches failed", "err", err)
+		}
+		if pending > 0 {
+			log.Info("batches still pending: the next run or `enricher batches collect` brings them in", "pending", pending)
+		}
+	}
 	for _, j := range env.jobs {
 		if u, ok := usageOf(j.Model); ok {
 			log.Info("model usage", "job", j.Spec.Name, "model", j.Model.Name(), "usage", u.String())

@@ -137,6 +137,15 @@ func (c *statusCmd) Run(ctx context.Context) error {
 		if s.Resync != "" {
 			fmt.Fprintf(tw, "  resync\t%s\n", s.Resync)
 		}
+		if len(s.Batches) > 0 {
+			var rows int64
+			for _, b := range s.Batches {
+				rows += b.Rows
+			}
+			oldest := s.Batches[0]
+			fmt.Fprintf(tw, "  pending batches\t%d, %d rows; oldest %s, %s old, attempt %d (enricher batches list --job %s)\n",
+				len(s.Batches), rows, orDash(oldest.Batch), (time.Duration(oldest.AgeSecs) * time.Second).String(), oldest.Attempts, s.Job)
+		}
 		if r := s.Rows; r != nil {
 			var per []string
 			for _, st := range enrich.Statuses {

@@ -67,6 +67,10 @@ type Options struct {
 	// or four times MaintainMinFiles whenever it was last maintained.
 	MaintainEvery    time.Duration
 	MaintainMinFiles int64
+	// BatchClaimGrace is how long a batch input file recorded without its
+	// batch is left to the process that recorded it before another one
+	// looks the batch up or creates it (default 2m; see batch.go).
+	BatchClaimGrace time.Duration
 	// OnChunk, when set, is called after each chunk is committed, from
 	// the writer stage: keep it quick.
 	OnChunk func(ChunkCommitted)
@@ -110,6 +114,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaintainMinFiles <= 0 {
 		o.MaintainMinFiles = 64
+	}
+	if o.BatchClaimGrace <= 0 {
+		o.BatchClaimGrace = 2 * time.Minute
 	}
 	if o.ConflictRetries <= 0 {
 		o.ConflictRetries = 5
@@ -161,6 +168,9 @@ const (
 	OutcomeEnriched Outcome = "enriched"
 	OutcomeUpToDate Outcome = "up_to_date"
 	OutcomeStale    Outcome = "stale"
+	// OutcomeBatched: the event's rows went to the Batch API (or queued
+	// behind batches pending); collecting them commits them later.
+	OutcomeBatched Outcome = "batched"
 	// OutcomeFailed: the job did not reach the snapshot (Result.Err).
 	OutcomeFailed Outcome = "failed"
 )
@@ -180,7 +190,11 @@ type Result struct {
 	SkippedRows        int64
 	Counts             enrich.Counts
 	Commits, Conflicts int
-	Duration           time.Duration
+	// Batches and BatchRows count the batches submitted to the Batch API
+	// for the event and their source rows.
+	Batches   int
+	BatchRows int64
+	Duration  time.Duration
 	// Err is why the job did not reach the event's snapshot (nil: it did,
 	// or it was there already). The other jobs of the event ran anyway.
 	Err error
@@ -364,18 +378,23 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 		}
 		return resyncWait(spec.Name, r)
 	}
-	plan, err := storage.PlanAppends(ctx, src, wm.Cursor, ev.SnapshotID)
-	switch {
-	case errors.Is(err, storage.ErrHistoryExpired):
-		// Reading on would skip the rows of the expired snapshots; starting
-		// over would write rows twice. resync catches up by key.
-		return consumer.Permanent(consumer.ReasonHistoryExpired,
-			fmt.Errorf("%w; run `enricher resync --job %s` to catch up exactly once", err, spec.Name))
-	case errors.Is(err, storage.ErrSnapshotNotFound):
-		return consumer.Permanent(consumer.ReasonSnapshotNotFound, err)
-	case errors.Is(err, storage.ErrNotAncestor):
-		return consumer.Permanent(consumer.ReasonHistory, err)
-	case err != nil:
+	// With batches pending, the event's rows queue behind them: the
+	// watermark moves in order, each batch's rows in the commit that
+	// collects it.
+	batcher, pending, err := p.batching(j, tgt)
+	if err != nil {
+		return err
+	}
+	from := wm.Cursor
+	if len(pending) > 0 {
+		if pending[0].From != wm.Cursor {
+			return fmt.Errorf("job %s: the first pending batch starts at %s, not at the watermark %s: `enricher batches list --job %s` shows them",
+				spec.Name, pending[0].From, wm.Cursor, spec.Name)
+		}
+		from = pending[len(pending)-1].To
+	}
+	plan, err := storage.PlanAppends(ctx, src, from, ev.SnapshotID)
+	if err := planError(spec, err); err != nil {
 		return err
 	}
 	p.opts.stage(spec.Name, "plan", planStart)
@@ -408,9 +427,30 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 		res.Skipped = append(res.Skipped, s)
 	}
 	res.SkippedRows += plan.SkippedRows()
+	if batcher != nil && (len(pending) > 0 || (plan.Rows() > 0 && (spec.Model.BatchAPI == enrich.BatchOn || plan.Rows() >= spec.Model.Batch.MinRows))) {
+		res.Outcome = OutcomeBatched
+		log.Info("plan (Batch API)", "from", from.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows(), "pending_batches", len(pending))
+		return p.submit(ctx, log, j, batcher, src, tgt, wm, pending, plan, ev.SnapshotID, res)
+	}
 	res.Outcome = OutcomeEnriched
 	log.Info("plan", "from", wm.Cursor.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows())
-	return p.pipeline(ctx, log, src, tgt, enr, plan, res)
+	return p.pipeline(ctx, log, src, tgt, enr, plan, res, lastCommit{})
+}
+
+// planError maps the errors of PlanAppends to the classes an event needs.
+func planError(spec *enrich.Spec, err error) error {
+	switch {
+	case errors.Is(err, storage.ErrHistoryExpired):
+		// Reading on would skip the rows of the expired snapshots; starting
+		// over would write rows twice. resync catches up by key.
+		return consumer.Permanent(consumer.ReasonHistoryExpired,
+			fmt.Errorf("%w; run `enricher resync --job %s` to catch up exactly once", err, spec.Name))
+	case errors.Is(err, storage.ErrSnapshotNotFound):
+		return consumer.Permanent(consumer.ReasonSnapshotNotFound, err)
+	case errors.Is(err, storage.ErrNotAncestor):
+		return consumer.Permanent(consumer.ReasonHistory, err)
+	}
+	return err
 }
 
 // resyncWaitTime is how long an event waits while a resync of its job
@@ -713,9 +753,12 @@ type workItem struct {
 // owns (and closes) the order and work channels; workers fill slots; the
 // writer commits chunk after chunk and, however it ends, drains and
 // releases what is still queued.
-func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *table.Table, enr *enrich.Enricher, plan *storage.Plan, res *Result) error {
+func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *table.Table, enr *enrich.Enricher, plan *storage.Plan, res *Result, lc lastCommit) error {
 	spec := enr.Spec()
 	cs := chunks(plan, p.opts.ChunkRows, p.opts.ChunkBytes)
+	if lc.oneChunk {
+		cs = chunks(plan, max(1, plan.Rows()), 0)
+	}
 	g, gctx := errgroup.WithContext(compute.WithAllocator(ctx, p.opts.Allocator))
 	// order is how far reading and enriching may run ahead of writing.
 	order := make(chan *slot, 2*p.opts.Workers)
@@ -855,6 +898,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			}
 			commit := &storage.Commit{Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
 				After: c.after, Schema: enr.Schema(), Batches: batches}
+			if i == len(cs)-1 {
+				commit.SetProps, commit.RemoveProps = lc.setProps, lc.removeProps
+			}
 			start := time.Now()
 			next, written, err := storage.AppendChunk(gctx, tgt, commit)
 			if ce := (*storage.ConflictError)(nil); errors.As(err, &ce) {
@@ -896,6 +942,17 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		p.maintainIfDue(ctx, log, last)
 	}
 	return err
+}
+
+// lastCommit is what the last commit of a pipeline carries besides its
+// rows and watermark.
+type lastCommit struct {
+	// oneChunk commits the whole plan at once (a collected batch: its
+	// rows and its removal from the pending list are one commit).
+	oneChunk bool
+	// setProps and removeProps change table properties in the last commit.
+	setProps    map[string]string
+	removeProps []string
 }
 
 // errDropped says that a chunk whose commit lost a conflict is not needed

@@ -46,6 +46,9 @@ type JobStatus struct {
 	// Resync says that a resync of the job is in progress (or was cut
 	// short), from its marker on the target.
 	Resync string `json:"resync,omitempty"`
+	// Batches are the job's Batch API batches submitted and not yet
+	// committed, oldest first (`enricher batches list` shows them).
+	Batches []PendingBatchStatus `json:"pending_batches,omitempty"`
 	// Rows are the target's rows by status and skipped by reason, with
 	// StatusOptions.CountRows only (a scan of two columns).
 	Rows *RowCounts `json:"rows,omitempty"`
@@ -155,6 +158,13 @@ func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) e
 			s.Resync = fmt.Sprintf("in progress since %s, to source snapshot %d (events wait; if no resync runs, run enricher resync --job %s)",
 				r.Since.Format(time.RFC3339), r.SnapshotID, s.Job)
 		}
+		if list, err := storage.PendingBatches(tgt, s.Job); err != nil {
+			return err
+		} else {
+			for _, pb := range list {
+				s.Batches = append(s.Batches, pendingStatus(pb))
+			}
+		}
 		if o.CountRows {
 			rc, err := CountRows(ctx, tgt)
 			if err != nil {
@@ -260,4 +270,20 @@ func CountRows(ctx context.Context, tgt *table.Table) (RowCounts, error) {
 		return strings.Compare(a.Reason, b.Reason)
 	})
 	return rc, nil
+}
+
+// PendingBatchStatus is one pending batch as status shows it.
+type PendingBatchStatus struct {
+	Batch    string    `json:"batch"` // the latest attempt's ID ("" until created)
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Rows     int64     `json:"rows"`
+	Attempts int       `json:"attempts"`
+	Created  time.Time `json:"created_at"`
+	AgeSecs  int64     `json:"age_seconds"`
+}
+
+func pendingStatus(pb storage.PendingBatch) PendingBatchStatus {
+	return PendingBatchStatus{Batch: pb.Last().Batch, From: pb.From.String(), To: pb.To.String(), Rows: pb.Rows,
+		Attempts: len(pb.Attempts), Created: pb.Created, AgeSecs: int64(time.Since(pb.Created).Seconds())}
 }
