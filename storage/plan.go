@@ -184,7 +184,7 @@ func (p *Plan) Head(n int64) *Plan {
 	// Keep the snapshots up to the one the cut falls in.
 	for i, s := range p.Snapshots {
 		if s.ID == last.SnapshotID {
-			h.Snapshots = p.Snapshots[:i+1:i+1]
+			h.Snapshots = p.Snapshots[: i+1 : i+1]
 			break
 		}
 	}
