@@ -110,3 +110,54 @@ func BatchesProps(job string, list []PendingBatch) (set map[string]string, remov
 	}
 	return map[string]string{BatchesProperty(job): string(raw)}, nil, nil
 }
+
+// PropReplayBatchesPrefix starts the table property that lists the Batch
+// API batches of a job's replays not yet committed:
+// enricher.replay-batches.<job> holds a JSON array of ReplayBatch. An entry
+// is added before its batch is created and removed in the commit that
+// replaces its rows, so a replay run again after a crash finds its batches
+// instead of paying for them twice.
+const PropReplayBatchesPrefix = "enricher.replay-batches."
+
+// ReplayBatchesProperty is the name of the replay batch list of job.
+func ReplayBatchesProperty(job string) string { return PropReplayBatchesPrefix + job }
+
+// ReplayBatch is the batch of one commit group of a replay.
+type ReplayBatch struct {
+	// Replay names the replay: its source range and status filter.
+	Replay string `json:"replay"`
+	// Snapshots are the source snapshots of the group.
+	Snapshots []int64 `json:"snapshots"`
+	// Texts are the distinct texts sent; RowsPerRequest the texts per
+	// request line of the first attempt.
+	Texts          int            `json:"texts"`
+	RowsPerRequest int            `json:"rows_per_request"`
+	Created        time.Time      `json:"created"`
+	Attempts       []BatchAttempt `json:"attempts"`
+}
+
+// ReplayBatches reads the replay batch list of job on tgt (nil: none).
+func ReplayBatches(tgt *table.Table, job string) ([]ReplayBatch, error) {
+	v, ok := tgt.Properties()[ReplayBatchesProperty(job)]
+	if !ok || v == "" {
+		return nil, nil
+	}
+	var out []ReplayBatch
+	if err := json.Unmarshal([]byte(v), &out); err != nil {
+		return nil, fmt.Errorf("table %s: property %s: %w", tableName(tgt), ReplayBatchesProperty(job), err)
+	}
+	return out, nil
+}
+
+// ReplayBatchesProps are the property changes that record list as job's
+// replay batches (removed when empty).
+func ReplayBatchesProps(job string, list []ReplayBatch) (set map[string]string, remove []string, err error) {
+	if len(list) == 0 {
+		return nil, []string{ReplayBatchesProperty(job)}, nil
+	}
+	raw, err := json.Marshal(list)
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode replay batches of job %s: %w", job, err)
+	}
+	return map[string]string{ReplayBatchesProperty(job): string(raw)}, nil, nil
+}

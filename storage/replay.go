@@ -33,6 +33,10 @@ type Replacement struct {
 	Schema *arrow.Schema
 	// Batches are the new rows; each one is released once written.
 	Batches iter.Seq2[arrow.RecordBatch, error]
+	// SetProps and RemoveProps change table properties in the same commit
+	// (a replay's batch record).
+	SetProps    map[string]string
+	RemoveProps []string
 }
 
 // ReplaceRows commits r to tgt on the condition that tgt's main branch is
@@ -63,6 +67,9 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 	// The watermark property moves to this commit too, unchanged, so that
 	// it keeps naming a snapshot on the main branch.
 	if err := stageWatermark(tgt, txn, r.Job, r.SourceTable, Watermark{Cursor: wm.Cursor, SpecVersion: wm.SpecVersion}); err != nil {
+		return nil, 0, 0, fmt.Errorf("table %s: %w", name, err)
+	}
+	if err := (&Commit{SetProps: r.SetProps, RemoveProps: r.RemoveProps}).stageProps(txn); err != nil {
 		return nil, 0, 0, fmt.Errorf("table %s: %w", name, err)
 	}
 	out, err := txn.Commit(ctx)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -153,6 +154,14 @@ func (p *Processor) recordPending(ctx context.Context, j Job, tgt *table.Table, 
 	if err != nil {
 		return nil, err
 	}
+	return p.recordProps(ctx, j, tgt, wm, set, remove)
+}
+
+// recordProps commits property changes in a commit of no rows that keeps
+// the watermark where it is, on the condition that the target has not
+// changed since tgt was loaded (ErrConflict otherwise): of two processes
+// recording at once, one wins.
+func (p *Processor) recordProps(ctx context.Context, j Job, tgt *table.Table, wm storage.Watermark, set map[string]string, remove []string) (*table.Table, error) {
 	schema, err := p.outSchema(ctx, j)
 	if err != nil {
 		return nil, err
@@ -179,46 +188,64 @@ func (p *Processor) outSchema(ctx context.Context, j Job) (*arrow.Schema, error)
 	return enr.Schema(), nil
 }
 
-// recordBatchID records the batch created from an input file, reloading
-// the target after conflicts: the batch exists and is paid for, so the
-// record must not be lost to another writer's commit.
+// recordBatchID records the batch created from an input file, in the
+// pending list or a replay's list, reloading the target after conflicts:
+// the batch exists and is paid for, so the record must not be lost to
+// another writer's commit.
 func (p *Processor) recordBatchID(ctx context.Context, j Job, file, id string) (*table.Table, error) {
 	var out *table.Table
+	name := j.Spec.Name
 	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 		tgt, err := p.cat.LoadTable(ctx, j.Spec.Target.Table)
 		if err != nil {
 			return err
 		}
-		list, err := storage.PendingBatches(tgt, j.Spec.Name)
+		pending, err := storage.PendingBatches(tgt, name)
 		if err != nil {
 			return err
 		}
-		found := false
-		for i := range list {
-			for k := range list[i].Attempts {
-				a := &list[i].Attempts[k]
-				if a.InputFile != file {
-					continue
-				}
-				found = true
-				if a.Batch == id {
-					out = tgt
-					return nil
-				}
-				if a.Batch != "" {
-					return fmt.Errorf("job %s: input file %s has two batches, %s (recorded) and %s: cancel %s in the provider's console", j.Spec.Name, file, a.Batch, id, id)
-				}
-				a.Batch = id
+		replays, err := storage.ReplayBatches(tgt, name)
+		if err != nil {
+			return err
+		}
+		var attempts []*storage.BatchAttempt
+		for i := range pending {
+			for k := range pending[i].Attempts {
+				attempts = append(attempts, &pending[i].Attempts[k])
 			}
 		}
-		if !found {
-			return fmt.Errorf("job %s: batch %s of input file %s is not in the pending list any more", j.Spec.Name, id, file)
+		inPending := len(attempts)
+		for i := range replays {
+			for k := range replays[i].Attempts {
+				attempts = append(attempts, &replays[i].Attempts[k])
+			}
 		}
-		wm, err := storage.ReadWatermark(tgt, j.Spec.Name, j.Spec.Source.Table)
+		at := slices.IndexFunc(attempts, func(a *storage.BatchAttempt) bool { return a.InputFile == file })
+		switch {
+		case at < 0:
+			return fmt.Errorf("job %s: batch %s of input file %s is not recorded any more", name, id, file)
+		case attempts[at].Batch == id:
+			out = tgt
+			return nil
+		case attempts[at].Batch != "":
+			return fmt.Errorf("job %s: input file %s has two batches, %s (recorded) and %s: cancel %s in the provider's console", name, file, attempts[at].Batch, id, id)
+		}
+		attempts[at].Batch = id
+		var set map[string]string
+		var remove []string
+		if at < inPending {
+			set, remove, err = storage.BatchesProps(name, pending)
+		} else {
+			set, remove, err = storage.ReplayBatchesProps(name, replays)
+		}
 		if err != nil {
 			return err
 		}
-		out, err = p.recordPending(ctx, j, tgt, wm, list)
+		wm, err := storage.ReadWatermark(tgt, name, j.Spec.Source.Table)
+		if err != nil {
+			return err
+		}
+		out, err = p.recordProps(ctx, j, tgt, wm, set, remove)
 		if errors.Is(err, storage.ErrConflict) {
 			return retry.RetryableError(err)
 		}
@@ -413,7 +440,7 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		return nil, false, fmt.Errorf("the first pending batch starts at %s, not at the watermark %s", pb.From, wm.Cursor)
 	}
 	rep = &BatchReport{Job: spec.Name, From: pb.From, To: pb.To, Rows: pb.Rows, Attempt: len(pb.Attempts), Age: time.Since(pb.Created)}
-	answers := map[string]enrich.Answer{}
+	var answers map[string]enrich.Answer
 	if !pb.Empty() {
 		last := pb.Last()
 		rep.Batch = last.Batch
@@ -435,44 +462,17 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		if err != nil {
 			return rep, false, err
 		}
-		// The answers of every attempt, the later ones for the rows the
-		// earlier left unanswered.
-		ask := texts
-		for k, a := range pb.Attempts {
-			ai := info
-			if k < len(pb.Attempts)-1 {
-				if ai, err = b.RetrieveBatch(ctx, a.Batch); err != nil {
-					return rep, false, err
-				}
-			}
-			lines := b.PackBatch(ask, attemptRows(pb.RowsPerRequest, k+1))
-			if len(lines) != a.Lines {
-				return rep, false, fmt.Errorf("batch %s: the range's rows make %d request lines, the batch has %d: the source rows or the job spec changed since it was submitted", a.Batch, len(lines), a.Lines)
-			}
-			err := b.BatchAnswers(ctx, ai, lines, func(text string, ans enrich.Answer) {
-				if old, ok := answers[text]; !ok || old.Status != enrich.StatusOK {
-					answers[text] = ans
-				}
-			})
-			if err != nil {
-				return rep, false, err
-			}
-			ask = unanswered(ask, answers)
+		var ask []string
+		answers, ask, err = answersOf(ctx, b, texts, pb.Attempts, pb.RowsPerRequest, info)
+		if err != nil {
+			return rep, false, err
 		}
 		if len(ask) > 0 && len(pb.Attempts) < spec.Model.Batch.Attempts {
 			rep.Retried = len(ask)
-			if spec.Model.Batch.Retry == enrich.BatchRetrySync && len(ask) <= spec.Model.Batch.SyncMaxRows {
+			if syncRetry(spec, len(ask)) {
 				log.Info("batch ended with rows unanswered: asking them synchronously", "batch", last.Batch, "rows", len(ask))
-				items := make([]enrich.Item, len(ask))
-				for i, t := range ask {
-					items[i] = enrich.Item{ID: i, Text: t}
-				}
-				got := make([]enrich.Answer, len(items))
-				if err := b.Annotate(ctx, items, got); err != nil {
+				if err := askSync(ctx, b, ask, answers); err != nil {
 					return rep, false, err
-				}
-				for i, t := range ask {
-					answers[t] = got[i]
 				}
 			} else {
 				err := p.retryBatch(ctx, log, j, b, tgt, wm, pending, ask)
@@ -509,6 +509,60 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 	rep.State, rep.Counts = BatchCommitted, res.Counts
 	log.Info("batch collected", "batch", rep.Batch, "rows", res.RowsWritten, "counts", res.Counts, "watermark", pb.To.String(), "pending_batches", len(pending)-1)
 	return rep, len(pending) > 1, nil
+}
+
+// answersOf reads the answers of a range's attempts, whose first one asked
+// texts and whose last one is info: each later attempt asked the texts the
+// ones before left without an ok answer. It returns the answers by text
+// and the texts still without an ok answer, in order.
+func answersOf(ctx context.Context, b enrich.Batcher, texts []string, attempts []storage.BatchAttempt, rpr int, info enrich.BatchInfo) (map[string]enrich.Answer, []string, error) {
+	answers := map[string]enrich.Answer{}
+	ask := texts
+	for k, a := range attempts {
+		ai := info
+		if k < len(attempts)-1 {
+			var err error
+			if ai, err = b.RetrieveBatch(ctx, a.Batch); err != nil {
+				return nil, nil, err
+			}
+		}
+		lines := b.PackBatch(ask, attemptRows(rpr, k+1))
+		if len(lines) != a.Lines {
+			return nil, nil, fmt.Errorf("batch %s: its rows make %d request lines now, the batch has %d: the source rows or the job spec changed since it was submitted", a.Batch, len(lines), a.Lines)
+		}
+		err := b.BatchAnswers(ctx, ai, lines, func(text string, ans enrich.Answer) {
+			if old, ok := answers[text]; !ok || old.Status != enrich.StatusOK {
+				answers[text] = ans
+			}
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		ask = unanswered(ask, answers)
+	}
+	return answers, ask, nil
+}
+
+// syncRetry says whether n unanswered texts are asked synchronously.
+func syncRetry(spec *enrich.Spec, n int) bool {
+	return spec.Model.Batch.Retry == enrich.BatchRetrySync && n <= spec.Model.Batch.SyncMaxRows
+}
+
+// askSync asks texts with chat requests (which split what fails in
+// halves) and puts the answers in answers.
+func askSync(ctx context.Context, b enrich.Batcher, texts []string, answers map[string]enrich.Answer) error {
+	items := make([]enrich.Item, len(texts))
+	for i, t := range texts {
+		items[i] = enrich.Item{ID: i, Text: t}
+	}
+	got := make([]enrich.Answer, len(items))
+	if err := b.Annotate(ctx, items, got); err != nil {
+		return err
+	}
+	for i, t := range texts {
+		answers[t] = got[i]
+	}
+	return nil
 }
 
 // attemptRows is the rows per request line of an attempt: halved for each
@@ -597,37 +651,45 @@ func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b e
 }
 
 // recoverBatch handles a pending batch whose input file is recorded but
-// not its batch: a crash (or a failed create) between the two. Within
-// Options.BatchClaimGrace of the record it is another process's to finish. After, the
-// batch is looked up by its input file and adopted, or, if there is none,
-// the creation is claimed in a commit (of two processes, one wins) and the
-// batch created.
+// not its batch (see adoptOrCreate).
 func (p *Processor) recoverBatch(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, tgt *table.Table,
 	wm storage.Watermark, pending []storage.PendingBatch) (BatchState, error) {
-	spec := j.Spec
 	pb := pending[0]
-	last := pb.Last()
-	if time.Since(last.Claimed) < p.opts.BatchClaimGrace {
+	return p.adoptOrCreate(ctx, log, j, b, pb.Last(), batchMetadata(j.Spec, pb, len(pb.Attempts)), func(at time.Time) error {
+		list := clonePending(pending)
+		list[0].Attempts[len(list[0].Attempts)-1].Claimed = at
+		_, err := p.recordPending(ctx, j, tgt, wm, list)
+		return err
+	})
+}
+
+// adoptOrCreate handles an attempt whose input file is recorded but not
+// its batch: a crash (or a failed create) between the two. Within
+// Options.BatchClaimGrace of the record it is another process's to
+// finish. After, the batch is looked up by its input file and adopted, or,
+// if there is none, the creation is claimed in a commit (claim: of two
+// processes, one wins) and the batch created.
+func (p *Processor) adoptOrCreate(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, a storage.BatchAttempt,
+	meta map[string]string, claim func(time.Time) error) (BatchState, error) {
+	if time.Since(a.Claimed) < p.opts.BatchClaimGrace {
 		return BatchClaimed, nil
 	}
-	info, found, err := b.FindBatch(ctx, last.InputFile, last.Claimed)
+	info, found, err := b.FindBatch(ctx, a.InputFile, a.Claimed)
 	if err != nil {
 		return "", err
 	}
 	if !found {
-		list := clonePending(pending)
-		list[0].Attempts[len(list[0].Attempts)-1].Claimed = time.Now().UTC()
-		if _, err := p.recordPending(ctx, j, tgt, wm, list); err != nil {
+		if err := claim(time.Now().UTC()); err != nil {
 			return "", err // a conflict: someone else claimed it (or moved on)
 		}
-		if info, err = b.CreateBatch(ctx, last.InputFile, batchMetadata(spec, pb, len(pb.Attempts))); err != nil {
-			return "", fmt.Errorf("create the batch of recorded input file %s: %w", last.InputFile, err)
+		if info, err = b.CreateBatch(ctx, a.InputFile, meta); err != nil {
+			return "", fmt.Errorf("create the batch of recorded input file %s: %w", a.InputFile, err)
 		}
-		log.Warn("created the batch of an input file recorded without one (a crash or a failed create before)", "batch", info.ID, "file", last.InputFile)
+		log.Warn("created the batch of an input file recorded without one (a crash or a failed create before)", "batch", info.ID, "file", a.InputFile)
 	} else {
-		log.Warn("found the batch of an input file recorded without one (a crash after creating it): adopting it", "batch", info.ID, "file", last.InputFile)
+		log.Warn("found the batch of an input file recorded without one (a crash after creating it): adopting it", "batch", info.ID, "file", a.InputFile)
 	}
-	if _, err := p.recordBatchID(ctx, j, last.InputFile, info.ID); err != nil {
+	if _, err := p.recordBatchID(ctx, j, a.InputFile, info.ID); err != nil {
 		return "", err
 	}
 	return BatchCreated, nil

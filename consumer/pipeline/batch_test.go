@@ -290,6 +290,7 @@ func TestCrashAroundBatchCreationNeverPaysTwice(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx, crash := context.WithCancel(t.Context())
+			defer crash()
 			var once sync.Once
 			llm := &fakellm.Server{}
 			var cut cutCreate
