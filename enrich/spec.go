@@ -106,10 +106,25 @@ type ModelSettings struct {
 }
 
 // Prices are a model's list prices in US dollars per million tokens, used to
-// estimate the cost of a run.
+// estimate the cost of a run. CachedInputPerMillion prices the prompt
+// tokens the provider read from its prompt cache; 0 prices them as other
+// prompt tokens. The Batch API costs BatchDiscount of each.
 type Prices struct {
-	InputPerMillion  float64 `yaml:"input_per_million"`
-	OutputPerMillion float64 `yaml:"output_per_million"`
+	InputPerMillion       float64 `yaml:"input_per_million"`
+	CachedInputPerMillion float64 `yaml:"cached_input_per_million"`
+	OutputPerMillion      float64 `yaml:"output_per_million"`
+}
+
+// cost prices prompt tokens (of which cached were cached) and completion
+// tokens.
+func (p Prices) cost(prompt, cached, completion int64) float64 {
+	cachedRate := p.CachedInputPerMillion
+	if cachedRate == 0 {
+		cachedRate = p.InputPerMillion
+	}
+	cached = min(max(cached, 0), prompt)
+	return (float64(prompt-cached)*p.InputPerMillion + float64(cached)*cachedRate +
+		float64(completion)*p.OutputPerMillion) / 1e6
 }
 
 // LexiconConfig maps the lexicon model's label and score onto output fields.
@@ -375,6 +390,7 @@ func (s *Spec) Validate() error {
 	}
 	finite("model.temperature", &s.Model.Temperature)
 	finite("model.prices.input_per_million", &s.Model.Prices.InputPerMillion)
+	finite("model.prices.cached_input_per_million", &s.Model.Prices.CachedInputPerMillion)
 	finite("model.prices.output_per_million", &s.Model.Prices.OutputPerMillion)
 	finite("model.lexicon.neutral_band", s.Model.Lexicon.NeutralBand)
 	s.validateLanguage(bad)

@@ -137,6 +137,7 @@ model:
 		{"  temperature: -.Inf\n", "model.temperature", "-.Inf is not a finite number"},
 		{"  prices: {input_per_million: .inf}\n", "model.prices.input_per_million", ".inf is not a finite number"},
 		{"  prices: {output_per_million: .nan}\n", "model.prices.output_per_million", ".nan is not a finite number"},
+		{"  prices: {cached_input_per_million: .inf}\n", "model.prices.cached_input_per_million", ".inf is not a finite number"},
 		{"  max_attempts: 0.9\n", "model.max_attempts", "0.9 is not an integer"},
 		{"  rpm: 1.5\n", "model.rpm", "1.5 is not an integer"},
 		{"  max_tokens_total: 1e3\n", "", ""},                                 // a whole number, however written

@@ -262,10 +262,14 @@ func closeModel(m enrich.Model) {
 func printUsage(w io.Writer, u enrich.Usage) {
 	fmt.Fprintf(w, "  model requests\t%d\t(%d retries, %d throttled with 429, %d server errors or timeouts, %d batches split)\n",
 		u.Requests, u.Retries, u.Throttled, u.ServerErrors, u.Splits)
-	fmt.Fprintf(w, "  model tokens\t%d\t(prompt %d, completion %d; %.1f per row sent; %d rows sent, %d answered from identical texts)\n",
-		u.PromptTokens+u.CompletionTokens, u.PromptTokens, u.CompletionTokens, u.TokensPerRow(), u.RowsSent, u.DedupHits)
+	fmt.Fprintf(w, "  model tokens\t%d\t(prompt %d of which cached %d, completion %d; %.1f per row sent; %d rows sent, %d answered from identical texts)\n",
+		u.PromptTokens+u.CompletionTokens, u.PromptTokens, u.CachedTokens, u.CompletionTokens, u.TokensPerRow(), u.RowsSent, u.DedupHits)
+	if u.BatchRowsSent > 0 || u.BatchPromptTokens+u.BatchCompletionTokens > 0 {
+		fmt.Fprintf(w, "  batch API tokens\t%d\t(prompt %d of which cached %d, completion %d; %d of the rows sent; at %.0f%% of the prices)\n",
+			u.BatchPromptTokens+u.BatchCompletionTokens, u.BatchPromptTokens, u.BatchCachedTokens, u.BatchCompletionTokens, u.BatchRowsSent, 100*enrich.BatchDiscount)
+	}
 	if u.Prices != (enrich.Prices{}) {
-		fmt.Fprintf(w, "  estimated cost\t$%.4f\t(at the job spec's prices)\n", u.Cost())
+		fmt.Fprintf(w, "  estimated cost\t$%.4f\t(at the job spec's prices; $%.2f per million rows sent)\n", u.Cost(), u.CostPerMillionRows())
 	}
 }
 

@@ -94,7 +94,9 @@ func (m *Metrics) ObserveStage(job, stage string, d time.Duration) {
 // enrich.UsageReporter), read at each scrape: requests, retries, 429s,
 // server errors, tokens by kind, rows sent, rows answered from identical
 // texts and the estimated cost. Tokens per row is
-// enricher_model_tokens_total / enricher_model_rows_sent_total.
+// enricher_model_tokens_total{kind=~"prompt|completion"} /
+// enricher_model_rows_sent_total, the cost per million posts
+// enricher_model_cost_usd_total / enricher_model_rows_sent_total * 1e6.
 type ModelCollector struct {
 	jobs []Job
 }
@@ -108,10 +110,10 @@ var (
 	descModelThrottle = prometheus.NewDesc("enricher_model_throttled_total", "Model answers with HTTP 429, by job.", []string{"job"}, nil)
 	descModelErrors   = prometheus.NewDesc("enricher_model_server_errors_total", "Model answers with 5xx, timeouts and network errors, by job.", []string{"job"}, nil)
 	descModelSplits   = prometheus.NewDesc("enricher_model_splits_total", "Batches asked again in smaller pieces after a partial or unusable answer, by job.", []string{"job"}, nil)
-	descModelTokens   = prometheus.NewDesc("enricher_model_tokens_total", "Tokens the model server reported, by job and kind (prompt, completion).", []string{"job", "kind"}, nil)
+	descModelTokens   = prometheus.NewDesc("enricher_model_tokens_total", "Tokens the model server reported, synchronous and Batch API, by job and kind (prompt, completion, cached: the part of prompt read from the provider's prompt cache).", []string{"job", "kind"}, nil)
 	descModelRows     = prometheus.NewDesc("enricher_model_rows_sent_total", "Distinct rows sent to the model, by job.", []string{"job"}, nil)
 	descModelDedup    = prometheus.NewDesc("enricher_model_dedup_hits_total", "Rows answered from an identical text already asked in this process, by job.", []string{"job"}, nil)
-	descModelCost     = prometheus.NewDesc("enricher_model_cost_usd_total", "Estimated model cost in US dollars at the job spec's prices, by job.", []string{"job"}, nil)
+	descModelCost     = prometheus.NewDesc("enricher_model_cost_usd_total", "Estimated model cost in US dollars at the job spec's prices (cached prompt tokens at the cached-input price, Batch API tokens at half), by job.", []string{"job"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -137,8 +139,9 @@ func (c *ModelCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descModelThrottle, float64(u.Throttled))
 		counter(descModelErrors, float64(u.ServerErrors))
 		counter(descModelSplits, float64(u.Splits))
-		counter(descModelTokens, float64(u.PromptTokens), "prompt")
-		counter(descModelTokens, float64(u.CompletionTokens), "completion")
+		counter(descModelTokens, float64(u.PromptTokens+u.BatchPromptTokens), "prompt")
+		counter(descModelTokens, float64(u.CompletionTokens+u.BatchCompletionTokens), "completion")
+		counter(descModelTokens, float64(u.CachedTokens+u.BatchCachedTokens), "cached")
 		counter(descModelRows, float64(u.RowsSent))
 		counter(descModelDedup, float64(u.DedupHits))
 		counter(descModelCost, u.Cost())

@@ -96,6 +96,7 @@ func TestModelCollectorExportsChatUsage(t *testing.T) {
 	assert.Equal(t, 1.0, counterValue(t, reg, "enricher_model_dedup_hits_total", job))
 	u := chat.Usage()
 	assert.Equal(t, float64(u.PromptTokens), counterValue(t, reg, "enricher_model_tokens_total", map[string]string{"job": "sentiment", "kind": "prompt"}))
+	assert.Equal(t, float64(u.CachedTokens), counterValue(t, reg, "enricher_model_tokens_total", map[string]string{"job": "sentiment", "kind": "cached"}))
 	assert.InDelta(t, float64(u.PromptTokens)/1e6+2*float64(u.CompletionTokens)/1e6, counterValue(t, reg, "enricher_model_cost_usd_total", job), 1e-12)
 	assert.Positive(t, u.PromptTokens)
 }
