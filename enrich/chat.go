@@ -6,14 +6,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,7 +110,7 @@ func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
 	if m.MaxTokensTotal < 0 {
 		bad("model.max_tokens_total", "must not be negative, got %d (0 means no budget)", m.MaxTokensTotal)
 	}
-	if m.Prices.InputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
+	if m.Prices.InputPerMillion < 0 || m.Prices.CachedInputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
 		bad("model.prices", "prices must not be negative")
 	}
 	if m.Temperature < 0 || m.Temperature > 2 {
@@ -312,7 +310,7 @@ func (c *Chat) Annotate(ctx context.Context, items []Item, out []Answer) error {
 				if b >= len(batches) {
 					return nil
 				}
-				c.use.rowsSent.Add(int64(len(batches[b])))
+				c.use.sent(len(batches[b]), false)
 				if err := c.solve(gctx, batches[b], textOf, answers); err != nil {
 					return err
 				}
@@ -461,7 +459,7 @@ func (c *Chat) request(texts []string) (chatRequest, error) {
 	if err != nil {
 		return chatRequest{}, err
 	}
-	maxTokens := len(texts)*c.perRow + answerOverhead
+	maxTokens := answerTokens(c.spec, c.perRow, len(texts))
 	cost := EstimateTokens(c.system) + EstimateTokens(user) + 3*messageOverhead + maxTokens
 	req := openai.ChatCompletionRequest{
 		Model: c.spec.Model.Name,
@@ -651,24 +649,6 @@ func reasoningModel(name string) bool {
 		}
 	}
 	return false
-}
-
-// rowID names a row in a request after its text: four base-36 digits of a
-// hash, so that a model renumbering rows (0, 1, 2, ...) writes ids nobody
-// asked about instead of another row's. taken keeps ids unique in the
-// request.
-func rowID(text string, taken map[string]bool) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(text))
-	x := h.Sum64()
-	for {
-		id := strconv.FormatUint(10*36*36*36+x%(26*36*36*36), 36) // 4 digits, the first a letter
-		if !taken[id] {
-			taken[id] = true
-			return id
-		}
-		x++
-	}
 }
 
 func isContentFilter(err error) bool {

@@ -112,7 +112,9 @@ func requireAnsweredFromText(t *testing.T, ts []string, out []enrich.Answer) {
 		require.Equal(t, enrich.StatusOK, a.Status, "row %d: %s", i, a.Error)
 		want := fakellm.Deterministic(ts[i], fakellm.Field{Name: "sentiment", Type: "string", Enum: []string{"negative", "neutral", "positive"}})
 		require.Equal(t, want, a.Values[0].Str, "row %d sentiment", i)
-		require.InDelta(t, fakellm.Deterministic(ts[i], fakellm.Field{Name: "score", Type: "number"}), a.Values[1].Num, 1e-9, "row %d score", i)
+		// The score travels in hundredths: the fake answers an integer.
+		hundredths := fakellm.Deterministic(ts[i], fakellm.Field{Name: "score", Type: "integer"}).(int64)
+		require.InDelta(t, float64(hundredths)/100, a.Values[1].Num, 1e-12, "row %d score", i)
 	}
 }
 
@@ -141,16 +143,16 @@ func TestChatBatchesRowsAsDataAndMapsAnswersByID(t *testing.T) {
 		assert.LessOrEqual(t, len(r.Rows), 20)
 		assert.Equal(t, []fakellm.Field{
 			{Name: "sentiment", Type: "string", Enum: []string{"negative", "neutral", "positive"}},
-			{Name: "score", Type: "number"},
+			{Name: "score", Type: "integer"},
 		}, r.Fields)
 		// The instructions never contain post text; the user message is
 		// the JSON array and nothing else.
 		assert.NotContains(t, r.System, "weather")
 		assert.True(t, strings.HasPrefix(r.User, "[{"), r.User)
-		// The ids are opaque: a model that renumbers rows 0, 1, 2, ...
-		// names no row.
+		// The ids are opaque letters, one token each: a model that
+		// renumbers rows 0, 1, 2, ... names no row.
 		for _, row := range r.Rows {
-			assert.Regexp(t, `^[a-z][0-9a-z]{3}$`, row.ID)
+			assert.Regexp(t, `^[a-z]{2}$`, row.ID)
 		}
 		assert.Equal(t, "max_tokens", r.MaxTokensField, "the field every server and Azure version knows")
 		require.NotNil(t, r.Temperature, "temperature 0 is sent, not left to the server's default")
@@ -186,6 +188,7 @@ func TestChatRecoversFromEveryFaultOnce(t *testing.T) {
 		"missing row": fakellm.DropRow, "unknown id": fakellm.ExtraRow, "duplicate id": fakellm.DuplicateRow,
 		"wrong type": fakellm.WrongType, "refusal": fakellm.Refusal, "content filter": fakellm.ContentFilter,
 		"prompt filter": fakellm.PromptFilter, "cut off": fakellm.CutOff, "renumbered ids": fakellm.Renumber,
+		"ragged columns": fakellm.RaggedColumns,
 	}
 	for name, fault := range faults {
 		t.Run(name, func(t *testing.T) {
@@ -251,11 +254,77 @@ func TestChatWritesWhatStillFailsWithAReason(t *testing.T) {
 	assert.Equal(t, int64(4), chat.Usage().Splits)
 }
 
+func TestChatReasksARaggedAnswerInHalves(t *testing.T) {
+	t.Parallel()
+	// One field's array one entry short: which value is whose is unknown,
+	// so the whole answer is unreadable and every row is asked again.
+	srv := startServer(t, &fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
+		if r.N == 1 {
+			return fakellm.RaggedColumns
+		}
+		return fakellm.None
+	}})
+	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) { m.MaxConcurrency = 1 }), nil)
+	ts := texts(20)
+	out := make([]enrich.Answer, len(ts))
+	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
+	requireAnsweredFromText(t, ts, out)
+	reqs := srv.Requests()
+	require.Len(t, reqs, 3, "the ragged answer, then its two halves")
+	assert.Len(t, reqs[1].Rows, 10)
+	assert.Len(t, reqs[2].Rows, 10)
+	assert.Equal(t, int64(1), chat.Usage().Splits)
+
+	// Every request ragged: the rows end invalid with the reason.
+	srv = startServer(t, &fakellm.Server{Fault: func(*fakellm.Request) fakellm.Fault { return fakellm.RaggedColumns }})
+	chat = newChat(t, chatSpec(t, srv, nil), nil)
+	out = make([]enrich.Answer, 2)
+	require.NoError(t, chat.Annotate(context.Background(), items(texts(2)), out))
+	for _, a := range out {
+		assert.Equal(t, enrich.StatusInvalidOutput, a.Status)
+		assert.Contains(t, a.Error, `answer's "score" has 0 entries for 1 ids`, "asked again alone, still ragged")
+	}
+}
+
+func TestChatCountsAndPricesCachedPromptTokens(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, &fakellm.Server{})
+	spec := chatSpec(t, srv, func(m *enrich.ModelSettings) {
+		m.MaxConcurrency = 1
+		m.Prices = enrich.Prices{InputPerMillion: 1, CachedInputPerMillion: 0.25, OutputPerMillion: 4}
+	})
+	// A system prompt above the 1024 tokens a provider caches from: every
+	// request after the first reads it from the cache.
+	spec.Prompt.System += "\n" + strings.Repeat("Read the whole post before you decide. ", 130)
+	chat := newChat(t, spec, nil)
+	ts := texts(60)
+	require.NoError(t, chat.Annotate(context.Background(), items(ts), make([]enrich.Answer, len(ts))))
+	require.Len(t, srv.Requests(), 3)
+	u := chat.Usage()
+	// The fake counts a prefix of 1024 tokens and more in steps of 128,
+	// as OpenAI does; the first request had nothing to share.
+	assert.GreaterOrEqual(t, u.CachedTokens, int64(2*1024))
+	assert.Zero(t, u.CachedTokens%128)
+	assert.Less(t, u.CachedTokens, u.PromptTokens, "cached tokens are part of the prompt tokens")
+	assert.Zero(t, u.BatchPromptTokens+u.BatchCompletionTokens+u.BatchCachedTokens)
+	want := (float64(u.PromptTokens-u.CachedTokens)*1 + float64(u.CachedTokens)*0.25 + float64(u.CompletionTokens)*4) / 1e6
+	assert.InDelta(t, want, u.Cost(), 1e-12)
+	assert.InDelta(t, want/60*1e6, u.CostPerMillionRows(), 1e-9)
+	assert.Contains(t, u.String(), fmt.Sprintf("cached_tokens=%d ", u.CachedTokens))
+	assert.Contains(t, u.String(), fmt.Sprintf("est_usd_per_million_rows=%.2f", u.CostPerMillionRows()))
+
+	// A short prompt is never cached.
+	short := startServer(t, &fakellm.Server{})
+	chat = newChat(t, chatSpec(t, short, nil), nil)
+	require.NoError(t, chat.Annotate(context.Background(), items(ts), make([]enrich.Answer, len(ts))))
+	assert.Zero(t, chat.Usage().CachedTokens)
+}
+
 func TestChatPersistentInvalidAnswerIsInvalidOutput(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, &fakellm.Server{Answer: func(text string, f fakellm.Field) any {
 		if f.Name == "score" && strings.HasPrefix(text, "post number 4:") {
-			return 7.5 // out of [-1, 1]
+			return int64(750) // 7.5, out of [-1, 1]
 		}
 		return fakellm.Deterministic(text, f)
 	}})
@@ -459,6 +528,7 @@ outputs: [{name: label, type: string}]
 		"negative rpm":             {`{provider: openai, rpm: -1}`, "p", "model.rpm: must not be negative"},
 		"bad timeout":              {`{provider: openai, timeout: soon}`, "p", `model.timeout: "soon" is not a positive duration`},
 		"unknown provider":         {`{provider: bard}`, "p", `model.provider: "bard" is not one of lexicon, openai, azure, noop`},
+		"negative cached price":    {`{provider: openai, prices: {cached_input_per_million: -0.1}}`, "p", "model.prices: prices must not be negative"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -11,10 +11,13 @@ import (
 
 // The wire contract with chat models. The user message is a JSON array of
 // {"id": "...", "text": "..."} objects, so post text is always data inside a
-// JSON string, never part of the instructions. The answer must be the JSON
-// object {"results": [{"id": "...", <one member per output field>}]},
-// enforced by a strict JSON-schema response format generated from the
-// job's output fields and checked again here.
+// JSON string, never part of the instructions. The answer is columnar: the
+// JSON object {"id": ["ab", "cd", ...], <one array per output field>}, where
+// the i-th entry of every array belongs to the i-th id. Each id is written
+// once and each field name once per answer, not once per row, and ids are
+// one token each (rowid.go): about half the answer tokens of an array of
+// row objects. A strict JSON-schema response format generated from the
+// job's output fields enforces the shape; parseAnswer checks it again.
 
 // promptRow is one row of the user message.
 type promptRow struct {
@@ -34,19 +37,28 @@ func userMessage(rows []promptRow) (string, error) {
 }
 
 // systemMessage is the job's prompt followed by the answer format, derived
-// from the output fields.
+// from the output fields. Nothing in it depends on the rows of a request,
+// so it is the same prefix in every request of a job (what a provider's
+// prompt cache can reuse).
 func systemMessage(s *Spec) string {
 	var b strings.Builder
 	b.WriteString(strings.TrimSpace(s.Prompt.System))
-	b.WriteString("\n\nAnswer with one JSON object {\"results\": [...]} holding exactly one entry per input post, with the post's id copied unchanged and these fields:\n")
+	b.WriteString("\n\nAnswer with one JSON object of arrays, each with exactly one entry per input post:\n")
+	b.WriteString("- id: the posts' ids, copied unchanged\n")
+	numbers := false
 	for _, f := range s.Outputs {
 		fmt.Fprintf(&b, "- %s: %s", f.Name, describeType(f))
 		if f.Description != "" {
 			fmt.Fprintf(&b, ". %s", strings.TrimSpace(f.Description))
 		}
 		b.WriteByte('\n')
+		numbers = numbers || (f.Type == TypeDouble && !hundredths(f))
 	}
-	return strings.TrimSuffix(b.String(), "\n")
+	b.WriteString("The i-th entry of every array is about the post with the i-th id.")
+	if numbers {
+		b.WriteString(" Write numbers with at most two decimals.")
+	}
+	return b.String()
 }
 
 func describeType(f Field) string {
@@ -64,6 +76,10 @@ func describeType(f Field) string {
 		}
 	case TypeDouble:
 		d = "a number"
+		if hundredths(f) {
+			return fmt.Sprintf("an integer from %g to %g: hundredths of a number from %g to %g (write -0.42 as -42)",
+				100**f.Min, 100**f.Max, *f.Min, *f.Max)
+		}
 	case TypeLong:
 		d = "an integer"
 	case TypeBoolean:
@@ -80,60 +96,94 @@ func describeType(f Field) string {
 	return d
 }
 
-// responseSchema is the strict JSON schema of an answer. Strict mode wants
-// every property required and no others; ranges are not expressible there
-// on every provider, so they are stated in the prompt and checked here.
+// responseSchema is the strict JSON schema of an answer: an array of ids
+// and one array per output field whose items are the field's schema. Strict
+// mode wants every property required and no others; ranges are not
+// expressible there on every provider, so they are stated in the prompt and
+// checked here, like the arrays' equal lengths. Properties keep the spec's
+// order (id first): a strict answer writes its members in schema order.
 func responseSchema(s *Spec) json.RawMessage {
-	props := map[string]any{"id": map[string]any{"type": "string"}}
+	props := object{{"id", object{{"type", "array"}, {"items", object{{"type", "string"}}}}}}
 	required := []string{"id"}
 	for _, f := range s.Outputs {
-		var p map[string]any
+		var item object
 		switch f.Type {
 		case TypeString:
-			p = map[string]any{"type": "string"}
+			item = object{{"type", "string"}}
 			if len(f.Enum) > 0 {
-				p["enum"] = f.Enum
+				item = append(item, member{"enum", f.Enum})
 			}
 		case TypeStringList:
-			item := map[string]any{"type": "string"}
+			inner := object{{"type", "string"}}
 			if len(f.Enum) > 0 {
-				item["enum"] = f.Enum
+				inner = append(inner, member{"enum", f.Enum})
 			}
-			p = map[string]any{"type": "array", "items": item}
+			item = object{{"type", "array"}, {"items", inner}}
 		case TypeDouble:
-			p = map[string]any{"type": "number"}
+			item = object{{"type", "number"}}
+			if hundredths(f) {
+				item = object{{"type", "integer"}}
+			}
 		case TypeLong:
-			p = map[string]any{"type": "integer"}
+			item = object{{"type", "integer"}}
 		case TypeBoolean:
-			p = map[string]any{"type": "boolean"}
+			item = object{{"type", "boolean"}}
 		}
-		if f.Description != "" {
-			p["description"] = f.Description
+		p := object{{"type", "array"}, {"items", item}}
+		if d := strings.TrimSpace(f.Description); d != "" || hundredths(f) {
+			if hundredths(f) {
+				d = strings.TrimSpace(d + " In hundredths: an integer from " +
+					strconv.FormatFloat(100**f.Min, 'g', -1, 64) + " to " + strconv.FormatFloat(100**f.Max, 'g', -1, 64) + ".")
+			}
+			p = append(p, member{"description", d})
 		}
-		props[f.Name] = p
+		props = append(props, member{f.Name, p})
 		required = append(required, f.Name)
 	}
-	schema := map[string]any{
-		"type": "object",
-		"properties": map[string]any{
-			"results": map[string]any{
-				"type": "array",
-				"items": map[string]any{
-					"type":                 "object",
-					"properties":           props,
-					"required":             required,
-					"additionalProperties": false,
-				},
-			},
-		},
-		"required":             []string{"results"},
-		"additionalProperties": false,
+	schema := object{
+		{"type", "object"},
+		{"properties", props},
+		{"required", required},
+		{"additionalProperties", false},
 	}
 	raw, err := json.Marshal(schema)
 	if err != nil {
-		panic(fmt.Sprintf("response schema: %v", err)) // maps of strings always marshal
+		panic(fmt.Sprintf("response schema: %v", err)) // strings and booleans always marshal
 	}
 	return raw
+}
+
+// object is a JSON object that keeps the order of its members (json.Marshal
+// sorts a map's keys).
+type object []member
+
+type member struct {
+	key   string
+	value any
+}
+
+// MarshalJSON implements json.Marshaler.
+func (o object) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, m := range o {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		k, err := json.Marshal(m.key)
+		if err != nil {
+			return nil, fmt.Errorf("key %q: %w", m.key, err)
+		}
+		v, err := json.Marshal(m.value)
+		if err != nil {
+			return nil, fmt.Errorf("member %q: %w", m.key, err)
+		}
+		b.Write(k)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
 }
 
 // EstimateTokens is the token estimate used for rate limiting and budgets:
@@ -146,18 +196,22 @@ func EstimateTokens(s string) int {
 }
 
 // messageOverhead is what each chat message costs beyond its text;
-// answerOverhead is the max_tokens of an answer beyond its rows.
+// answerOverhead is the max_tokens of an answer beyond its rows and field
+// names (braces, brackets, the id member).
 const (
 	messageOverhead = 4
 	answerOverhead  = 16
 )
 
-// rowTokens estimates the answer tokens of one row: its id and braces plus,
-// per field, its name and a value (the longest enum value, a number).
+// rowTokens estimates, as an upper bound, the answer tokens of one row in
+// the columnar answer: its id (one token) and a separator, and per field
+// a value and a separator: the longest enum value (one token per four
+// bytes, which English words stay below), a number (a sign, up to three
+// digits, a point and up to three decimals), a boolean. Measured with
+// tiktoken, the sentiment job writes 8 tokens a row where this says 11.
 func rowTokens(s *Spec) int {
-	n := 8
+	n := 3
 	for _, f := range s.Outputs {
-		n += EstimateTokens(f.Name) + 3
 		switch f.Type {
 		case TypeString, TypeStringList:
 			longest := 16
@@ -168,11 +222,18 @@ func rowTokens(s *Spec) int {
 				}
 			}
 			if f.Type == TypeStringList {
-				longest *= 4
+				n += 4*((longest+3)/4+1) + 2
+			} else {
+				n += (longest+3)/4 + 1
 			}
-			n += (longest+3)/4 + 2
-		case TypeDouble, TypeLong:
-			n += 6
+		case TypeDouble:
+			if hundredths(f) {
+				n += 3
+			} else {
+				n += 5
+			}
+		case TypeLong:
+			n += 4
 		case TypeBoolean:
 			n += 2
 		}
@@ -180,22 +241,55 @@ func rowTokens(s *Spec) int {
 	return n
 }
 
+// answerTokens is the max_tokens of a request for n rows at perRow tokens a
+// row: the rows plus what an answer writes once (its braces, and each
+// field's name with its quotes, colon and brackets).
+func answerTokens(s *Spec, perRow, n int) int {
+	fixed := answerOverhead
+	for _, f := range s.Outputs {
+		fixed += EstimateTokens(f.Name) + 3
+	}
+	return n*perRow + fixed
+}
+
 // parseAnswer checks a model's answer to the rows with the given ids. It
 // returns one Answer per id, in order: ok with typed values, or
 // invalid_output with the reason (missing, answered twice, wrong type,
-// out of range). The error is for an answer that cannot be read at all.
-// Ids the model made up are counted in unknown and otherwise ignored.
+// out of range). The error is for an answer that cannot be read at all:
+// not a JSON object, an array missing, arrays of different lengths (which
+// entry belongs to which id is then unknown). Ids the model made up are
+// counted in unknown and otherwise ignored.
 func parseAnswer(content string, ids []string, fields []Field) (answers []Answer, unknown int, err error) {
-	var doc struct {
-		Results []map[string]json.RawMessage `json:"results"`
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(content), &doc); err != nil {
+		return nil, 0, fmt.Errorf("answer is not the JSON object {\"id\": [...], ...}: %w", err)
 	}
-	dec := json.NewDecoder(strings.NewReader(content))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil {
-		return nil, 0, fmt.Errorf("answer is not the JSON object {\"results\": [...]}: %w", err)
+	if doc == nil {
+		return nil, 0, fmt.Errorf("answer is null, not the JSON object {\"id\": [...], ...}")
 	}
-	if doc.Results == nil {
-		return nil, 0, fmt.Errorf("answer has no \"results\" array")
+	column := func(name string) ([]json.RawMessage, error) {
+		raw, ok := doc[name]
+		if !ok {
+			return nil, fmt.Errorf("answer has no %q array", name)
+		}
+		var col []json.RawMessage
+		if err := json.Unmarshal(raw, &col); err != nil || col == nil {
+			return nil, fmt.Errorf("answer's %q is %s, not an array", name, clip(raw))
+		}
+		return col, nil
+	}
+	idCol, err := column("id")
+	if err != nil {
+		return nil, 0, err
+	}
+	cols := make([][]json.RawMessage, len(fields))
+	for k, f := range fields {
+		if cols[k], err = column(f.Name); err != nil {
+			return nil, 0, err
+		}
+		if len(cols[k]) != len(idCol) {
+			return nil, 0, fmt.Errorf("answer's %q has %d entries for %d ids", f.Name, len(cols[k]), len(idCol))
+		}
 	}
 	index := make(map[string]int, len(ids))
 	for i, id := range ids {
@@ -206,8 +300,9 @@ func parseAnswer(content string, ids []string, fields []Field) (answers []Answer
 		answers[i] = Answer{Status: StatusInvalidOutput, Error: "the model did not answer this row"}
 	}
 	seen := make([]bool, len(ids))
-	for _, r := range doc.Results {
-		id, ok := readID(r["id"])
+	row := make([]json.RawMessage, len(fields))
+	for r, raw := range idCol {
+		id, ok := readID(raw)
 		if !ok {
 			unknown++
 			continue
@@ -222,7 +317,10 @@ func parseAnswer(content string, ids []string, fields []Field) (answers []Answer
 			continue
 		}
 		seen[i] = true
-		answers[i] = readValues(r, fields)
+		for k := range fields {
+			row[k] = cols[k][r]
+		}
+		answers[i] = readValues(row, fields)
 	}
 	return answers, unknown, nil
 }
@@ -246,11 +344,13 @@ func readID(raw json.RawMessage) (string, bool) {
 	return "", false
 }
 
-func readValues(r map[string]json.RawMessage, fields []Field) Answer {
+// readValues reads one row's values, row[k] being the raw value of
+// fields[k].
+func readValues(row []json.RawMessage, fields []Field) Answer {
 	values := make([]Value, len(fields))
 	for k, f := range fields {
-		raw, ok := r[f.Name]
-		if !ok || string(raw) == "null" {
+		raw := row[k]
+		if len(raw) == 0 || string(raw) == "null" {
 			return Answer{Status: StatusInvalidOutput, Error: fmt.Sprintf("%s: missing", f.Name)}
 		}
 		v, err := readValue(raw, f)
@@ -284,6 +384,14 @@ func readValue(raw json.RawMessage, f Field) (Value, error) {
 			return v, fmt.Errorf("%s is not true or false", clip(raw))
 		}
 	case TypeDouble:
+		if hundredths(f) {
+			i, err := readInteger(raw)
+			if err != nil {
+				return v, fmt.Errorf("%w (hundredths)", err)
+			}
+			v.Num = float64(i) / 100
+			break
+		}
 		var n json.Number
 		if err := json.Unmarshal(raw, &n); err != nil || !isNumber(raw) {
 			return v, fmt.Errorf("%s is not a number", clip(raw))
@@ -294,22 +402,40 @@ func readValue(raw json.RawMessage, f Field) (Value, error) {
 		}
 		v.Num = x
 	case TypeLong:
-		var n json.Number
-		if err := json.Unmarshal(raw, &n); err != nil || !isNumber(raw) {
-			return v, fmt.Errorf("%s is not a number", clip(raw))
-		}
-		i, err := n.Int64()
+		i, err := readInteger(raw)
 		if err != nil {
-			// 3.0 is an integer written as a float; 3.5 is not.
-			x, ferr := n.Float64()
-			if ferr != nil || x != math.Trunc(x) || math.Abs(x) > 1<<53 {
-				return v, fmt.Errorf("%s is not an integer", clip(raw))
-			}
-			i = int64(x)
+			return v, err
 		}
 		v.Int = i
 	}
 	return v, nil
+}
+
+// readInteger reads a JSON integer; 3.0 is an integer written as a float,
+// 3.5 is not.
+func readInteger(raw json.RawMessage) (int64, error) {
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err != nil || !isNumber(raw) {
+		return 0, fmt.Errorf("%s is not a number", clip(raw))
+	}
+	i, err := n.Int64()
+	if err != nil {
+		x, ferr := n.Float64()
+		if ferr != nil || x != math.Trunc(x) || math.Abs(x) > 1<<53 {
+			return 0, fmt.Errorf("%s is not an integer", clip(raw))
+		}
+		i = int64(x)
+	}
+	return i, nil
+}
+
+// hundredths reports whether a double field travels as an integer number
+// of hundredths: one whose range lies within [-1, 1], such as a polarity or
+// a probability. "-42" is two tokens where "-0.42" is four, and the
+// sentiment job's answer is half numbers; two decimals are what the
+// prompt asks of other numbers too.
+func hundredths(f Field) bool {
+	return f.Type == TypeDouble && f.Min != nil && f.Max != nil && *f.Min >= -1 && *f.Max <= 1
 }
 
 // isNumber tells a JSON number from a string holding one, which
@@ -344,5 +470,5 @@ func RequestMessages(spec *Spec, texts []string) (system, user string, maxTokens
 	if perRow == 0 {
 		perRow = rowTokens(spec)
 	}
-	return systemMessage(spec), user, len(texts)*perRow + answerOverhead, nil
+	return systemMessage(spec), user, answerTokens(spec, perRow, len(texts)), nil
 }

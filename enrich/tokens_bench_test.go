@@ -3,6 +3,7 @@ package enrich_test
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -31,14 +32,20 @@ func valTexts(b *testing.B) []string {
 	return strings.Split(strings.TrimRight(string(raw), "\n"), "\n")
 }
 
+// gpt4oMini is gpt-4o-mini's list price on OpenAI, in US dollars per million
+// tokens (the Batch API: enrich.BatchDiscount of each).
+var gpt4oMini = enrich.Prices{InputPerMillion: 0.15, CachedInputPerMillion: 0.075, OutputPerMillion: 0.60}
+
 // BenchmarkTokensPerRow counts, with a real tokenizer (o200k_base, the
 // encoding of the gpt-4o family, from tiktoken-go's offline loader), what
 // the sentiment job costs per row at several rows_per_request on the
 // TweetEval validation tweets: the prompt (system message shared by the
-// batch, the JSON array of posts, per-message overhead) and the answer
-// (the results object a model returns). It also reports the estimate the
-// limiter charges against TPM (prompt estimate plus max_tokens). Run with
-// -benchtime 1x: the figures are counts, not times.
+// batch, the JSON array of posts, per-message overhead), the part of it a
+// provider would read from its prompt cache, and the answer (the columnar
+// object a model returns). It prices them at gpt-4o-mini's list prices,
+// synchronously and through the Batch API, per million posts, and reports
+// the estimate the limiter charges against TPM (prompt estimate plus
+// max_tokens). Run with -benchtime 1x: the figures are counts, not times.
 func BenchmarkTokensPerRow(b *testing.B) {
 	texts := valTexts(b)
 	tiktoken.SetBpeLoader(tiktoken_loader.NewOfflineLoader())
@@ -53,9 +60,9 @@ func BenchmarkTokensPerRow(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var prompt, answer, charged, rows int
+			var prompt, cached, answer, charged, rows int
 			for b.Loop() {
-				prompt, answer, charged, rows = 0, 0, 0, 0
+				prompt, cached, answer, charged, rows = 0, 0, 0, 0, 0
 				for start := 0; start < len(texts); start += rpr {
 					batch := texts[start:min(start+rpr, len(texts))]
 					system, user, maxTokens, err := enrich.RequestMessages(spec, batch)
@@ -64,45 +71,85 @@ func BenchmarkTokensPerRow(b *testing.B) {
 					}
 					// 3 tokens per message and 3 to prime the answer, as
 					// OpenAI counts chat messages.
-					prompt += count(system) + count(user) + 2*3 + 3
+					p := count(system) + count(user) + 2*3 + 3
+					prompt += p
+					if start > 0 {
+						cached += cachedTokens(p, 3+count(system))
+					}
 					answer += count(answerFor(b, spec, user))
 					charged += enrich.EstimateTokens(system) + enrich.EstimateTokens(user) + 12 + maxTokens
 					rows += len(batch)
 				}
 			}
+			sync := enrich.Usage{RowsSent: int64(rows), PromptTokens: int64(prompt), CachedTokens: int64(cached), CompletionTokens: int64(answer), Prices: gpt4oMini}
+			batch := enrich.Usage{RowsSent: int64(rows), BatchRowsSent: int64(rows), BatchPromptTokens: int64(prompt), BatchCachedTokens: int64(cached), BatchCompletionTokens: int64(answer), Prices: gpt4oMini}
 			b.ReportMetric(float64(prompt)/float64(rows), "prompt_tokens/row")
+			b.ReportMetric(float64(cached)/float64(rows), "cached_tokens/row")
 			b.ReportMetric(float64(answer)/float64(rows), "answer_tokens/row")
 			b.ReportMetric(float64(prompt+answer)/float64(rows), "tiktoken_tokens/row")
 			b.ReportMetric(float64(charged)/float64(rows), "estimated_tokens/row")
+			b.ReportMetric(sync.CostPerMillionRows(), "usd_per_million_sync")
+			b.ReportMetric(batch.CostPerMillionRows(), "usd_per_million_batch")
 		})
 	}
 }
 
+// cachedTokens is what OpenAI's prompt cache serves of a prompt of n tokens
+// whose first shared tokens (the system message) every request of the job
+// repeats: nothing below 1024 tokens, else the shared prefix in steps of
+// 128 tokens.
+func cachedTokens(n, shared int) int {
+	if n < 1024 || shared < 1024 {
+		return 0
+	}
+	return min(n, shared/128*128)
+}
+
 // answerFor is the answer a model gives to the rows of a user message: the
-// results object with one entry per row, values as the fake server picks
-// them.
+// columnar object, values as the fake server picks them, numbers with at
+// most two decimals as the prompt asks (and a score in [-1, 1] as an
+// integer of hundredths), written as short as JSON allows.
 func answerFor(b *testing.B, spec *enrich.Spec, user string) string {
 	var rows []struct{ ID, Text string }
 	if err := json.Unmarshal([]byte(user), &rows); err != nil {
 		b.Fatal(err)
 	}
-	results := make([]map[string]any, len(rows))
+	var out strings.Builder
+	out.WriteString(`{"id":[`)
 	for i, row := range rows {
-		text := row.Text
-		r := map[string]any{"id": row.ID}
-		for _, f := range spec.Outputs {
-			ft := "string"
-			if f.Type == enrich.TypeDouble {
-				ft = "number"
-			}
-			v := fakellm.Deterministic(text, fakellm.Field{Name: f.Name, Type: ft, Enum: f.Enum})
-			if x, ok := v.(float64); ok {
-				v = json.Number(fmt.Sprintf("%.2f", x)) // models write short numbers
-			}
-			r[f.Name] = v
+		if i > 0 {
+			out.WriteByte(',')
 		}
-		results[i] = r
+		out.WriteString(strconv.Quote(row.ID))
 	}
-	out, _ := json.Marshal(map[string]any{"results": results})
-	return string(out)
+	out.WriteByte(']')
+	for _, f := range spec.Outputs {
+		ft := "string"
+		if f.Type == enrich.TypeDouble {
+			ft = "number"
+		}
+		// A double in [-1, 1] travels as an integer of hundredths.
+		hundredths := f.Type == enrich.TypeDouble && f.Min != nil && f.Max != nil && *f.Min >= -1 && *f.Max <= 1
+		fmt.Fprintf(&out, ",%q:[", f.Name)
+		for i, row := range rows {
+			if i > 0 {
+				out.WriteByte(',')
+			}
+			v := fakellm.Deterministic(row.Text, fakellm.Field{Name: f.Name, Type: ft, Enum: f.Enum})
+			if x, ok := v.(float64); ok {
+				v = json.Number(strconv.FormatFloat(math.Round(x*100)/100, 'f', -1, 64))
+				if hundredths {
+					v = int64(math.Round(x * 100))
+				}
+			}
+			raw, err := json.Marshal(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out.Write(raw)
+		}
+		out.WriteByte(']')
+	}
+	out.WriteByte('}')
+	return out.String()
 }

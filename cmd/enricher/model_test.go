@@ -28,7 +28,8 @@ import (
 
 var (
 	sentimentField = fakellm.Field{Name: "sentiment", Type: "string", Enum: []string{"negative", "neutral", "positive"}}
-	scoreField     = fakellm.Field{Name: "score", Type: "number"}
+	// The score, in [-1, 1], travels as an integer of hundredths.
+	scoreField = fakellm.Field{Name: "score", Type: "integer"}
 )
 
 func startLLM(t *testing.T, s *fakellm.Server) *fakellm.Server {
@@ -90,7 +91,7 @@ func requireRowsFromTheirOwnText(t *testing.T, rows []map[string]any, lines []st
 		assert.Equal(t, fakellm.Deterministic(text, sentimentField), r["sentiment"], "post %d", id)
 		score, err := r["score"].(json.Number).Float64()
 		require.NoError(t, err)
-		assert.InDelta(t, fakellm.Deterministic(text, scoreField), score, 1e-9, "post %d", id)
+		assert.InDelta(t, float64(fakellm.Deterministic(text, scoreField).(int64))/100, score, 1e-9, "post %d", id)
 	}
 }
 

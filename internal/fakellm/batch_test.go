@@ -71,9 +71,9 @@ func (c *clock) at(d time.Duration) {
 // JSON array in the user message, the answer's JSON schema.
 func chatBody(model string, rows []fakellm.Row) openai.ChatCompletionRequest {
 	user, _ := json.Marshal(rows)
-	schema := json.RawMessage(`{"type":"object","properties":{"results":{"type":"array","items":{"type":"object",
-		"properties":{"id":{"type":"string"},"sentiment":{"type":"string","enum":["negative","neutral","positive"]},"score":{"type":"number"}},
-		"required":["id","sentiment","score"],"additionalProperties":false}}},"required":["results"],"additionalProperties":false}`)
+	schema := json.RawMessage(`{"type":"object","properties":{"id":{"type":"array","items":{"type":"string"}},
+		"sentiment":{"type":"array","items":{"type":"string","enum":["negative","neutral","positive"]}},"score":{"type":"array","items":{"type":"integer"}}},
+		"required":["id","sentiment","score"],"additionalProperties":false}`)
 	return openai.ChatCompletionRequest{
 		Model: model,
 		Messages: []openai.ChatCompletionMessage{

@@ -3,17 +3,20 @@
 // (POST /v1/chat/completions, bearer token) and the Azure form
 // (POST /openai/deployments/{name}/chat/completions?api-version=..., api-key
 // header), answers the enricher's batch prompts with deterministic values
-// derived from each post's text, and can enforce requests- and
-// tokens-per-minute quotas with 429 + Retry-After, add latency, and inject
-// every fault a real provider produces: 5xx, hangs, malformed bodies,
-// missing, extra and duplicated ids, wrong types, refusals, content filters
-// and cut-off answers. Like careless or hostile servers, it can echo the key
-// it was sent back in every text it writes: refusals, answer values, finish
-// reasons, error bodies, the status line, a malformed response; and it can
-// redirect to another address.
+// derived from each post's text, in the columnar form the enricher asks for
+// ({"id": [...], <one array per field>}), and can enforce requests- and
+// tokens-per-minute quotas with 429 + Retry-After, add latency, report
+// prompt-cache hits the way OpenAI does, and inject every fault a real
+// provider produces: 5xx, hangs, malformed bodies, missing, extra and
+// duplicated ids, arrays of unequal length, wrong types, refusals, content
+// filters and cut-off answers. Like careless or hostile servers, it can echo
+// the key it was sent back in every text it writes: refusals, answer values,
+// finish reasons, error bodies, the status line, a malformed response; and
+// it can redirect to another address.
 package fakellm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +24,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +65,8 @@ const (
 	EchoStatusLine   // 500 whose status line's reason phrase is the key
 	EchoMalformed    // not HTTP: the key and a blank line, then the connection closes
 	Redirect         // 307 to Server.RedirectTo with the request's path
+
+	RaggedColumns // the last field's array is one entry shorter than the ids
 )
 
 // Row is one post of a request's user message.
@@ -149,6 +155,7 @@ type Server struct {
 	requests []Request
 	stats    Stats
 	batch    batchStore
+	prompts  []seenPrompt // for the prompt cache
 }
 
 // Stats counts what the server did.
@@ -393,7 +400,7 @@ func (s *Server) completion(req *Request, fault Fault) map[string]any {
 		st.Answered++
 		st.RowsAnswered += len(req.Rows)
 	})
-	prompt := EstimateTokens(req.System) + EstimateTokens(req.User) + 12
+	prompt, cached := s.promptTokens(req)
 	return map[string]any{
 		"id":      fmt.Sprintf("chatcmpl-%d", req.N),
 		"object":  "chat.completion",
@@ -405,11 +412,60 @@ func (s *Server) completion(req *Request, fault Fault) map[string]any {
 			"message":       map[string]any{"role": "assistant", "content": content, "refusal": refusal},
 		}},
 		"usage": map[string]any{
-			"prompt_tokens":     prompt,
-			"completion_tokens": EstimateTokens(content),
-			"total_tokens":      prompt + EstimateTokens(content),
+			"prompt_tokens":         prompt,
+			"completion_tokens":     EstimateTokens(content),
+			"total_tokens":          prompt + EstimateTokens(content),
+			"prompt_tokens_details": map[string]any{"cached_tokens": cached},
 		},
 	}
+}
+
+// Prompt caching as OpenAI does it: a prompt of at least 1024 tokens reuses
+// the longest prefix it shares with a prompt seen in the last few minutes,
+// counted in increments of 128 tokens from 1024.
+const (
+	cacheMinTokens = 1024
+	cacheIncrement = 128
+	cacheTTL       = 5 * time.Minute
+	cacheKeep      = 64 // the recent prompts remembered
+)
+
+type seenPrompt struct {
+	text string
+	at   time.Time
+}
+
+// promptTokens is a request's prompt tokens (estimated as EstimateTokens
+// does, plus four per message and four to prime the answer) and those of
+// them read from the prompt cache, then remembers the prompt for later
+// requests.
+func (s *Server) promptTokens(req *Request) (prompt, cached int) {
+	prompt = EstimateTokens(req.System) + EstimateTokens(req.User) + 12
+	text := req.System + "\n" + req.User
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	longest := 0
+	kept := s.prompts[:0]
+	for _, p := range s.prompts {
+		if now.Sub(p.at) > cacheTTL {
+			continue
+		}
+		kept = append(kept, p)
+		n := 0
+		for n < len(text) && n < len(p.text) && text[n] == p.text[n] {
+			n++
+		}
+		longest = max(longest, n)
+	}
+	s.prompts = append(kept, seenPrompt{text: text, at: now})
+	if len(s.prompts) > cacheKeep {
+		s.prompts = s.prompts[len(s.prompts)-cacheKeep:]
+	}
+	if shared := longest / 4; prompt >= cacheMinTokens && shared >= cacheMinTokens {
+		cached = min(shared/cacheIncrement*cacheIncrement, prompt)
+	}
+	return prompt, cached
 }
 
 // read fills req from the body: rows from the user message, fields from
@@ -437,37 +493,41 @@ func (s *Server) read(req *Request, body *chatRequest) error {
 		return fmt.Errorf("response_format json_schema is required")
 	}
 	req.Strict = body.ResponseFormat.JSONSchema.Strict
+	// The columnar answer: {"id": [...], <field>: [<field's items>], ...}.
+	type prop struct {
+		Type  string   `json:"type"`
+		Enum  []string `json:"enum"`
+		Items *struct {
+			Enum []string `json:"enum"`
+		} `json:"items"`
+	}
 	var schema struct {
-		Properties struct {
-			Results struct {
-				Items struct {
-					Properties map[string]struct {
-						Type  string   `json:"type"`
-						Enum  []string `json:"enum"`
-						Items *struct {
-							Enum []string `json:"enum"`
-						} `json:"items"`
-					} `json:"properties"`
-					Required []string `json:"required"`
-				} `json:"items"`
-			} `json:"results"`
+		Properties map[string]struct {
+			Type  string `json:"type"`
+			Items *prop  `json:"items"`
 		} `json:"properties"`
+		Required []string `json:"required"`
 	}
 	if err := json.Unmarshal(body.ResponseFormat.JSONSchema.Schema, &schema); err != nil {
 		return fmt.Errorf("json_schema.schema: %v", err)
 	}
-	items := schema.Properties.Results.Items
-	for _, name := range items.Required {
+	if id, ok := schema.Properties["id"]; !ok || id.Type != "array" || !slices.Contains(schema.Required, "id") {
+		return fmt.Errorf("json_schema.schema: no required array property \"id\"")
+	}
+	for _, name := range schema.Required {
 		if name == "id" {
 			continue
 		}
-		p, ok := items.Properties[name]
+		p, ok := schema.Properties[name]
 		if !ok {
 			return fmt.Errorf("required %q has no property", name)
 		}
-		f := Field{Name: name, Type: p.Type, Enum: p.Enum}
-		if p.Items != nil {
-			f.Enum = p.Items.Enum
+		if p.Type != "array" || p.Items == nil {
+			return fmt.Errorf("property %q is not an array with items", name)
+		}
+		f := Field{Name: name, Type: p.Items.Type, Enum: p.Items.Enum}
+		if p.Items.Items != nil {
+			f.Enum = p.Items.Items.Enum
 		}
 		req.Fields = append(req.Fields, f)
 	}
@@ -543,54 +603,84 @@ func (s *Server) answer(req *Request, fault Fault) (content string, finish strin
 	case ContentFilter:
 		return "", "content_filter", ""
 	case MalformedJSON:
-		return `{"results": [{"id": "` + firstID(req) + `", oops`, "stop", ""
+		return `{"id": ["` + firstID(req) + `", oops`, "stop", ""
 	}
-	results := make([]map[string]any, 0, len(req.Rows)+1)
+	// The columnar answer: the ids, then one array per field, the i-th
+	// entry of each about the i-th id.
+	ids := make([]any, 0, len(req.Rows)+1)
+	cols := make([][]any, len(req.Fields))
 	for _, row := range req.Rows {
-		m := map[string]any{"id": row.ID}
-		for _, f := range req.Fields {
-			m[f.Name] = s.Answer(row.Text, f)
+		ids = append(ids, row.ID)
+		for k, f := range req.Fields {
+			v := s.Answer(row.Text, f)
 			if fault == EchoValues {
 				switch f.Type {
 				case "string":
-					m[f.Name] = s.echo(req)
+					v = s.echo(req)
 				case "array":
-					m[f.Name] = []string{s.echo(req)}
+					v = []string{s.echo(req)}
 				}
 			}
+			cols[k] = append(cols[k], v)
 		}
-		results = append(results, m)
 	}
-	if len(results) > 0 {
+	if len(ids) > 0 {
 		switch fault {
 		case DropRow:
-			results = results[1:]
-		case DuplicateRow:
-			results = append(results, results[0])
-		case ExtraRow:
-			extra := map[string]any{"id": "no-such-id"}
-			for k, v := range results[0] {
-				if k != "id" {
-					extra[k] = v
-				}
+			ids = ids[1:]
+			for k := range cols {
+				cols[k] = cols[k][1:]
 			}
-			results = append(results, extra)
+		case DuplicateRow:
+			ids = append(ids, ids[0])
+			for k := range cols {
+				cols[k] = append(cols[k], cols[k][0])
+			}
+		case ExtraRow:
+			ids = append(ids, "no-such-id")
+			for k := range cols {
+				cols[k] = append(cols[k], cols[k][0])
+			}
 		case Renumber:
-			for i := range results {
-				results[i]["id"] = strconv.Itoa(i)
+			for i := range ids {
+				ids[i] = strconv.Itoa(i)
 			}
 		case WrongType:
 			if len(req.Fields) > 0 {
-				results[0][req.Fields[0].Name] = wrongValue(req.Fields[0])
+				cols[0][0] = wrongValue(req.Fields[0])
+			}
+		case RaggedColumns:
+			if len(cols) > 0 {
+				last := len(cols) - 1
+				cols[last] = cols[last][:len(cols[last])-1]
 			}
 		}
 	}
-	b, _ := json.Marshal(map[string]any{"results": results})
-	content = string(b)
+	var b bytes.Buffer
+	b.WriteString(`{"id":`)
+	appendJSON(&b, ids)
+	for k, f := range req.Fields {
+		b.WriteByte(',')
+		appendJSON(&b, f.Name)
+		b.WriteByte(':')
+		if cols[k] == nil {
+			cols[k] = []any{}
+		}
+		appendJSON(&b, cols[k])
+	}
+	b.WriteByte('}')
+	content = b.String()
 	if fault == CutOff {
 		return content[:len(content)/2], "length", ""
 	}
 	return content, "stop", ""
+}
+
+// appendJSON writes v as JSON: the values of an answer are strings,
+// numbers, booleans and lists of strings, which always marshal.
+func appendJSON(b *bytes.Buffer, v any) {
+	raw, _ := json.Marshal(v)
+	b.Write(raw)
 }
 
 func wrongValue(f Field) any {
