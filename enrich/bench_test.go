@@ -66,16 +66,23 @@ func BenchmarkUserMessage(b *testing.B) {
 	}
 }
 
-// benchAnswer is a valid answer of the sentiment job to ids 0..n-1.
+// benchAnswer is a valid columnar answer of the sentiment job to n rows,
+// the score in hundredths.
 func benchAnswer(n int) (string, []string) {
 	labels := []string{"negative", "neutral", "positive"}
 	ids := make([]string, n)
-	parts := make([]string, n)
+	quoted := make([]string, n)
+	sentiments := make([]string, n)
+	scores := make([]string, n)
+	taken := map[string]bool{}
 	for i := range n {
-		ids[i] = strconv.Itoa(i)
-		parts[i] = fmt.Sprintf(`{"id":"%d","sentiment":%q,"score":%.3f}`, i, labels[i%3], float64(i%3-1)*0.731)
+		ids[i] = rowID(strconv.Itoa(i), taken)
+		quoted[i] = strconv.Quote(ids[i])
+		sentiments[i] = strconv.Quote(labels[i%3])
+		scores[i] = strconv.Itoa((i%3 - 1) * 73)
 	}
-	return `{"results":[` + strings.Join(parts, ",") + `]}`, ids
+	return `{"id":[` + strings.Join(quoted, ",") + `],"sentiment":[` + strings.Join(sentiments, ",") +
+		`],"score":[` + strings.Join(scores, ",") + `]}`, ids
 }
 
 func BenchmarkParseAnswer(b *testing.B) {

@@ -89,7 +89,7 @@ func TestScrubberLeavesOtherTextAlone(t *testing.T) {
 	s := newScrubber(NewSecret("sk-test-0123456789abcdef"))
 	for _, text := range []string{
 		"",
-		`{"results": [{"id": "k2x9", "sentiment": "positive", "score": 0.5}]}`,
+		`{"id": ["k2", "x9"], "sentiment": ["positive", "neutral"], "score": [50, 0]}`,
 		"sk-test-0123456789abcdeX is another key",
 		"sk-test-01234 56789abcdef is split by a space, but in its middle: also scrubbed",
 	} {
