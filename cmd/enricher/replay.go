@@ -53,10 +53,19 @@ commit again, not both. An interrupted replay can simply be run again.
 
 The range must already be enriched by the job: B defaults to the job's
 watermark and A to the oldest snapshot in B's history. Model flags override the
-job spec's model, as for demo and run.`,
+job spec's model, as for demo and run.
+
+With --batch-api (or model.batch_api in the job spec; auto when the range has
+at least model.batch.min_rows rows) the rows go through the provider's Batch
+API at half the price: one batch per commit, each recorded on the target
+before it is created; the replay then waits (checking every --batch-poll) and
+replaces each commit's rows when its batch has ended. Interrupted (Ctrl-C, a
+crash) and run again with the same arguments, it waits for the same batches
+instead of paying for them twice.`,
 		Example: `  enricher replay --config enricher.yaml --job sentiment --only-status failed,invalid_output
   enricher replay --config enricher.yaml --job sentiment --from-snapshot 123 --to-snapshot 456 \
-      --provider azure --base-url https://NAME.openai.azure.com --deployment gpt-4o-mini`,
+      --provider azure --base-url https://NAME.openai.azure.com --deployment gpt-4o-mini
+  enricher replay --config enricher.yaml --job sentiment --batch-api --batch-poll 5m`,
 		Args: cobra.NoArgs,
 		RunE: runE(r),
 	}
@@ -111,6 +120,16 @@ func (r *replayCmd) Run(ctx context.Context) error {
 		Job: j.Spec.Name, From: from, To: to, OnlyStatus: r.statuses,
 		OnCommit: func(p pipeline.ReplayProgress) {
 			fmt.Fprintf(out, "  commit %d/%d: %d rows replaced\n", p.Commit, p.Commits, p.Rows)
+		},
+		OnBatch: func(b pipeline.BatchReport) {
+			switch b.State {
+			case pipeline.BatchWaiting:
+				fmt.Fprintf(out, "  batch %s: %s, %d of %d requests done (%s old; Ctrl-C and run again to go on waiting)\n", b.Batch, b.Status, b.Done, b.Total, b.Age.Round(time.Second))
+			case pipeline.BatchClaimed:
+				fmt.Fprintf(out, "  batch of %d texts: being created by another process\n", b.Rows)
+			default:
+				fmt.Fprintf(out, "  batch %s submitted: %d texts, attempt %d\n", b.Batch, b.Rows, b.Attempt)
+			}
 		},
 	})
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)

@@ -402,3 +402,68 @@ func TestAutoBatchesOnlyBigRanges(t *testing.T) {
 	assert.Equal(t, storage.Cursor{SnapshotID: s1}, bb.Watermark().Cursor)
 	assert.Len(t, bb.TargetRows(), 20)
 }
+
+// replay --only-status failed through the Batch API: one batch for the
+// failed rows; interrupted while it runs and run again, it waits for the
+// same batch (no second submission) and replaces the rows once.
+func TestReplayThroughTheBatchAPI(t *testing.T) {
+	t.Parallel()
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	llm := &fakellm.Server{
+		BatchDelay: time.Hour,
+		Clock:      func() time.Time { return time.Unix(0, clock.Load()) },
+		BatchEnd: func(b fakellm.BatchInfo) fakellm.BatchEnd {
+			if b.N == 1 {
+				return fakellm.BatchEnd{Status: fakellm.BatchExpired, Answered: 5}
+			}
+			return fakellm.BatchEnd{}
+		},
+	}
+	bb := newBatchBed(t, llm, func(s *enrich.Spec) {
+		s.Model.Batch.Attempts = 1 // what the first batch leaves is written failed
+		s.Model.Batch.Poll = "10ms"
+	})
+	ctx := t.Context()
+	s1 := bb.AppendPosts(100)
+	_, err := bb.p.Process(ctx, bb.Event(s1))
+	require.NoError(t, err)
+	clock.Add(int64(2 * time.Hour))
+	require.Equal(t, []pipeline.BatchState{pipeline.BatchCommitted}, states(bb.collect()))
+	failed := bb.statusCounts()["failed"]
+	require.Positive(t, failed, "the expired batch left rows failed")
+
+	req := pipeline.ReplayRequest{Job: bb.Spec.Name, From: s1, To: s1, OnlyStatus: []enrich.Status{enrich.StatusFailed}}
+	rctx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	var seen []pipeline.BatchState
+	req.OnBatch = func(r pipeline.BatchReport) {
+		seen = append(seen, r.State)
+		if r.State == pipeline.BatchWaiting {
+			interrupt() // Ctrl-C while the batch runs
+		}
+	}
+	_, err = bb.p.Replay(rctx, req)
+	require.ErrorIs(t, err, context.Canceled)
+	assert.Equal(t, []pipeline.BatchState{pipeline.BatchCreated, pipeline.BatchWaiting}, seen)
+	require.Len(t, llm.Batches(), 2)
+	assert.Equal(t, failed, bb.statusCounts()["failed"], "nothing replaced yet")
+
+	clock.Add(int64(2 * time.Hour))
+	req.OnBatch = nil
+	res, err := bb.p.Replay(ctx, req)
+	require.NoError(t, err)
+	assert.Len(t, llm.Batches(), 2, "the replay run again waits for its recorded batch")
+	assert.Equal(t, 1, res.Commits)
+	assert.Equal(t, int64(failed), res.RowsRead)
+	sc := bb.statusCounts()
+	assert.Zero(t, sc["failed"])
+	assert.Equal(t, 100, sc["ok"]+sc["skipped"])
+	bb.RequireExactlyOnce(100, nil)
+	tgt, err := bb.Cat.LoadTable(ctx, bb.Spec.Target.Table)
+	require.NoError(t, err)
+	list, err := storage.ReplayBatches(tgt, bb.Spec.Name)
+	require.NoError(t, err)
+	assert.Empty(t, list, "the replacement removed its batch record")
+	assert.Equal(t, storage.Cursor{SnapshotID: s1}, bb.Watermark().Cursor, "a replay moves no watermark")
+}

@@ -31,6 +31,9 @@ type ReplayRequest struct {
 	OnlyStatus []enrich.Status
 	// OnCommit, when set, is called after each replacement commits.
 	OnCommit func(ReplayProgress)
+	// OnBatch, when set, is called each time a replay through the Batch
+	// API submits a batch or finds one still running.
+	OnBatch func(BatchReport)
 }
 
 // ReplayProgress reports one committed replacement.
@@ -129,32 +132,21 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 	}
 	log.Info("replay planned", "snapshots", res.Snapshots, "rows", plan.Rows(), "commits", len(groups), "only_status", req.OnlyStatus)
 
+	batcher, _, err := p.batching(j, tgt)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	if batcher != nil && (spec.Model.BatchAPI == enrich.BatchOn || plan.Rows() >= spec.Model.Batch.MinRows) {
+		return p.replayBatched(ctx, log, j, batcher, src, enr, groups, req, res)
+	}
 	for n, units := range groups {
-		ids := snapshotIDs(units)
-		filter := iceberg.IsIn(iceberg.Reference(enrich.ColSourceSnapshotID), ids...)
-		// Only the target rows of keys these snapshots appended are
-		// replaced: rows that a resync wrote under one of these snapshot
-		// ids (it tags what it reads with the snapshot it read) are not
-		// rows this replay writes again, so it must not delete them.
-		keep, err := p.sourceKeys(ctx, src, spec.Source.Key, units)
+		keep, filter, err := p.replayKeys(ctx, src, tgt, spec, units, req.OnlyStatus)
 		if err != nil {
-			return res, fmt.Errorf("replay: %w", err)
-		}
-		if len(req.OnlyStatus) > 0 {
-			statuses := make([]string, len(req.OnlyStatus))
-			for k, s := range req.OnlyStatus {
-				statuses[k] = string(s)
-			}
-			failing, err := scanKeys(ctx, tgt, spec.Source.Key, iceberg.NewAnd(filter, iceberg.IsIn(iceberg.Reference(enrich.ColStatus), statuses...)))
-			if err != nil {
-				return res, fmt.Errorf("replay: %w", err)
-			}
-			keep = keep.intersect(failing)
+			return res, err
 		}
 		if keep.len() == 0 {
 			continue
 		}
-		filter = iceberg.NewAnd(filter, keep.in(spec.Source.Key))
 		var counts enrich.Counts
 		var read, written, deleted int64
 		err = retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
@@ -193,6 +185,33 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		}
 	}
 	return res, nil
+}
+
+// replayKeys finds the keys of a commit group's rows to replay and the
+// filter of their target rows.
+func (p *Processor) replayKeys(ctx context.Context, src, tgt *table.Table, spec *enrich.Spec, units []storage.Unit, only []enrich.Status) (*keySet, iceberg.BooleanExpression, error) {
+	ids := snapshotIDs(units)
+	filter := iceberg.IsIn(iceberg.Reference(enrich.ColSourceSnapshotID), ids...)
+	// Only the target rows of keys these snapshots appended are
+	// replaced: rows that a resync wrote under one of these snapshot
+	// ids (it tags what it reads with the snapshot it read) are not
+	// rows this replay writes again, so it must not delete them.
+	keep, err := p.sourceKeys(ctx, src, spec.Source.Key, units)
+	if err != nil {
+		return nil, nil, fmt.Errorf("replay: %w", err)
+	}
+	if len(only) > 0 {
+		statuses := make([]string, len(only))
+		for k, s := range only {
+			statuses[k] = string(s)
+		}
+		failing, err := scanKeys(ctx, tgt, spec.Source.Key, iceberg.NewAnd(filter, iceberg.IsIn(iceberg.Reference(enrich.ColStatus), statuses...)))
+		if err != nil {
+			return nil, nil, fmt.Errorf("replay: %w", err)
+		}
+		keep = keep.intersect(failing)
+	}
+	return keep, iceberg.NewAnd(filter, keep.in(spec.Source.Key)), nil
 }
 
 // replayBatches reads units (whole snapshots), keeps the rows whose key is
