@@ -164,7 +164,7 @@ func (c *Chat) UploadBatch(ctx context.Context, name string, lines []BatchLine) 
 	if f.ID == "" {
 		return "", fmt.Errorf("model %s: upload the batch input file: the answer names no file", c.name)
 	}
-	c.use.rowsSent.Add(int64(rows))
+	c.use.sent(rows, true)
 	return f.ID, nil
 }
 

@@ -75,9 +75,6 @@ const (
 	DefaultBatchSyncMaxRows = 1_000
 	BatchRetrySync          = "sync"
 	BatchRetryBatch         = "batch"
-	// BatchPriceFactor is what the Batch API charges of the list prices
-	// (OpenAI and Azure OpenAI: half).
-	BatchPriceFactor = 0.5
 	// azureBatchVersion is the first GA Azure OpenAI API version with the
 	// Batch API.
 	azureBatchVersion = "2024-10-21"

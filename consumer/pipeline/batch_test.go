@@ -160,7 +160,10 @@ func TestBatchRowsAreCommittedExactlyOnceWhenCollected(t *testing.T) {
 	}
 	assert.Empty(t, bb.collect(), "nothing left to collect")
 	u := bb.chat.Usage()
-	assert.Positive(t, u.PromptTokens, "XXXBATCH the batch tokens are counted")
+	assert.Positive(t, u.BatchPromptTokens, "the batch's tokens are counted as batch tokens")
+	assert.Zero(t, u.PromptTokens, "and none as synchronous ones")
+	assert.Greater(t, u.BatchRowsSent, int64(texts), "the texts of both batches are counted as sent")
+	assert.LessOrEqual(t, u.BatchRowsSent, int64(150))
 	for _, r := range llm.Requests() {
 		assert.NotEmpty(t, r.Batch, "every row went through the Batch API, none synchronously")
 	}
