@@ -113,6 +113,9 @@ type Prices struct {
 	InputPerMillion       float64 `yaml:"input_per_million"`
 	CachedInputPerMillion float64 `yaml:"cached_input_per_million"`
 	OutputPerMillion      float64 `yaml:"output_per_million"`
+	// Source says where the prices come from when the spec gave none
+	// (ListPrices); empty for the spec's own.
+	Source string `yaml:"-"`
 }
 
 // cost prices prompt tokens (of which cached were cached) and completion
@@ -212,6 +215,9 @@ func (s *Spec) applyDefaults() {
 	}
 	if p.Chat {
 		s.Model.batchDefaults() // after the provider's: it reads the deployment
+		if s.Model.Prices == (Prices{}) {
+			s.Model.Prices, _ = ListPrices(s.Model.Name)
+		}
 	} else if s.Model.BatchAPI == "" {
 		s.Model.BatchAPI = BatchOff
 	}

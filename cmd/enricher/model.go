@@ -269,7 +269,15 @@ func printUsage(w io.Writer, u enrich.Usage) {
 			u.BatchPromptTokens+u.BatchCompletionTokens, u.BatchPromptTokens, u.BatchCachedTokens, u.BatchCompletionTokens, u.BatchRowsSent, 100*enrich.BatchDiscount)
 	}
 	if u.Prices != (enrich.Prices{}) {
-		fmt.Fprintf(w, "  estimated cost\t$%.4f\t(at the job spec's prices; $%.2f per million rows sent)\n", u.Cost(), u.CostPerMillionRows())
+		source := "the job spec's prices"
+		if u.Prices.Source != "" {
+			source = u.Prices.Source + "; model.prices sets yours"
+		}
+		discount := ""
+		if u.BatchPromptTokens+u.BatchCompletionTokens > 0 {
+			discount = fmt.Sprintf(", batch API tokens at %.0f%%", 100*enrich.BatchDiscount)
+		}
+		fmt.Fprintf(w, "  estimated cost\t$%.4f\t($%.2f per million rows sent, at %s%s)\n", u.Cost(), u.CostPerMillionRows(), source, discount)
 	}
 }
 
