@@ -78,8 +78,13 @@ type Batcher interface {
 	// ID. Nothing is paid for until a batch is created from it.
 	UploadBatch(ctx context.Context, name string, lines []BatchLine) (string, error)
 	// CreateBatch creates (and so pays for) the batch of an input file.
-	// Metadata values are shown by the provider's console.
+	// Metadata values are shown by the provider's console. It is tried
+	// once, for at most CreateTimeout: after a failure the batch may exist
+	// all the same (the answer was lost), so the caller looks it up with
+	// FindBatch before creating it again.
 	CreateBatch(ctx context.Context, inputFile string, metadata map[string]string) (BatchInfo, error)
+	// CreateTimeout bounds one CreateBatch.
+	CreateTimeout() time.Duration
 	// FindBatch looks for a batch created from inputFile since a time
 	// (newest first): the batch of a crash between its creation and its
 	// record.
@@ -178,7 +183,7 @@ func (c *Chat) CreateBatch(ctx context.Context, inputFile string, metadata map[s
 		meta = nil
 	}
 	var b openai.BatchResponse
-	err := c.batchCall(ctx, "create the batch of "+inputFile, func(ctx context.Context) error {
+	err := c.batchCallOnce(ctx, "create the batch of "+inputFile, c.CreateTimeout(), func(ctx context.Context) error {
 		var err error
 		b, err = c.client.CreateBatch(ctx, openai.CreateBatchRequest{InputFileID: inputFile, Endpoint: c.batchEndpoint(),
 			CompletionWindow: "24h", Metadata: meta})
@@ -187,8 +192,17 @@ func (c *Chat) CreateBatch(ctx context.Context, inputFile string, metadata map[s
 	if err != nil {
 		return BatchInfo{}, err
 	}
+	if b.ID == "" {
+		return BatchInfo{}, fmt.Errorf("model %s: create the batch of %s: the answer names no batch", c.name, inputFile)
+	}
 	return batchInfo(b.Batch), nil
 }
+
+// DefaultBatchCreateTimeout bounds one batch creation (ChatOptions).
+const DefaultBatchCreateTimeout = time.Minute
+
+// CreateTimeout implements Batcher.
+func (c *Chat) CreateTimeout() time.Duration { return c.createTimeout }
 
 // FindBatch implements Batcher.
 func (c *Chat) FindBatch(ctx context.Context, inputFile string, since time.Time) (BatchInfo, bool, error) {
@@ -383,13 +397,27 @@ func (c *Chat) BatchAnswers(ctx context.Context, b BatchInfo, lines []BatchLine,
 // of files move megabytes.
 const batchTimeout = 5 * time.Minute
 
+// batchCallOnce makes one call of the Batch API that must not be repeated
+// blindly (a create: a retry after a lost answer would pay twice), with a
+// timeout; its errors are classified as batchCall's.
+func (c *Chat) batchCallOnce(ctx context.Context, what string, timeout time.Duration, f func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return c.batchCallN(ctx, what, 1, f)
+}
+
 // batchCall makes one call of the Batch API with the retries of the
 // synchronous path: throttling, 5xx, timeouts and unreachable servers
 // are retried with backoff (never sooner than Retry-After); a wrong key,
 // URL, API version or deployment (401, 403, 404) stops the run like a
 // chat request would.
 func (c *Chat) batchCall(ctx context.Context, what string, f func(ctx context.Context) error) error {
-	b := &hintBackoff{next: retry.WithMaxRetries(uint64(c.attempts-1),
+	return c.batchCallN(ctx, what, c.attempts, f)
+}
+
+// batchCallN is batchCall with at most attempts tries.
+func (c *Chat) batchCallN(ctx context.Context, what string, attempts int, f func(ctx context.Context) error) error {
+	b := &hintBackoff{next: retry.WithMaxRetries(uint64(attempts-1),
 		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
 	attempt := 0
 	err := retry.Do(ctx, b, func(ctx context.Context) error {

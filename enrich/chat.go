@@ -37,6 +37,9 @@ type ChatOptions struct {
 	// answer identical texts later in the run (default 100,000; about 200
 	// bytes each). Negative disables the cache.
 	CacheSize int
+	// BatchCreateTimeout bounds one creation of a Batch API batch (default
+	// DefaultBatchCreateTimeout): a creation is never retried blindly.
+	BatchCreateTimeout time.Duration
 	// RetryBase is the first backoff step (default 500ms); each retry
 	// doubles it, with 20% jitter, up to 30s, and never shorter than the
 	// server's Retry-After.
@@ -151,6 +154,8 @@ type Chat struct {
 	budget   budget
 	use      usage
 	cache    *answerCache
+
+	createTimeout time.Duration // of a Batch API create
 }
 
 var (
@@ -193,6 +198,9 @@ func NewChat(spec *Spec, opts ChatOptions) (*Chat, error) {
 	}
 	if c.base <= 0 {
 		c.base = 500 * time.Millisecond
+	}
+	if c.createTimeout = opts.BatchCreateTimeout; c.createTimeout <= 0 {
+		c.createTimeout = DefaultBatchCreateTimeout
 	}
 	if c.perRow == 0 {
 		c.perRow = rowTokens(spec)

@@ -425,15 +425,17 @@ func printOutcome(w io.Writer, o consumer.MessageOutcome) {
 		return
 	}
 	for _, r := range results {
-		switch r.Outcome {
-		case pipeline.OutcomeStale:
+		switch {
+		case r.PendingBatches > 0 && (r.Outcome == pipeline.OutcomeStale || r.Outcome == pipeline.OutcomeUpToDate):
+			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, its rows are in a batch already (%d pending, reaching %s): nothing sent\n", r.SnapshotID, r.PendingBatches, r.To)
+		case r.Outcome == pipeline.OutcomeStale:
 			fmt.Fprintf(w, "consume  snapshot %d: redelivered event, the watermark (%s) is already past it: nothing written\n", r.SnapshotID, r.To)
-		case pipeline.OutcomeUpToDate:
+		case r.Outcome == pipeline.OutcomeUpToDate:
 			fmt.Fprintf(w, "consume  snapshot %d: the watermark is already there: nothing written\n", r.SnapshotID)
-		case pipeline.OutcomeBatched:
+		case r.Outcome == pipeline.OutcomeBatched:
 			fmt.Fprintf(w, "consume  snapshot %d: %d rows sent to the Batch API in %d batch(es), recorded in %d commit(s) (%s .. %s); collected when the provider answers\n",
 				r.SnapshotID, r.BatchRows, r.Batches, r.Commits, r.From, r.To)
-		case pipeline.OutcomeFailed:
+		case r.Outcome == pipeline.OutcomeFailed:
 			fmt.Fprintf(w, "consume  snapshot %d: job %s failed after %d rows in %d commit(s) (the event's other jobs went on)\n",
 				r.SnapshotID, r.Job, r.RowsWritten, r.Commits)
 		default:

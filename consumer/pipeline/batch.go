@@ -345,6 +345,9 @@ const (
 	// BatchClaimed: another process recorded it moments ago and is
 	// creating its batch.
 	BatchClaimed BatchState = "claimed"
+	// BatchResyncing: a resync of the job is in progress; it writes the
+	// batch's rows itself and drops the pending list when it ends.
+	BatchResyncing BatchState = "resyncing"
 )
 
 // BatchReport is one pending batch as Collect left it.
@@ -436,6 +439,15 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		return nil, false, err
 	}
 	pb := pending[0]
+	if r, ok, err := storage.ResyncInProgress(tgt, spec.Name); err != nil {
+		return nil, false, err
+	} else if ok {
+		// The resync writes every missing row, these too, and drops the
+		// list when it ends: committing them now would write them twice.
+		log.Info("a resync of the job is in progress: its pending batches wait", "resync_to", r.SnapshotID)
+		return &BatchReport{Job: spec.Name, Batch: pb.Last().Batch, State: BatchResyncing, From: pb.From, To: pb.To, Rows: pb.Rows,
+			Attempt: len(pb.Attempts), Age: time.Since(pb.Created)}, false, nil
+	}
 	if pb.From != wm.Cursor {
 		return nil, false, fmt.Errorf("the first pending batch starts at %s, not at the watermark %s", pb.From, wm.Cursor)
 	}
@@ -489,9 +501,17 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 	if err != nil {
 		return rep, false, err
 	}
-	set, remove, err := storage.BatchesProps(spec.Name, pending[1:])
-	if err != nil {
-		return rep, false, err
+	// The list without this batch, as the target holds it when the commit
+	// is made: a batch submitted meanwhile stays on it.
+	props := func(t *table.Table) (map[string]string, []string, error) {
+		cur, err := storage.PendingBatches(t, spec.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(cur) == 0 || cur[0].From != pb.From || cur[0].To != pb.To {
+			return nil, nil, fmt.Errorf("%w: the pending batch %s..%s is not first on the list any more", errDropped, pb.From, pb.To)
+		}
+		return storage.BatchesProps(spec.Name, cur[1:])
 	}
 	model := &answered{name: j.Model.Name(), answers: answers}
 	in, err := storage.ProjectedSchema(src, spec.Columns())
@@ -503,7 +523,7 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		return rep, false, err
 	}
 	res := &Result{Job: spec.Name, SourceTable: spec.Source.Table, TargetTable: spec.Target.Table, Counts: enrich.Counts{}}
-	if err := p.pipeline(ctx, log, src, tgt, wenr, plan, res, lastCommit{oneChunk: true, setProps: set, removeProps: remove}); err != nil {
+	if err := p.pipeline(ctx, log, src, tgt, wenr, plan, res, lastCommit{oneChunk: true, props: props}); err != nil {
 		return rep, false, err
 	}
 	rep.State, rep.Counts = BatchCommitted, res.Counts
@@ -671,7 +691,9 @@ func (p *Processor) recoverBatch(ctx context.Context, log *slog.Logger, j Job, b
 // processes, one wins) and the batch created.
 func (p *Processor) adoptOrCreate(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, a storage.BatchAttempt,
 	meta map[string]string, claim func(time.Time) error) (BatchState, error) {
-	if time.Since(a.Claimed) < p.opts.BatchClaimGrace {
+	// A create in flight ends (answered or timed out) within
+	// CreateTimeout: a claim younger than twice that may still be one.
+	if time.Since(a.Claimed) < max(p.opts.BatchClaimGrace, 2*b.CreateTimeout()) {
 		return BatchClaimed, nil
 	}
 	info, found, err := b.FindBatch(ctx, a.InputFile, a.Claimed)

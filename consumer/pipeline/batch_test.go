@@ -48,7 +48,7 @@ func newBatchBedWith(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec),
 		edit(spec)
 	}
 	b.Spec = spec
-	chat, err := enrich.NewChat(spec, enrich.ChatOptions{Logger: quietLogger(), RetryBase: time.Millisecond, CacheSize: -1, HTTPClient: hc})
+	chat, err := enrich.NewChat(spec, enrich.ChatOptions{Logger: quietLogger(), RetryBase: time.Millisecond, CacheSize: -1, HTTPClient: hc, BatchCreateTimeout: 200 * time.Millisecond})
 	require.NoError(t, err)
 	t.Cleanup(chat.Close)
 	return &batchBed{bundle: b, llm: llm, chat: chat, p: b.Processor(chat, opts...)}

@@ -69,7 +69,8 @@ type Options struct {
 	MaintainMinFiles int64
 	// BatchClaimGrace is how long a batch input file recorded without its
 	// batch is left to the process that recorded it before another one
-	// looks the batch up or creates it (default 2m; see batch.go).
+	// looks the batch up or creates it (default 5m, and never less than
+	// twice the model's batch create timeout; see batch.go).
 	BatchClaimGrace time.Duration
 	// OnChunk, when set, is called after each chunk is committed, from
 	// the writer stage: keep it quick.
@@ -116,7 +117,7 @@ func (o *Options) setDefaults() {
 		o.MaintainMinFiles = 64
 	}
 	if o.BatchClaimGrace <= 0 {
-		o.BatchClaimGrace = 2 * time.Minute
+		o.BatchClaimGrace = 5 * time.Minute
 	}
 	if o.ConflictRetries <= 0 {
 		o.ConflictRetries = 5
@@ -194,7 +195,10 @@ type Result struct {
 	// for the event and their source rows.
 	Batches   int
 	BatchRows int64
-	Duration  time.Duration
+	// PendingBatches, for an event whose rows are all in batches not yet
+	// collected, is how many; To is then where those batches reach.
+	PendingBatches int
+	Duration       time.Duration
 	// Err is why the job did not reach the event's snapshot (nil: it did,
 	// or it was there already). The other jobs of the event ran anyway.
 	Err error
@@ -403,17 +407,21 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	}
 	res.To = wm.Cursor
 	switch {
-	case plan.Stale:
+	case plan.Stale, plan.UpToDate:
 		if res.Outcome == "" {
 			res.Outcome = OutcomeStale
+			if plan.UpToDate {
+				res.Outcome = OutcomeUpToDate
+			}
 		}
-		log.Info("event is behind the watermark: nothing to do", "watermark", wm.Cursor.String())
-		return nil
-	case plan.UpToDate:
-		if res.Outcome == "" {
-			res.Outcome = OutcomeUpToDate
+		if len(pending) > 0 {
+			// Sent already: the rows are in a batch not yet collected.
+			res.PendingBatches = len(pending)
+			res.To = from
+			log.Info("event's rows are in batches pending: nothing to do", "watermark", wm.Cursor.String(), "batches_reach", from.String(), "pending_batches", len(pending))
+			return nil
 		}
-		log.Info("watermark is already at the event's snapshot: nothing to do", "watermark", wm.Cursor.String())
+		log.Info("event is behind or at the watermark: nothing to do", "watermark", wm.Cursor.String(), "stale", plan.Stale)
 		return nil
 	}
 	for _, s := range plan.Skipped() {
@@ -898,13 +906,21 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			}
 			commit := &storage.Commit{Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
 				After: c.after, Schema: enr.Schema(), Batches: batches}
-			if i == len(cs)-1 {
-				commit.SetProps, commit.RemoveProps = lc.setProps, lc.removeProps
+			last := i == len(cs)-1 && lc.props != nil
+			if last {
+				var perr error
+				if commit.SetProps, commit.RemoveProps, perr = lc.props(tgt); perr != nil {
+					return perr
+				}
 			}
 			start := time.Now()
 			next, written, err := storage.AppendChunk(gctx, tgt, commit)
 			if ce := (*storage.ConflictError)(nil); errors.As(err, &ce) {
-				next, err = p.settleConflict(gctx, log, spec, tgt, from, commit, ce, res)
+				var props func(*table.Table) (map[string]string, []string, error)
+				if last {
+					props = lc.props
+				}
+				next, err = p.settleConflict(gctx, log, spec, tgt, from, commit, ce, res, props)
 				written = ce.Rows
 			}
 			if err != nil {
@@ -950,9 +966,12 @@ type lastCommit struct {
 	// oneChunk commits the whole plan at once (a collected batch: its
 	// rows and its removal from the pending list are one commit).
 	oneChunk bool
-	// setProps and removeProps change table properties in the last commit.
-	setProps    map[string]string
-	removeProps []string
+	// props, when set, gives the table property changes of the last
+	// commit, from the target it is committed to: called again on the
+	// reloaded target when the commit lost a conflict and is made again,
+	// so that what another writer recorded meanwhile (a batch submitted
+	// while one is collected) is kept.
+	props func(tgt *table.Table) (set map[string]string, remove []string, err error)
 }
 
 // errDropped says that a chunk whose commit lost a conflict is not needed
@@ -968,7 +987,8 @@ var errDropped = errors.New("another consumer committed the chunk's rows")
 // chunk's files are deleted and the conflict is returned, so that the job
 // re-plans from the new watermark.
 func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *enrich.Spec, stale *table.Table,
-	from storage.Cursor, commit *storage.Commit, ce *storage.ConflictError, res *Result) (*table.Table, error) {
+	from storage.Cursor, commit *storage.Commit, ce *storage.ConflictError, res *Result,
+	props func(*table.Table) (map[string]string, []string, error)) (*table.Table, error) {
 	if len(ce.Files) == 0 {
 		return nil, ce // nothing to keep (or the files could not be listed): re-plan
 	}
@@ -995,6 +1015,11 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 			log.Warn("target commit conflict: another consumer committed these rows, dropping the chunk",
 				"chunk_from", from.String(), "watermark", wm.Cursor.String(), "files", len(ce.Files))
 			return errDropped
+		}
+		if props != nil {
+			if commit.SetProps, commit.RemoveProps, err = props(tgt); err != nil {
+				return err
+			}
 		}
 		log.Warn("target commit conflict with another writer: committing the chunk's files again",
 			"chunk_from", from.String(), "files", len(ce.Files), "attempt", attempts)

@@ -181,6 +181,19 @@ func (p *Processor) resyncOnce(ctx context.Context, j Job, req ResyncRequest, lo
 			if _, has := tgt.Properties()[storage.ResyncProperty(spec.Name)]; has {
 				c.RemoveProps = []string{storage.ResyncProperty(spec.Name)}
 			}
+			// Batches pending when the resync began hold rows it found
+			// missing and wrote: their answers are not needed any more.
+			if dropped, err := storage.PendingBatches(tgt, spec.Name); err != nil {
+				return res, err
+			} else if len(dropped) > 0 {
+				c.RemoveProps = append(c.RemoveProps, storage.BatchesProperty(spec.Name))
+				var ids []string
+				for _, pb := range dropped {
+					ids = append(ids, pb.Last().Batch)
+				}
+				log.Warn("the resync wrote the rows of the job's pending batches: dropping them; cancel those still running in the provider's console",
+					"batches", ids)
+			}
 		} else {
 			c.SetProps = map[string]string{storage.ResyncProperty(spec.Name): marker.Marker()}
 		}
