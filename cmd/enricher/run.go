@@ -97,6 +97,13 @@ message so that it comes back after --retry-backoff, doubled with each receive,
 and the queue's redrive policy moves it to the DLQ after maxReceiveCount
 receives (if the queue has one).
 
+For jobs with model.batch_api, an event's rows are sent as Batch API batches,
+recorded on the target, and the message is deleted; run then collects the
+batches every model.batch.poll (or --batch-poll) and writes their rows when
+the provider has answered. With --drain it collects once more before it exits
+and logs how many batches are still pending (the next run or enricher batches
+collect takes them).
+
 SIGINT or SIGTERM stops receiving at once; work in flight gets the shutdown
 grace period, then is cancelled and its message released. Chunks already
 committed stay committed and the next delivery resumes after them.`,

@@ -48,8 +48,10 @@ stat of each metadata file the target keeps.
 
 With --rows it also scans each target's _status and _error columns (the whole
 table, two columns) for its rows by status and its skipped rows by reason
-(a blank text, a language the model does not read), and a resync in progress
-is named.`,
+(a blank text, a language the model does not read). A resync in progress is
+named, and so are a job's Batch API batches submitted and not yet collected
+(how many, their rows, the oldest one's ID and age; enricher batches list
+shows each).`,
 		Example: `  enricher status --config enricher-demo/enricher.yaml
   enricher status --format json`,
 		Args: cobra.NoArgs,
