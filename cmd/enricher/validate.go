@@ -63,6 +63,15 @@ func (c *validateCmd) Run(context.Context) error {
 			s.Name, s.Version, s.File, s.Source.Table, s.Source.Text, s.Target.Table, s.Model.ID(), strings.Join(outs, ", "))
 		fmt.Fprintf(out, "  rows the model takes: %s\n", s.LanguageRule())
 		fmt.Fprintf(out, "  target properties: %s\n", targetProperties(s))
+		if m := s.Model; m.BatchAPI != enrich.BatchOff {
+			b := m.Batch
+			when := "every range"
+			if m.BatchAPI == enrich.BatchAuto {
+				when = fmt.Sprintf("ranges of at least %d rows (smaller ones synchronously)", b.MinRows)
+			}
+			fmt.Fprintf(out, "  batch API: %s, at most %d rows a batch, checked every %s, %d attempt(s), retries %s (at most %d rows synchronously)\n",
+				when, b.MaxRows, b.Poll, b.Attempts, b.Retry, b.SyncMaxRows)
+		}
 	}
 	return nil
 }

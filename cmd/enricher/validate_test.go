@@ -190,3 +190,18 @@ func TestValidatePrintsNoCatalogCredentials(t *testing.T) {
 	assert.NotContains(t, out, "pa55word")
 	assert.Contains(t, out, "catalog rest (https://[redacted]@catalog.example.com/api)")
 }
+
+func TestValidateShowsTheBatchSettings(t *testing.T) {
+	t.Parallel()
+	cfg, _ := validateDir(t, validateConfig, replace("  provider: lexicon\n  name: vader\n",
+		"  provider: openai\n  name: gpt-4o-mini\n  batch_api: auto\n  batch: {min_rows: 2000, poll: 5m}\n"))
+	out := mustRun(t, "validate", "--config", cfg)
+	assert.Contains(t, out, "  batch API: ranges of at least 2000 rows (smaller ones synchronously), at most 50000 rows a batch, checked every 5m, 3 attempt(s), retries sync (at most 1000 rows synchronously)\n")
+
+	cfg, spec := validateDir(t, validateConfig, replace("  provider: lexicon\n  name: vader\n",
+		"  provider: openai\n  name: gpt-4o-mini\n  batch_api: auto\n  batch: {min_rows: 2000, pol: 5m}\n"))
+	_, err := run(t, "validate", "--config", cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), spec)
+	assert.Contains(t, err.Error(), "pol")
+}
