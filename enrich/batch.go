@@ -306,6 +306,10 @@ func (c *Chat) BatchAnswers(ctx context.Context, b BatchInfo, lines []BatchLine,
 	}
 	seen := make([]bool, len(lines))
 	unknown := 0
+	// A batch's files are read again when a collection is done again (a
+	// lost conflict, a crash, the answers of an earlier attempt): its
+	// tokens are counted at the first read only.
+	count := c.countBatch(b.ID)
 	failLine := func(l BatchLine, status Status, reason string) {
 		for _, t := range l.Texts {
 			into(t, Answer{Status: status, Error: reason})
@@ -355,7 +359,9 @@ func (c *Chat) BatchAnswers(ctx context.Context, b BatchInfo, lines []BatchLine,
 				failLine(l, StatusInvalidOutput, clipText("unreadable answer: "+err.Error()))
 				continue
 			}
-			c.use.add(resp.Usage, true)
+			if count {
+				c.use.add(resp.Usage, true)
+			}
 			rq, err := c.request(l.Texts)
 			if err != nil {
 				return err
@@ -462,4 +468,22 @@ func (c *Chat) batchCallN(ctx context.Context, what string, attempts int, f func
 		return fmt.Errorf("model %s: %s: gave up after %d attempts: %w", c.name, what, attempt, err)
 	}
 	return err
+}
+
+// countBatch reports whether the usage of batch id is still to be counted
+// in this process, and marks it counted. The set is bounded: past
+// maxCounted IDs it starts again, so a batch read again much later may be
+// counted twice.
+func (c *Chat) countBatch(id string) bool {
+	const maxCounted = 100_000
+	c.countedMu.Lock()
+	defer c.countedMu.Unlock()
+	if _, ok := c.counted[id]; ok {
+		return false
+	}
+	if c.counted == nil || len(c.counted) >= maxCounted {
+		c.counted = map[string]struct{}{}
+	}
+	c.counted[id] = struct{}{}
+	return true
 }

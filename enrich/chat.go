@@ -156,6 +156,8 @@ type Chat struct {
 	cache    *answerCache
 
 	createTimeout time.Duration // of a Batch API create
+	countedMu     sync.Mutex
+	counted       map[string]struct{} // batches whose usage is counted
 }
 
 var (
