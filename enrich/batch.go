@@ -56,12 +56,15 @@ const (
 	BatchFailed    = "failed"
 	BatchExpired   = "expired"
 	BatchCancelled = "cancelled"
+	// BatchRefused is not the provider's: the state of an attempt whose
+	// batch the provider refused to create (ErrBatchRefused).
+	BatchRefused = "refused"
 )
 
 // Done reports whether the batch has ended: its answers are all there is.
 func (b BatchInfo) Done() bool {
 	switch b.Status {
-	case BatchCompleted, BatchFailed, BatchExpired, BatchCancelled:
+	case BatchCompleted, BatchFailed, BatchExpired, BatchCancelled, BatchRefused:
 		return true
 	}
 	return false
@@ -169,8 +172,50 @@ func (c *Chat) UploadBatch(ctx context.Context, name string, lines []BatchLine) 
 	if f.ID == "" {
 		return "", fmt.Errorf("model %s: upload the batch input file: the answer names no file", c.name)
 	}
+	if err := c.waitProcessed(ctx, f); err != nil {
+		return "", err
+	}
 	c.use.sent(rows, true)
 	return f.ID, nil
+}
+
+// fileWait bounds the wait for an uploaded file to be processed, and
+// filePoll spaces the checks.
+const (
+	fileWait = 10 * time.Minute
+	filePoll = 2 * time.Second
+)
+
+// waitProcessed waits until an uploaded file is processed: Azure OpenAI
+// refuses a batch whose input file is still being processed (OpenAI's
+// files are processed at once).
+func (c *Chat) waitProcessed(ctx context.Context, f openai.File) error {
+	deadline := time.Now().Add(fileWait)
+	for {
+		switch f.Status {
+		case "", "processed":
+			return nil
+		case "error", "failed", "deleted":
+			return &refusedError{err: fmt.Errorf("model %s: batch input file %s is %s: %s", c.name, f.ID, f.Status, clipText(f.StatusDetails))}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("model %s: batch input file %s still %s after %s", c.name, f.ID, f.Status, fileWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(filePoll):
+		}
+		id := f.ID
+		err := c.batchCall(ctx, "read file "+id, func(ctx context.Context) error {
+			var err error
+			f, err = c.client.GetFile(ctx, id)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // CreateBatch implements Batcher.
@@ -461,10 +506,10 @@ func (c *Chat) batchCallN(ctx context.Context, what string, attempts int, f func
 		case s == http.StatusUnauthorized || s == http.StatusForbidden || s == http.StatusNotFound:
 			return &stopError{err: fmt.Errorf("model %s: %s: HTTP %d (check the key, the base URL, the API version and the batch deployment): %s", c.name, what, s, msg), unusable: true}
 		default:
-			return fmt.Errorf("model %s: %s: HTTP %d: %s", c.name, what, s, msg)
+			return &refusedError{err: fmt.Errorf("model %s: %s: HTTP %d: %s", c.name, what, s, msg)}
 		}
 	})
-	if err != nil && !errors.As(err, new(*stopError)) && ctx.Err() == nil && !strings.HasPrefix(err.Error(), "model ") {
+	if err != nil && !errors.As(err, new(*stopError)) && !errors.As(err, new(*refusedError)) && ctx.Err() == nil && !strings.HasPrefix(err.Error(), "model ") {
 		return fmt.Errorf("model %s: %s: gave up after %d attempts: %w", c.name, what, attempt, err)
 	}
 	return err
@@ -487,3 +532,15 @@ func (c *Chat) countBatch(id string) bool {
 	c.counted[id] = struct{}{}
 	return true
 }
+
+// ErrBatchRefused is matched (errors.Is) by a Batch API call the provider
+// refused for good: a 4xx other than 401, 403, 404, 408 and 429 (a file
+// over the limits, a batch over the enqueued-token quota, an invalid
+// request). Trying it again would meet the same answer.
+var ErrBatchRefused = errors.New("the provider refused the batch request")
+
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string        { return e.err.Error() }
+func (e *refusedError) Unwrap() error        { return e.err }
+func (e *refusedError) Is(target error) bool { return target == ErrBatchRefused }

@@ -75,6 +75,9 @@ const (
 	DefaultBatchSyncMaxRows = 1_000
 	BatchRetrySync          = "sync"
 	BatchRetryBatch         = "batch"
+	// maxBatchLines is the most request lines OpenAI and Azure OpenAI
+	// take in one batch.
+	maxBatchLines = 50_000
 	// azureBatchVersion is the first GA Azure OpenAI API version with the
 	// Batch API.
 	azureBatchVersion = "2024-10-21"
@@ -129,6 +132,9 @@ func (s *Spec) validateBatch(bad func(field, format string, args ...any)) {
 	}
 	if b.Retry != BatchRetrySync && b.Retry != BatchRetryBatch {
 		bad("model.batch.retry", "must be sync or batch, got %q", b.Retry)
+	}
+	if lines := (b.MaxRows + int64(m.RowsPerRequest) - 1) / int64(max(1, m.RowsPerRequest)); lines > maxBatchLines {
+		bad("model.batch.max_rows", "%d rows at rows_per_request %d make up to %d request lines; a batch takes at most %d: lower max_rows or raise rows_per_request", b.MaxRows, m.RowsPerRequest, lines, maxBatchLines)
 	}
 	if b.SyncMaxRows < 0 {
 		bad("model.batch.sync_max_rows", "must not be negative, got %d", b.SyncMaxRows)

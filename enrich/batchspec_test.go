@@ -82,3 +82,12 @@ func TestBatchSettingsAreChecked(t *testing.T) {
 	assert.Equal(t, enrich.BatchRetryBatch, s.Model.Batch.Retry, "an Azure batch deployment serves no chat requests: retries go as a batch")
 	assert.Equal(t, "gpt-4o-mini", s.Model.Batch.Deployment)
 }
+
+func TestBatchOfMoreLinesThanAProviderTakesIsRefused(t *testing.T) {
+	t.Parallel()
+	_, err := batchSpec(t, "  rows_per_request: 1\n  batch_api: true\n  batch: {max_rows: 60000}")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "model.batch.max_rows: 60000 rows at rows_per_request 1 make up to 60000 request lines; a batch takes at most 50000")
+	_, err = batchSpec(t, "  rows_per_request: 2\n  batch_api: true\n  batch: {max_rows: 60000}")
+	require.NoError(t, err)
+}

@@ -63,7 +63,15 @@ type BatchAttempt struct {
 	// Claimed is when a process last took the creation of the batch on
 	// itself; another one takes it over only after a while.
 	Claimed time.Time `json:"claimed"`
+	// Refused is why the provider refused to create the batch (a 400: a
+	// file over its limits, an enqueued-token quota): the attempt answered
+	// nothing, its rows are asked again or written failed with it.
+	Refused string `json:"refused,omitempty"`
 }
+
+// Ended reports whether the attempt can answer nothing more than it has:
+// it was refused.
+func (a BatchAttempt) Ended() bool { return a.Refused != "" }
 
 // Empty reports whether the range holds no rows to send: a snapshot that
 // added nothing, queued behind pending batches so that the watermark moves

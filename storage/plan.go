@@ -27,10 +27,10 @@ var ErrNotAncestor = errors.New("watermark is not an ancestor of the snapshot")
 // and the first PartialRows rows of the data file after them. The zero
 // Cursor is the start of the history.
 type Cursor struct {
-	SnapshotID        int64
-	PartialSnapshotID int64
-	PartialFiles      int
-	PartialRows       int64
+	SnapshotID        int64 `json:"snapshot,omitempty"`
+	PartialSnapshotID int64 `json:"partial_snapshot,omitempty"`
+	PartialFiles      int   `json:"partial_files,omitempty"`
+	PartialRows       int64 `json:"partial_rows,omitempty"`
 }
 
 // IsZero reports whether c is the start of the history.

@@ -105,16 +105,16 @@ func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enric
 		res.RowsRead += pb.Rows
 		res.To = pb.To
 		if file != "" {
-			info, err := b.CreateBatch(ctx, file, batchMetadata(spec, pb, 1))
+			info, err := p.createBatch(ctx, log, j, b, file, batchMetadata(spec, pb, 1))
 			if err != nil {
 				// Recorded without a batch: Collect creates it after
 				// Options.BatchClaimGrace (or finds it, if it was created after all).
 				return fmt.Errorf("job %s: create the batch of %d rows (recorded; `enricher batches collect` creates it later): %w", spec.Name, pb.Rows, err)
 			}
-			if tgt, err = p.recordBatchID(ctx, j, file, info.ID); err != nil {
+			// The list as recorded (the next batch is added to it).
+			if tgt, err = p.cat.LoadTable(ctx, spec.Target.Table); err != nil {
 				return err
 			}
-			// The list as recorded (the next batch is added to it).
 			if pending, err = storage.PendingBatches(tgt, spec.Name); err != nil {
 				return err
 			}
@@ -189,10 +189,49 @@ func (p *Processor) outSchema(ctx context.Context, j Job) (*arrow.Schema, error)
 }
 
 // recordBatchID records the batch created from an input file, in the
-// pending list or a replay's list, reloading the target after conflicts:
-// the batch exists and is paid for, so the record must not be lost to
-// another writer's commit.
+// pending list or a replay's list: the batch exists and is paid for, so
+// the record must not be lost to another writer's commit.
 func (p *Processor) recordBatchID(ctx context.Context, j Job, file, id string) (*table.Table, error) {
+	return p.updateAttempt(ctx, j, file, func(a *storage.BatchAttempt) (bool, error) {
+		switch a.Batch {
+		case id:
+			return false, nil
+		case "":
+			a.Batch = id
+			return true, nil
+		}
+		return false, fmt.Errorf("job %s: input file %s has two batches, %s (recorded) and %s: cancel %s in the provider's console", j.Spec.Name, file, a.Batch, id, id)
+	})
+}
+
+// recordRefusal records that the provider refused to create the batch of
+// an input file: the attempt has ended without answers.
+func (p *Processor) recordRefusal(ctx context.Context, log *slog.Logger, j Job, file string, cause error) error {
+	reason := clip(cause.Error())
+	log.Warn("the provider refused the batch: its rows are asked again or written failed with the reason", "file", file, "reason", reason)
+	_, err := p.updateAttempt(ctx, j, file, func(a *storage.BatchAttempt) (bool, error) {
+		if a.Batch != "" || a.Refused != "" {
+			return false, nil
+		}
+		a.Refused = reason
+		return true, nil
+	})
+	return err
+}
+
+// clip keeps a recorded reason short (table properties are read often).
+func clip(s string) string {
+	const n = 500
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
+
+// updateAttempt changes the recorded attempt of an input file, in the
+// pending list or a replay's list, reloading the target after conflicts.
+// change reports whether it changed anything (else nothing is committed).
+func (p *Processor) updateAttempt(ctx context.Context, j Job, file string, change func(*storage.BatchAttempt) (bool, error)) (*table.Table, error) {
 	var out *table.Table
 	name := j.Spec.Name
 	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
@@ -221,16 +260,14 @@ func (p *Processor) recordBatchID(ctx context.Context, j Job, file, id string) (
 			}
 		}
 		at := slices.IndexFunc(attempts, func(a *storage.BatchAttempt) bool { return a.InputFile == file })
-		switch {
-		case at < 0:
-			return fmt.Errorf("job %s: batch %s of input file %s is not recorded any more", name, id, file)
-		case attempts[at].Batch == id:
-			out = tgt
-			return nil
-		case attempts[at].Batch != "":
-			return fmt.Errorf("job %s: input file %s has two batches, %s (recorded) and %s: cancel %s in the provider's console", name, file, attempts[at].Batch, id, id)
+		if at < 0 {
+			return fmt.Errorf("job %s: the batch of input file %s is not recorded any more", name, file)
 		}
-		attempts[at].Batch = id
+		changed, err := change(attempts[at])
+		if err != nil || !changed {
+			out = tgt
+			return err
+		}
 		var set map[string]string
 		var remove []string
 		if at < inPending {
@@ -252,6 +289,31 @@ func (p *Processor) recordBatchID(ctx context.Context, j Job, file, id string) (
 		return err
 	})
 	return out, err
+}
+
+// createBatch creates the batch of a recorded input file and records its
+// ID; a refusal is recorded as the attempt's end (and is no error).
+func (p *Processor) createBatch(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, file string, meta map[string]string) (enrich.BatchInfo, error) {
+	info, err := b.CreateBatch(ctx, file, meta)
+	if errors.Is(err, enrich.ErrBatchRefused) {
+		return enrich.BatchInfo{}, p.recordRefusal(ctx, log, j, file, err)
+	}
+	if err != nil {
+		return enrich.BatchInfo{}, err
+	}
+	if _, err := p.recordBatchID(ctx, j, file, info.ID); err != nil {
+		return enrich.BatchInfo{}, err
+	}
+	return info, nil
+}
+
+// attemptInfo is what the provider says of an attempt's batch (a refused
+// one ended without answers).
+func attemptInfo(ctx context.Context, b enrich.Batcher, a storage.BatchAttempt) (enrich.BatchInfo, error) {
+	if a.Refused != "" {
+		return enrich.BatchInfo{Status: enrich.BatchRefused, InputFile: a.InputFile, Errors: a.Refused}, nil
+	}
+	return b.RetrieveBatch(ctx, a.Batch)
 }
 
 // recorder is the model that batchTexts runs the enricher with: it answers
@@ -400,8 +462,8 @@ func (p *Processor) collectJob(ctx context.Context, j Job) ([]BatchReport, error
 	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 		for {
 			rep, more, err := p.collectOne(ctx, j)
-			if rep != nil {
-				out = append(out, *rep)
+			if rep != nil && err == nil {
+				out = append(out, *rep) // a try that lost a conflict is reported by the next
 			}
 			switch {
 			case errors.Is(err, storage.ErrConflict):
@@ -456,12 +518,12 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 	if !pb.Empty() {
 		last := pb.Last()
 		rep.Batch = last.Batch
-		if last.Batch == "" {
+		if last.Batch == "" && !last.Ended() {
 			state, err := p.recoverBatch(ctx, log, j, b, tgt, wm, pending)
 			rep.State = state
 			return rep, state == BatchCreated, err
 		}
-		info, err := b.RetrieveBatch(ctx, last.Batch)
+		info, err := attemptInfo(ctx, b, last)
 		if err != nil {
 			return rep, false, err
 		}
@@ -469,6 +531,10 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		if !info.Done() {
 			rep.State = BatchWaiting
 			return rep, false, nil
+		}
+		if pb.SpecVersion != spec.Version {
+			log.Warn("the job spec's version changed since the batch was submitted: rows whose request changed with it (max_text_chars, languages, rows_per_request) find no answer and are asked again",
+				"batch", last.Batch, "submitted_with", pb.SpecVersion, "now", spec.Version)
 		}
 		texts, err := p.rangeTexts(ctx, src, spec, pb)
 		if err != nil {
@@ -542,7 +608,7 @@ func answersOf(ctx context.Context, b enrich.Batcher, texts []string, attempts [
 		ai := info
 		if k < len(attempts)-1 {
 			var err error
-			if ai, err = b.RetrieveBatch(ctx, a.Batch); err != nil {
+			if ai, err = attemptInfo(ctx, b, a); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -659,12 +725,9 @@ func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b e
 		}
 		return err
 	}
-	info, err := b.CreateBatch(ctx, file, batchMetadata(spec, pb, attempt))
+	info, err := p.createBatch(ctx, log, j, b, file, batchMetadata(spec, pb, attempt))
 	if err != nil {
 		return fmt.Errorf("create the retry batch of %d rows (recorded; the next collection creates it): %w", len(ask), err)
-	}
-	if _, err := p.recordBatchID(ctx, j, file, info.ID); err != nil {
-		return err
 	}
 	log.Info("batch ended with rows unanswered: sent them again as a new batch", "batch", info.ID, "rows", len(ask), "attempt", attempt)
 	return nil
@@ -704,13 +767,13 @@ func (p *Processor) adoptOrCreate(ctx context.Context, log *slog.Logger, j Job, 
 		if err := claim(time.Now().UTC()); err != nil {
 			return "", err // a conflict: someone else claimed it (or moved on)
 		}
-		if info, err = b.CreateBatch(ctx, a.InputFile, meta); err != nil {
+		if info, err = p.createBatch(ctx, log, j, b, a.InputFile, meta); err != nil {
 			return "", fmt.Errorf("create the batch of recorded input file %s: %w", a.InputFile, err)
 		}
 		log.Warn("created the batch of an input file recorded without one (a crash or a failed create before)", "batch", info.ID, "file", a.InputFile)
-	} else {
-		log.Warn("found the batch of an input file recorded without one (a crash after creating it): adopting it", "batch", info.ID, "file", a.InputFile)
+		return BatchCreated, nil
 	}
+	log.Warn("found the batch of an input file recorded without one (a crash after creating it): adopting it", "batch", info.ID, "file", a.InputFile)
 	if _, err := p.recordBatchID(ctx, j, a.InputFile, info.ID); err != nil {
 		return "", err
 	}

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -469,4 +470,61 @@ func TestReplayThroughTheBatchAPI(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, list, "the replacement removed its batch record")
 	assert.Equal(t, storage.Cursor{SnapshotID: s1}, bb.Watermark().Cursor, "a replay moves no watermark")
+}
+
+// refusingCreate answers every batch creation with a 400, as a provider
+// refuses a file over its limits or a batch over the enqueued-token quota.
+type refusingCreate struct{ n atomic.Int64 }
+
+func (c *refusingCreate) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/batches") {
+		c.n.Add(1)
+		return &http.Response{StatusCode: http.StatusBadRequest, Status: "400 Bad Request", Header: http.Header{"Content-Type": {"application/json"}},
+			Body: io.NopCloser(strings.NewReader(`{"error":{"message":"enqueued token limit reached","type":"invalid_request_error","code":"token_limit_exceeded"}}`)), Request: r}, nil
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// A batch the provider refuses to create is not tried again and again:
+// the refusal ends the attempt, its rows are asked synchronously (retry:
+// sync) or, with no attempt left, written failed with the reason.
+func TestARefusedBatchEndsItsAttempt(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		retry    string
+		attempts int
+		want     string
+	}{
+		{enrich.BatchRetrySync, 2, "ok"},
+		{enrich.BatchRetryBatch, 1, "failed"},
+	} {
+		t.Run(tt.retry, func(t *testing.T) {
+			t.Parallel()
+			rc := &refusingCreate{}
+			bb := newBatchBedWith(t, &fakellm.Server{}, func(s *enrich.Spec) {
+				s.Model.Batch.Retry = tt.retry
+				s.Model.Batch.Attempts = tt.attempts
+			}, &http.Client{Transport: rc})
+			s1 := bb.AppendPosts(40)
+			_, err := bb.p.Process(t.Context(), bb.Event(s1))
+			require.NoError(t, err, "the refusal is recorded; the message is done")
+			list := bb.pending()
+			require.Len(t, list, 1)
+			assert.Contains(t, list[0].Last().Refused, "enqueued token limit reached")
+
+			reps := bb.collect()
+			require.Equal(t, []pipeline.BatchState{pipeline.BatchCommitted}, states(reps))
+			assert.Equal(t, int64(1), rc.n.Load(), "one create, never repeated")
+			sc := bb.statusCounts()
+			assert.Equal(t, 40, sc[tt.want]+sc["skipped"])
+			if tt.want == "failed" {
+				for _, r := range bb.TargetRows() {
+					if r[enrich.ColStatus] == "failed" {
+						assert.Contains(t, r[enrich.ColError], "enqueued token limit reached")
+					}
+				}
+			}
+			bb.RequireExactlyOnce(40, nil)
+		})
+	}
 }

@@ -112,31 +112,41 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		return res, fmt.Errorf("replay: %w", err)
 	}
 
-	// Commits of whole snapshots, about ChunkRows rows each.
+	batcher, _, err := p.batching(j, tgt)
+	if err != nil {
+		return res, fmt.Errorf("replay: %w", err)
+	}
+	if batcher != nil && spec.Model.BatchAPI != enrich.BatchOn && plan.Rows() < spec.Model.Batch.MinRows {
+		batcher = nil // auto, and too few rows to wait a day for
+	}
+	// Commits of whole snapshots, about ChunkRows rows each; through the
+	// Batch API (one batch per commit) at most batch.max_rows, unless one
+	// snapshot alone holds more.
 	var groups [][]storage.Unit
 	var rows int64
 	for _, snap := range bySnapshot(plan.Units) {
-		if len(groups) == 0 || rows >= p.opts.ChunkRows {
+		var n int64
+		for _, u := range snap {
+			n += u.Rows
+		}
+		full := rows >= p.opts.ChunkRows
+		if batcher != nil {
+			full = rows > 0 && rows+n > spec.Model.Batch.MaxRows
+		}
+		if len(groups) == 0 || full {
 			groups = append(groups, nil)
 			rows = 0
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], snap...)
-		for _, u := range snap {
-			rows += u.Rows
-		}
+		rows += n
 	}
 	for _, s := range plan.Snapshots {
 		if s.Operation == string(table.OpAppend) {
 			res.Snapshots++
 		}
 	}
-	log.Info("replay planned", "snapshots", res.Snapshots, "rows", plan.Rows(), "commits", len(groups), "only_status", req.OnlyStatus)
-
-	batcher, _, err := p.batching(j, tgt)
-	if err != nil {
-		return res, fmt.Errorf("replay: %w", err)
-	}
-	if batcher != nil && (spec.Model.BatchAPI == enrich.BatchOn || plan.Rows() >= spec.Model.Batch.MinRows) {
+	log.Info("replay planned", "snapshots", res.Snapshots, "rows", plan.Rows(), "commits", len(groups), "only_status", req.OnlyStatus, "batch_api", batcher != nil)
+	if batcher != nil {
 		return p.replayBatched(ctx, log, j, batcher, src, enr, groups, req, res)
 	}
 	for n, units := range groups {

@@ -68,13 +68,25 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 		if err := p.submitReplayGroup(ctx, log, j, b, name, g, req.OnBatch); err != nil {
 			return res, fmt.Errorf("replay: %w", err)
 		}
-		todo = append(todo, g)
+		// Only the group's units are kept until its turn: its keys and
+		// texts are read again then, so memory holds one group at a time.
+		todo = append(todo, replayGroup{units: units})
 	}
 	in, err := storage.ProjectedSchema(src, spec.Columns())
 	if err != nil {
 		return res, fmt.Errorf("replay: %w", err)
 	}
 	for n, g := range todo {
+		tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
+		if err != nil {
+			return res, fmt.Errorf("replay: %w", err)
+		}
+		if g.keep, g.filter, err = p.replayKeys(ctx, src, tgt, spec, g.units, req.OnlyStatus); err != nil {
+			return res, err
+		}
+		if g.texts, err = p.replayTexts(ctx, src, spec, g.units, g.keep); err != nil {
+			return res, fmt.Errorf("replay: %w", err)
+		}
 		answers, err := p.waitReplayGroup(ctx, log, j, b, name, g, req.OnBatch)
 		if err != nil {
 			return res, fmt.Errorf("replay: %w", err)
@@ -194,12 +206,9 @@ func (p *Processor) submitReplayGroup(ctx context.Context, log *slog.Logger, j J
 		}
 		return err
 	}
-	info, err := b.CreateBatch(ctx, file, replayMetadata(spec, name, 1))
+	info, err := p.createBatch(ctx, log, j, b, file, replayMetadata(spec, name, 1))
 	if err != nil {
 		return fmt.Errorf("create the replay batch of %d texts (recorded: run the replay again to create it): %w", len(g.texts), err)
-	}
-	if _, err := p.recordBatchID(ctx, j, file, info.ID); err != nil {
-		return err
 	}
 	log.Info("replay batch submitted", "batch", info.ID, "snapshots", ids, "texts", len(g.texts))
 	if onBatch != nil {
@@ -256,7 +265,7 @@ func (p *Processor) waitReplayGroup(ctx context.Context, log *slog.Logger, j Job
 		rb := list[i]
 		last := rb.Attempts[len(rb.Attempts)-1]
 		rep := BatchReport{Job: spec.Name, Batch: last.Batch, Rows: int64(rb.Texts), Attempt: len(rb.Attempts), Age: time.Since(rb.Created)}
-		if last.Batch == "" {
+		if last.Batch == "" && !last.Ended() {
 			state, err := p.adoptOrCreate(ctx, log, j, b, last, replayMetadata(spec, name, len(rb.Attempts)), func(at time.Time) error {
 				list[i].Attempts = slices.Clone(rb.Attempts)
 				list[i].Attempts[len(rb.Attempts)-1].Claimed = at
@@ -270,7 +279,7 @@ func (p *Processor) waitReplayGroup(ctx context.Context, log *slog.Logger, j Job
 			}
 			rep.State = state
 		} else {
-			info, err := b.RetrieveBatch(ctx, last.Batch)
+			info, err := attemptInfo(ctx, b, last)
 			if err != nil {
 				return nil, err
 			}
@@ -324,12 +333,9 @@ func (p *Processor) retryReplayBatch(ctx context.Context, log *slog.Logger, j Jo
 		}
 		return err
 	}
-	info, err := b.CreateBatch(ctx, file, replayMetadata(spec, rb.Replay, attempt))
+	info, err := p.createBatch(ctx, log, j, b, file, replayMetadata(spec, rb.Replay, attempt))
 	if err != nil {
 		return fmt.Errorf("create the retry batch of %d rows (recorded: run the replay again to create it): %w", len(ask), err)
-	}
-	if _, err := p.recordBatchID(ctx, j, file, info.ID); err != nil {
-		return err
 	}
 	log.Info("replay batch ended with rows unanswered: sent them again as a new batch", "batch", info.ID, "rows", len(ask), "attempt", attempt)
 	return nil
