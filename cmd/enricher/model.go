@@ -268,7 +268,9 @@ func printUsage(w io.Writer, u enrich.Usage) {
 		fmt.Fprintf(w, "  batch API tokens\t%d\t(prompt %d of which cached %d, completion %d; %d of the rows sent; at %.0f%% of the prices)\n",
 			u.BatchPromptTokens+u.BatchCompletionTokens, u.BatchPromptTokens, u.BatchCachedTokens, u.BatchCompletionTokens, u.BatchRowsSent, 100*enrich.BatchDiscount)
 	}
-	if u.Prices != (enrich.Prices{}) {
+	if u.Prices == (enrich.Prices{}) {
+		fmt.Fprintf(w, "  estimated cost\tunknown\t(no prices for this model: set model.prices in the job spec; Batch API tokens are priced at %.0f%% of them)\n", 100*enrich.BatchDiscount)
+	} else {
 		source := "the job spec's prices"
 		if u.Prices.Source != "" {
 			source = u.Prices.Source + "; model.prices sets yours"
