@@ -275,7 +275,7 @@ func printBatchReports(w io.Writer, reps []pipeline.BatchReport) {
 // ctx ends or the returned stop is called (which waits for it). Failures
 // are logged: the next round tries again; a model that cannot be used
 // (a wrong key) is logged as an error each round.
-func startCollector(ctx context.Context, proc *pipeline.Processor, jobs []pipeline.Job, log *slog.Logger) (stop func()) {
+func startCollector(ctx context.Context, proc *pipeline.Processor, jobs []pipeline.Job, log *slog.Logger, onReport func(pipeline.BatchReport)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	every := pollInterval(jobs)
@@ -287,6 +287,9 @@ func startCollector(ctx context.Context, proc *pipeline.Processor, jobs []pipeli
 			reps, err := proc.Collect(ctx, "")
 			for _, r := range reps {
 				logBatchReport(log, r)
+				if onReport != nil {
+					onReport(r)
+				}
 			}
 			if err != nil && ctx.Err() == nil {
 				lvl := slog.LevelWarn

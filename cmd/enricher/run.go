@@ -163,13 +163,14 @@ func (r *runCmd) Run(ctx context.Context) error {
 	}
 	c := &consumer.Consumer{Source: src, Logger: log, Concurrency: r.concurrency, Grace: r.grace, RetryBackoff: r.backoff}
 	onStage := r.stageHook
+	var onBatch func(pipeline.BatchReport)
 	if r.metricsAddr != "" {
 		m, stop, err := r.metrics(ctx, env.jobs)
 		if err != nil {
 			return err
 		}
 		defer stop()
-		onStage, c.OnOutcome = chainStages(m.ObserveStage, r.stageHook), m.Observe
+		onStage, c.OnOutcome, onBatch = chainStages(m.ObserveStage, r.stageHook), m.Observe, m.ObserveBatch
 	}
 	proc, err := env.processor(log, func(o *pipeline.Options) { o.OnStage = onStage })
 	if err != nil {
@@ -186,7 +187,7 @@ func (r *runCmd) Run(ctx context.Context) error {
 	bjobs := batchJobs(env.jobs, "")
 	stopCollector := func() {}
 	if len(bjobs) > 0 {
-		stopCollector = startCollector(ctx, proc, bjobs, log)
+		stopCollector = startCollector(ctx, proc, bjobs, log, onBatch)
 	}
 	runErr := c.Run(ctx)
 	stopCollector()
@@ -197,6 +198,9 @@ func (r *runCmd) Run(ctx context.Context) error {
 		pending := 0
 		for _, rep := range reps {
 			logBatchReport(log, rep)
+			if onBatch != nil {
+				onBatch(rep)
+			}
 			if rep.State != pipeline.BatchCommitted {
 				pending++
 			}

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/fakellm"
@@ -526,5 +528,30 @@ func TestARefusedBatchEndsItsAttempt(t *testing.T) {
 			}
 			bb.RequireExactlyOnce(40, nil)
 		})
+	}
+}
+
+// The rows a collected batch writes count in enricher_rows_total like any
+// others, and batches are counted by what became of them.
+func TestMetricsCountBatchesAndTheirRows(t *testing.T) {
+	t.Parallel()
+	bb := newBatchBed(t, &fakellm.Server{}, nil)
+	reg := prometheus.NewRegistry()
+	m := pipeline.NewMetrics(reg)
+	q := consumer.NewMemQueue()
+	q.Publish(bb.Event(bb.AppendPosts(60)).Encode())
+	q.Close()
+	c := &consumer.Consumer{Source: q, Handler: bb.p, Logger: quietLogger(), OnOutcome: m.Observe}
+	require.NoError(t, c.Run(t.Context()))
+	job := map[string]string{"job": "sentiment", "event": "submitted"}
+	assert.Equal(t, 1.0, counterValue(t, reg, "enricher_batches_total", job))
+	reps := bb.collect()
+	require.Len(t, reps, 1)
+	m.ObserveBatch(reps[0])
+	job["event"] = "committed"
+	assert.Equal(t, 1.0, counterValue(t, reg, "enricher_batches_total", job))
+	assert.Equal(t, int64(60), reps[0].Counts.Total())
+	for status, n := range reps[0].Counts {
+		assert.Equal(t, float64(n), counterValue(t, reg, "enricher_rows_total", map[string]string{"job": "sentiment", "status": string(status)}))
 	}
 }

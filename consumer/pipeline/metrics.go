@@ -21,6 +21,7 @@ type Metrics struct {
 	commits   *prometheus.CounterVec
 	lag       *prometheus.HistogramVec
 	outcomes  *prometheus.CounterVec
+	batches   *prometheus.CounterVec
 }
 
 // NewMetrics registers the consumer's metrics with reg.
@@ -57,7 +58,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.outcomes = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "enricher_job_outcomes_total", Help: "Jobs run for an event, by job and outcome (enriched, up_to_date, stale, failed).",
 	}, []string{"job", "outcome"})
-	reg.MustRegister(m.messages, m.rows, m.duration, m.stages, m.dlq, m.conflicts, m.commits, m.lag, m.outcomes)
+	m.batches = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "enricher_batches_total", Help: "Batch API batches, by job and event: submitted (with an event), committed (collected and written), retried (sent again for rows left unanswered).",
+	}, []string{"job", "event"})
+	reg.MustRegister(m.messages, m.rows, m.duration, m.stages, m.dlq, m.conflicts, m.commits, m.lag, m.outcomes, m.batches)
 	return m
 }
 
@@ -77,11 +81,29 @@ func (m *Metrics) Observe(o consumer.MessageOutcome) {
 		for status, n := range r.Counts {
 			m.rows.WithLabelValues(r.Job, string(status)).Add(float64(n))
 		}
+		if r.Batches > 0 {
+			m.batches.WithLabelValues(r.Job, "submitted").Add(float64(r.Batches))
+		}
 		m.conflicts.WithLabelValues(r.Job).Add(float64(r.Conflicts))
 		m.commits.WithLabelValues(r.Job).Add(float64(r.Commits))
 		if rep.Event.PublishedAt != nil && r.Commits > 0 && o.Err == nil {
 			m.lag.WithLabelValues(r.Job).Observe(time.Since(*rep.Event.PublishedAt).Seconds())
 		}
+	}
+}
+
+// ObserveBatch records what a collection did with one batch: the rows a
+// committed batch wrote count in enricher_rows_total like any others.
+func (m *Metrics) ObserveBatch(r BatchReport) {
+	switch r.State {
+	case BatchCommitted:
+		m.batches.WithLabelValues(r.Job, "committed").Inc()
+		m.commits.WithLabelValues(r.Job).Inc()
+		for status, n := range r.Counts {
+			m.rows.WithLabelValues(r.Job, string(status)).Add(float64(n))
+		}
+	case BatchRetried:
+		m.batches.WithLabelValues(r.Job, "retried").Inc()
 	}
 }
 
