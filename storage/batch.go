@@ -88,13 +88,9 @@ func (b PendingBatch) Last() BatchAttempt {
 
 // PendingBatches reads the pending batch list of job on tgt (nil: none).
 func PendingBatches(tgt *table.Table, job string) ([]PendingBatch, error) {
-	v, ok := tgt.Properties()[BatchesProperty(job)]
-	if !ok || v == "" {
-		return nil, nil
-	}
-	var out []PendingBatch
-	if err := json.Unmarshal([]byte(v), &out); err != nil {
-		return nil, fmt.Errorf("table %s: property %s: %w", tableName(tgt), BatchesProperty(job), err)
+	out, err := readList[PendingBatch](tgt, BatchesProperty(job))
+	if err != nil {
+		return nil, err
 	}
 	for i := 1; i < len(out); i++ {
 		if out[i].From != out[i-1].To {
@@ -109,14 +105,33 @@ func PendingBatches(tgt *table.Table, job string) ([]PendingBatch, error) {
 // batches: set as JSON, or removed when the list is empty. They go into a
 // Commit's SetProps and RemoveProps.
 func BatchesProps(job string, list []PendingBatch) (set map[string]string, remove []string, err error) {
+	return listProps(BatchesProperty(job), list)
+}
+
+// readList reads a JSON list from a table property (nil when absent).
+func readList[T any](tgt *table.Table, prop string) ([]T, error) {
+	v, ok := tgt.Properties()[prop]
+	if !ok || v == "" {
+		return nil, nil
+	}
+	var out []T
+	if err := json.Unmarshal([]byte(v), &out); err != nil {
+		return nil, fmt.Errorf("table %s: property %s: %w", tableName(tgt), prop, err)
+	}
+	return out, nil
+}
+
+// listProps are the property changes that record list in prop: set as
+// JSON, or removed when the list is empty.
+func listProps[T any](prop string, list []T) (set map[string]string, remove []string, err error) {
 	if len(list) == 0 {
-		return nil, []string{BatchesProperty(job)}, nil
+		return nil, []string{prop}, nil
 	}
 	raw, err := json.Marshal(list)
 	if err != nil {
-		return nil, nil, fmt.Errorf("encode pending batches of job %s: %w", job, err)
+		return nil, nil, fmt.Errorf("encode %s: %w", prop, err)
 	}
-	return map[string]string{BatchesProperty(job): string(raw)}, nil, nil
+	return map[string]string{prop: string(raw)}, nil, nil
 }
 
 // PropReplayBatchesPrefix starts the table property that lists the Batch
@@ -146,26 +161,11 @@ type ReplayBatch struct {
 
 // ReplayBatches reads the replay batch list of job on tgt (nil: none).
 func ReplayBatches(tgt *table.Table, job string) ([]ReplayBatch, error) {
-	v, ok := tgt.Properties()[ReplayBatchesProperty(job)]
-	if !ok || v == "" {
-		return nil, nil
-	}
-	var out []ReplayBatch
-	if err := json.Unmarshal([]byte(v), &out); err != nil {
-		return nil, fmt.Errorf("table %s: property %s: %w", tableName(tgt), ReplayBatchesProperty(job), err)
-	}
-	return out, nil
+	return readList[ReplayBatch](tgt, ReplayBatchesProperty(job))
 }
 
 // ReplayBatchesProps are the property changes that record list as job's
 // replay batches (removed when empty).
 func ReplayBatchesProps(job string, list []ReplayBatch) (set map[string]string, remove []string, err error) {
-	if len(list) == 0 {
-		return nil, []string{ReplayBatchesProperty(job)}, nil
-	}
-	raw, err := json.Marshal(list)
-	if err != nil {
-		return nil, nil, fmt.Errorf("encode replay batches of job %s: %w", job, err)
-	}
-	return map[string]string{ReplayBatchesProperty(job): string(raw)}, nil, nil
+	return listProps(ReplayBatchesProperty(job), list)
 }

@@ -90,10 +90,7 @@ func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enric
 		next, err := p.recordPending(ctx, j, tgt, wm, append(pending, pb))
 		if err != nil {
 			if file != "" {
-				// Nobody will create a batch of it: do not leave it behind.
-				if derr := b.DeleteBatchFile(context.WithoutCancel(ctx), file); derr != nil {
-					log.Warn("could not delete an unused batch input file", "file", file, "err", derr)
-				}
+				dropUnused(ctx, log, b, file)
 			}
 			return err
 		}
@@ -339,16 +336,34 @@ func (r *recorder) Annotate(_ context.Context, items []enrich.Item, out []enrich
 	return nil
 }
 
+// recording returns an enricher of the job's rows whose model records
+// the texts it is asked (see recorder).
+func (p *Processor) recording(src *table.Table, spec *enrich.Spec) (*enrich.Enricher, *recorder, error) {
+	in, err := storage.ProjectedSchema(src, spec.Columns())
+	if err != nil {
+		return nil, nil, err
+	}
+	rec := &recorder{name: spec.Model.ID(), seen: map[string]struct{}{}}
+	enr, err := enrich.NewEnricher(spec, rec, in, p.opts.Allocator)
+	if err != nil {
+		return nil, nil, err
+	}
+	return enr, rec, nil
+}
+
+// dropUnused deletes an uploaded input file whose record lost (nobody will
+// create its batch), logging a failure: the provider expires files anyway.
+func dropUnused(ctx context.Context, log *slog.Logger, b enrich.Batcher, file string) {
+	if err := b.DeleteBatchFile(context.WithoutCancel(ctx), file); err != nil {
+		log.Warn("could not delete an unused batch input file", "file", file, "err", err)
+	}
+}
+
 // batchTexts reads the rows of plan in order and returns the distinct
 // texts the model is to answer, in the order of their first row. The same
 // plan always gives the same texts.
 func (p *Processor) batchTexts(ctx context.Context, src *table.Table, spec *enrich.Spec, plan *storage.Plan) ([]string, error) {
-	in, err := storage.ProjectedSchema(src, spec.Columns())
-	if err != nil {
-		return nil, err
-	}
-	rec := &recorder{name: spec.Model.ID(), seen: map[string]struct{}{}}
-	enr, err := enrich.NewEnricher(spec, rec, in, p.opts.Allocator)
+	enr, rec, err := p.recording(src, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -720,9 +735,7 @@ func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b e
 	list := clonePending(pending)
 	list[0].Attempts = append(list[0].Attempts, storage.BatchAttempt{InputFile: file, Lines: len(lines), Texts: len(ask), Claimed: time.Now().UTC()})
 	if _, err := p.recordPending(ctx, j, tgt, wm, list); err != nil {
-		if derr := b.DeleteBatchFile(context.WithoutCancel(ctx), file); derr != nil {
-			log.Warn("could not delete an unused batch input file", "file", file, "err", derr)
-		}
+		dropUnused(ctx, log, b, file)
 		return err
 	}
 	info, err := p.createBatch(ctx, log, j, b, file, batchMetadata(spec, pb, attempt))

@@ -149,12 +149,7 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 
 // replayTexts is the distinct texts of a group's rows to replay, in order.
 func (p *Processor) replayTexts(ctx context.Context, src *table.Table, spec *enrich.Spec, units []storage.Unit, keep *keySet) ([]string, error) {
-	in, err := storage.ProjectedSchema(src, spec.Columns())
-	if err != nil {
-		return nil, err
-	}
-	rec := &recorder{name: spec.Model.ID(), seen: map[string]struct{}{}}
-	enr, err := enrich.NewEnricher(spec, rec, in, p.opts.Allocator)
+	enr, rec, err := p.recording(src, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -201,9 +196,7 @@ func (p *Processor) submitReplayGroup(ctx context.Context, log *slog.Logger, j J
 	}
 	rb.Attempts = []storage.BatchAttempt{{InputFile: file, Lines: len(lines), Texts: len(g.texts), Claimed: time.Now().UTC()}}
 	if err := p.recordReplayBatches(ctx, j, tgt, append(list, rb)); err != nil {
-		if derr := b.DeleteBatchFile(context.WithoutCancel(ctx), file); derr != nil {
-			log.Warn("could not delete an unused batch input file", "file", file, "err", derr)
-		}
+		dropUnused(ctx, log, b, file)
 		return err
 	}
 	info, err := p.createBatch(ctx, log, j, b, file, replayMetadata(spec, name, 1))
@@ -328,9 +321,7 @@ func (p *Processor) retryReplayBatch(ctx context.Context, log *slog.Logger, j Jo
 	}
 	list[i].Attempts = append(slices.Clone(rb.Attempts), storage.BatchAttempt{InputFile: file, Lines: len(lines), Texts: len(ask), Claimed: time.Now().UTC()})
 	if err := p.recordReplayBatches(ctx, j, tgt, list); err != nil {
-		if derr := b.DeleteBatchFile(context.WithoutCancel(ctx), file); derr != nil {
-			log.Warn("could not delete an unused batch input file", "file", file, "err", derr)
-		}
+		dropUnused(ctx, log, b, file)
 		return err
 	}
 	info, err := p.createBatch(ctx, log, j, b, file, replayMetadata(spec, rb.Replay, attempt))
