@@ -78,7 +78,7 @@ func (l *batchesListCmd) Run(ctx context.Context) error {
 	defer cat.Close()
 	tw := tabwriter.NewWriter(l.g.stdout, 0, 0, 2, ' ', 0)
 	defer tw.Flush()
-	fmt.Fprintln(tw, "JOB\tRANGE\tROWS\tTEXTS\tATTEMPT\tBATCH\tAGE")
+	fmt.Fprintln(tw, "JOB\tRANGE\tROWS\tTEXTS\tATTEMPT\tBATCH\tSTATE\tAGE")
 	n := 0
 	for _, t := range targets {
 		tgt, err := cat.LoadTable(ctx, t.table)
@@ -94,15 +94,12 @@ func (l *batchesListCmd) Run(ctx context.Context) error {
 		}
 		for _, pb := range list {
 			n++
-			batch, attempt := "-", 0
-			if !pb.Empty() {
-				attempt = len(pb.Attempts)
-				batch = pb.Last().Batch
-				if batch == "" {
-					batch = "(not created yet: file " + pb.Last().InputFile + ")"
-				}
+			st := pipeline.PendingStatus(pb)
+			batch := st.Batch
+			if batch == "" && !pb.Empty() {
+				batch = "file " + pb.Last().InputFile
 			}
-			fmt.Fprintf(tw, "%s\t%s .. %s\t%d\t%d\t%d\t%s\t%s\n", t.job, pb.From, pb.To, pb.Rows, pb.Texts, attempt, batch, time.Since(pb.Created).Round(time.Second))
+			fmt.Fprintf(tw, "%s\t%s .. %s\t%d\t%d\t%d\t%s\t%s\t%s\n", t.job, pb.From, pb.To, pb.Rows, pb.Texts, st.Attempts, orDash(batch), st.State, time.Since(pb.Created).Round(time.Second))
 		}
 	}
 	if n == 0 {

@@ -133,9 +133,12 @@ func TestRunSubmitsAndBatchesCollectCommits(t *testing.T) {
 	out = mustRun(t, "batches", "list", "--config", cfg)
 	assert.Contains(t, out, id)
 	assert.Contains(t, out, "sentiment")
+	assert.Contains(t, out, "submitted")
 	out = mustRun(t, "status", "--config", cfg)
 	assert.Contains(t, out, "pending batches")
-	assert.Contains(t, out, id)
+	assert.Contains(t, out, id+", submitted")
+	out = mustRun(t, "status", "--config", cfg, "--format", "json")
+	assert.Contains(t, out, `"pending_batches":[{"batch":"`+id+`","state":"submitted"`)
 
 	out = mustRun(t, append([]string{"batches", "collect", "--config", cfg}, model...)...)
 	assert.Contains(t, out, "waiting")

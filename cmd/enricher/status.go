@@ -145,8 +145,8 @@ func (c *statusCmd) Run(ctx context.Context) error {
 				rows += b.Rows
 			}
 			oldest := s.Batches[0]
-			fmt.Fprintf(tw, "  pending batches\t%d, %d rows; oldest %s, %s old, attempt %d (enricher batches list --job %s)\n",
-				len(s.Batches), rows, orDash(oldest.Batch), (time.Duration(oldest.AgeSecs) * time.Second).String(), oldest.Attempts, s.Job)
+			fmt.Fprintf(tw, "  pending batches\t%d, %d rows; oldest %s, %s, %s old, attempt %d (enricher batches list --job %s)\n",
+				len(s.Batches), rows, orDash(oldest.Batch), oldest.State, (time.Duration(oldest.AgeSecs) * time.Second).String(), oldest.Attempts, s.Job)
 		}
 		if r := s.Rows; r != nil {
 			var per []string

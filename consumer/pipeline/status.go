@@ -162,7 +162,7 @@ func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) e
 			return err
 		} else {
 			for _, pb := range list {
-				s.Batches = append(s.Batches, pendingStatus(pb))
+				s.Batches = append(s.Batches, PendingStatus(pb))
 			}
 		}
 		if o.CountRows {
@@ -274,7 +274,15 @@ func CountRows(ctx context.Context, tgt *table.Table) (RowCounts, error) {
 
 // PendingBatchStatus is one pending batch as status shows it.
 type PendingBatchStatus struct {
-	Batch    string    `json:"batch"` // the latest attempt's ID ("" until created)
+	Batch string `json:"batch"` // the latest attempt's ID ("" until created)
+	// State is what the target records of the latest attempt: submitted
+	// (created, waiting to be collected), recorded (its input file is
+	// uploaded, the batch not created yet: a crash or a failed create,
+	// which a collection finishes), refused (the provider refused it: the
+	// next collection asks its rows again or writes them failed), or
+	// empty (a range without rows to send, queued in order). The
+	// provider's own state is what `enricher batches collect` reports.
+	State    string    `json:"state"`
 	From     string    `json:"from"`
 	To       string    `json:"to"`
 	Rows     int64     `json:"rows"`
@@ -283,7 +291,18 @@ type PendingBatchStatus struct {
 	AgeSecs  int64     `json:"age_seconds"`
 }
 
-func pendingStatus(pb storage.PendingBatch) PendingBatchStatus {
-	return PendingBatchStatus{Batch: pb.Last().Batch, From: pb.From.String(), To: pb.To.String(), Rows: pb.Rows,
+// PendingStatus is how status shows a pending batch.
+func PendingStatus(pb storage.PendingBatch) PendingBatchStatus {
+	last := pb.Last()
+	state := "submitted"
+	switch {
+	case pb.Empty():
+		state = "empty"
+	case last.Refused != "":
+		state = "refused: " + last.Refused
+	case last.Batch == "":
+		state = "recorded, not created"
+	}
+	return PendingBatchStatus{Batch: last.Batch, State: state, From: pb.From.String(), To: pb.To.String(), Rows: pb.Rows,
 		Attempts: len(pb.Attempts), Created: pb.Created, AgeSecs: int64(time.Since(pb.Created).Seconds())}
 }
