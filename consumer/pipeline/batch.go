@@ -66,7 +66,7 @@ func (p *Processor) batching(j Job, tgt *table.Table) (enrich.Batcher, []storage
 // submit sends the rows of plan (which starts where the pending batches
 // end) to the Batch API, one batch per model.batch.max_rows rows.
 func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, src, tgt *table.Table,
-	wm storage.Watermark, pending []storage.PendingBatch, plan *storage.Plan, to int64, res *Result) error {
+	pending []storage.PendingBatch, plan *storage.Plan, to int64, res *Result) error {
 	spec := j.Spec
 	for {
 		head := plan.Head(spec.Model.Batch.MaxRows)
@@ -87,7 +87,7 @@ func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enric
 			}
 			pb.Attempts = []storage.BatchAttempt{{InputFile: file, Lines: len(lines), Texts: len(texts), Claimed: time.Now().UTC()}}
 		}
-		next, err := p.recordPending(ctx, j, tgt, wm, append(pending, pb))
+		next, err := p.recordPending(ctx, j, tgt, append(pending, pb))
 		if err != nil {
 			if file != "" {
 				dropUnused(ctx, log, b, file)
@@ -146,19 +146,24 @@ func batchMetadata(spec *enrich.Spec, pb storage.PendingBatch, attempt int) map[
 // recordPending commits list as the job's pending batches with the
 // watermark where it is, on the condition that the target has not
 // changed since tgt was loaded (ErrConflict otherwise).
-func (p *Processor) recordPending(ctx context.Context, j Job, tgt *table.Table, wm storage.Watermark, list []storage.PendingBatch) (*table.Table, error) {
+func (p *Processor) recordPending(ctx context.Context, j Job, tgt *table.Table, list []storage.PendingBatch) (*table.Table, error) {
 	set, remove, err := storage.BatchesProps(j.Spec.Name, list)
 	if err != nil {
 		return nil, err
 	}
-	return p.recordProps(ctx, j, tgt, wm, set, remove)
+	return p.recordProps(ctx, j, tgt, set, remove)
 }
 
 // recordProps commits property changes in a commit of no rows that keeps
-// the watermark where it is, on the condition that the target has not
+// the watermark where tgt has it, on the condition that the target has not
 // changed since tgt was loaded (ErrConflict otherwise): of two processes
-// recording at once, one wins.
-func (p *Processor) recordProps(ctx context.Context, j Job, tgt *table.Table, wm storage.Watermark, set map[string]string, remove []string) (*table.Table, error) {
+// recording at once, one wins. The watermark is read from tgt itself: one
+// read earlier, from an older handle, would move it back.
+func (p *Processor) recordProps(ctx context.Context, j Job, tgt *table.Table, set map[string]string, remove []string) (*table.Table, error) {
+	wm, err := storage.ReadWatermark(tgt, j.Spec.Name, j.Spec.Source.Table)
+	if err != nil {
+		return nil, err
+	}
 	schema, err := p.outSchema(ctx, j)
 	if err != nil {
 		return nil, err
@@ -275,11 +280,7 @@ func (p *Processor) updateAttempt(ctx context.Context, j Job, file string, chang
 		if err != nil {
 			return err
 		}
-		wm, err := storage.ReadWatermark(tgt, name, j.Spec.Source.Table)
-		if err != nil {
-			return err
-		}
-		out, err = p.recordProps(ctx, j, tgt, wm, set, remove)
+		out, err = p.recordProps(ctx, j, tgt, set, remove)
 		if errors.Is(err, storage.ErrConflict) {
 			return retry.RetryableError(err)
 		}
@@ -534,7 +535,7 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 		last := pb.Last()
 		rep.Batch = last.Batch
 		if last.Batch == "" && !last.Ended() {
-			state, err := p.recoverBatch(ctx, log, j, b, tgt, wm, pending)
+			state, err := p.recoverBatch(ctx, log, j, b, tgt, pending)
 			rep.State = state
 			return rep, state == BatchCreated, err
 		}
@@ -568,7 +569,7 @@ func (p *Processor) collectOne(ctx context.Context, j Job) (rep *BatchReport, mo
 					return rep, false, err
 				}
 			} else {
-				err := p.retryBatch(ctx, log, j, b, tgt, wm, pending, ask)
+				err := p.retryBatch(ctx, log, j, b, tgt, pending, ask)
 				if err == nil {
 					rep.State = BatchRetried
 				}
@@ -723,7 +724,7 @@ func (p *Processor) rangeTexts(ctx context.Context, src *table.Table, spec *enri
 // retryBatch sends the texts a range's batches left unanswered as a new
 // batch: recorded (input file, then ID) like the first.
 func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, tgt *table.Table,
-	wm storage.Watermark, pending []storage.PendingBatch, ask []string) error {
+	pending []storage.PendingBatch, ask []string) error {
 	spec := j.Spec
 	pb := pending[0]
 	attempt := len(pb.Attempts) + 1
@@ -734,7 +735,7 @@ func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b e
 	}
 	list := clonePending(pending)
 	list[0].Attempts = append(list[0].Attempts, storage.BatchAttempt{InputFile: file, Lines: len(lines), Texts: len(ask), Claimed: time.Now().UTC()})
-	if _, err := p.recordPending(ctx, j, tgt, wm, list); err != nil {
+	if _, err := p.recordPending(ctx, j, tgt, list); err != nil {
 		dropUnused(ctx, log, b, file)
 		return err
 	}
@@ -749,12 +750,12 @@ func (p *Processor) retryBatch(ctx context.Context, log *slog.Logger, j Job, b e
 // recoverBatch handles a pending batch whose input file is recorded but
 // not its batch (see adoptOrCreate).
 func (p *Processor) recoverBatch(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, tgt *table.Table,
-	wm storage.Watermark, pending []storage.PendingBatch) (BatchState, error) {
+	pending []storage.PendingBatch) (BatchState, error) {
 	pb := pending[0]
 	return p.adoptOrCreate(ctx, log, j, b, pb.Last(), batchMetadata(j.Spec, pb, len(pb.Attempts)), func(at time.Time) error {
 		list := clonePending(pending)
 		list[0].Attempts[len(list[0].Attempts)-1].Claimed = at
-		_, err := p.recordPending(ctx, j, tgt, wm, list)
+		_, err := p.recordPending(ctx, j, tgt, list)
 		return err
 	})
 }

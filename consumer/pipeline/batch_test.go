@@ -555,3 +555,45 @@ func TestMetricsCountBatchesAndTheirRows(t *testing.T) {
 		assert.Equal(t, float64(n), counterValue(t, reg, "enricher_rows_total", map[string]string{"job": "sentiment", "status": string(status)}))
 	}
 }
+
+// hookCreate runs a function before the n-th batch creation goes out.
+type hookCreate struct {
+	n    atomic.Int64
+	at   int64
+	hook func()
+}
+
+func (h *hookCreate) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/batches") && h.n.Add(1) == h.at {
+		h.hook()
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// A collection that commits while an event is still submitting its
+// batches (run's collector next to an event of a big range) moves the
+// watermark; the event's next record keeps it there, never moving it
+// back, and every row ends written once.
+func TestCollectingWhileAnEventSubmitsKeepsTheWatermark(t *testing.T) {
+	t.Parallel()
+	hook := &hookCreate{at: 2}
+	bb := newBatchBedWith(t, &fakellm.Server{}, func(s *enrich.Spec) { s.Model.Batch.MaxRows = 45 }, &http.Client{Transport: hook})
+	var collected []pipeline.BatchReport
+	hook.hook = func() {
+		reps, err := bb.p.Collect(t.Context(), "")
+		assert.NoError(t, err)
+		collected = append(collected, reps...)
+	}
+	s1 := bb.AppendPosts(100)
+	res, err := bb.p.Process(t.Context(), bb.Event(s1))
+	require.NoError(t, err)
+	assert.Equal(t, 3, res[0].Batches)
+	require.Equal(t, []pipeline.BatchState{pipeline.BatchCommitted, pipeline.BatchClaimed}, states(collected),
+		"the first batch was collected while the second was being created (recorded, claimed by its creator)")
+	assert.Equal(t, storage.Cursor{PartialSnapshotID: s1, PartialRows: 45}, bb.Watermark().Cursor, "the later records kept the collection's watermark")
+	require.Len(t, bb.pending(), 2)
+	assert.Equal(t, []pipeline.BatchState{pipeline.BatchCommitted, pipeline.BatchCommitted}, states(bb.collect()))
+	bb.RequireExactlyOnce(100, nil)
+	assert.Equal(t, storage.Cursor{SnapshotID: s1}, bb.Watermark().Cursor)
+	assert.Len(t, bb.llm.Batches(), 3)
+}

@@ -438,7 +438,7 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	if batcher != nil && (len(pending) > 0 || (plan.Rows() > 0 && (spec.Model.BatchAPI == enrich.BatchOn || plan.Rows() >= spec.Model.Batch.MinRows))) {
 		res.Outcome = OutcomeBatched
 		log.Info("plan (Batch API)", "from", from.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows(), "pending_batches", len(pending))
-		return p.submit(ctx, log, j, batcher, src, tgt, wm, pending, plan, ev.SnapshotID, res)
+		return p.submit(ctx, log, j, batcher, src, tgt, pending, plan, ev.SnapshotID, res)
 	}
 	res.Outcome = OutcomeEnriched
 	log.Info("plan", "from", wm.Cursor.String(), "to", plan.To, "files", len(plan.Units), "rows", plan.Rows())

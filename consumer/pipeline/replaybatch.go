@@ -222,15 +222,11 @@ func replayMetadata(spec *enrich.Spec, name string, attempt int) map[string]stri
 // recordReplayBatches commits list as the job's replay batches, with the
 // watermark where it is (ErrConflict if tgt changed meanwhile).
 func (p *Processor) recordReplayBatches(ctx context.Context, j Job, tgt *table.Table, list []storage.ReplayBatch) error {
-	wm, err := storage.ReadWatermark(tgt, j.Spec.Name, j.Spec.Source.Table)
-	if err != nil {
-		return err
-	}
 	set, remove, err := storage.ReplayBatchesProps(j.Spec.Name, list)
 	if err != nil {
 		return err
 	}
-	_, err = p.recordProps(ctx, j, tgt, wm, set, remove)
+	_, err = p.recordProps(ctx, j, tgt, set, remove)
 	return err
 }
 
