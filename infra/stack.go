@@ -24,6 +24,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/socialdata/enricher/internal/iamactions"
 )
 
 // Environment variables of the consumer. cmd/enricher reads ENRICHER_CONFIG,
@@ -424,7 +426,9 @@ func (s *Stack) backlog() awscloudwatch.IMetric {
 
 // grantConsumer gives a consumer role the warehouse prefix, the Glue
 // database and its tables, and the model key; the queues are granted where
-// the compute is defined.
+// the compute is defined. The S3 and Glue actions are those of
+// internal/iamactions, which cmd/enricher's TestGrantedActionsCoverEveryCall
+// checks against the requests the commands make.
 func (s *Stack) grantConsumer(role awsiam.IRole) {
 	s.Secret.GrantRead(role, nil)
 	if s.Bucket == nil {
@@ -433,12 +437,12 @@ func (s *Stack) grantConsumer(role awsiam.IRole) {
 	objects := s.Bucket.ArnForObjects(jsii.String(warehousePrefix + "/*"))
 	role.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:       jsii.String("WarehouseFiles"),
-		Actions:   jsii.Strings("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"),
+		Actions:   jsii.Strings(iamactions.WarehouseObjects()...),
 		Resources: &[]*string{objects},
 	}))
 	role.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:        jsii.String("WarehouseList"),
-		Actions:    jsii.Strings("s3:ListBucket"),
+		Actions:    jsii.Strings(iamactions.WarehouseBucket()...),
 		Resources:  &[]*string{s.Bucket.BucketArn()},
 		Conditions: &map[string]any{"StringLike": map[string]any{"s3:prefix": []string{warehousePrefix, warehousePrefix + "/*"}}},
 	}))
@@ -453,9 +457,8 @@ func (s *Stack) grantConsumer(role awsiam.IRole) {
 	// CreateDatabase on the database itself lets iceberg-go's "create the
 	// namespace when missing" find it already there.
 	role.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid: jsii.String("GlueCatalog"),
-		Actions: jsii.Strings("glue:GetDatabase", "glue:CreateDatabase", "glue:GetTable", "glue:GetTables",
-			"glue:CreateTable", "glue:UpdateTable"),
+		Sid:       jsii.String("GlueCatalog"),
+		Actions:   jsii.Strings(iamactions.GlueCatalog()...),
 		Resources: &[]*string{arn("catalog", ""), arn("database", db), arn("table", db+"/*")},
 	}))
 }

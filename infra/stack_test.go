@@ -16,6 +16,8 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/iamactions"
 )
 
 func TestMain(m *testing.M) {
@@ -427,37 +429,46 @@ func TestSecretReadableOnlyByConsumers(t *testing.T) {
 	})
 }
 
+// TestConsumerPermissions: each consumer role gets exactly the S3 and Glue
+// actions of internal/iamactions (which cmd/enricher's
+// TestGrantedActionsCoverEveryCall checks against the requests the
+// commands make), on the warehouse prefix and the one Glue database only.
 func TestConsumerPermissions(t *testing.T) {
 	s := defaultStack(t)
-	role := s.consumerRoles(t)[0]
-	var actions []string
-	var resources []string
-	for _, p := range s.policies(t) {
-		if !slices.Contains(p.roles, role) {
-			continue
+	for _, role := range s.consumerRoles(t) {
+		byID := map[string]obj{}
+		var actions, resources []string
+		for _, p := range s.policies(t) {
+			if !slices.Contains(p.roles, role) {
+				continue
+			}
+			for _, st := range p.statements {
+				if sid, ok := st["Sid"].(string); ok {
+					byID[sid] = st
+				}
+				actions = append(actions, strs(st["Action"])...)
+				resources = append(resources, strs(st["Resource"])...)
+			}
 		}
-		for _, st := range p.statements {
-			actions = append(actions, strs(st["Action"])...)
-			resources = append(resources, strs(st["Resource"])...)
+		assert.ElementsMatch(t, iamactions.WarehouseObjects(), strs(byID["WarehouseFiles"]["Action"]), "object actions")
+		assert.ElementsMatch(t, iamactions.WarehouseBucket(), strs(byID["WarehouseList"]["Action"]), "bucket actions")
+		assert.ElementsMatch(t, iamactions.GlueCatalog(), strs(byID["GlueCatalog"]["Action"]), "glue actions")
+		assert.Contains(t, actions, "s3:DeleteObject", "expiry, compaction, orphan cleanup and a lost commit's files")
+		for _, want := range []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "secretsmanager:GetSecretValue"} {
+			assert.Contains(t, actions, want)
 		}
-	}
-	for _, want := range []string{
-		"s3:GetObject", "s3:PutObject", "s3:ListBucket",
-		"glue:GetTable", "glue:CreateTable", "glue:UpdateTable",
-		"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage",
-		"secretsmanager:GetSecretValue",
-	} {
-		assert.Contains(t, actions, want)
-	}
-	for _, a := range actions {
-		assert.False(t, strings.HasPrefix(a, "s3:Delete") || strings.HasPrefix(a, "glue:Delete"), "consumer may not delete: %s", a)
-	}
-	all := strings.Join(resources, "\n")
-	assert.Contains(t, all, `/warehouse/*`, "objects only under the warehouse prefix")
-	assert.Contains(t, all, `:table/social/*`)
-	assert.Contains(t, all, `:database/social`)
-	for _, r := range resources {
-		assert.NotEqual(t, "*", r, "consumer statements name their resources")
+		for _, a := range actions {
+			assert.False(t, strings.HasPrefix(a, "glue:Delete") || a == "s3:DeleteBucket" || strings.Contains(a, "*"), "consumer action %s", a)
+		}
+		assert.Equal(t, obj{"StringLike": obj{"s3:prefix": []any{"warehouse", "warehouse/*"}}}, byID["WarehouseList"]["Condition"], "listing only the warehouse prefix")
+		objects, _ := json.Marshal(byID["WarehouseFiles"]["Resource"])
+		assert.Contains(t, string(objects), `/warehouse/*`, "objects only under the warehouse prefix")
+		all := strings.Join(resources, "\n")
+		assert.Contains(t, all, `:table/social/*`)
+		assert.Contains(t, all, `:database/social`)
+		for _, r := range resources {
+			assert.NotEqual(t, "*", r, "consumer statements name their resources")
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package arch_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -41,6 +42,8 @@ func TestRooms(t *testing.T) {
 			banned: []string{module + "/consumer", module + "/enrich", "github.com/sashabaranov/go-openai", "github.com/aws/aws-sdk-go-v2/service/sqs"}},
 		{pkg: "infra", why: "the CDK app imports nothing of the runtime",
 			banned: []string{module + "/consumer", module + "/enrich", module + "/storage", module + "/cmd", "github.com/apache/iceberg-go"}},
+		{pkg: "internal/iamactions", why: "the IAM action lists that infra grants and cmd/enricher's tests check are plain data",
+			banned: []string{module + "/", "github.com/", "golang.org/", "gopkg.in/"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.pkg, "/", "_"), func(t *testing.T) {
@@ -56,5 +59,18 @@ func TestRooms(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestInfraImportsOnlyTheActionLists: of this module, the CDK app imports
+// internal/iamactions only (the one list of what the consumer may do,
+// shared with the tests that record what it does), nothing else.
+func TestInfraImportsOnlyTheActionLists(t *testing.T) {
+	t.Parallel()
+	allowed := []string{module + "/infra", module + "/internal/iamactions"}
+	for _, d := range deps(t, "infra") {
+		if strings.HasPrefix(d, module+"/") && !slices.Contains(allowed, d) {
+			t.Errorf("infra imports %s: only internal/iamactions of this module is allowed", d)
+		}
 	}
 }
