@@ -22,13 +22,16 @@ const (
 // Asset is what the consumer runs, in one folder: bootstrap (cmd/enricher
 // built for linux/arm64), enricher.yaml (its runtime config, written for the
 // deployment's catalog) and the job specs at the paths enricher.yaml names.
-// Lambda gets the folder as its code; the Fargate service downloads the
-// same files at start.
+// Lambda gets the folder as its code; the Fargate service runs an image of
+// the same files (BuildImage), written beside the folder as DIR-image.tar.
 type Asset struct {
 	Dir string
 	// Files are the folder's files, slash-separated and relative to Dir:
 	// bootstrap, enricher.yaml, then the job specs.
 	Files []string
+	// Image is the run service's container image of the same files
+	// (BuildImage), nil unless the Fargate service runs a built image.
+	Image *Image
 }
 
 // BuildFunc builds the consumer binary into the file out.
@@ -85,6 +88,11 @@ func PrepareAsset(cfg Config, root, dir string, build BuildFunc) (*Asset, error)
 			return nil, fmt.Errorf("copy job spec %s: %w", j, err)
 		}
 		a.Files = append(a.Files, rel)
+	}
+	if cfg.Fargate() && cfg.FargateImage == "" {
+		if a.Image, err = BuildImage(a, filepath.Clean(dir)+"-image.tar"); err != nil {
+			return nil, err
+		}
 	}
 	return a, nil
 }

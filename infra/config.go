@@ -50,15 +50,32 @@ type Config struct {
 	MaxConcurrency int `json:"maxConcurrency"`
 	// BatchSize is the number of messages per invocation (at most 10).
 	BatchSize int `json:"batchSize"`
+	// ReservedConcurrency reserves that many concurrent executions of the
+	// account for the function (and caps it there). 0, the default,
+	// reserves MaxConcurrency: the event source never runs more, and
+	// other functions' bursts cannot throttle it. -1 reserves none. A
+	// value below MaxConcurrency is refused: the event source would be
+	// throttled by its own function, and throttled messages come back and
+	// count receives towards maxReceiveCount.
+	ReservedConcurrency int `json:"reservedConcurrency"`
 	// FargateCPU (CPU units), FargateMemoryMB, FargateMinTasks and
 	// FargateMaxTasks: the enricher run service.
 	FargateCPU      int `json:"fargateCpu"`
 	FargateMemoryMB int `json:"fargateMemoryMB"`
 	FargateMinTasks int `json:"fargateMinTasks"`
 	FargateMaxTasks int `json:"fargateMaxTasks"`
-	// FargateImage is the image that downloads and runs the consumer
-	// binary: it needs sh and the aws CLI (default: the AWS CLI image).
+	// FargateImage, when set, is an existing image of the consumer (for
+	// example one a workflow pushed to ECR) pinned by digest
+	// (REPOSITORY@sha256:DIGEST), holding the binary at /enricher, its
+	// runtime config at /etc/enricher/enricher.yaml and the job specs
+	// beside it. Empty, the default, builds the image from source at synth
+	// time (infra/image.go) as a tarball image asset.
 	FargateImage string `json:"fargateImage"`
+	// FargateNetwork is public (the default: public subnets, a public IP
+	// per task, no ingress, no NAT gateway) or private (private subnets
+	// with one NAT gateway for the model endpoint, and VPC endpoints for
+	// the AWS services the task calls).
+	FargateNetwork string `json:"fargateNetwork"`
 
 	// ModelEndpoint is the chat-completion endpoint (https) of the
 	// language model, empty for jobs on the offline lexicon model.
@@ -66,6 +83,10 @@ type Config struct {
 	// ModelDeployment is the deployment (Azure) or model name at that
 	// endpoint; required with ModelEndpoint.
 	ModelDeployment string `json:"modelDeployment"`
+	// ModelProvider is the provider of ModelEndpoint: azure (the default
+	// with an endpoint) or openai (any OpenAI-compatible server). Empty
+	// without an endpoint: each job spec's provider stands.
+	ModelProvider string `json:"modelProvider"`
 	// ModelSecretARN imports an existing Secrets Manager secret holding the
 	// model API key; empty creates one (with a placeholder value).
 	ModelSecretARN string `json:"modelSecretArn"`
@@ -96,6 +117,14 @@ const (
 
 	CatalogGlue = "glue"
 	CatalogREST = "rest"
+
+	NetworkPublic  = "public"
+	NetworkPrivate = "private"
+
+	// The chat providers of enrich.ModelProviders that an endpoint can
+	// be (infra imports nothing of the runtime, so they are repeated).
+	ProviderAzure  = "azure"
+	ProviderOpenAI = "openai"
 )
 
 // Limits that AWS sets.
@@ -123,6 +152,7 @@ func DefaultConfig() Config {
 		FargateMemoryMB:           2048,
 		FargateMinTasks:           0,
 		FargateMaxTasks:           4,
+		FargateNetwork:            NetworkPublic,
 		Catalog:                   CatalogGlue,
 		GlueDatabase:              "social",
 		Jobs:                      []string{"jobs/sentiment.yaml"},
@@ -259,7 +289,10 @@ func configKeys() map[string]field {
 		"fargateMemoryMB":           num(func(c *Config) *int { return &c.FargateMemoryMB }),
 		"fargateMinTasks":           num(func(c *Config) *int { return &c.FargateMinTasks }),
 		"fargateMaxTasks":           num(func(c *Config) *int { return &c.FargateMaxTasks }),
+		"reservedConcurrency":       num(func(c *Config) *int { return &c.ReservedConcurrency }),
 		"fargateImage":              str(func(c *Config) *string { return &c.FargateImage }),
+		"fargateNetwork":            str(func(c *Config) *string { return &c.FargateNetwork }),
+		"modelProvider":             str(func(c *Config) *string { return &c.ModelProvider }),
 		"modelEndpoint":             str(func(c *Config) *string { return &c.ModelEndpoint }),
 		"modelDeployment":           str(func(c *Config) *string { return &c.ModelDeployment }),
 		"modelSecretArn":            str(func(c *Config) *string { return &c.ModelSecretARN }),
@@ -324,6 +357,7 @@ var (
 	userKeyRE  = regexp.MustCompile(`^[a-z][A-Za-z0-9]*$`)
 	stageRE    = regexp.MustCompile(`^[a-z][a-z0-9-]{0,19}$`)
 	databaseRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,254}$`)
+	digestRE   = regexp.MustCompile(`^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$`)
 	secretRE   = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$`)
 )
 
@@ -341,6 +375,26 @@ func (c Config) Lambda() bool { return c.Compute == ComputeLambda || c.Compute =
 
 // Fargate reports whether the enricher run service is deployed.
 func (c Config) Fargate() bool { return c.Compute == ComputeFargate || c.Compute == ComputeBoth }
+
+// Provider is the model provider of ModelEndpoint: ModelProvider, else
+// azure with an endpoint, else empty (the job specs' own).
+func (c Config) Provider() string {
+	if c.ModelProvider != "" || c.ModelEndpoint == "" {
+		return c.ModelProvider
+	}
+	return ProviderAzure
+}
+
+// Reserved is the function's reserved concurrency, 0 for none.
+func (c Config) Reserved() int {
+	switch c.ReservedConcurrency {
+	case 0:
+		return c.MaxConcurrency
+	case -1:
+		return 0
+	}
+	return c.ReservedConcurrency
+}
 
 // FIFO reports whether the queues are FIFO queues.
 func (c Config) FIFO() bool { return c.QueueType == QueueFIFO }
@@ -404,6 +458,10 @@ func (c Config) validate(source map[string]string) error {
 		if c.BatchSize < 1 || c.BatchSize > fifoMaxBatch {
 			bad("batchSize", "must be 1 to %d (the FIFO event source maximum; one message is one snapshot), got %d", fifoMaxBatch, c.BatchSize)
 		}
+		if r := c.ReservedConcurrency; r != 0 && r != -1 && (r < c.MaxConcurrency || r > 1000) {
+			bad("reservedConcurrency", "must be 0 (reserve maxConcurrency), -1 (reserve none) or maxConcurrency (%d) to 1000, got %d: "+
+				"below maxConcurrency the event source is throttled by its own function and good messages go to the DLQ after maxReceiveCount", c.MaxConcurrency, r)
+		}
 	}
 	if c.Fargate() {
 		if mem, ok := fargateMemory[c.FargateCPU]; !ok {
@@ -417,6 +475,12 @@ func (c Config) validate(source map[string]string) error {
 		if c.FargateMaxTasks < 1 || c.FargateMaxTasks < c.FargateMinTasks {
 			bad("fargateMaxTasks", "must be at least 1 and at least fargateMinTasks (%d), got %d", c.FargateMinTasks, c.FargateMaxTasks)
 		}
+		if c.FargateImage != "" && !digestRE.MatchString(c.FargateImage) {
+			bad("fargateImage", "%q is not pinned by digest (REPOSITORY@sha256:64 hex digits)", c.FargateImage)
+		}
+		if c.FargateNetwork != NetworkPublic && c.FargateNetwork != NetworkPrivate {
+			bad("fargateNetwork", "%q is not public or private", c.FargateNetwork)
+		}
 	}
 	if c.ModelEndpoint != "" {
 		if err := checkHTTPS(c.ModelEndpoint); err != nil {
@@ -425,6 +489,15 @@ func (c Config) validate(source map[string]string) error {
 		if c.ModelDeployment == "" {
 			bad("modelDeployment", "is required with modelEndpoint (the deployment or model name)")
 		}
+	}
+	switch c.ModelProvider {
+	case "":
+	case ProviderAzure, ProviderOpenAI:
+		if c.ModelEndpoint == "" {
+			bad("modelProvider", "is only used with modelEndpoint")
+		}
+	default:
+		bad("modelProvider", "%q is not azure or openai (the chat providers an endpoint can be)", c.ModelProvider)
 	}
 	if c.ModelSecretARN != "" && !secretRE.MatchString(c.ModelSecretARN) {
 		bad("modelSecretArn", "%q is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)", c.ModelSecretARN)

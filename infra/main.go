@@ -13,6 +13,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -51,9 +52,66 @@ func run() error {
 		return err
 	}
 	NewStack(app, cfg, asset)
-	app.Synth(nil)
+	assembly := app.Synth(nil)
+	if err := synthErrors(*assembly.Directory()); err != nil {
+		return err
+	}
 	if props.Outdir != nil {
 		fmt.Fprintf(os.Stderr, "infra: synthesised %s into %s\n", StackName(cfg.Stage), *props.Outdir)
+	}
+	return nil
+}
+
+// synthErrors are the error annotations of the synthesised stacks, above
+// all cdk-nag's unsuppressed findings, read from the cloud assembly in
+// outdir (manifest.json, and the metadata file of each stack that the CDK
+// writes apart): the CDK CLI refuses to go on with them, and so does go run
+// ./infra.
+func synthErrors(outdir string) error {
+	type entries = map[string][]struct {
+		Type string `json:"type"`
+		Data any    `json:"data"`
+	}
+	var manifest struct {
+		Artifacts map[string]struct {
+			Metadata               entries `json:"metadata"`
+			AdditionalMetadataFile string  `json:"additionalMetadataFile"`
+		} `json:"artifacts"`
+	}
+	if err := readJSON(filepath.Join(outdir, "manifest.json"), &manifest); err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range sortedKeys(manifest.Artifacts) {
+		art := manifest.Artifacts[name]
+		meta := art.Metadata
+		if art.AdditionalMetadataFile != "" {
+			if err := readJSON(filepath.Join(outdir, art.AdditionalMetadataFile), &meta); err != nil {
+				return err
+			}
+		}
+		for _, path := range sortedKeys(meta) {
+			for _, e := range meta[path] {
+				if e.Type == "aws:cdk:error" {
+					errs = append(errs, fmt.Errorf("%s: %v", path, e.Data))
+				}
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("synthesis found %d errors (an unsuppressed cdk-nag finding fails synthesis: fix it, or suppress it on its resource with the reason, see infra/nag.go):\n%w",
+			len(errs), errors.Join(errs...))
+	}
+	return nil
+}
+
+func readJSON(path string, v any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read cloud assembly: %w", err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return fmt.Errorf("read cloud assembly %s: %w", path, err)
 	}
 	return nil
 }

@@ -4,56 +4,55 @@ import (
 	"fmt"
 	"path"
 	"regexp"
-	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsapplicationautoscaling"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsecr"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsecs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsglue"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awss3assets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
 	"github.com/socialdata/enricher/internal/iamactions"
 )
 
 // Environment variables of the consumer. cmd/enricher reads ENRICHER_CONFIG,
 // ENRICHER_DLQ_URL (Lambda), ENRICHER_QUEUE_URL (run) and
-// ENRICHER_API_KEY_SECRET (the model key's secret, both modes).
-// ENRICHER_MODEL_BASE_URL and ENRICHER_MODEL_DEPLOYMENT carry the model
-// settings that enricher run gets as --base-url and --deployment; Lambda
-// mode has no flags and does not read them yet (see README).
+// ENRICHER_API_KEY_SECRET (the model key's secret, both modes); the Lambda
+// handler reads the model settings from ENRICHER_MODEL_PROVIDER, _BASE_URL,
+// _DEPLOYMENT (azure) or _NAME (openai), which enricher run gets as flags
+// (--provider, --base-url, --deployment or --model), and writes its
+// per-batch metrics (CloudWatch Embedded Metric Format) in the namespace
+// ENRICHER_METRICS_NAMESPACE.
 const (
-	envConfig          = "ENRICHER_CONFIG"
-	envDLQURL          = "ENRICHER_DLQ_URL"
-	envQueueURL        = "ENRICHER_QUEUE_URL"
-	envStage           = "ENRICHER_STAGE"
-	envModelBaseURL    = "ENRICHER_MODEL_BASE_URL"
-	envModelDeployment = "ENRICHER_MODEL_DEPLOYMENT"
-	envAPIKeySecret    = "ENRICHER_API_KEY_SECRET"
-	envWarehouse       = "ENRICHER_WAREHOUSE"
+	envConfig           = "ENRICHER_CONFIG"
+	envDLQURL           = "ENRICHER_DLQ_URL"
+	envQueueURL         = "ENRICHER_QUEUE_URL"
+	envStage            = "ENRICHER_STAGE"
+	envModelProvider    = "ENRICHER_MODEL_PROVIDER"
+	envModelBaseURL     = "ENRICHER_MODEL_BASE_URL"
+	envModelDeployment  = "ENRICHER_MODEL_DEPLOYMENT"
+	envModelName        = "ENRICHER_MODEL_NAME"
+	envAPIKeySecret     = "ENRICHER_API_KEY_SECRET"
+	envWarehouse        = "ENRICHER_WAREHOUSE"
+	envMetricsNamespace = "ENRICHER_METRICS_NAMESPACE"
 )
 
 // warehousePrefix is the folder of the warehouse bucket that holds the
 // Iceberg tables; the consumer may touch nothing else in it.
 const warehousePrefix = "warehouse"
-
-// defaultFargateImage runs the enricher run service: the AWS CLI image
-// (multi-arch, with a shell and CA certificates) downloads the consumer
-// asset's files from the CDK asset bucket and execs the static binary, so
-// no container image is built.
-const defaultFargateImage = "public.ecr.aws/aws-cli/aws-cli:2.22.0"
 
 // Stack is the enricher deployment. The fields are the constructs other
 // code (and the tests) refer to; Function and Service are nil when the
@@ -61,6 +60,7 @@ const defaultFargateImage = "public.ecr.aws/aws-cli/aws-cli:2.22.0"
 type Stack struct {
 	Stack       awscdk.Stack
 	Config      Config
+	Asset       *Asset
 	Queue       awssqs.Queue
 	DeadLetters awssqs.Queue
 	Secret      awssecretsmanager.ISecret
@@ -70,10 +70,14 @@ type Stack struct {
 	Service     awsecs.FargateService
 	Operator    awsiam.ManagedPolicy
 	Alarms      awssns.Topic
+	AlarmsKey   awskms.Key
+	Vpc         awsec2.Vpc
 
 	// createdSecret is Secret when this stack created it (nil when
 	// imported): only then may the stack set its resource policy.
 	createdSecret awssecretsmanager.Secret
+	// taskSubnets are the subnets of the run service's tasks (network).
+	taskSubnets awsec2.SubnetType
 }
 
 // StackName is the CloudFormation stack of a stage.
@@ -87,7 +91,12 @@ func NewStack(scope constructs.Construct, cfg Config, asset *Asset) *Stack {
 	})
 	awscdk.Tags_Of(st).Add(jsii.String("project"), jsii.String("enricher"), nil)
 	awscdk.Tags_Of(st).Add(jsii.String("stage"), jsii.String(cfg.Stage), nil)
-	s := &Stack{Stack: st, Config: cfg}
+	s := &Stack{Stack: st, Config: cfg, Asset: asset}
+	// cdk-nag's AwsSolutions pack turns every unsuppressed finding of
+	// level error into an error annotation, which fails cdk synth (and
+	// go run ./infra, see main). Each suppression (nag.go) names the rule
+	// and the reason, on the one resource it concerns.
+	awscdk.Aspects_Of(st).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Reports: jsii.Bool(false)}), nil)
 
 	s.queues()
 	s.secret()
@@ -98,10 +107,10 @@ func NewStack(scope constructs.Construct, cfg Config, asset *Asset) *Stack {
 	if cfg.Lambda() {
 		consumers = append(consumers, s.function(asset))
 	}
-	var fargateLogs awslogs.LogGroup
+	var runLogs awslogs.LogGroup
 	if cfg.Fargate() {
 		var role awsiam.IRole
-		role, fargateLogs = s.service(asset)
+		role, runLogs = s.service(asset)
 		consumers = append(consumers, role)
 	}
 	for _, role := range consumers {
@@ -110,8 +119,8 @@ func NewStack(scope constructs.Construct, cfg Config, asset *Asset) *Stack {
 	s.onlyConsumersReadSecret(consumers)
 	s.operator()
 	s.alarms()
-	s.dashboard(fargateLogs)
-	s.outputs()
+	s.dashboard(runLogs)
+	s.outputs(asset)
 	return s
 }
 
@@ -162,6 +171,7 @@ func (s *Stack) secret() {
 			Description: jsii.String(fmt.Sprintf("enricher (%s): the language model's API key. Created with a placeholder: put the key with aws secretsmanager put-secret-value.", s.Config.Stage)),
 		})
 		s.Secret = s.createdSecret
+		suppress(s.createdSecret, "AwsSolutions-SMG4", "the model provider issues the key; rotate it there, then put-secret-value (no rotation Lambda can)")
 	case completeSecretARN.MatchString(arn):
 		s.Secret = awssecretsmanager.Secret_FromSecretCompleteArn(s.Stack, jsii.String("ModelApiKey"), jsii.String(arn))
 	default:
@@ -207,6 +217,7 @@ func (s *Stack) warehouse() {
 			AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(7)),
 		}},
 	})
+	suppress(s.Bucket, "AwsSolutions-S1", "Iceberg table files written only by the consumer roles; S3 data events in CloudTrail audit them where wanted, no log bucket per stage")
 	db := s.Config.GlueDatabase
 	s.Database = awsglue.NewCfnDatabase(s.Stack, jsii.String("Catalog"), &awsglue.CfnDatabaseProps{
 		CatalogId: awscdk.Aws_ACCOUNT_ID(),
@@ -224,17 +235,25 @@ func (s *Stack) warehouseURL() string {
 }
 
 // function: the consumer as a Go Lambda on arm64, fed by the source queue
-// with partial batch failures.
+// with partial batch failures. Its role may write its own log group, and
+// nothing else until grantConsumer.
 func (s *Stack) function(asset *Asset) awsiam.IRole {
 	cfg := s.Config
 	logs := awslogs.NewLogGroup(s.Stack, jsii.String("ConsumerLogs"), &awslogs.LogGroupProps{
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
 		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
+	role := awsiam.NewRole(s.Stack, jsii.String("ConsumerRole"), &awsiam.RoleProps{
+		Description: jsii.String(fmt.Sprintf("enricher (%s): the consumer function", cfg.Stage)),
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("lambda.amazonaws.com"), nil),
+	})
+	// In place of AWSLambdaBasicExecutionRole (every log group).
+	logs.GrantWrite(role)
 	env := s.consumerEnv()
 	env[envConfig] = jsii.String(path.Join(lambdaTaskRoot, configFile))
 	env[envDLQURL] = s.DeadLetters.QueueUrl()
-	s.Function = awslambda.NewFunction(s.Stack, jsii.String("Consumer"), &awslambda.FunctionProps{
+	env[envMetricsNamespace] = jsii.String(s.metricNamespace())
+	props := &awslambda.FunctionProps{
 		Description:  jsii.String(fmt.Sprintf("enricher (%s): SQS snapshot events -> enriched Iceberg rows", cfg.Stage)),
 		Runtime:      awslambda.Runtime_PROVIDED_AL2023(),
 		Architecture: awslambda.Architecture_ARM_64(),
@@ -244,7 +263,15 @@ func (s *Stack) function(asset *Asset) awsiam.IRole {
 		MemorySize:   jsii.Number(cfg.LambdaMemoryMB),
 		Environment:  &env,
 		LogGroup:     logs,
-	})
+		Role:         role,
+	}
+	if r := cfg.Reserved(); r > 0 {
+		// At least the event source's maximum concurrency (config.go): the
+		// pollers never meet a throttle of their own function, and other
+		// functions' bursts cannot take the account's pool from it.
+		props.ReservedConcurrentExecutions = jsii.Number(r)
+	}
+	s.Function = awslambda.NewFunction(s.Stack, jsii.String("Consumer"), props)
 	s.Function.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.Queue, &awslambdaeventsources.SqsEventSourceProps{
 		BatchSize:               jsii.Number(cfg.BatchSize),
 		MaxConcurrency:          jsii.Number(cfg.MaxConcurrency),
@@ -252,8 +279,7 @@ func (s *Stack) function(asset *Asset) awsiam.IRole {
 	}))
 	// Poison messages go straight to the DLQ (ENRICHER_DLQ_URL).
 	s.DeadLetters.GrantSendMessages(s.Function)
-	s.batchMetricFilters(logs)
-	return s.Function.Role()
+	return role
 }
 
 // consumerEnv is the environment both compute choices share.
@@ -264,8 +290,13 @@ func (s *Stack) consumerEnv() map[string]*string {
 		envAPIKeySecret: s.Secret.SecretArn(),
 	}
 	if cfg.ModelEndpoint != "" {
+		env[envModelProvider] = jsii.String(cfg.Provider())
 		env[envModelBaseURL] = jsii.String(cfg.ModelEndpoint)
-		env[envModelDeployment] = jsii.String(cfg.ModelDeployment)
+		if cfg.Provider() == ProviderAzure {
+			env[envModelDeployment] = jsii.String(cfg.ModelDeployment)
+		} else {
+			env[envModelName] = jsii.String(cfg.ModelDeployment)
+		}
 	}
 	if s.Bucket != nil {
 		env[envWarehouse] = jsii.String(s.warehouseURL())
@@ -273,52 +304,127 @@ func (s *Stack) consumerEnv() map[string]*string {
 	return env
 }
 
-// metricNamespace holds the figures of the consumer's per-batch log line.
+// modelFlags are the flags of enricher run that carry the model settings
+// (the Lambda handler reads them from consumerEnv).
+func (s *Stack) modelFlags() []string {
+	cfg := s.Config
+	if cfg.ModelEndpoint == "" {
+		return nil
+	}
+	name := "--deployment"
+	if cfg.Provider() != ProviderAzure {
+		name = "--model"
+	}
+	return []string{"--provider", cfg.Provider(), "--base-url", cfg.ModelEndpoint, name, cfg.ModelDeployment}
+}
+
+// metricNamespace holds the consumer's metrics: the Lambda handler's EMF
+// documents (ENRICHER_METRICS_NAMESPACE) and the run service's metric
+// filters.
 func (s *Stack) metricNamespace() string { return "Enricher/" + s.Config.Stage }
 
-// batchMetricFilters turn the Lambda handler's JSON log line per batch
-// ("lambda batch done") into CloudWatch metrics.
-func (s *Stack) batchMetricFilters(logs awslogs.LogGroup) {
-	for _, m := range []struct{ id, name, field string }{
-		{"RecordsMetric", "Records", "records"},
-		{"FailedRecordsMetric", "FailedRecords", "failed"},
-		{"CommitsMetric", "Commits", "commits"},
-		{"CommitConflictsMetric", "CommitConflicts", "commit_conflicts"},
+// runMetricFilters turn enricher run's JSON log lines into metrics of the
+// same names as the Lambda handler's EMF documents (without dimensions),
+// so that one alarm watches both compute choices. run's rows per status
+// and model usage are on its Prometheus endpoint, not in its log lines.
+func (s *Stack) runMetricFilters(logs awslogs.LogGroup) {
+	for _, m := range []struct{ id, name, pattern, value string }{
+		{"RunRecordsMetric", "Records", `{ $.msg = "message done" || $.msg = "message dead-lettered" || $.msg = "message released*" }`, "1"},
+		{"RunFailedRecordsMetric", "FailedRecords", `{ $.msg = "message released for retry" }`, "1"},
+		{"RunDeadLetteredMetric", "DeadLettered", `{ $.msg = "message dead-lettered" }`, "1"},
+		{"RunHaltsMetric", "Halts", `{ $.msg = "message released: halting" }`, "1"},
+		{"RunCommitsMetric", "Commits", `{ $.msg = "chunk committed" }`, "1"},
+		{"RunRowsCommittedMetric", "RowsCommitted", `{ $.msg = "chunk committed" }`, "$.rows"},
+		{"RunCommitConflictsMetric", "CommitConflicts", `{ $.msg = "target commit conflict*" }`, "1"},
 	} {
 		awslogs.NewMetricFilter(s.Stack, jsii.String(m.id), &awslogs.MetricFilterProps{
 			LogGroup:        logs,
-			FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(`{ $.msg = "lambda batch done" }`)),
+			FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(m.pattern)),
 			MetricNamespace: jsii.String(s.metricNamespace()),
 			MetricName:      jsii.String(m.name),
-			MetricValue:     jsii.String("$." + m.field),
-			DefaultValue:    jsii.Number(0),
+			MetricValue:     jsii.String(m.value),
 		})
 	}
 }
 
-func (s *Stack) batchMetric(name string) awscloudwatch.Metric {
-	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
-		Namespace:  jsii.String(s.metricNamespace()),
-		MetricName: jsii.String(name),
-		Statistic:  jsii.String("Sum"),
-		Period:     awscdk.Duration_Minutes(jsii.Number(5)),
+// network: the VPC of the run service. public: public subnets, a public IP
+// per task (outbound only: the security group admits nothing), no NAT
+// gateway and no endpoint, the cheapest that works. private: tasks in
+// private subnets without public IPs; the AWS APIs they call through VPC
+// endpoints (S3 gateway; SQS, Secrets Manager, ECR, CloudWatch Logs, Glue
+// interface endpoints), and one NAT gateway only when something outside
+// AWS must be reached (a model endpoint or a REST catalog). Rejected
+// traffic goes to a flow log either way.
+func (s *Stack) network() awsec2.Vpc {
+	cfg := s.Config
+	public := cfg.FargateNetwork == NetworkPublic
+	internet := cfg.ModelEndpoint != "" || cfg.Catalog == CatalogREST
+	var subnets []*awsec2.SubnetConfiguration
+	nat := 0
+	if public || internet {
+		subnets = append(subnets, &awsec2.SubnetConfiguration{Name: jsii.String("public"), SubnetType: awsec2.SubnetType_PUBLIC, CidrMask: jsii.Number(24)})
+	}
+	switch {
+	case public:
+		s.taskSubnets = awsec2.SubnetType_PUBLIC
+	case internet:
+		nat = 1
+		s.taskSubnets = awsec2.SubnetType_PRIVATE_WITH_EGRESS
+		subnets = append(subnets, &awsec2.SubnetConfiguration{Name: jsii.String("private"), SubnetType: awsec2.SubnetType_PRIVATE_WITH_EGRESS, CidrMask: jsii.Number(24)})
+	default:
+		s.taskSubnets = awsec2.SubnetType_PRIVATE_ISOLATED
+		subnets = append(subnets, &awsec2.SubnetConfiguration{Name: jsii.String("private"), SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED, CidrMask: jsii.Number(24)})
+	}
+	flowLogs := awslogs.NewLogGroup(s.Stack, jsii.String("VpcFlowLogs"), &awslogs.LogGroupProps{
+		Retention:     awslogs.RetentionDays_ONE_MONTH,
+		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
+	vpc := awsec2.NewVpc(s.Stack, jsii.String("Vpc"), &awsec2.VpcProps{
+		MaxAzs:              jsii.Number(2),
+		NatGateways:         jsii.Number(nat),
+		SubnetConfiguration: &subnets,
+		FlowLogs: &map[string]*awsec2.FlowLogOptions{"Rejected": {
+			TrafficType: awsec2.FlowLogTrafficType_REJECT,
+			Destination: awsec2.FlowLogDestination_ToCloudWatchLogs(flowLogs, nil),
+		}},
+	})
+	if !public {
+		vpc.AddGatewayEndpoint(jsii.String("S3Endpoint"), &awsec2.GatewayVpcEndpointOptions{Service: awsec2.GatewayVpcEndpointAwsService_S3()})
+		endpoints := []struct {
+			id  string
+			svc awsec2.InterfaceVpcEndpointAwsService
+		}{
+			{"SqsEndpoint", awsec2.InterfaceVpcEndpointAwsService_SQS()},
+			{"SecretsManagerEndpoint", awsec2.InterfaceVpcEndpointAwsService_SECRETS_MANAGER()},
+			{"EcrEndpoint", awsec2.InterfaceVpcEndpointAwsService_ECR()},
+			{"EcrDockerEndpoint", awsec2.InterfaceVpcEndpointAwsService_ECR_DOCKER()},
+			{"LogsEndpoint", awsec2.InterfaceVpcEndpointAwsService_CLOUDWATCH_LOGS()},
+		}
+		if cfg.Catalog == CatalogGlue {
+			endpoints = append(endpoints, struct {
+				id  string
+				svc awsec2.InterfaceVpcEndpointAwsService
+			}{"GlueEndpoint", awsec2.InterfaceVpcEndpointAwsService_GLUE()})
+		}
+		for _, e := range endpoints {
+			ep := vpc.AddInterfaceEndpoint(jsii.String(e.id), &awsec2.InterfaceVpcEndpointOptions{Service: e.svc, PrivateDnsEnabled: jsii.Bool(true)})
+			suppress(ep, "CdkNagValidationFailure", "AwsSolutions-EC23 cannot resolve the VPC CIDR reference; the endpoint admits HTTPS from the VPC's own CIDR only (TestNetwork)")
+		}
+	}
+	s.Vpc = vpc
+	return vpc
 }
 
 // service: enricher run on ECS Fargate (arm64), scaling on the queue's
-// backlog. It returns the task role and the log group.
+// backlog, in the image BuildImage makes of the consumer asset (or the
+// digest-pinned fargateImage). It returns the task role and the log group.
 func (s *Stack) service(asset *Asset) (awsiam.IRole, awslogs.LogGroup) {
 	cfg := s.Config
-	vpc := awsec2.NewVpc(s.Stack, jsii.String("Vpc"), &awsec2.VpcProps{
-		// Public subnets only, no NAT gateway: the tasks only call AWS
-		// APIs and the model endpoint, with a public IP and no ingress.
-		MaxAzs:      jsii.Number(2),
-		NatGateways: jsii.Number(0),
-		SubnetConfiguration: &[]*awsec2.SubnetConfiguration{{
-			Name: jsii.String("public"), SubnetType: awsec2.SubnetType_PUBLIC, CidrMask: jsii.Number(24),
-		}},
+	vpc := s.network()
+	cluster := awsecs.NewCluster(s.Stack, jsii.String("Cluster"), &awsecs.ClusterProps{
+		Vpc:                 vpc,
+		ContainerInsightsV2: awsecs.ContainerInsights_ENABLED,
 	})
-	cluster := awsecs.NewCluster(s.Stack, jsii.String("Cluster"), &awsecs.ClusterProps{Vpc: vpc})
 	task := awsecs.NewFargateTaskDefinition(s.Stack, jsii.String("RunTask"), &awsecs.FargateTaskDefinitionProps{
 		Cpu:            jsii.Number(cfg.FargateCPU),
 		MemoryLimitMiB: jsii.Number(cfg.FargateMemoryMB),
@@ -327,42 +433,20 @@ func (s *Stack) service(asset *Asset) (awsiam.IRole, awslogs.LogGroup) {
 			OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
 		},
 	})
-	// The task downloads the consumer asset's files (each a file asset:
-	// uploaded as is) and execs the binary: SIGTERM reaches enricher run.
-	const dir = "/tmp/enricher"
-	script := []string{"set -eu"}
-	for i, f := range asset.Files {
-		a := awss3assets.NewAsset(s.Stack, jsii.String(fmt.Sprintf("RunFile%d", i)), &awss3assets.AssetProps{
-			Path: jsii.String(asset.Dir + "/" + f),
-		})
-		a.GrantRead(task.TaskRole())
-		dst := path.Join(dir, f)
-		script = append(script, fmt.Sprintf("mkdir -p %s && aws s3 cp --only-show-errors s3://%s/%s %s",
-			path.Dir(dst), *a.S3BucketName(), *a.S3ObjectKey(), dst))
-	}
-	run := fmt.Sprintf("exec %s/%s run --log-format json", dir, bootstrapFile)
-	if cfg.ModelEndpoint != "" {
-		// enricher run takes the model settings as flags (the key comes
-		// from ENRICHER_API_KEY_SECRET).
-		run += fmt.Sprintf(" --base-url %s --deployment %s", shellQuote(cfg.ModelEndpoint), shellQuote(cfg.ModelDeployment))
-	}
-	script = append(script, fmt.Sprintf("chmod +x %s/%s", dir, bootstrapFile), run)
+	image := s.runImage(asset)
 	logs := awslogs.NewLogGroup(s.Stack, jsii.String("RunLogs"), &awslogs.LogGroupProps{
 		Retention:     awslogs.RetentionDays_ONE_MONTH,
 		RemovalPolicy: awscdk.RemovalPolicy_DESTROY,
 	})
 	env := s.consumerEnv()
-	env[envConfig] = jsii.String(path.Join(dir, configFile))
+	env[envConfig] = jsii.String(path.Join(imageConfigDir, configFile))
 	env[envQueueURL] = s.Queue.QueueUrl()
 	env["AWS_REGION"] = awscdk.Aws_REGION()
-	image := cfg.FargateImage
-	if image == "" {
-		image = defaultFargateImage
-	}
+	// The image's entry point is the binary: SIGTERM reaches enricher run.
+	command := append([]string{"run", "--log-format", "json"}, s.modelFlags()...)
 	task.AddContainer(jsii.String("enricher"), &awsecs.ContainerDefinitionOptions{
-		Image:       awsecs.ContainerImage_FromRegistry(jsii.String(image), nil),
-		EntryPoint:  jsii.Strings("/bin/sh", "-c"),
-		Command:     jsii.Strings(strings.Join(script, "\n")),
+		Image:       image,
+		Command:     jsii.Strings(command...),
 		Environment: &env,
 		Logging: awsecs.LogDrivers_AwsLogs(&awsecs.AwsLogDriverProps{
 			StreamPrefix: jsii.String("run"),
@@ -372,12 +456,19 @@ func (s *Stack) service(asset *Asset) (awsiam.IRole, awslogs.LogGroup) {
 		// default) after SIGTERM.
 		StopTimeout: awscdk.Duration_Seconds(jsii.Number(60)),
 	})
+	// After AddContainer, which grants the pull (a suppression reaches the
+	// children that exist). GetAuthorizationToken has no resource-level permission; the pull
+	// itself (BatchGetImage, GetDownloadUrlForLayer) names the repository.
+	suppress(task.ObtainExecutionRole(), "AwsSolutions-IAM5", "ecr:GetAuthorizationToken allows no resource but *; the image pull is granted on its one repository", "Resource::*")
+	suppress(task, "AwsSolutions-ECS2", "the variables name the config path, queue, secret ARN and model endpoint; the key itself is read from Secrets Manager at run time")
+	s.runMetricFilters(logs)
+	public := cfg.FargateNetwork == NetworkPublic
 	s.Service = awsecs.NewFargateService(s.Stack, jsii.String("RunService"), &awsecs.FargateServiceProps{
 		Cluster:           cluster,
 		TaskDefinition:    task,
 		DesiredCount:      jsii.Number(cfg.FargateMinTasks),
-		AssignPublicIp:    jsii.Bool(true),
-		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PUBLIC},
+		AssignPublicIp:    jsii.Bool(public),
+		VpcSubnets:        &awsec2.SubnetSelection{SubnetType: s.taskSubnets},
 		CircuitBreaker:    &awsecs.DeploymentCircuitBreaker{Rollback: jsii.Bool(true)},
 		MinHealthyPercent: jsii.Number(0),
 		MaxHealthyPercent: jsii.Number(200),
@@ -406,9 +497,28 @@ func (s *Stack) service(asset *Asset) (awsiam.IRole, awslogs.LogGroup) {
 	return task.TaskRole(), logs
 }
 
-// shellQuote quotes a word for sh.
-func shellQuote(w string) string {
-	return "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+// ecrImage is an image in an ECR repository pinned by digest: account,
+// region, repository, digest.
+var ecrImage = regexp.MustCompile(`^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([a-z0-9._/-]+)@(sha256:[0-9a-f]{64})$`)
+
+// runImage is the image of the run service: the one BuildImage made (a
+// tarball image asset, which cdk deploy loads and pushes to the bootstrap
+// ECR repository, tagged with the tarball's hash), else fargateImage by
+// its digest; from ECR, the execution role may pull it from its
+// repository only.
+func (s *Stack) runImage(asset *Asset) awsecs.ContainerImage {
+	ref := s.Config.FargateImage
+	if ref == "" {
+		return awsecs.ContainerImage_FromTarball(jsii.String(asset.Image.Tarball))
+	}
+	if m := ecrImage.FindStringSubmatch(ref); m != nil {
+		repo := awsecr.Repository_FromRepositoryAttributes(s.Stack, jsii.String("RunImageRepository"), &awsecr.RepositoryAttributes{
+			RepositoryName: jsii.String(m[3]),
+			RepositoryArn:  s.Stack.FormatArn(&awscdk.ArnComponents{Service: jsii.String("ecr"), Account: jsii.String(m[1]), Region: jsii.String(m[2]), Resource: jsii.String("repository"), ResourceName: jsii.String(m[3])}),
+		})
+		return awsecs.ContainerImage_FromEcrRepository(repo, jsii.String(m[4]))
+	}
+	return awsecs.ContainerImage_FromRegistry(jsii.String(ref), nil)
 }
 
 func (s *Stack) backlog() awscloudwatch.IMetric {
@@ -447,6 +557,12 @@ func (s *Stack) grantConsumer(role awsiam.IRole) {
 		Conditions: &map[string]any{"StringLike": map[string]any{"s3:prefix": []string{warehousePrefix, warehousePrefix + "/*"}}},
 	}))
 	db := s.Config.GlueDatabase
+	// The wildcards are the objects of the warehouse prefix and the tables
+	// of the one database: iceberg-go names its files and the jobs their
+	// tables.
+	suppress(role, "AwsSolutions-IAM5", "table files are created under warehouse/ with generated names; tables of the one Glue database are the jobs' and created on first use",
+		&cdknag.RegexAppliesTo{Regex: jsii.String(`/^Resource::` + logicalIDFinding("Warehouse") + `\.Arn>\/` + warehousePrefix + `\/\*$/`)},
+		fmt.Sprintf("Resource::arn:<AWS::Partition>:glue:<AWS::Region>:<AWS::AccountId>:table/%s/*", db))
 	arn := func(resource, name string) *string {
 		c := &awscdk.ArnComponents{Service: jsii.String("glue"), Resource: jsii.String(resource)}
 		if name != "" {
@@ -493,79 +609,7 @@ func (s *Stack) operator() {
 	awscdk.NewCfnOutput(s.Stack, jsii.String("DlqOperatorPolicyArn"), &awscdk.CfnOutputProps{Value: s.Operator.ManagedPolicyArn()})
 }
 
-// alarms: anything in the DLQ, and the oldest source message getting old.
-// Both notify the Alarms topic (subscribe to it after deploying).
-func (s *Stack) alarms() {
-	s.Alarms = awssns.NewTopic(s.Stack, jsii.String("Alarms"), &awssns.TopicProps{
-		DisplayName: jsii.String(fmt.Sprintf("enricher %s alarms", s.Config.Stage)),
-		EnforceSSL:  jsii.Bool(true),
-	})
-	action := awscloudwatchactions.NewSnsAction(s.Alarms)
-	dead := s.DeadLetters.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{
-		Period: awscdk.Duration_Minutes(jsii.Number(1)), Statistic: jsii.String("Maximum"),
-	}).CreateAlarm(s.Stack, jsii.String("DeadLettersAlarm"), &awscloudwatch.CreateAlarmOptions{
-		AlarmDescription:   jsii.String(fmt.Sprintf("enricher (%s): messages in the dead-letter queue; see enricher dlq peek", s.Config.Stage)),
-		Threshold:          jsii.Number(0),
-		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD,
-		EvaluationPeriods:  jsii.Number(1),
-		TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
-	})
-	old := s.Queue.MetricApproximateAgeOfOldestMessage(&awscloudwatch.MetricOptions{
-		Period: awscdk.Duration_Minutes(jsii.Number(1)), Statistic: jsii.String("Maximum"),
-	}).CreateAlarm(s.Stack, jsii.String("OldestMessageAlarm"), &awscloudwatch.CreateAlarmOptions{
-		AlarmDescription: jsii.String(fmt.Sprintf("enricher (%s): the oldest snapshot event has waited over %d s; the consumer is behind or stuck",
-			s.Config.Stage, s.Config.OldestMessageAlarmSeconds)),
-		Threshold:          jsii.Number(s.Config.OldestMessageAlarmSeconds),
-		ComparisonOperator: awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD,
-		EvaluationPeriods:  jsii.Number(5),
-		DatapointsToAlarm:  jsii.Number(3),
-		TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
-	})
-	for _, a := range []awscloudwatch.Alarm{dead, old} {
-		a.AddAlarmAction(action)
-		a.AddOkAction(action)
-	}
-}
-
-// dashboard: queues, the function, the per-batch figures and the service.
-func (s *Stack) dashboard(runLogs awslogs.LogGroup) {
-	minute := &awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(1)), Statistic: jsii.String("Maximum")}
-	graph := func(title string, left ...awscloudwatch.IMetric) awscloudwatch.IWidget {
-		return awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String(title), Left: &left, Width: jsii.Number(8)})
-	}
-	d := awscloudwatch.NewDashboard(s.Stack, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
-		DashboardName: jsii.String(StackName(s.Config.Stage)),
-	})
-	d.AddWidgets(
-		graph("Source queue: messages", s.Queue.MetricApproximateNumberOfMessagesVisible(minute), s.Queue.MetricApproximateNumberOfMessagesNotVisible(minute)),
-		graph("Source queue: age of oldest message (s)", s.Queue.MetricApproximateAgeOfOldestMessage(minute)),
-		graph("Dead-letter queue: messages", s.DeadLetters.MetricApproximateNumberOfMessagesVisible(minute)),
-	)
-	if s.Function != nil {
-		sum := &awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(5)), Statistic: jsii.String("Sum")}
-		d.AddWidgets(
-			graph("Consumer: invocations, errors, throttles", s.Function.MetricInvocations(sum), s.Function.MetricErrors(sum), s.Function.MetricThrottles(sum)),
-			graph("Consumer: duration (ms)", s.Function.MetricDuration(&awscloudwatch.MetricOptions{Statistic: jsii.String("p90")}),
-				s.Function.MetricDuration(&awscloudwatch.MetricOptions{Statistic: jsii.String("Maximum")})),
-			graph("Consumer: records, failed records, commits, conflicts (per 5 min)",
-				s.batchMetric("Records"), s.batchMetric("FailedRecords"), s.batchMetric("Commits"), s.batchMetric("CommitConflicts")),
-		)
-	}
-	if s.Service != nil {
-		d.AddWidgets(
-			graph("Run service: CPU and memory (%)", s.Service.MetricCpuUtilization(nil), s.Service.MetricMemoryUtilization(nil)),
-			graph("Run service: backlog (visible + in flight)", s.backlog()),
-			awscloudwatch.NewLogQueryWidget(&awscloudwatch.LogQueryWidgetProps{
-				Title:         jsii.String("Run service: recent errors"),
-				LogGroupNames: &[]*string{runLogs.LogGroupName()},
-				QueryLines:    jsii.Strings("fields @timestamp, msg, error", `filter level = "ERROR"`, "sort @timestamp desc", "limit 20"),
-				Width:         jsii.Number(8),
-			}),
-		)
-	}
-}
-
-func (s *Stack) outputs() {
+func (s *Stack) outputs(asset *Asset) {
 	out := func(id string, v *string) {
 		awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: v})
 	}
@@ -582,5 +626,10 @@ func (s *Stack) outputs() {
 	}
 	if s.Service != nil {
 		out("RunServiceName", s.Service.ServiceName())
+		if asset.Image != nil && s.Config.FargateImage == "" {
+			// The image id (config digest) docker load and the registry
+			// show: the image the task runs, whatever tag it was pushed as.
+			out("RunImageId", jsii.String(asset.Image.ID))
+		}
 	}
 }

@@ -30,8 +30,14 @@ func TestMain(m *testing.M) {
 			os.Setenv(key, nodeMajor())
 		}
 	}
+	dir, err := os.MkdirTemp("", "infra-test-")
+	if err != nil {
+		panic(err)
+	}
+	synthDir = dir
 	code := m.Run()
 	jsii.Close()
+	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
@@ -53,9 +59,14 @@ type synthesized struct {
 	json     map[string]any // the template
 }
 
+// synthDir holds the shared stacks' outputs and assets, which outlive the
+// test that happens to synthesise them.
+var synthDir string
+
 func synth(t *testing.T, context map[string]any) *synthesized {
 	t.Helper()
-	dir := t.TempDir()
+	dir, err := os.MkdirTemp(synthDir, "stack-")
+	require.NoError(t, err)
 	app := awscdk.NewApp(&awscdk.AppProps{Outdir: jsii.String(filepath.Join(dir, "cdk.out")), Context: &context})
 	cfg, err := AppConfig(app, repoRootT(t))
 	require.NoError(t, err)
@@ -64,7 +75,7 @@ func synth(t *testing.T, context map[string]any) *synthesized {
 	s := NewStack(app, cfg, asset)
 	tmpl := assertions.Template_FromStack(s.Stack, nil)
 	annotations := assertions.Annotations_FromStack(s.Stack)
-	check(t, "no synth errors", func() { annotations.HasNoError(jsii.String("*"), assertions.Match_AnyValue()) })
+	check(t, "no synth errors (cdk-nag findings unsuppressed)", func() { annotations.HasNoError(jsii.String("*"), assertions.Match_AnyValue()) })
 	return &synthesized{stack: s, template: tmpl, json: *tmpl.ToJSON()}
 }
 
@@ -87,7 +98,19 @@ var (
 		"modelSecretArn":  "arn:aws:secretsmanager:eu-west-1:123456789012:secret:enricher/model-key-AbCdEf",
 		"modelEndpoint":   "https://example.openai.azure.com/",
 		"modelDeployment": "gpt-4o-mini",
+		"fargateNetwork":  "private",
 	})
+	// fargateStack: the run service alone, on a Glue catalog, in public
+	// subnets, an OpenAI-compatible model.
+	fargateStack = onceStack(map[string]any{
+		"stage":           "run",
+		"compute":         "fargate",
+		"modelEndpoint":   "https://llm.example.com/v1",
+		"modelProvider":   "openai",
+		"modelDeployment": "llama-3.1-8b",
+	})
+	// allStacks are the deployment shapes the tests synthesise.
+	allStacks = []func(*testing.T) *synthesized{defaultStack, altStack, fargateStack}
 )
 
 // onceStack synthesises on first use, once: the tests that read stacks
@@ -390,7 +413,7 @@ func (s *synthesized) consumerRoles(t *testing.T) []string {
 }
 
 func TestSecretReadableOnlyByConsumers(t *testing.T) {
-	for _, stack := range []func(*testing.T) *synthesized{defaultStack, altStack} {
+	for _, stack := range allStacks {
 		s := stack(t)
 		consumers := s.consumerRoles(t)
 		readers := map[string]bool{}
@@ -434,8 +457,11 @@ func TestSecretReadableOnlyByConsumers(t *testing.T) {
 // TestGrantedActionsCoverEveryCall checks against the requests the
 // commands make), on the warehouse prefix and the one Glue database only.
 func TestConsumerPermissions(t *testing.T) {
-	s := defaultStack(t)
-	for _, role := range s.consumerRoles(t) {
+	for _, role := range append(defaultStack(t).consumerRoles(t), fargateStack(t).consumerRoles(t)...) {
+		s := defaultStack(t)
+		if !strings.HasPrefix(role, "ConsumerRole") {
+			s = fargateStack(t)
+		}
 		byID := map[string]obj{}
 		var actions, resources []string
 		for _, p := range s.policies(t) {
@@ -572,93 +598,86 @@ func TestWildcardGrantsDetector(t *testing.T) {
 }
 
 func TestNoWildcardActionOnWildcardResource(t *testing.T) {
-	for _, stack := range []func(*testing.T) *synthesized{defaultStack, altStack} {
+	for _, stack := range allStacks {
 		s := stack(t)
 		docs := map[string]any{}
 		policyDocuments(s.json["Resources"], "Resources", docs)
 		// Identity, managed, resource policies of queues, bucket, topic, secret.
 		assert.GreaterOrEqual(t, len(docs), 5, "policy documents found")
 		for where, doc := range docs {
+			if strings.HasSuffix(where, ".KeyPolicy") {
+				// In a key policy "*" is the key itself; the kms:* grant
+				// is the account's, which hands the key to IAM policies.
+				for _, st := range statements(doc) {
+					if slices.Contains(strs(st["Action"]), "kms:*") {
+						b, _ := json.Marshal(st["Principal"])
+						assert.Contains(t, string(b), ":root", "%s: kms:* only to the account", where)
+					}
+				}
+				continue
+			}
 			assert.Empty(t, wildcardGrants(doc), "%s: %s", s.stack.Config.Stage, where)
 		}
 	}
 }
 
-func TestAlarms(t *testing.T) {
-	s := defaultStack(t)
-	src, dlq := s.queueIDs(t)
-	topic := s.logicalID(s.stack.Alarms.Node().DefaultChild().(awscdk.CfnElement))
-	check(t, "DLQ depth above zero", func() {
-		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), like(obj{
-			"Namespace":          "AWS/SQS",
-			"MetricName":         "ApproximateNumberOfMessagesVisible",
-			"Dimensions":         []any{obj{"Name": "QueueName", "Value": obj{"Fn::GetAtt": []any{dlq, "QueueName"}}}},
-			"ComparisonOperator": "GreaterThanThreshold",
-			"Threshold":          0,
-			"AlarmActions":       []any{obj{"Ref": topic}},
-		}))
-	})
-	check(t, "age of the oldest source message", func() {
-		s.template.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), like(obj{
-			"Namespace":          "AWS/SQS",
-			"MetricName":         "ApproximateAgeOfOldestMessage",
-			"Dimensions":         []any{obj{"Name": "QueueName", "Value": obj{"Fn::GetAtt": []any{src, "QueueName"}}}},
-			"ComparisonOperator": "GreaterThanThreshold",
-			"Threshold":          1800,
-			"AlarmActions":       []any{obj{"Ref": topic}},
-		}))
-	})
-	check(t, "dashboard", func() { s.template.ResourceCountIs(jsii.String("AWS::CloudWatch::Dashboard"), jsii.Number(1)) })
-	check(t, "per-batch metrics from the log line", func() {
-		s.template.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), like(obj{
-			"FilterPattern": `{ $.msg = "lambda batch done" }`,
-			"MetricTransformations": []any{like(obj{
-				"MetricNamespace": "Enricher/dev", "MetricName": "FailedRecords", "MetricValue": "$.failed",
-			})},
-		}))
-	})
-	body, _ := json.Marshal(s.props(t, "AWS::CloudWatch::Dashboard")["DashboardBody"])
-	for _, m := range []string{"ApproximateAgeOfOldestMessage", "Invocations", "Errors", "Records", "CommitConflicts"} {
-		assert.Contains(t, string(body), m, "dashboard shows %s", m)
-	}
-}
-
-func TestShellQuote(t *testing.T) {
-	t.Parallel()
-	assert.Equal(t, `'https://x/'`, shellQuote("https://x/"))
-	assert.Equal(t, `'it'\''s'`, shellQuote("it's"))
-}
-
 func TestFargateService(t *testing.T) {
-	s := altStack(t)
-	check(t, "task on arm64", func() {
-		s.template.HasResourceProperties(jsii.String("AWS::ECS::TaskDefinition"), like(obj{
-			"RequiresCompatibilities": []any{"FARGATE"},
-			"RuntimePlatform":         obj{"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
-			"ContainerDefinitions": []any{like(obj{
-				"Image":      defaultFargateImage,
-				"EntryPoint": []any{"/bin/sh", "-c"},
-			})},
-		}))
-	})
-	td := s.props(t, "AWS::ECS::TaskDefinition")
-	cmd, _ := json.Marshal(td["ContainerDefinitions"].([]any)[0].(obj)["Command"])
-	for _, f := range []string{"/tmp/enricher/bootstrap", "/tmp/enricher/enricher.yaml", "/tmp/enricher/jobs/sentiment.yaml",
-		`exec /tmp/enricher/bootstrap run --log-format json --base-url 'https://example.openai.azure.com/' --deployment 'gpt-4o-mini'`} {
-		assert.Contains(t, string(cmd), f)
+	for _, tt := range []struct {
+		name  string
+		stack func(*testing.T) *synthesized
+		flags []any
+		min   float64
+		max   float64
+	}{
+		{"both, azure", altStack, []any{"--provider", "azure", "--base-url", "https://example.openai.azure.com/", "--deployment", "gpt-4o-mini"}, 1, 6},
+		{"fargate, openai", fargateStack, []any{"--provider", "openai", "--base-url", "https://llm.example.com/v1", "--model", "llama-3.1-8b"}, 0, 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.stack(t)
+			td := s.props(t, "AWS::ECS::TaskDefinition")
+			assert.Equal(t, []any{"FARGATE"}, td["RequiresCompatibilities"])
+			assert.Equal(t, obj{"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}, td["RuntimePlatform"])
+			c := td["ContainerDefinitions"].([]any)[0].(obj)
+			// The image's entry point is the binary: no shell, no download.
+			assert.NotContains(t, c, "EntryPoint")
+			assert.Equal(t, append([]any{"run", "--log-format", "json"}, tt.flags...), c["Command"])
+			image, _ := json.Marshal(c["Image"])
+			assert.Contains(t, string(image), "container-assets", "the image built from source, pushed by cdk deploy")
+			assert.Regexp(t, `container-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}:[0-9a-f]{64}"`, string(image), "tagged with the asset hash")
+			require.NotNil(t, s.stack.Asset.Image, "a run image was built")
+			assert.FileExists(t, s.stack.Asset.Image.Tarball)
+			env := map[string]any{}
+			for _, e := range c["Environment"].([]any) {
+				env[e.(obj)["Name"].(string)] = e.(obj)["Value"]
+			}
+			assert.Equal(t, "/etc/enricher/enricher.yaml", env["ENRICHER_CONFIG"])
+			assert.Equal(t, tt.flags[1], env["ENRICHER_MODEL_PROVIDER"])
+			check(t, "scales between the configured bounds", func() {
+				s.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), like(obj{
+					"MinCapacity": tt.min, "MaxCapacity": tt.max, "ScalableDimension": "ecs:service:DesiredCount",
+				}))
+			})
+			// Step scaling on the queue backlog: one policy and alarm each way.
+			check(t, "step scaling", func() {
+				s.template.ResourcePropertiesCountIs(jsii.String("AWS::ApplicationAutoScaling::ScalingPolicy"), like(obj{
+					"PolicyType": "StepScaling",
+				}), jsii.Number(2))
+			})
+			alarms, _ := json.Marshal(s.resources("AWS::CloudWatch::Alarm"))
+			assert.Contains(t, string(alarms), "visible + inflight")
+			assert.Contains(t, string(alarms), "ApproximateNumberOfMessagesNotVisible")
+
+			// Nothing is downloaded at start: no file asset, and no role
+			// reads the CDK assets bucket.
+			for _, p := range s.policies(t) {
+				doc, _ := json.Marshal(p.statements)
+				assert.NotContains(t, string(doc), "cdk-hnb659fds-assets", "%s: no grant on the CDK file assets bucket", p.id)
+				for _, st := range p.statements {
+					if slices.Contains(strs(st["Resource"]), "*") {
+						assert.Equal(t, []string{"ecr:GetAuthorizationToken"}, strs(st["Action"]), "%s: the only grant on * is the one ECR allows no resource for", p.id)
+					}
+				}
+			}
+		})
 	}
-	check(t, "scales between the configured bounds", func() {
-		s.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), like(obj{
-			"MinCapacity": 1, "MaxCapacity": 6, "ScalableDimension": "ecs:service:DesiredCount",
-		}))
-	})
-	// Step scaling on the queue backlog: one policy and alarm each way.
-	check(t, "step scaling", func() {
-		s.template.ResourcePropertiesCountIs(jsii.String("AWS::ApplicationAutoScaling::ScalingPolicy"), like(obj{
-			"PolicyType": "StepScaling",
-		}), jsii.Number(2))
-	})
-	alarms, _ := json.Marshal(s.resources("AWS::CloudWatch::Alarm"))
-	assert.Contains(t, string(alarms), "visible + inflight")
-	assert.Contains(t, string(alarms), "ApproximateNumberOfMessagesNotVisible")
 }
