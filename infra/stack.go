@@ -76,6 +76,8 @@ type Stack struct {
 	// createdSecret is Secret when this stack created it (nil when
 	// imported): only then may the stack set its resource policy.
 	createdSecret awssecretsmanager.Secret
+	// consumers are the roles of the compute (function, task).
+	consumers []awsiam.IRole
 	// taskSubnets are the subnets of the run service's tasks (network).
 	taskSubnets awsec2.SubnetType
 }
@@ -116,6 +118,7 @@ func NewStack(scope constructs.Construct, cfg Config, asset *Asset) *Stack {
 	for _, role := range consumers {
 		s.grantConsumer(role)
 	}
+	s.consumers = consumers
 	s.onlyConsumersReadSecret(consumers)
 	s.operator()
 	s.alarms()
@@ -617,6 +620,12 @@ func (s *Stack) outputs(asset *Asset) {
 	out("DeadLetterQueueUrl", s.DeadLetters.QueueUrl())
 	out("ModelApiKeySecretArn", s.Secret.SecretArn())
 	out("AlarmTopicArn", s.Alarms.TopicArn())
+	// For the deny an imported secret's owner may add (README).
+	roles := make([]*string, len(s.consumers))
+	for i, r := range s.consumers {
+		roles[i] = r.RoleArn()
+	}
+	out("ConsumerRoleArns", awscdk.Fn_Join(jsii.String(","), &roles))
 	if s.Bucket != nil {
 		out("WarehouseBucketName", s.Bucket.BucketName())
 		out("GlueDatabaseName", jsii.String(s.Config.GlueDatabase))
