@@ -9,7 +9,11 @@
 // CDK context (-c key=value) over an optional JSON file (-c config=FILE)
 // over the defaults of DefaultConfig; bad values stop the synth with every
 // problem named. The consumer binary is built by scripts/build-lambda.sh
-// (linux/arm64, no Docker) into .cache/infra/asset-STAGE/.
+// (linux/arm64, no Docker) into .cache/infra/asset-STAGE/, and for the
+// Fargate service its container image (image.go, no Docker daemon) into
+// .cache/infra/asset-STAGE-image.tar. cdk-nag's AwsSolutions checks run on
+// the stack: an unsuppressed finding is an error annotation, and the app
+// exits 1 naming each (suppressions: nag.go, next to their resources).
 package main
 
 import (
