@@ -40,6 +40,16 @@ func newBatchBed(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec), opt
 
 func newBatchBedWith(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec), hc *http.Client, opts ...testbed.ProcOpt) *batchBed {
 	t.Helper()
+	return newBatchBedCreate(t, llm, edit, hc, 30*time.Second, opts...)
+}
+
+// newBatchBedCreate is newBatchBedWith with the bound of one batch
+// creation. The default is generous: a creation that outlives it fails, and
+// a loaded CI machine must not make that happen by accident. Tests of a lost
+// creation pass a short one, so that the claim grace (at least twice the
+// bound) passes quickly.
+func newBatchBedCreate(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec), hc *http.Client, createTimeout time.Duration, opts ...testbed.ProcOpt) *batchBed {
+	t.Helper()
 	b := setup(t)
 	require.NoError(t, llm.Start())
 	t.Cleanup(llm.Close)
@@ -51,7 +61,7 @@ func newBatchBedWith(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec),
 		edit(spec)
 	}
 	b.Spec = spec
-	chat, err := enrich.NewChat(spec, enrich.ChatOptions{Logger: quietLogger(), RetryBase: time.Millisecond, CacheSize: -1, HTTPClient: hc, BatchCreateTimeout: 200 * time.Millisecond})
+	chat, err := enrich.NewChat(spec, enrich.ChatOptions{Logger: quietLogger(), RetryBase: time.Millisecond, CacheSize: -1, HTTPClient: hc, BatchCreateTimeout: createTimeout})
 	require.NoError(t, err)
 	t.Cleanup(chat.Close)
 	return &batchBed{bundle: b, llm: llm, chat: chat, p: b.Processor(chat, opts...)}
@@ -308,7 +318,7 @@ func TestCrashAroundBatchCreationNeverPaysTwice(t *testing.T) {
 			} else {
 				cut.on.Store(true) // the create never reaches the server
 			}
-			bb := newBatchBedWith(t, llm, nil, &http.Client{Transport: &cut}, func(o *pipeline.Options) { o.BatchClaimGrace = 500 * time.Millisecond })
+			bb := newBatchBedCreate(t, llm, nil, &http.Client{Transport: &cut}, 200*time.Millisecond, func(o *pipeline.Options) { o.BatchClaimGrace = 500 * time.Millisecond })
 			s1 := bb.AppendPosts(40)
 			_, err := bb.p.Process(ctx, bb.Event(s1))
 			require.Error(t, err)
@@ -577,6 +587,8 @@ func (h *hookCreate) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestCollectingWhileAnEventSubmitsKeepsTheWatermark(t *testing.T) {
 	t.Parallel()
 	hook := &hookCreate{at: 2}
+	// The hook's collection runs inside the second creation's request, so it
+	// counts against that creation's bound (newBatchBedWith's is generous).
 	bb := newBatchBedWith(t, &fakellm.Server{}, func(s *enrich.Spec) { s.Model.Batch.MaxRows = 45 }, &http.Client{Transport: hook})
 	var collected []pipeline.BatchReport
 	hook.hook = func() {
