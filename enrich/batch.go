@@ -497,6 +497,7 @@ func (c *Chat) batchCallN(ctx context.Context, what string, attempts int, f func
 		case s == http.StatusTooManyRequests:
 			c.use.throttled.Add(1)
 			b.atLeast(info.retryAfter)
+			c.log.Info("model throttled", "model", c.name, "call", what, "attempt", attempt, "retry_after", info.retryAfter)
 			return retry.RetryableError(errors.New(msg))
 		case s == 0 || s == http.StatusRequestTimeout || s >= 500 || timedOut(err):
 			c.use.serverErrors.Add(1)

@@ -591,7 +591,9 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 				c.lim.pause(info.retryAfter)
 			}
 			b.atLeast(info.retryAfter)
-			c.log.Debug("model throttled", "model", c.name, "attempt", attempt, "retry_after", info.retryAfter)
+			// At info level: the run service's metric filters count
+			// these lines (ModelThrottled).
+			c.log.Info("model throttled", "model", c.name, "attempt", attempt, "retry_after", info.retryAfter)
 			return retry.RetryableError(errors.New(msg))
 		case s == 0 && unreachable(err):
 			c.use.serverErrors.Add(1)

@@ -11,6 +11,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/jsii-runtime-go"
+
+	mn "github.com/socialdata/enricher/internal/metricnames"
 )
 
 // Alarm thresholds that are not settings (README, "Runbook").
@@ -23,17 +25,17 @@ const (
 	modelThrottledPeriods = 3
 )
 
-// Metrics of the Lambda handler's EMF documents (cmd/enricher,
-// consumer/lambdabatch) and of the run service's metric filters; each one
-// exists without dimensions (what the alarms read) and, for the EMF
-// figures of a job, with the dimension Job.
+// Metrics of the Lambda handler's EMF documents and of the run service's
+// metric filters (internal/metricnames); each one exists without
+// dimensions (what the alarms read) and, for the EMF figures of a job,
+// with the dimension Job.
 const (
-	mRecords, mFailedRecords, mDeadLettered, mHalts            = "Records", "FailedRecords", "DeadLettered", "Halts"
-	mRowsOk, mRowsSkipped, mRowsFailed, mRowsInvalid           = "RowsOk", "RowsSkipped", "RowsFailed", "RowsInvalidOutput"
-	mCommits, mCommitConflicts, mCommitLatency, mRowsCommitted = "Commits", "CommitConflicts", "CommitLatency", "RowsCommitted"
-	mModelRequests, mModelThrottled, mModelServerErrors        = "ModelRequests", "ModelThrottled", "ModelServerErrors"
-	mPromptTokens, mCompletionTokens, mCachedTokens, mCost     = "PromptTokens", "CompletionTokens", "CachedTokens", "CostUSD"
-	mBudgetExhausted, mBatchesSubmitted                        = "BudgetExhausted", "BatchesSubmitted"
+	mRecords, mFailedRecords, mDeadLettered, mHalts            = mn.Records, mn.FailedRecords, mn.DeadLettered, mn.Halts
+	mRowsOk, mRowsSkipped, mRowsFailed, mRowsInvalid           = mn.RowsOk, mn.RowsSkipped, mn.RowsFailed, mn.RowsInvalidOutput
+	mCommits, mCommitConflicts, mCommitLatency, mRowsCommitted = mn.Commits, mn.CommitConflicts, mn.CommitLatency, mn.RowsCommitted
+	mModelRequests, mModelThrottled, mModelServerErrors        = mn.ModelRequests, mn.ModelThrottled, mn.ModelServerErrors
+	mPromptTokens, mCompletionTokens, mCachedTokens, mCost     = mn.PromptTokens, mn.CompletionTokens, mn.CachedTokens, mn.CostUSD
+	mBudgetExhausted, mBatchesSubmitted                        = mn.BudgetExhausted, mn.BatchesSubmitted
 )
 
 // Periods, in minutes.
@@ -101,14 +103,6 @@ func (s *Stack) alarms() {
 		"the consumer halted: every message would fail alike (model key or request refused, token budget spent)")
 	add("CommitConflictsAlarm", s.metric(mCommitConflicts, "Sum", fifteenMinutes), commitConflictsAlarm, 1, 1,
 		fmt.Sprintf("more than %d commit conflicts in 15 minutes: writers fight over a target", commitConflictsAlarm))
-	if s.Function == nil {
-		return
-	}
-	sum5 := &awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(fiveMinutes)), Statistic: jsii.String("Sum")}
-	add("ConsumerErrorsAlarm", s.Function.MetricErrors(sum5), 0, 1, 1,
-		"the consumer function failed whole invocations: their batches come back and count receives")
-	add("ConsumerThrottlesAlarm", s.Function.MetricThrottles(sum5), 0, 1, 1,
-		"the consumer function was throttled: throttled messages come back and count receives towards maxReceiveCount")
 	add("RowsFailedAlarm", awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
 		Expression:   jsii.String("FILL(failed, 0) + FILL(invalid, 0)"),
 		UsingMetrics: &map[string]awscloudwatch.IMetric{"failed": s.sum(mRowsFailed), "invalid": s.sum(mRowsInvalid)},
@@ -119,6 +113,14 @@ func (s *Stack) alarms() {
 		fmt.Sprintf("the model answered 429 in %d five-minute periods in a row: its quota (RPM/TPM) is below the load", modelThrottledPeriods))
 	add("BudgetExhaustedAlarm", s.sum(mBudgetExhausted), 0, 1, 1,
 		"a job's token budget (model.max_tokens_total) stopped it")
+	if s.Function == nil {
+		return
+	}
+	sum5 := &awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(fiveMinutes)), Statistic: jsii.String("Sum")}
+	add("ConsumerErrorsAlarm", s.Function.MetricErrors(sum5), 0, 1, 1,
+		"the consumer function failed whole invocations: their batches come back and count receives")
+	add("ConsumerThrottlesAlarm", s.Function.MetricThrottles(sum5), 0, 1, 1,
+		"the consumer function was throttled: throttled messages come back and count receives towards maxReceiveCount")
 }
 
 // dashboard Enricher-STAGE: the backlog and the DLQ; for the function (EMF)
@@ -145,7 +147,7 @@ func (s *Stack) dashboard(runLogs awslogs.LogGroup) {
 	if s.Function != nil {
 		sum := &awscloudwatch.MetricOptions{Period: awscdk.Duration_Minutes(jsii.Number(fiveMinutes)), Statistic: jsii.String("Sum")}
 		rowsByJob := awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
-			Expression: jsii.String(fmt.Sprintf(`SEARCH('{%s,Job} MetricName="%s" OR MetricName="%s"', 'Sum', 300)`, s.metricNamespace(), mRowsFailed, mRowsInvalid)),
+			Expression: jsii.String(fmt.Sprintf(`SEARCH('{%s,%s} MetricName="%s" OR MetricName="%s"', 'Sum', 300)`, s.metricNamespace(), mn.Dimension, mRowsFailed, mRowsInvalid)),
 			Label:      jsii.String("by job"),
 			Period:     awscdk.Duration_Minutes(jsii.Number(fiveMinutes)),
 		})
@@ -176,6 +178,8 @@ func (s *Stack) dashboard(runLogs awslogs.LogGroup) {
 		d.AddWidgets(
 			graph("Run service: messages, retried, dead-lettered, halts (per 5 min)", s.sum(mRecords), s.sum(mFailedRecords), s.sum(mDeadLettered), s.sum(mHalts)),
 			graph("Run service: commits, rows committed, conflicts (per 5 min)", s.sum(mCommits), s.sum(mRowsCommitted), s.sum(mCommitConflicts)),
+			graph("Run service: rows failed and invalid_output, model 429s, budget stops (per 5 min)",
+				s.sum(mRowsFailed), s.sum(mRowsInvalid), s.sum(mModelThrottled), s.sum(mBudgetExhausted)),
 			graph("Run service: CPU and memory (%)", s.Service.MetricCpuUtilization(nil), s.Service.MetricMemoryUtilization(nil)),
 		)
 		d.AddWidgets(

@@ -115,7 +115,8 @@ func TestAlarms(t *testing.T) {
 	}{
 		{defaultStack, []string{"DeadLettersAlarm", "OldestMessageAlarm", "HaltsAlarm", "CommitConflictsAlarm", "ConsumerErrorsAlarm",
 			"ConsumerThrottlesAlarm", "RowsFailedAlarm", "ModelThrottledAlarm", "BudgetExhaustedAlarm"}},
-		{fargateStack, []string{"DeadLettersAlarm", "OldestMessageAlarm", "HaltsAlarm", "CommitConflictsAlarm"}},
+		{fargateStack, []string{"DeadLettersAlarm", "OldestMessageAlarm", "HaltsAlarm", "CommitConflictsAlarm",
+			"RowsFailedAlarm", "ModelThrottledAlarm", "BudgetExhaustedAlarm"}},
 	} {
 		s := tt.stack(t)
 		ns := "Enricher/" + s.stack.Config.Stage
@@ -192,6 +193,9 @@ func TestAlarms(t *testing.T) {
 	assert.Equal(t, `{ $.msg = "message dead-lettered" }`, filters["DeadLettered"])
 	assert.Contains(t, filters, "Commits")
 	assert.Contains(t, filters, "RowsCommitted")
+	for _, m := range []string{"RowsFailed", "RowsInvalidOutput", "ModelThrottled", "BudgetExhausted"} {
+		assert.Contains(t, filters, m, "the run service's %s feeds the alarm on it", m)
+	}
 }
 
 // TestAlarmTopicIsEncrypted: the topic is encrypted with a rotating key
@@ -260,7 +264,8 @@ func TestDashboard(t *testing.T) {
 		assert.Contains(t, d, m, "the function's dashboard shows %s", m)
 	}
 	f := body(fargateStack(t))
-	for _, m := range []string{"visible + inflight", "DeadLettered", "Halts", "RowsCommitted", "CommitConflicts", "CPUUtilization", "MemoryUtilization", `filter level = \"ERROR\"`} {
+	for _, m := range []string{"visible + inflight", "DeadLettered", "Halts", "RowsCommitted", "CommitConflicts", "RowsFailed", "RowsInvalidOutput",
+		"ModelThrottled", "BudgetExhausted", "CPUUtilization", "MemoryUtilization", `filter level = \"ERROR\"`} {
 		assert.Contains(t, f, m, "the service's dashboard shows %s", m)
 	}
 	assert.NotContains(t, f, "CommitLatency", "the run service has no EMF metrics")

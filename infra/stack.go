@@ -26,6 +26,7 @@ import (
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
 	"github.com/socialdata/enricher/internal/iamactions"
+	mn "github.com/socialdata/enricher/internal/metricnames"
 )
 
 // Environment variables of the consumer. cmd/enricher reads ENRICHER_CONFIG,
@@ -327,25 +328,18 @@ func (s *Stack) modelFlags() []string {
 func (s *Stack) metricNamespace() string { return "Enricher/" + s.Config.Stage }
 
 // runMetricFilters turn enricher run's JSON log lines into metrics of the
-// same names as the Lambda handler's EMF documents (without dimensions),
-// so that one alarm watches both compute choices. run's rows per status
-// and model usage are on its Prometheus endpoint, not in its log lines.
+// same names as the Lambda handler's EMF documents, without dimensions
+// (internal/metricnames.RunFilters), so that one alarm watches both
+// computes. run's model usage beyond 429s is on its Prometheus endpoint,
+// not in its log lines.
 func (s *Stack) runMetricFilters(logs awslogs.LogGroup) {
-	for _, m := range []struct{ id, name, pattern, value string }{
-		{"RunRecordsMetric", "Records", `{ $.msg = "message done" || $.msg = "message dead-lettered" || $.msg = "message released*" }`, "1"},
-		{"RunFailedRecordsMetric", "FailedRecords", `{ $.msg = "message released for retry" }`, "1"},
-		{"RunDeadLetteredMetric", "DeadLettered", `{ $.msg = "message dead-lettered" }`, "1"},
-		{"RunHaltsMetric", "Halts", `{ $.msg = "message released: halting" }`, "1"},
-		{"RunCommitsMetric", "Commits", `{ $.msg = "chunk committed" }`, "1"},
-		{"RunRowsCommittedMetric", "RowsCommitted", `{ $.msg = "chunk committed" }`, "$.rows"},
-		{"RunCommitConflictsMetric", "CommitConflicts", `{ $.msg = "target commit conflict*" }`, "1"},
-	} {
-		awslogs.NewMetricFilter(s.Stack, jsii.String(m.id), &awslogs.MetricFilterProps{
+	for _, m := range mn.RunFilters {
+		awslogs.NewMetricFilter(s.Stack, jsii.String("Run"+m.Name+"Metric"), &awslogs.MetricFilterProps{
 			LogGroup:        logs,
-			FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(m.pattern)),
+			FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(m.Pattern)),
 			MetricNamespace: jsii.String(s.metricNamespace()),
-			MetricName:      jsii.String(m.name),
-			MetricValue:     jsii.String(m.value),
+			MetricName:      jsii.String(m.Name),
+			MetricValue:     jsii.String(m.Value),
 		})
 	}
 }

@@ -48,6 +48,13 @@ step "SQS emulator"
 eval "$(scripts/sqs-emulator.sh start)"
 trap 'scripts/sqs-emulator.sh stop' EXIT
 
+step "Lambda runtime interface emulator"
+# The Lambda handler's test runs it under the AWS Lambda Runtime Interface
+# Emulator, pinned in a module of its own (scripts/rie/go.mod) and built
+# here so that a failing build says so in its own step.
+go build -C scripts/rie -o "$PWD/.cache/bin/aws-lambda-rie" github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie
+export ENRICHER_RIE_BIN="$PWD/.cache/bin/aws-lambda-rie"
+
 step "go test -race"
 # The end-to-end tests read ../shared/data beside the repository; point
 # ENRICHER_SHARED_DATA elsewhere if it lives somewhere else.

@@ -34,7 +34,7 @@ import (
 // into that process (the os/exec helper-process pattern). Test-only knobs,
 // such as a slow enrich stage, live here and never in the product binary.
 const (
-	envChild      = "ENRICHER_TEST_CHILD"       // "cli": run the enricher command line in ENRICHER_TEST_ARGS; "slow": the same, with a slow enrich stage in run
+	envChild      = "ENRICHER_TEST_CHILD"       // "cli": run the enricher command line in ENRICHER_TEST_ARGS; "slow": the same, with a slow enrich stage in run; "lambda": the Lambda handler (the Runtime API in AWS_LAMBDA_RUNTIME_API)
 	envChildArgs  = "ENRICHER_TEST_ARGS"        // JSON array of arguments
 	envBatchDelay = "ENRICHER_TEST_BATCH_DELAY" // slow: how long each enriched batch is held
 )
@@ -47,9 +47,11 @@ func TestChildProcess(t *testing.T) {
 		return
 	}
 	var args []string
-	if err := json.Unmarshal([]byte(os.Getenv(envChildArgs)), &args); err != nil {
-		fmt.Fprintln(os.Stderr, "child:", err)
-		os.Exit(2)
+	if mode != "lambda" { // the Lambda handler takes no arguments
+		if err := json.Unmarshal([]byte(os.Getenv(envChildArgs)), &args); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	var err error
@@ -60,6 +62,8 @@ func TestChildProcess(t *testing.T) {
 		err = cmd.ExecuteContext(ctx)
 	case "slow":
 		err = slowRun(ctx, args)
+	case "lambda":
+		err = runLambda(ctx)
 	default:
 		err = fmt.Errorf("unknown child mode %q", mode)
 	}

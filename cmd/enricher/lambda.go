@@ -3,17 +3,25 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/socialdata/enricher/consumer/lambdabatch"
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/internal/emf"
 )
 
-// envDLQURL names the dead-letter queue in Lambda mode.
-const envDLQURL = "ENRICHER_DLQ_URL"
+const (
+	// envDLQURL names the dead-letter queue in Lambda mode.
+	envDLQURL = "ENRICHER_DLQ_URL"
+	// envMetricsNamespace is the CloudWatch namespace of the Lambda
+	// handler's EMF metrics (default pipeline.DefaultEMFNamespace).
+	envMetricsNamespace = "ENRICHER_METRICS_NAMESPACE"
+)
 
 // inLambda reports whether the AWS Lambda runtime started this process.
 func inLambda() bool { return os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" }
@@ -24,7 +32,9 @@ func inLambda() bool { return os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" }
 // after maxReceiveCount). ENRICHER_MODEL_PROVIDER, _BASE_URL, _NAME,
 // _DEPLOYMENT and _API_VERSION override the job specs' model settings as
 // the flags of run do, and the API key comes from ENRICHER_API_KEY_SECRET
-// (Secrets Manager) or the provider's key variable. Logs are JSON.
+// (Secrets Manager) or the provider's key variable. Logs are JSON, on
+// stderr; each batch's metrics go to stdout as CloudWatch Embedded Metric
+// Format documents in ENRICHER_METRICS_NAMESPACE (see emfHooks).
 func runLambda(ctx context.Context) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	path, err := configPath("")
@@ -39,7 +49,8 @@ func runLambda(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	proc, err := env.processor(log, nil)
+	metrics := pipeline.NewEMFMetrics(os.Getenv(envMetricsNamespace), env.jobs)
+	proc, err := env.processor(log, func(o *pipeline.Options) { o.OnStage = metrics.ObserveStage })
 	if err != nil {
 		return err
 	}
@@ -48,7 +59,26 @@ func runLambda(ctx context.Context) error {
 		return err
 	}
 	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary}
-	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL)
+	h.OnStart, h.OnDone = emfHooks(metrics, os.Stdout, log)
+	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL, "metrics_namespace", metrics.Namespace())
 	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
 	return fmt.Errorf("lambda runtime returned")
+}
+
+// emfHooks are the Lambda handler's OnStart and OnDone: each batch writes
+// its EMF documents (one per job that ran, one for the batch; see
+// pipeline.EMFMetrics) to w, one line each, which the Lambda runtime
+// sends to CloudWatch Logs, where they become metrics. A document that
+// cannot be written is logged, and the batch goes on.
+func emfHooks(m *pipeline.EMFMetrics, w io.Writer, log *slog.Logger) (func(), func(lambdabatch.BatchDone)) {
+	return m.Begin, func(d lambdabatch.BatchDone) {
+		halts := 0
+		if d.Halted {
+			halts = 1
+		}
+		docs := m.Documents(pipeline.BatchFigures{Records: d.Records, FailedRecords: d.Failed, DeadLettered: d.DeadLettered, Halts: halts}, d.Outcomes)
+		if err := emf.Write(w, time.Now(), docs...); err != nil {
+			log.Error("lambda batch metrics not written", "err", err)
+		}
+	}
 }

@@ -53,9 +53,27 @@ type Handler struct {
 	// left, at least 3s). Half of it is the grace for work in flight.
 	Margin time.Duration
 	// Summary, when set, adds attributes to the handler's one log line per
-	// batch ("lambda batch done", which the CDK app's metric filters read)
+	// batch ("lambda batch done"; the metrics are OnDone's business)
 	// from the outcomes of the batch's records.
 	Summary func([]consumer.MessageOutcome) []slog.Attr
+	// OnStart, when set, is called as a batch starts, before any of its
+	// work; OnDone, when set, after it, with its figures, before Handle
+	// returns. The Lambda runtime hands a process one invocation at a
+	// time, so a batch's OnStart and OnDone pair up.
+	OnStart func()
+	OnDone  func(BatchDone)
+}
+
+// BatchDone is what one batch came to.
+type BatchDone struct {
+	// Records is how many records the batch held, Failed how many come
+	// back (all of them when the invocation fails), DeadLettered how many
+	// were sent to the dead-letter queue.
+	Records, Failed, DeadLettered int
+	// Halted says a halt stopped the batch (see Handler).
+	Halted bool
+	// Outcomes are those of the records settled, in the order settled.
+	Outcomes []consumer.MessageOutcome
 }
 
 // Handle processes one batch.
@@ -63,6 +81,9 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	log := h.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if h.OnStart != nil {
+		h.OnStart()
 	}
 	src := NewSource(ev, h.API, h.DLQURL)
 	runCtx := ctx
@@ -94,8 +115,17 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		}
 	}
 	log.Info("lambda batch done", attrs...)
+	halted := errors.As(runErr, new(*consumer.HaltError))
+	if h.OnDone != nil {
+		done := BatchDone{Records: len(ev.Records), Failed: len(resp.BatchItemFailures), DeadLettered: src.DeadLettered(),
+			Halted: halted, Outcomes: outcomes}
+		if runErr != nil && !halted {
+			done.Failed = len(ev.Records) // a failed invocation hands the whole batch back
+		}
+		h.OnDone(done)
+	}
 	if runErr != nil {
-		if errors.As(runErr, new(*consumer.HaltError)) {
+		if halted {
 			// resp lists every record not settled: they come back. Failing
 			// the invocation would hand back the whole batch, the records
 			// already acknowledged or dead-lettered too (dead-lettered
@@ -129,6 +159,7 @@ type Source struct {
 	delivered int // records handed out so far
 	settled   int
 	done      map[string]bool // message id -> its work is durable (or dead-lettered)
+	dead      int             // records sent to the dead-letter queue
 	changed   broadcast.Signal
 }
 
@@ -251,7 +282,20 @@ func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason str
 	if err := sqsqueue.SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.sourceARN); err != nil {
 		return errors.Join(err, s.settle(m, true))
 	}
-	return s.settle(m, false)
+	if err := s.settle(m, false); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.dead++
+	s.mu.Unlock()
+	return nil
+}
+
+// DeadLettered is how many records were sent to the dead-letter queue.
+func (s *Source) DeadLettered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dead
 }
 
 // Response lists the failed records: every record not settled as done.

@@ -47,7 +47,9 @@ func TestLambdaReportsPartialBatchFailures(t *testing.T) {
 	b := testbed.Setup(t)
 	s1 := b.AppendPosts(40)
 	s2 := b.AppendPosts(40)
-	h := &lambdabatch.Handler{Handler: b.Processor(nil), Logger: testbed.QuietLogger()}
+	var done []lambdabatch.BatchDone
+	h := &lambdabatch.Handler{Handler: b.Processor(nil), Logger: testbed.QuietLogger(),
+		OnDone: func(d lambdabatch.BatchDone) { done = append(done, d) }}
 	ev := events.SQSEvent{Records: []events.SQSMessage{
 		record("a", b.Event(s1).Encode(), ""),
 		record("b", []byte(`{"version": 1}`), ""), // poison; no DLQ configured: reported failed
@@ -58,6 +60,9 @@ func TestLambdaReportsPartialBatchFailures(t *testing.T) {
 	resp, err := h.Handle(ctx, ev)
 	require.NoError(t, err)
 	assert.Equal(t, []string{"b"}, failedIDs(resp))
+	require.Len(t, done, 1)
+	assert.Equal(t, lambdabatch.BatchDone{Records: 3, Failed: 1, DeadLettered: 0, Outcomes: done[0].Outcomes}, done[0],
+		"without a DLQ the poison record is failed, not dead-lettered")
 	b.RequireExactlyOnce(80, nil)
 }
 
@@ -136,13 +141,23 @@ func TestLambdaDeadLettersPoisonRecordsAtOnce(t *testing.T) {
 	t.Parallel()
 	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
 	s1 := b.AppendPosts(10)
-	h := &lambdabatch.Handler{Handler: b.Processor(nil), API: api, DLQURL: q.DLQ, Logger: testbed.QuietLogger()}
+	var started int
+	var done []lambdabatch.BatchDone
+	h := &lambdabatch.Handler{Handler: b.Processor(nil), API: api, DLQURL: q.DLQ, Logger: testbed.QuietLogger(),
+		OnStart: func() { started++ }, OnDone: func(d lambdabatch.BatchDone) { done = append(done, d) }}
 	resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{
 		record("a", b.Event(s1).Encode(), ""),
 		record("b", []byte("garbage"), ""),
 	}})
 	require.NoError(t, err)
 	assert.Empty(t, resp.BatchItemFailures, "the poison record is dead-lettered, so Lambda may delete it")
+	assert.Equal(t, 1, started)
+	require.Len(t, done, 1)
+	assert.Equal(t, 2, done[0].Records)
+	assert.Equal(t, 0, done[0].Failed)
+	assert.Equal(t, 1, done[0].DeadLettered)
+	assert.False(t, done[0].Halted)
+	assert.Len(t, done[0].Outcomes, 2)
 	dead := sqstest.ReceiveAll(t, api, q.DLQ)
 	require.Len(t, dead, 1)
 	assert.Equal(t, "garbage", aws.ToString(dead[0].Body))
@@ -168,7 +183,9 @@ func TestLambdaHaltReportsTheRestFailed(t *testing.T) {
 	b := testbed.Setup(t)
 	s1 := b.AppendPosts(10)
 	model := &refusing{}
-	h := &lambdabatch.Handler{Handler: b.Processor(model), Logger: testbed.QuietLogger()}
+	var done []lambdabatch.BatchDone
+	h := &lambdabatch.Handler{Handler: b.Processor(model), Logger: testbed.QuietLogger(),
+		OnDone: func(d lambdabatch.BatchDone) { done = append(done, d) }}
 	resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{
 		record("a", b.Event(s1).Encode(), ""),
 		record("b", b.Event(s1).Encode(), ""),
@@ -176,6 +193,9 @@ func TestLambdaHaltReportsTheRestFailed(t *testing.T) {
 	}})
 	require.NoError(t, err, "failing the invocation would hand back the settled records too")
 	assert.Equal(t, []string{"a", "b", "c"}, failedIDs(resp))
+	require.Len(t, done, 1)
+	assert.True(t, done[0].Halted)
+	assert.Equal(t, 3, done[0].Failed)
 	assert.Equal(t, int64(1), model.calls.Load(), "no record is started after the halt")
 	assert.Empty(t, b.TargetRows())
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/enrich"
@@ -17,10 +18,14 @@ type Report struct {
 	Results []Result
 }
 
-// LogAttrs implements consumer.Report: the table and snapshot, then a
-// group per job.
+// LogAttrs implements consumer.Report: the table and snapshot,
+// budget_exhausted when a job's token budget stopped it (the run
+// service's metric filters count it), then a group per job.
 func (r *Report) LogAttrs() []slog.Attr {
 	attrs := []slog.Attr{slog.String("table", r.Event.Table), slog.Int64("snapshot", r.Event.SnapshotID)}
+	if slices.ContainsFunc(r.Results, func(res Result) bool { return errors.Is(res.Err, enrich.ErrBudgetExhausted) }) {
+		attrs = append(attrs, slog.Bool("budget_exhausted", true))
+	}
 	for _, res := range r.Results {
 		group := []any{"outcome", string(res.Outcome), "from", res.From.String(),
 			"to", res.To.String(), "rows", res.RowsWritten, "commits", res.Commits}

@@ -934,7 +934,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			res.Counts.Add(counts)
 			res.To = c.after
 			from = c.after
-			log.Info("chunk committed", "chunk", i+1, "chunks", len(cs), "rows", written,
+			// counts (rows per status) feed the run service's metric
+			// filters (internal/metricnames.RunFilters).
+			log.Info("chunk committed", "chunk", i+1, "chunks", len(cs), "rows", written, "counts", counts,
 				"watermark", c.after.String(), "target_snapshot", snapshotID(tgt))
 			if p.opts.OnChunk != nil {
 				p.opts.OnChunk(ChunkCommitted{Job: spec.Name, Chunk: i + 1, Chunks: len(cs), Rows: written,

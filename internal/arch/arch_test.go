@@ -44,6 +44,8 @@ func TestRooms(t *testing.T) {
 			banned: []string{module + "/consumer", module + "/enrich", module + "/storage", module + "/cmd", "github.com/apache/iceberg-go"}},
 		{pkg: "internal/iamactions", why: "the IAM action lists that infra grants and cmd/enricher's tests check are plain data",
 			banned: []string{module + "/", "github.com/", "golang.org/", "gopkg.in/"}},
+		{pkg: "internal/metricnames", why: "the metric names that infra alarms on and the consumer writes are plain data",
+			banned: []string{module + "/", "github.com/", "golang.org/", "gopkg.in/"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.pkg, "/", "_"), func(t *testing.T) {
@@ -63,14 +65,15 @@ func TestRooms(t *testing.T) {
 }
 
 // TestInfraImportsOnlyTheActionLists: of this module, the CDK app imports
-// internal/iamactions only (the one list of what the consumer may do,
-// shared with the tests that record what it does), nothing else.
+// internal/iamactions (the one list of what the consumer may do, shared
+// with the tests that record what it does) and internal/metricnames (the
+// metrics its alarms read, which the consumer writes), nothing else.
 func TestInfraImportsOnlyTheActionLists(t *testing.T) {
 	t.Parallel()
-	allowed := []string{module + "/infra", module + "/internal/iamactions"}
+	allowed := []string{module + "/infra", module + "/internal/iamactions", module + "/internal/metricnames"}
 	for _, d := range deps(t, "infra") {
 		if strings.HasPrefix(d, module+"/") && !slices.Contains(allowed, d) {
-			t.Errorf("infra imports %s: only internal/iamactions of this module is allowed", d)
+			t.Errorf("infra imports %s: only internal/iamactions and internal/metricnames of this module are allowed", d)
 		}
 	}
 }
