@@ -19,6 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	mn "github.com/socialdata/enricher/internal/metricnames"
 )
 
 // TestNagPassesEveryShape: cdk-nag's AwsSolutions pack is applied to every
@@ -186,6 +188,7 @@ func TestAlarms(t *testing.T) {
 		p := r["Properties"].(obj)
 		tr := p["MetricTransformations"].([]any)[0].(obj)
 		assert.Equal(t, "Enricher/run", tr["MetricNamespace"])
+		assert.Equal(t, mn.FilterUnit, tr["Unit"], "the EMF documents' unit: an alarm on a metric of two units behaves unpredictably")
 		filters[tr["MetricName"].(string)] = p["FilterPattern"].(string)
 	}
 	assert.Equal(t, `{ $.msg = "message released: halting" }`, filters["Halts"])

@@ -340,6 +340,7 @@ func (s *Stack) runMetricFilters(logs awslogs.LogGroup) {
 			MetricNamespace: jsii.String(s.metricNamespace()),
 			MetricName:      jsii.String(m.Name),
 			MetricValue:     jsii.String(m.Value),
+			Unit:            awscloudwatch.Unit_COUNT, // mn.FilterUnit
 		})
 	}
 }

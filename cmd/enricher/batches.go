@@ -293,7 +293,7 @@ func startCollector(ctx context.Context, proc *pipeline.Processor, jobs []pipeli
 				if errors.Is(err, enrich.ErrModelUnusable) {
 					lvl = slog.LevelError
 				}
-				log.Log(ctx, lvl, "collecting batches failed; trying again next round", "every", every, "err", err)
+				log.Log(ctx, lvl, "collecting batches failed; trying again next round", collectFailure(err, "every", every)...)
 			}
 			select {
 			case <-ctx.Done():
@@ -321,4 +321,15 @@ func logBatchReport(log *slog.Logger, r pipeline.BatchReport) {
 		attrs = append(attrs, "retried", r.Retried)
 	}
 	log.Info("batch", attrs...)
+}
+
+// collectFailure are the attributes of a log line saying that collecting
+// batches failed with err: budget_exhausted when the token budget stopped
+// it, which the run service's BudgetExhausted metric filter counts.
+func collectFailure(err error, attrs ...any) []any {
+	attrs = append(attrs, "err", err)
+	if errors.Is(err, enrich.ErrBudgetExhausted) {
+		attrs = append(attrs, "budget_exhausted", true)
+	}
+	return attrs
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
+	mn "github.com/socialdata/enricher/internal/metricnames"
 	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/storage"
@@ -387,8 +388,27 @@ func TestRacingConsumersCommitEachRangeOnce(t *testing.T) {
 	errA, errB := a.wait(), b.wait()
 	require.NoError(t, errA, a.logs())
 	require.NoError(t, errB, b.logs())
-	conflicts := strings.Count(a.logs()+b.logs(), "target commit conflict")
-	t.Logf("commit conflicts between the two consumers: %d", conflicts)
+	// The run service's CommitConflicts metric filter counts what the
+	// consumers counted (each job's conflicts in its message lines).
+	logs := a.logs() + b.logs()
+	conflicts := 0.0
+	for line := range strings.Lines(logs) {
+		var m struct {
+			Msg  string
+			Jobs map[string]struct{ Conflicts float64 }
+		}
+		if json.Unmarshal([]byte(line), &m) == nil && strings.HasPrefix(m.Msg, "message ") {
+			for _, j := range m.Jobs {
+				conflicts += j.Conflicts
+			}
+		}
+	}
+	t.Logf("commit conflicts between the two consumers: %v", conflicts)
+	for _, f := range mn.RunFilters {
+		if f.Name == mn.CommitConflicts {
+			assert.Equal(t, conflicts, metricOf(t, f, logs), "the metric filter counts each conflict once")
+		}
+	}
 
 	w.requireExactlyOnce(30_000, func(id int64) int64 { return snaps[(id-1)/5000] })
 	assert.Equal(t, storage.Cursor{SnapshotID: snaps[5]}, w.watermark())

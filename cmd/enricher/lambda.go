@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -60,6 +61,9 @@ func runLambda(ctx context.Context) error {
 	}
 	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary}
 	h.OnStart, h.OnDone = emfHooks(metrics, os.Stdout, log)
+	if n, _ := strconv.Atoi(os.Getenv("AWS_LAMBDA_MAX_CONCURRENCY")); n > 1 {
+		log.Warn("AWS_LAMBDA_MAX_CONCURRENCY is above 1: this process handles its invocations one at a time", "max_concurrency", n)
+	}
 	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL, "metrics_namespace", metrics.Namespace())
 	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
 	return fmt.Errorf("lambda runtime returned")

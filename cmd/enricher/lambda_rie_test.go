@@ -138,21 +138,37 @@ func (f *rieFunction) invoke(ev events.SQSEvent) events.SQSEventResponse {
 	return out
 }
 
-// emfSince returns the EMF documents printed after the first `from` bytes
-// of the output, each validated against the format's schema.
-func (f *rieFunction) emfSince(from int) []emftest.Doc {
+// batchEMF returns the EMF documents of the next batch printed after the
+// first `from` bytes of the output, each validated against the format's
+// schema, and the offset past them. The function's output reaches the
+// test through the emulator and a pipe, maybe after the invocation's
+// answer: it waits for the batch's own document (Records), the last one.
+func (f *rieFunction) batchEMF(from int) ([]emftest.Doc, int) {
 	f.t.Helper()
-	var docs []emftest.Doc
-	for line := range strings.Lines(f.output()[from:]) {
-		line = strings.TrimSpace(line)
-		if !emftest.IsEMF([]byte(line)) {
-			continue
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := f.output()
+		var docs []emftest.Doc
+		end := from
+		for line := range strings.Lines(out[from:]) {
+			end += len(line)
+			if !strings.HasSuffix(line, "\n") {
+				break // a line still being written
+			}
+			line = strings.TrimSpace(line)
+			if !emftest.IsEMF([]byte(line)) {
+				continue
+			}
+			d, err := emftest.Validate([]byte(line))
+			require.NoError(f.t, err, "%s", line)
+			docs = append(docs, d)
+			if _, ok := d["Records"]; ok {
+				return docs, end
+			}
 		}
-		d, err := emftest.Validate([]byte(line))
-		require.NoError(f.t, err, "%s", line)
-		docs = append(docs, d)
+		require.True(f.t, time.Now().Before(deadline), "no batch document after offset %d:\n%s", from, out[from:])
+		time.Sleep(20 * time.Millisecond)
 	}
-	return docs
 }
 
 // sqsRecords receives every visible message of a queue the way the Lambda
@@ -206,7 +222,7 @@ func TestLambdaUnderTheRuntimeEmulatorWritesEMFMetrics(t *testing.T) {
 	require.Len(t, recs, 2)
 	resp := fn.invoke(events.SQSEvent{Records: recs})
 	assert.Empty(t, resp.BatchItemFailures, "the event is done and the poison record dead-lettered")
-	docs := fn.emfSince(0)
+	docs, seen := fn.batchEMF(0)
 	require.Len(t, docs, 2, "one document for the job and one for the batch:\n%s", fn.output())
 	job, batch := docs[0], docs[1]
 	assert.Equal(t, "sentiment", job["Job"])
@@ -238,12 +254,11 @@ func TestLambdaUnderTheRuntimeEmulatorWritesEMFMetrics(t *testing.T) {
 
 	// Second invocation of the warm function: the same event again (a
 	// redelivery). Nothing is written, and its documents count only it.
-	seen := len(fn.output())
 	again := recs[0]
 	again.Attributes = map[string]string{"ApproximateReceiveCount": "2", "SentTimestamp": recs[0].Attributes["SentTimestamp"]}
 	resp = fn.invoke(events.SQSEvent{Records: []events.SQSMessage{again}})
 	assert.Empty(t, resp.BatchItemFailures)
-	docs = fn.emfSince(seen)
+	docs, _ = fn.batchEMF(seen)
 	require.Len(t, docs, 2, "%s", fn.output()[seen:])
 	for _, m := range []string{"RowsOk", "RowsSkipped", "Commits", "ModelRequests", "PromptTokens", "CompletionTokens", "CostUSD"} {
 		assert.Zero(t, docs[0].Value(m), m)

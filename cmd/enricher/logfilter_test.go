@@ -3,12 +3,17 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/apache/iceberg-go/table"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/assert"
@@ -17,6 +22,7 @@ import (
 	"github.com/socialdata/enricher/internal/fakellm"
 	mn "github.com/socialdata/enricher/internal/metricnames"
 	"github.com/socialdata/enricher/internal/sqstest"
+	"github.com/socialdata/enricher/storage"
 )
 
 // logFilter is a CloudWatch Logs JSON metric filter pattern, parsed: the
@@ -302,9 +308,28 @@ func TestRunLogLinesFeedTheMetricFilters(t *testing.T) {
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	_, logB, err := runBoth(t, append(chat, "--max-tokens-total", "1")...)
 	require.ErrorContains(t, err, "token budget exhausted", logB)
+	require.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 101, "the demo's row and the first snapshot's")
+
+	// A third snapshot, and the second event again, through the Batch API:
+	// recorded ranges are commits, collections commit rows (with the row
+	// that the content filter fails). The batches may need more than one
+	// run's final collection.
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "202")
+	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
+	var logC strings.Builder
+	for i := 0; ; i++ {
+		_, l, err := runBoth(t, append(chat, "--batch-api", "--batch-poll", "1s")...)
+		require.NoError(t, err, l)
+		logC.WriteString(l)
+		if len(exportRows(t, cfg, "social.posts_sentiment")) == 301 {
+			break
+		}
+		require.Less(t, i, 20, "the batches were never collected:\n%s", logC.String())
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Contains(t, logC.String(), `"msg":"batch collected"`)
 
 	rows := exportRows(t, cfg, "social.posts_sentiment")
-	require.Len(t, rows, 101, "the demo's row and the first snapshot's")
 	status := map[string]float64{}
 	for _, r := range rows {
 		status[r["_status"].(string)]++
@@ -312,24 +337,78 @@ func TestRunLogLinesFeedTheMetricFilters(t *testing.T) {
 	require.Positive(t, status["failed"], "the content filter failed a row")
 	require.Positive(t, status["invalid_output"], "a wrong type made a row invalid_output")
 
+	logs := logA + logB + logC.String()
 	got := map[string]float64{}
 	for _, f := range mn.RunFilters {
-		got[f.Name] = metricOf(t, f, logA+logB)
+		got[f.Name] = metricOf(t, f, logs)
 	}
 	assert.Equal(t, map[string]float64{
-		mn.Records:           3, // the first event, the poison message, the halted second event
-		mn.FailedRecords:     0,
-		mn.DeadLettered:      1,
-		mn.Halts:             1,
-		mn.Commits:           got[mn.Commits], // chunks: checked below
-		mn.RowsCommitted:     100,
+		// the first event, the poison message, the halted second event,
+		// the second event again and the third
+		mn.Records:       5,
+		mn.FailedRecords: 0,
+		mn.DeadLettered:  1,
+		mn.Halts:         1,
+		// every snapshot of the target but the demo's and the one per
+		// batch that records its ID
+		mn.Commits:           float64(len(targetSnapshots(t, cfg)) - 1 - llm.Stats().Batches),
+		mn.RowsCommitted:     300,
 		mn.CommitConflicts:   0,
 		mn.RowsFailed:        status["failed"],
 		mn.RowsInvalidOutput: status["invalid_output"],
 		mn.ModelThrottled:    float64(throttled.Load()),
 		mn.BudgetExhausted:   1,
 	}, got)
-	assert.Positive(t, got[mn.Commits])
-	assert.Equal(t, float64(strings.Count(logA, `"msg":"chunk committed"`)), got[mn.Commits])
 	assert.Len(t, sqstest.ReceiveAll(t, api, dlq), 1)
+}
+
+// TestRunFiltersNameRealLogLines: each message a filter pattern names (or
+// the prefix before its wildcard) is a string literal of the product
+// code, so a typo in a pattern or a renamed log line fails here, also for
+// the filters that TestRunLogLinesFeedTheMetricFilters sees count 0.
+func TestRunFiltersNameRealLogLines(t *testing.T) {
+	t.Parallel()
+	var src strings.Builder
+	root := filepath.Join("..", "..")
+	require.NoError(t, filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".cache" || d.Name() == "node_modules" || d.Name() == "scripts") {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") && !strings.Contains(path, "internal/metricnames") {
+			b, err := os.ReadFile(path)
+			src.Write(b)
+			return err
+		}
+		return nil
+	}))
+	code := src.String()
+	for _, f := range mn.RunFilters {
+		for _, m := range regexp.MustCompile(`\$\.msg = "([^"]*)"`).FindAllStringSubmatch(f.Pattern, -1) {
+			lit := `"` + m[1] + `"`
+			if prefix, ok := strings.CutSuffix(m[1], "*"); ok {
+				lit = `"` + prefix
+			}
+			assert.True(t, strings.Contains(code, lit), "%s: the pattern's message %q is logged nowhere", f.Name, m[1])
+		}
+		for _, m := range regexp.MustCompile(`\$\.([a-z_]+)`).FindAllStringSubmatch(f.Pattern+" "+f.Value, -1) {
+			assert.True(t, strings.Contains(code, `"`+m[1]+`"`), "%s: the attribute %q is logged nowhere", f.Name, m[1])
+		}
+	}
+}
+
+// targetSnapshots are the snapshots of the demo's target table.
+func targetSnapshots(t *testing.T, cfgPath string) []table.Snapshot {
+	t.Helper()
+	cfg, err := loadConfig(cfgPath)
+	require.NoError(t, err)
+	cfg.Catalog.MustExist = true
+	cat, err := storage.OpenCatalog(t.Context(), cfg.Catalog)
+	require.NoError(t, err)
+	defer cat.Close()
+	tbl, err := cat.LoadTable(t.Context(), "social.posts_sentiment")
+	require.NoError(t, err)
+	return tbl.Metadata().Snapshots()
 }

@@ -206,7 +206,7 @@ func (r *runCmd) Run(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			log.Warn("collecting batches failed", "err", err)
+			log.Warn("collecting batches failed", collectFailure(err)...)
 		}
 		if pending > 0 {
 			log.Info("batches still pending: the next run or `enricher batches collect` brings them in", "pending", pending)

@@ -58,10 +58,15 @@ type Handler struct {
 	Summary func([]consumer.MessageOutcome) []slog.Attr
 	// OnStart, when set, is called as a batch starts, before any of its
 	// work; OnDone, when set, after it, with its figures, before Handle
-	// returns. The Lambda runtime hands a process one invocation at a
-	// time, so a batch's OnStart and OnDone pair up.
+	// returns. Handle runs one batch at a time (the Lambda runtime hands a
+	// process one invocation at a time, except under Lambda Managed
+	// Instances with AWS_LAMBDA_MAX_CONCURRENCY above 1, where they wait
+	// for each other), so a batch's OnStart and OnDone pair up and its
+	// figures are its own.
 	OnStart func()
 	OnDone  func(BatchDone)
+
+	mu sync.Mutex // one batch at a time
 }
 
 // BatchDone is what one batch came to.
@@ -82,6 +87,8 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	if log == nil {
 		log = slog.Default()
 	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if h.OnStart != nil {
 		h.OnStart()
 	}

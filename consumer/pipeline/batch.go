@@ -87,6 +87,7 @@ func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enric
 			}
 			pb.Attempts = []storage.BatchAttempt{{InputFile: file, Lines: len(lines), Texts: len(texts), Claimed: time.Now().UTC()}}
 		}
+		start := time.Now()
 		next, err := p.recordPending(ctx, j, tgt, append(pending, pb))
 		if err != nil {
 			if file != "" {
@@ -94,6 +95,8 @@ func (p *Processor) submit(ctx context.Context, log *slog.Logger, j Job, b enric
 			}
 			return err
 		}
+		p.opts.stage(spec.Name, "commit", start)
+		log.Info("batch range recorded", "rows", pb.Rows, "from", pb.From.String(), "to", pb.To.String(), "target_snapshot", snapshotID(next))
 		tgt = next
 		pending = append(pending, pb)
 		res.Commits++

@@ -20,19 +20,27 @@ type Report struct {
 
 // LogAttrs implements consumer.Report: the table and snapshot,
 // budget_exhausted when a job's token budget stopped it (the run
-// service's metric filters count it), then a group per job.
+// service's metric filters count it), then jobs, a group per job (nested,
+// so that no job name can stand for another attribute of the line).
 func (r *Report) LogAttrs() []slog.Attr {
 	attrs := []slog.Attr{slog.String("table", r.Event.Table), slog.Int64("snapshot", r.Event.SnapshotID)}
 	if slices.ContainsFunc(r.Results, func(res Result) bool { return errors.Is(res.Err, enrich.ErrBudgetExhausted) }) {
 		attrs = append(attrs, slog.Bool("budget_exhausted", true))
 	}
+	jobs := make([]any, 0, len(r.Results))
 	for _, res := range r.Results {
 		group := []any{"outcome", string(res.Outcome), "from", res.From.String(),
 			"to", res.To.String(), "rows", res.RowsWritten, "commits", res.Commits}
+		if res.Conflicts > 0 {
+			group = append(group, "conflicts", res.Conflicts)
+		}
 		if res.Err != nil {
 			group = append(group, "err", res.Err.Error())
 		}
-		attrs = append(attrs, slog.Group(res.Job, group...))
+		jobs = append(jobs, slog.Group(res.Job, group...))
+	}
+	if len(jobs) > 0 {
+		attrs = append(attrs, slog.Group("jobs", jobs...))
 	}
 	return attrs
 }

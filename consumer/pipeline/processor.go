@@ -339,7 +339,7 @@ func (p *Processor) processJob(ctx context.Context, j Job, ev consumer.SnapshotE
 			// expired snapshots or compacted while this one worked with
 			// an older table handle. Re-plan on fresh metadata.
 			res.Conflicts++
-			p.opts.Logger.Warn("a table file is gone (maintenance by another process), re-planning",
+			p.opts.Logger.Warn("target commit conflict: a table file is gone (maintenance by another process), re-planning",
 				"job", j.Spec.Name, "target", j.Spec.Target.Table, "attempt", res.Conflicts, "err", err)
 			return retry.RetryableError(err)
 		}
@@ -1009,12 +1009,15 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 		if _, resyncing, err := storage.ResyncInProgress(tgt, spec.Name); err != nil {
 			return err
 		} else if resyncing {
-			log.Warn("target commit conflict: a resync of the job is in progress, dropping the chunk",
+			// Not "target commit conflict...": processJob logs the
+			// conflict it re-plans after, and the CommitConflicts metric
+			// filter counts those lines once each (Result.Conflicts).
+			log.Warn("chunk dropped after a target commit conflict: a resync of the job is in progress",
 				"chunk_from", from.String(), "files", len(ce.Files))
 			return errDropped
 		}
 		if wm.Cursor != from {
-			log.Warn("target commit conflict: another consumer committed these rows, dropping the chunk",
+			log.Warn("chunk dropped after a target commit conflict: another consumer committed these rows",
 				"chunk_from", from.String(), "watermark", wm.Cursor.String(), "files", len(ce.Files))
 			return errDropped
 		}

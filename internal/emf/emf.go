@@ -146,23 +146,21 @@ func (d Document) check() error {
 	return errors.Join(errs...)
 }
 
-// Write writes each document on a line of its own, stamped with ts. A
-// document that does not encode is left out and its error returned; the
-// others are written.
+// Write writes each document on a line of its own, stamped with ts, one
+// Write call per document (a line no longer than the pipe's atomic write
+// size cannot be cut by another writer's line). A document that does not
+// encode is left out and its error returned; the others are written.
 func Write(w io.Writer, ts time.Time, docs ...Document) error {
 	var errs []error
-	var buf []byte
 	for _, d := range docs {
 		b, err := d.Marshal(ts)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		buf = append(append(buf, b...), '\n')
-	}
-	if len(buf) > 0 {
-		if _, err := w.Write(buf); err != nil {
+		if _, err := w.Write(append(b, '\n')); err != nil {
 			errs = append(errs, fmt.Errorf("emf: write: %w", err))
+			break
 		}
 	}
 	return errors.Join(errs...)

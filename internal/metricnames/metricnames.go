@@ -24,9 +24,11 @@ const (
 	Halts         = "Halts"
 )
 
-// A job's metrics in a batch: rows written per status, commits, commit
-// conflicts, Batch API batches submitted, the model's usage over the batch,
-// 1 when its token budget ran out, and one latency per commit.
+// A job's metrics in a batch: rows written per status, commits (of rows,
+// and of Batch API ranges recorded as pending; not the bookkeeping commits
+// that record a batch's ID or a new attempt), commit conflicts, Batch API
+// batches submitted, the model's usage over the batch, 1 when its token
+// budget ran out, and one latency per commit.
 const (
 	RowsOk            = "RowsOk"
 	RowsSkipped       = "RowsSkipped"
@@ -52,10 +54,15 @@ const RowsCommitted = "RowsCommitted"
 
 // Filter is a CloudWatch Logs metric filter: the metric Name gets Value
 // (a number, or a $.selector of the matching line) for every JSON log line
-// that Pattern matches.
+// that Pattern matches. Every filter publishes in FilterUnit, the unit of
+// the same metric in the EMF documents: an alarm on a metric published in
+// two units behaves unpredictably (CloudWatch PutMetricAlarm).
 type Filter struct {
 	Name, Pattern, Value string
 }
+
+// FilterUnit is the unit of every RunFilters metric.
+const FilterUnit = "Count"
 
 // RunFilters turn the JSON log lines of `enricher run` (the Fargate
 // service) into metrics of the same names as the Lambda handler's EMF
@@ -68,11 +75,16 @@ var RunFilters = []Filter{
 	{FailedRecords, `{ $.msg = "message released for retry" }`, "1"},
 	{DeadLettered, `{ $.msg = "message dead-lettered" }`, "1"},
 	{Halts, `{ $.msg = "message released: halting" }`, "1"},
-	{Commits, `{ $.msg = "chunk committed" }`, "1"},
+	// A commit of rows, or of a Batch API range recorded as pending.
+	{Commits, `{ $.msg = "chunk committed" || $.msg = "batch range recorded" }`, "1"},
 	{RowsCommitted, `{ $.msg = "chunk committed" }`, "$.rows"},
 	{CommitConflicts, `{ $.msg = "target commit conflict*" }`, "1"},
-	{RowsFailed, `{ ($.msg = "chunk committed" || $.msg = "batch collected") && $.counts.failed > 0 }`, "$.counts.failed"},
-	{RowsInvalidOutput, `{ ($.msg = "chunk committed" || $.msg = "batch collected") && $.counts.invalid_output > 0 }`, "$.counts.invalid_output"},
+	// Every commit of rows logs "chunk committed", a collected batch's too
+	// ("batch collected" after it repeats the counts: not counted again).
+	{RowsFailed, `{ $.msg = "chunk committed" && $.counts.failed > 0 }`, "$.counts.failed"},
+	{RowsInvalidOutput, `{ $.msg = "chunk committed" && $.counts.invalid_output > 0 }`, "$.counts.invalid_output"},
 	{ModelThrottled, `{ $.msg = "model throttled" }`, "1"},
+	// A report whose job ran out of budget, and the batch collector's
+	// failure for the same reason, carry budget_exhausted.
 	{BudgetExhausted, `{ $.budget_exhausted IS TRUE }`, "1"},
 }
