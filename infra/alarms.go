@@ -186,7 +186,7 @@ func (s *Stack) dashboard(runLogs awslogs.LogGroup) {
 			awscloudwatch.NewLogQueryWidget(&awscloudwatch.LogQueryWidgetProps{
 				Title:         jsii.String("Run service: recent errors"),
 				LogGroupNames: &[]*string{runLogs.LogGroupName()},
-				QueryLines:    jsii.Strings("fields @timestamp, msg, error", `filter level = "ERROR"`, "sort @timestamp desc", "limit 20"),
+				QueryLines:    jsii.Strings("fields @timestamp, msg, err", `filter level = "ERROR"`, "sort @timestamp desc", "limit 20"),
 				Width:         jsii.Number(16),
 			}),
 		)

@@ -61,12 +61,14 @@ type Handler struct {
 	// returns. Handle runs one batch at a time (the Lambda runtime hands a
 	// process one invocation at a time, except under Lambda Managed
 	// Instances with AWS_LAMBDA_MAX_CONCURRENCY above 1, where they wait
-	// for each other), so a batch's OnStart and OnDone pair up and its
-	// figures are its own.
+	// for each other, until their own margin: a batch that cannot start
+	// in time reports every record failed), so a batch's OnStart and
+	// OnDone pair up and its figures are its own.
 	OnStart func()
 	OnDone  func(BatchDone)
 
-	mu sync.Mutex // one batch at a time
+	semOnce sync.Once
+	sem     chan struct{} // holds a token while a batch runs
 }
 
 // BatchDone is what one batch came to.
@@ -87,12 +89,6 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	if log == nil {
 		log = slog.Default()
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.OnStart != nil {
-		h.OnStart()
-	}
-	src := NewSource(ev, h.API, h.DLQURL)
 	runCtx := ctx
 	grace := 30 * time.Second
 	if deadline, ok := ctx.Deadline(); ok {
@@ -105,6 +101,25 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		defer cancel()
 		grace = margin / 2
 	}
+	h.semOnce.Do(func() { h.sem = make(chan struct{}, 1) })
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	case <-runCtx.Done():
+		// Another batch of this process ran until this one's margin:
+		// nothing was started, every record comes back.
+		resp := events.SQSEventResponse{}
+		for _, r := range ev.Records {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: r.MessageId})
+		}
+		log.Warn("lambda batch not started: another batch of this process ran until the deadline; every record is reported failed",
+			"records", len(ev.Records))
+		return resp, nil
+	}
+	if h.OnStart != nil {
+		h.OnStart()
+	}
+	src := NewSource(ev, h.API, h.DLQURL)
 	actions := map[string]int{}
 	var outcomes []consumer.MessageOutcome
 	c := &consumer.Consumer{Source: src, Handler: h.Handler, Logger: log, Concurrency: h.Concurrency, Grace: grace,

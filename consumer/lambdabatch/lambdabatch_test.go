@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -198,4 +199,76 @@ func TestLambdaHaltReportsTheRestFailed(t *testing.T) {
 	assert.Equal(t, 3, done[0].Failed)
 	assert.Equal(t, int64(1), model.calls.Load(), "no record is started after the halt")
 	assert.Empty(t, b.TargetRows())
+}
+
+// gated answers like the lexicon once open is closed.
+type gated struct {
+	inner   enrich.Model
+	entered chan struct{} // closed at the first call
+	once    sync.Once
+	open    chan struct{}
+}
+
+func (g *gated) Name() string { return "test/gated" }
+func (g *gated) Annotate(ctx context.Context, items []enrich.Item, out []enrich.Answer) error {
+	g.once.Do(func() { close(g.entered) })
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.inner.Annotate(ctx, items, out)
+}
+
+// TestLambdaRunsOneBatchAtATime: two invocations at once in one process
+// (Lambda Managed Instances) run one after the other, each with its own
+// OnStart and OnDone; one that cannot start before its margin reports
+// every record failed and starts nothing.
+func TestLambdaRunsOneBatchAtATime(t *testing.T) {
+	t.Parallel()
+	b := testbed.Setup(t)
+	s1 := b.AppendPosts(10)
+	lex, err := enrich.NewLexicon(b.Spec)
+	require.NoError(t, err)
+	model := &gated{inner: lex, entered: make(chan struct{}), open: make(chan struct{})}
+	var running, most atomic.Int64
+	var done atomic.Int64
+	h := &lambdabatch.Handler{Handler: b.Processor(model), Logger: testbed.QuietLogger(), Margin: time.Second,
+		OnStart: func() {
+			if n := running.Add(1); n > most.Load() {
+				most.Store(n)
+			}
+		},
+		OnDone: func(lambdabatch.BatchDone) { running.Add(-1); done.Add(1) }}
+
+	first := make(chan events.SQSEventResponse)
+	go func() { // ends when the model is opened below
+		resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{record("a", b.Event(s1).Encode(), "")}})
+		assert.NoError(t, err)
+		first <- resp
+	}()
+	<-model.entered
+
+	// A second invocation whose margin comes before the first ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 1500*time.Millisecond)
+	defer cancel()
+	resp, err := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{
+		record("b", b.Event(s1).Encode(), ""), record("c", b.Event(s1).Encode(), "")}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"b", "c"}, failedIDs(resp), "not started: every record comes back")
+	assert.Zero(t, done.Load(), "the waiting invocation ran nothing")
+
+	// A third waits for the first and then runs.
+	third := make(chan events.SQSEventResponse)
+	go func() { // ends once the first batch has released its slot
+		resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{record("d", b.Event(s1).Encode(), "")}})
+		assert.NoError(t, err)
+		third <- resp
+	}()
+	close(model.open)
+	assert.Empty(t, (<-first).BatchItemFailures)
+	assert.Empty(t, (<-third).BatchItemFailures)
+	assert.Equal(t, int64(2), done.Load())
+	assert.Equal(t, int64(1), most.Load(), "never two batches at once")
+	b.RequireExactlyOnce(10, nil)
 }

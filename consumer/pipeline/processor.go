@@ -1026,6 +1026,9 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 				return err
 			}
 		}
+		// One conflict settled, one line (the CommitConflicts metric
+		// filter counts the lines): counted here, whatever comes of it.
+		res.Conflicts++
 		log.Warn("target commit conflict with another writer: committing the chunk's files again",
 			"chunk_from", from.String(), "files", len(ce.Files), "attempt", attempts)
 		out, err = storage.CommitFiles(ctx, tgt, commit, ce.Files, ce.Rows)
@@ -1035,11 +1038,9 @@ func (p *Processor) settleConflict(ctx context.Context, log *slog.Logger, spec *
 		return err
 	})
 	if err == nil {
-		res.Conflicts += attempts
 		return out, nil
 	}
-	// processJob counts the conflict it re-plans after.
-	res.Conflicts += attempts - 1
+	// processJob counts (and logs) the conflict it re-plans after.
 	if errors.Is(err, errDropped) || errors.Is(err, storage.ErrConflict) {
 		// No snapshot references the files (the catalog refused every
 		// commit of them): delete them now rather than leave orphans.

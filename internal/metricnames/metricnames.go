@@ -78,6 +78,9 @@ var RunFilters = []Filter{
 	// A commit of rows, or of a Batch API range recorded as pending.
 	{Commits, `{ $.msg = "chunk committed" || $.msg = "batch range recorded" }`, "1"},
 	{RowsCommitted, `{ $.msg = "chunk committed" }`, "$.rows"},
+	// One line per conflict the pipeline counts (Result.Conflicts, the
+	// EMF CommitConflicts), and the batch collector's conflicts, which only
+	// this filter counts.
 	{CommitConflicts, `{ $.msg = "target commit conflict*" }`, "1"},
 	// Every commit of rows logs "chunk committed", a collected batch's too
 	// ("batch collected" after it repeats the counts: not counted again).
