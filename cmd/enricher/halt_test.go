@@ -1,7 +1,6 @@
 package main
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,11 +19,7 @@ func TestRunHaltsOnAKeyTheServerRefuses(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-wrong")
 	_, url, dlq := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
 	llm := startLLM(t, &fakellm.Server{Key: "sk-right"})
-	posts, _ := postsFile(t, 40)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
-	cfg := filepath.Join(work, "enricher.yaml")
-	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	cfg, _, _ := postsWarehouse(t, 40)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 

@@ -204,11 +204,7 @@ func TestLambdaUnderTheRuntimeEmulatorWritesEMFMetrics(t *testing.T) {
 	const key = "sk-rie-test-key-0123456789"
 	api, url, dlq := runQueueWith(t, 5, nil)
 	llm := startLLM(t, &fakellm.Server{Key: key})
-	posts, _ := postsFile(t, 60)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
-	cfg := filepath.Join(work, "enricher.yaml")
-	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	cfg, _, _ := postsWarehouse(t, 60)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	_, err := api.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("not an event")})
 	require.NoError(t, err)

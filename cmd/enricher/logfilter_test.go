@@ -24,7 +24,6 @@ import (
 	"github.com/socialdata/enricher/internal/fakellm"
 	mn "github.com/socialdata/enricher/internal/metricnames"
 	"github.com/socialdata/enricher/internal/sqstest"
-	"github.com/socialdata/enricher/storage"
 )
 
 // logFilter is a CloudWatch Logs JSON metric filter pattern, parsed: the
@@ -291,11 +290,7 @@ func TestRunLogLinesFeedTheMetricFilters(t *testing.T) {
 		}
 		return fakellm.None
 	}})
-	posts, _ := postsFile(t, 100)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
-	cfg := filepath.Join(work, "enricher.yaml")
-	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	cfg, posts, _ := postsWarehouse(t, 100)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	_, err := api.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("{}")})
 	require.NoError(t, err)
@@ -430,13 +425,7 @@ func TestRunFiltersNameRealLogLines(t *testing.T) {
 // targetSnapshots are the snapshots of the demo's target table.
 func targetSnapshots(t *testing.T, cfgPath string) []table.Snapshot {
 	t.Helper()
-	cfg, err := loadConfig(cfgPath)
-	require.NoError(t, err)
-	cfg.Catalog.MustExist = true
-	cat, err := storage.OpenCatalog(t.Context(), cfg.Catalog)
-	require.NoError(t, err)
-	defer cat.Close()
-	tbl, err := cat.LoadTable(t.Context(), "social.posts_sentiment")
-	require.NoError(t, err)
+	tbl, done := loadTable(t, cfgPath, "social.posts_sentiment")
+	defer done()
 	return tbl.Metadata().Snapshots()
 }

@@ -247,17 +247,27 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 // as ingestion's maintenance may.
 func expireSource(t *testing.T, cfgPath, name string) {
 	t.Helper()
+	tbl, done := loadTable(t, cfgPath, name)
+	defer done()
+	txn := tbl.NewTransaction()
+	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
+	tbl, err := txn.Commit(t.Context())
+	require.NoError(t, err)
+	require.Len(t, tbl.Metadata().Snapshots(), 1)
+}
+
+// loadTable loads a table of the config's catalog; done closes the catalog.
+func loadTable(t *testing.T, cfgPath, name string) (tbl *table.Table, done func()) {
+	t.Helper()
 	cfg, err := loadConfig(cfgPath)
 	require.NoError(t, err)
 	cfg.Catalog.MustExist = true
 	cat, err := storage.OpenCatalog(t.Context(), cfg.Catalog)
 	require.NoError(t, err)
-	defer cat.Close()
-	tbl, err := cat.LoadTable(t.Context(), name)
-	require.NoError(t, err)
-	txn := tbl.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	tbl, err = txn.Commit(t.Context())
-	require.NoError(t, err)
-	require.Len(t, tbl.Metadata().Snapshots(), 1)
+	tbl, err = cat.LoadTable(t.Context(), name)
+	if err != nil {
+		_ = cat.Close()
+		require.NoError(t, err)
+	}
+	return tbl, func() { _ = cat.Close() }
 }

@@ -49,6 +49,20 @@ func runBoth(t testing.TB, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// postsWarehouse makes a demo warehouse whose target holds the demo's one
+// generated post (post_id 1, noop model) and ingests the n posts of
+// postsFile as post_ids 2 to n+1 (not yet published). It returns the
+// config, the posts file and its lines.
+func postsWarehouse(t *testing.T, n int) (cfg, posts string, lines []string) {
+	t.Helper()
+	posts, lines = postsFile(t, n)
+	work := filepath.Join(t.TempDir(), "demo")
+	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
+	cfg = filepath.Join(work, "enricher.yaml")
+	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	return cfg, posts, lines
+}
+
 // postsFile writes n posts, some of them blank and some repeated, and
 // returns the file and its lines (post_id i is lines[i-1]).
 func postsFile(t *testing.T, n int) (string, []string) {
@@ -336,11 +350,7 @@ func TestRunWithChatModelStopsAtTheBudgetAndLosesNothing(t *testing.T) {
 	// brings it back soon, and receives to spare keep it out of the DLQ.
 	_, url, _ := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
 	llm := startLLM(t, &fakellm.Server{})
-	posts, lines := postsFile(t, 300)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
-	cfg := filepath.Join(work, "enricher.yaml")
-	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
+	cfg, _, lines := postsWarehouse(t, 300)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 
 	chat := []string{"run", "--config", cfg, "--queue-url", url, "--drain", "--wait", "1s", "--retry-backoff", "1s",
