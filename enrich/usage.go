@@ -63,6 +63,23 @@ type Usage struct {
 // OpenAI's global batch deployments.
 const BatchDiscount = 0.5
 
+// Sub is what a model did between two snapshots of its usage: every
+// count of u less before's, with u's prices.
+func (u Usage) Sub(before Usage) Usage {
+	return Usage{
+		Requests: u.Requests - before.Requests, Retries: u.Retries - before.Retries,
+		Throttled: u.Throttled - before.Throttled, ServerErrors: u.ServerErrors - before.ServerErrors,
+		Splits: u.Splits - before.Splits, RowsSent: u.RowsSent - before.RowsSent,
+		BatchRowsSent: u.BatchRowsSent - before.BatchRowsSent, DedupHits: u.DedupHits - before.DedupHits,
+		PromptTokens: u.PromptTokens - before.PromptTokens, CompletionTokens: u.CompletionTokens - before.CompletionTokens,
+		CachedTokens:          u.CachedTokens - before.CachedTokens,
+		BatchPromptTokens:     u.BatchPromptTokens - before.BatchPromptTokens,
+		BatchCompletionTokens: u.BatchCompletionTokens - before.BatchCompletionTokens,
+		BatchCachedTokens:     u.BatchCachedTokens - before.BatchCachedTokens,
+		Prices:                u.Prices,
+	}
+}
+
 // Tokens is every token reported, both APIs, prompt and completion.
 func (u Usage) Tokens() int64 {
 	return u.PromptTokens + u.CompletionTokens + u.BatchPromptTokens + u.BatchCompletionTokens

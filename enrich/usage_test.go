@@ -1,6 +1,7 @@
 package enrich_test
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -28,4 +29,30 @@ func TestUsageCostPricesCachedAndBatchTokens(t *testing.T) {
 	u.Prices.CachedInputPerMillion = 0
 	assert.InDelta(t, 0.15+0.1*0.60+(2*0.15+0.2*0.60)/2, u.Cost(), 1e-12)
 	assert.Zero(t, enrich.Usage{Prices: p}.CostPerMillionRows(), "no rows, no division by zero")
+}
+
+// Sub subtracts every count, so a field added to Usage cannot be left out
+// of the per-batch figures (the Lambda handler's EMF documents).
+func TestUsageSubTakesEveryCount(t *testing.T) {
+	t.Parallel()
+	var now, before enrich.Usage
+	nv, bv := reflect.ValueOf(&now).Elem(), reflect.ValueOf(&before).Elem()
+	counts := 0
+	for i := range nv.NumField() {
+		if nv.Field(i).Kind() == reflect.Int64 {
+			nv.Field(i).SetInt(int64(10 * (i + 1)))
+			bv.Field(i).SetInt(int64(i + 1))
+			counts++
+		}
+	}
+	now.Prices = enrich.Prices{InputPerMillion: 1}
+	d := now.Sub(before)
+	dv := reflect.ValueOf(d)
+	for i := range dv.NumField() {
+		if dv.Field(i).Kind() == reflect.Int64 {
+			assert.Equal(t, int64(9*(i+1)), dv.Field(i).Int(), dv.Type().Field(i).Name)
+		}
+	}
+	assert.Equal(t, 14, counts)
+	assert.Equal(t, now.Prices, d.Prices)
 }

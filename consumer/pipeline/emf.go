@@ -123,7 +123,7 @@ func (m *EMFMetrics) Documents(b BatchFigures, outcomes []consumer.MessageOutcom
 		if !ok {
 			continue
 		}
-		d := usageDelta(r.Usage(), before[j.Spec.Name])
+		d := r.Usage().Sub(before[j.Spec.Name])
 		usage[j.Spec.Name] = d
 		if d.Requests > 0 || d.Tokens() > 0 {
 			fig(j.Spec.Name)
@@ -197,19 +197,4 @@ func (m *EMFMetrics) Documents(b BatchFigures, outcomes []consumer.MessageOutcom
 func (m *EMFMetrics) jobDocument(job string, metrics []emf.Metric) emf.Document {
 	return emf.Document{Namespace: m.namespace, Dimensions: [][]string{{mn.Dimension}, {}},
 		Properties: map[string]string{mn.Dimension: job}, Metrics: metrics}
-}
-
-// usageDelta is what a model did between two snapshots of its usage.
-func usageDelta(now, before enrich.Usage) enrich.Usage {
-	return enrich.Usage{
-		Requests: now.Requests - before.Requests, Retries: now.Retries - before.Retries,
-		Throttled: now.Throttled - before.Throttled, ServerErrors: now.ServerErrors - before.ServerErrors,
-		Splits: now.Splits - before.Splits, RowsSent: now.RowsSent - before.RowsSent,
-		BatchRowsSent: now.BatchRowsSent - before.BatchRowsSent, DedupHits: now.DedupHits - before.DedupHits,
-		PromptTokens: now.PromptTokens - before.PromptTokens, CompletionTokens: now.CompletionTokens - before.CompletionTokens,
-		CachedTokens:      now.CachedTokens - before.CachedTokens,
-		BatchPromptTokens: now.BatchPromptTokens - before.BatchPromptTokens, BatchCompletionTokens: now.BatchCompletionTokens - before.BatchCompletionTokens,
-		BatchCachedTokens: now.BatchCachedTokens - before.BatchCachedTokens,
-		Prices:            now.Prices,
-	}
 }
