@@ -69,13 +69,10 @@ func column[T any](t *testing.T, rec arrow.RecordBatch, name string) []any {
 
 func TestEnricherLexiconEndToEnd(t *testing.T) {
 	t.Parallel()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := checkedAlloc(t)
 	spec := sentimentSpec(t)
-	model, err := enrich.NewLexicon(spec)
-	require.NoError(t, err)
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
-	require.NoError(t, err)
+	model := lexicon(t, spec)
+	enr := newEnricher(t, spec, model, mem)
 
 	rec := input(t, mem, []*string{
 		ptr("I love this, it is wonderful and amazing"),
@@ -154,8 +151,7 @@ func TestEnricherTruncatesOverlongText(t *testing.T) {
 	spec := sentimentSpec(t)
 	spec.Model.MaxTextChars = 10
 	model := &recorder{answer: fixed("neutral", 0)}
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, nil)
-	require.NoError(t, err)
+	enr := newEnricher(t, spec, model, nil)
 	rec := input(t, memory.DefaultAllocator, []*string{ptr(strings.Repeat("é", 25)), ptr("short")})
 	defer rec.Release()
 	out, counts, err := enr.Enrich(t.Context(), rec, 1)
@@ -167,8 +163,7 @@ func TestEnricherTruncatesOverlongText(t *testing.T) {
 
 func TestEnricherRejectsInvalidModelOutput(t *testing.T) {
 	t.Parallel()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := checkedAlloc(t)
 	spec := sentimentSpec(t)
 	answers := map[int]enrich.Answer{
 		0: {Status: enrich.StatusOK, Values: []enrich.Value{{Set: true, Str: "ecstatic"}, {Set: true, Num: 0.9}}},
@@ -178,8 +173,7 @@ func TestEnricherRejectsInvalidModelOutput(t *testing.T) {
 		4: {Status: enrich.StatusOK, Values: []enrich.Value{{Set: true, Str: "positive"}, {Set: true, Num: 0.5}}},
 	}
 	model := &recorder{answer: func(it enrich.Item) enrich.Answer { return answers[it.ID] }}
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
-	require.NoError(t, err)
+	enr := newEnricher(t, spec, model, mem)
 	rec := input(t, mem, []*string{ptr("a"), ptr("b"), ptr("c"), ptr("d"), ptr("e")})
 	defer rec.Release()
 	out, counts, err := enr.Enrich(t.Context(), rec, 1)
@@ -197,8 +191,7 @@ func TestEnricherRejectsInvalidModelOutput(t *testing.T) {
 
 func TestEnricherModelErrorStopsTheBatch(t *testing.T) {
 	t.Parallel()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := checkedAlloc(t)
 	boom := errors.New("budget exhausted")
 	enr, err := enrich.NewEnricher(sentimentSpec(t), &recorder{err: boom}, inputSchema, mem)
 	require.NoError(t, err)
@@ -211,8 +204,7 @@ func TestEnricherModelErrorStopsTheBatch(t *testing.T) {
 func TestEnricherSchemaErrors(t *testing.T) {
 	t.Parallel()
 	spec := sentimentSpec(t)
-	model, err := enrich.NewLexicon(spec)
-	require.NoError(t, err)
+	model := lexicon(t, spec)
 	tests := []struct {
 		name string
 		give *arrow.Schema
@@ -261,13 +253,10 @@ func TestEnricherRefusesTwoTargetColumnsOfOneName(t *testing.T) {
 
 func TestEnricherIsSafeForConcurrentUse(t *testing.T) {
 	t.Parallel()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := checkedAlloc(t)
 	spec := sentimentSpec(t)
-	model, err := enrich.NewLexicon(spec)
-	require.NoError(t, err)
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
-	require.NoError(t, err)
+	model := lexicon(t, spec)
+	enr := newEnricher(t, spec, model, mem)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -309,4 +298,29 @@ func TestLexiconStopsOnCancelledContext(t *testing.T) {
 	items := []enrich.Item{{ID: 0, Text: "fine"}}
 	err = l.Annotate(ctx, items, make([]enrich.Answer, 1))
 	require.ErrorIs(t, err, context.Canceled)
+}
+
+// checkedAlloc is an allocator that fails t if a buffer it gave is still
+// held when the test ends.
+func checkedAlloc(t *testing.T) *memory.CheckedAllocator {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	t.Cleanup(func() { mem.AssertSize(t, 0) })
+	return mem
+}
+
+// newEnricher is the enricher of spec and model over the posts' columns
+// (inputSchema); mem may be nil.
+func newEnricher(t *testing.T, spec *enrich.Spec, model enrich.Model, mem memory.Allocator) *enrich.Enricher {
+	t.Helper()
+	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
+	require.NoError(t, err)
+	return enr
+}
+
+// lexicon is spec's offline lexicon model.
+func lexicon(t *testing.T, spec *enrich.Spec) enrich.Model {
+	t.Helper()
+	m, err := enrich.NewLexicon(spec)
+	require.NoError(t, err)
+	return m
 }

@@ -56,14 +56,12 @@ var languagePosts = []langPost{
 // taken.
 func TestLexiconTakesOnlyTheLanguagesItReads(t *testing.T) {
 	t.Parallel()
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
+	mem := checkedAlloc(t)
 	spec := sentimentSpec(t)
 	require.Equal(t, []string{"en"}, spec.Model.Languages)
 	require.Equal(t, "lang", spec.Source.Language.Column)
 	model := &recorder{answer: fixed("positive", 0.9)}
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
-	require.NoError(t, err)
+	enr := newEnricher(t, spec, model, mem)
 	rec := langInput(t, mem, languagePosts)
 	defer rec.Release()
 	out, counts, err := enr.Enrich(t.Context(), rec, 1)
@@ -86,8 +84,7 @@ func TestRowsWithoutALanguageCanBeSkipped(t *testing.T) {
 	spec.Source.Language.Unknown = enrich.UnknownLanguageSkip
 	require.NoError(t, spec.Validate())
 	model := &recorder{answer: fixed("neutral", 0)}
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, nil)
-	require.NoError(t, err)
+	enr := newEnricher(t, spec, model, nil)
 	rec := langInput(t, memory.DefaultAllocator, languagePosts[:6])
 	defer rec.Release()
 	out, _, err := enr.Enrich(t.Context(), rec, 1)
@@ -108,8 +105,7 @@ func TestChatProvidersTakeEveryLanguageByDefault(t *testing.T) {
 		require.NoError(t, err)
 		assert.Empty(t, spec.Model.Languages, p)
 		model := &recorder{answer: fixed("neutral", 0)}
-		enr, err := enrich.NewEnricher(spec, model, inputSchema, nil)
-		require.NoError(t, err)
+		enr := newEnricher(t, spec, model, nil)
 		rec := langInput(t, memory.DefaultAllocator, languagePosts)
 		out, counts, err := enr.Enrich(t.Context(), rec, 1)
 		require.NoError(t, err)
@@ -125,8 +121,7 @@ func TestChatProvidersTakeEveryLanguageByDefault(t *testing.T) {
 	spec.Model.Languages = []string{"en", "pt"}
 	require.NoError(t, spec.Validate())
 	model := &recorder{answer: fixed("neutral", 0)}
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, nil)
-	require.NoError(t, err)
+	enr := newEnricher(t, spec, model, nil)
 	rec := langInput(t, memory.DefaultAllocator, languagePosts)
 	defer rec.Release()
 	out, _, err := enr.Enrich(t.Context(), rec, 1)
@@ -180,8 +175,7 @@ func TestLanguageColumnSchemaErrors(t *testing.T) {
 	spec, err := enrich.ParseSpec("s.yaml", []byte(strings.Replace(validSpec, "carry: [author]}", "carry: [author], language: {column: language}}", 1)))
 	require.NoError(t, err)
 	assert.Equal(t, []string{"post_id", "text", "author", "language"}, spec.Columns(), "the language column is read")
-	model, err := enrich.NewLexicon(spec)
-	require.NoError(t, err)
+	model := lexicon(t, spec)
 	base := []arrow.Field{
 		{Name: "post_id", Type: arrow.PrimitiveTypes.Int64},
 		{Name: "text", Type: arrow.BinaryTypes.String},

@@ -13,18 +13,11 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
+
+	"github.com/socialdata/enricher/internal/testbed"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
-		// Keep-alive connections of the SQS clients' shared pool.
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-	)
-}
+func TestMain(m *testing.M) { testbed.VerifyTestMain(m) }
 
 // run runs the enricher with args in-process and returns its stdout.
 func run(t *testing.T, args ...string) (string, error) {

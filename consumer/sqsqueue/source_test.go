@@ -14,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/pipeline"
@@ -25,16 +24,7 @@ import (
 	"github.com/socialdata/enricher/internal/testbed"
 )
 
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The sqlite driver and iceberg-go keep these for the process.
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
-		// Keep-alive connections of the SQS clients' shared pool.
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
-		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-	)
-}
+func TestMain(m *testing.M) { testbed.VerifyTestMain(m) }
 
 // drainConsumer runs a consumer on the source queue until it is empty.
 func drainConsumer(t *testing.T, q *sqstest.Queues, p *pipeline.Processor, onOutcome func(consumer.MessageOutcome)) {

@@ -652,19 +652,7 @@ func (s *Server) answerBody(req Request, raw []byte) (status int, body []byte, o
 		req.Deployment = req.Model
 	}
 
-	s.mu.Lock()
-	s.stats.Requests++
-	req.N = s.stats.Requests
-	s.requests = append(s.requests, req)
-	s.mu.Unlock()
-
-	fault := None
-	if s.Fault != nil {
-		fault = s.Fault(&req)
-	}
-	if fault != None {
-		s.count(func(st *Stats) { st.Injected++ })
-	}
+	fault := s.take(&req)
 	const serverError = "The server had an error while processing your request."
 	switch fault {
 	case Hang:

@@ -314,24 +314,13 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	s.mu.Lock()
-	s.stats.Requests++
-	req.N = s.stats.Requests
-	s.requests = append(s.requests, req)
-	s.mu.Unlock()
-
-	fault := None
-	if s.Fault != nil {
-		fault = s.Fault(&req)
-	}
+	fault := s.take(&req)
 	if fault == None {
 		if wait, ok := s.admit(req.Cost); !ok {
 			s.count(func(st *Stats) { st.LimitThrottle++ })
 			throttle(w, wait)
 			return
 		}
-	} else {
-		s.count(func(st *Stats) { st.Injected++ })
 	}
 
 	if s.Latency > 0 || fault == Hang {
@@ -723,6 +712,25 @@ func (s *Server) raw(w http.ResponseWriter, text string) {
 	defer conn.Close()
 	_, _ = buf.WriteString(text)
 	_ = buf.Flush()
+}
+
+// take records req as the server's next request (numbering it) and
+// returns the fault the test injects into it, None for a plain answer;
+// an injected fault is counted.
+func (s *Server) take(req *Request) Fault {
+	s.mu.Lock()
+	s.stats.Requests++
+	req.N = s.stats.Requests
+	s.requests = append(s.requests, *req)
+	s.mu.Unlock()
+	fault := None
+	if s.Fault != nil {
+		fault = s.Fault(req)
+	}
+	if fault != None {
+		s.count(func(st *Stats) { st.Injected++ })
+	}
+	return fault
 }
 
 func (s *Server) count(f func(*Stats)) {
