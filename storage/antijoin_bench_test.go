@@ -3,7 +3,6 @@ package storage_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"runtime/metrics"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -75,12 +75,8 @@ func benchTables(b *testing.B, n int64) (src, tgt *table.Table) {
 	b.Helper()
 	ctx := context.Background()
 	dir := b.TempDir()
-	cat, err := storage.OpenCatalog(ctx, storage.CatalogConfig{
-		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh"),
-	})
-	require.NoError(b, err)
-	b.Cleanup(func() { require.NoError(b, cat.Close()) })
-	src, err = cat.CreateIcebergTable(ctx, "bench.posts", postdata.Schema(), nil)
+	cat := testbed.SQLCatalog(b, dir)
+	src, err := cat.CreateIcebergTable(ctx, "bench.posts", postdata.Schema(), nil)
 	require.NoError(b, err)
 	tgt, err = cat.CreateIcebergTable(ctx, "bench.posts_sentiment", postdata.Schema(), nil)
 	require.NoError(b, err)

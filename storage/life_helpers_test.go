@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -59,11 +60,7 @@ const (
 func newLife(t testing.TB, tgtProps map[string]string) *life {
 	t.Helper()
 	dir := t.TempDir()
-	cat, err := storage.OpenCatalog(t.Context(), storage.CatalogConfig{
-		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh"),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	cat := testbed.SQLCatalog(t, dir)
 	src, err := cat.CreateIcebergTable(t.Context(), lifeSrc, postdata.Schema(),
 		map[string]string{table.WriteTargetFileSizeBytesKey: "1"}) // a data file per batch
 	require.NoError(t, err)

@@ -3,7 +3,6 @@ package storage_test
 import (
 	"fmt"
 	"maps"
-	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -36,11 +36,7 @@ const committerRows = 10
 func newCommitter(tb testing.TB, props map[string]string, expire bool) *committer {
 	tb.Helper()
 	dir := tb.TempDir()
-	cat, err := storage.OpenCatalog(tb.Context(), storage.CatalogConfig{
-		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh"),
-	})
-	require.NoError(tb, err)
-	tb.Cleanup(func() { require.NoError(tb, cat.Close()) })
+	cat := testbed.SQLCatalog(tb, dir)
 	sc := arrow.NewSchema([]arrow.Field{
 		{Name: "post_id", Type: arrow.PrimitiveTypes.Int64},
 		{Name: "sentiment", Type: arrow.BinaryTypes.String, Nullable: true},

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -27,11 +28,7 @@ type bundle struct {
 func setup(t *testing.T) *bundle {
 	t.Helper()
 	dir := t.TempDir()
-	cat, err := storage.OpenCatalog(t.Context(), storage.CatalogConfig{
-		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh"),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	cat := testbed.SQLCatalog(t, dir)
 	src, err := cat.CreateIcebergTable(t.Context(), "social.posts", postdata.Schema(), nil)
 	require.NoError(t, err)
 	return &bundle{t: t, cat: cat, src: src}

@@ -23,6 +23,7 @@ import (
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -160,12 +161,7 @@ func (h countingHandler) WithGroup(string) slog.Handler      { return h }
 func runLongRun(ctx context.Context, tb testing.TB, cfg longRunConfig) longRunResult {
 	tb.Helper()
 	dir := tb.TempDir()
-	cat, err := storage.OpenCatalog(ctx, storage.CatalogConfig{Type: storage.CatalogSQL,
-		URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "warehouse")})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer func() { _ = cat.Close() }()
+	cat := testbed.SQLCatalog(tb, dir)
 	spec, err := enrich.LoadSpecWith("../../jobs/sentiment.yaml", enrich.Overrides{Provider: enrich.ProviderLexicon})
 	if err != nil {
 		tb.Fatal(err)

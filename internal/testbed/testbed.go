@@ -53,11 +53,7 @@ type Bundle struct {
 func Setup(t *testing.T) *Bundle {
 	t.Helper()
 	dir := t.TempDir()
-	cat, err := storage.OpenCatalog(t.Context(), storage.CatalogConfig{
-		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "warehouse"),
-	})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	cat := SQLCatalog(t, dir)
 	spec, err := enrich.LoadSpec(SentimentSpec())
 	require.NoError(t, err)
 	src, err := cat.CreateIcebergTable(t.Context(), spec.Source.Table, postdata.Schema(), nil)
@@ -219,4 +215,16 @@ func Itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // IceLess is the Iceberg filter col < v.
 func IceLess(col string, v int64) iceberg.BooleanExpression {
 	return iceberg.LessThan(iceberg.Reference(col), v)
+}
+
+// SQLCatalog opens a sqlite catalog in dir (catalog.db, its warehouse in
+// dir/warehouse), closed when tb ends.
+func SQLCatalog(tb testing.TB, dir string) *storage.Catalog {
+	tb.Helper()
+	cat, err := storage.OpenCatalog(tb.Context(), storage.CatalogConfig{
+		Type: storage.CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "warehouse"),
+	})
+	require.NoError(tb, err)
+	tb.Cleanup(func() { require.NoError(tb, cat.Close()) })
+	return cat
 }
