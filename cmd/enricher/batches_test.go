@@ -112,10 +112,8 @@ func TestRunSubmitsAndBatchesCollectCommits(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
 	llm := startLLM(t, &fakellm.Server{BatchDelay: time.Hour, Clock: func() time.Time { return time.Unix(0, clock.Load()) }})
-	dir := t.TempDir()
-	work := filepath.Join(dir, "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "40", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "40")
+	dir := filepath.Dir(work)
 	more := filepath.Join(dir, "more.txt")
 	require.NoError(t, os.WriteFile(more, []byte("what a great day\nthis is awful\nnot sure about this\n"), 0o644))
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "41")

@@ -191,9 +191,7 @@ type warehouse struct {
 func newWarehouse(t *testing.T, pipeline string) *warehouse {
 	t.Helper()
 	dir := t.TempDir()
-	job, err := os.ReadFile(filepath.Join("..", "..", "jobs", "sentiment.yaml"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "sentiment.yaml"), job, 0o644))
+	copySentimentJob(t, dir)
 	config := filepath.Join(dir, "enricher.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(`catalog:
   type: sql

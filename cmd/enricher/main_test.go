@@ -43,16 +43,7 @@ func mustRun(t *testing.T, args ...string) string {
 // numbers exact.
 func exportRows(t *testing.T, cfg, tbl string) []map[string]any {
 	t.Helper()
-	out := mustRun(t, "export", "--config", cfg, "--table", tbl)
-	var rows []map[string]any
-	dec := json.NewDecoder(strings.NewReader(out))
-	dec.UseNumber()
-	for dec.More() {
-		var r map[string]any
-		require.NoError(t, dec.Decode(&r))
-		rows = append(rows, r)
-	}
-	return rows
+	return decodeAll(t, mustRun(t, "export", "--config", cfg, "--table", tbl))
 }
 
 func TestDemoWithPostsFileEndToEnd(t *testing.T) {
@@ -123,10 +114,8 @@ func TestDemoRefusesAForeignFolder(t *testing.T) {
 
 func TestIngestThenExportCSV(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	work := filepath.Join(dir, "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "20", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "20")
+	dir := filepath.Dir(work)
 	more := filepath.Join(dir, "more.txt")
 	require.NoError(t, os.WriteFile(more, []byte("one\ntwo\nthree"), 0o644))
 
@@ -147,8 +136,7 @@ func TestIngestThenExportCSV(t *testing.T) {
 
 func TestConfigFromEnvironment(t *testing.T) {
 	// Not parallel: it sets an environment variable.
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "10")
 	t.Setenv(envConfig, filepath.Join(work, "enricher.yaml"))
 	assert.Len(t, exportRows(t, "", "social.posts_sentiment"), 10)
 
@@ -159,9 +147,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 
 func TestInvalidConfigAndSpecNameFileFieldAndReason(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "5", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "5")
 	out := mustRun(t, "validate", "--config", cfg)
 	assert.Contains(t, out, "job sentiment v1")
 	assert.Contains(t, out, "social.posts.text -> social.posts_sentiment via lexicon/vader")
@@ -228,8 +214,7 @@ func sharedData(t testing.TB) string {
 func TestDemoOnRealTweetsKeepsEveryLabelOnItsRow(t *testing.T) {
 	t.Parallel()
 	data := filepath.Join(sharedData(t), "tweeteval-sentiment")
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--posts", filepath.Join(data, "val_text.txt"), "--rounds", "4", "--samples", "0")
+	work, _ := newDemo(t, "--posts", filepath.Join(data, "val_text.txt"), "--rounds", "4")
 	raw, err := os.ReadFile(filepath.Join(data, "val_labels.txt"))
 	require.NoError(t, err)
 	gold := strings.Fields(string(raw))
@@ -257,18 +242,13 @@ func TestDemoOnRealTweetsKeepsEveryLabelOnItsRow(t *testing.T) {
 
 func TestStatusShowsHowFarBehind(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	work := filepath.Join(dir, "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "30", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "30")
+	dir := filepath.Dir(work)
 
 	status := func() map[string]any {
-		out := mustRun(t, "status", "--config", cfg, "--format", "json")
-		var s map[string]any
-		dec := json.NewDecoder(strings.NewReader(out))
-		dec.UseNumber()
-		require.NoError(t, dec.Decode(&s))
-		return s
+		objs := decodeAll(t, mustRun(t, "status", "--config", cfg, "--format", "json"))
+		require.Len(t, objs, 1)
+		return objs[0]
 	}
 	s := status()
 	assert.Equal(t, "sentiment", s["job"])
@@ -289,4 +269,22 @@ func TestStatusShowsHowFarBehind(t *testing.T) {
 	out := mustRun(t, "status", "--config", cfg)
 	assert.Contains(t, out, "SNAPSHOTS BEHIND")
 	assert.Contains(t, out, "social.posts")
+}
+
+// copySentimentJob writes the shipped sentiment job spec into dir as
+// sentiment.yaml, for a config that lists it.
+func copySentimentJob(t *testing.T, dir string) {
+	t.Helper()
+	job, err := os.ReadFile(filepath.Join("..", "..", "jobs", "sentiment.yaml"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "sentiment.yaml"), job, 0o644))
+}
+
+// newDemo runs demo with args (and no samples) in a new folder and returns
+// the folder and its config file.
+func newDemo(t *testing.T, args ...string) (work, cfg string) {
+	t.Helper()
+	work = filepath.Join(t.TempDir(), "demo")
+	mustRun(t, append([]string{"demo", "--workdir", work, "--samples", "0"}, args...)...)
+	return work, filepath.Join(work, "enricher.yaml")
 }

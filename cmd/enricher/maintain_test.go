@@ -65,9 +65,7 @@ func num(t *testing.T, o map[string]any, path ...string) int64 {
 // changes no row.
 func TestMaintainCompactsADemoOfManySmallCommits(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "400", "--rounds", "80", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	_, cfg := newDemo(t, "--generate", "400", "--rounds", "80")
 	before := rowsByKey(t, exportRows(t, cfg, "social.posts_sentiment"))
 	require.Len(t, before, 400)
 
@@ -118,8 +116,7 @@ func TestMaintainCompactsADemoOfManySmallCommits(t *testing.T) {
 
 func TestMaintainUnknownJobListsTheJobs(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--rounds", "1", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "10", "--rounds", "1")
 	_, err := run(t, "maintain", "--config", filepath.Join(work, "enricher.yaml"), "--job", "nope")
 	require.ErrorIs(t, err, errUsage)
 	assert.ErrorContains(t, err, `--job "nope": no such job`)
@@ -136,8 +133,7 @@ func TestMaintainUnknownJobListsTheJobs(t *testing.T) {
 // status says one failed.
 func TestMaintainGoesOnPastAMissingTarget(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "30", "--rounds", "3", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "30", "--rounds", "3")
 	cfg := addJob(t, work, "mood", "social.posts_mood")
 
 	out, err := run(t, "maintain", "--config", cfg)
@@ -184,10 +180,8 @@ func addJob(t *testing.T, work, name, target string) string {
 // source's snapshots after it are expired.
 func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	work := filepath.Join(dir, "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "30", "--rounds", "6", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "30", "--rounds", "6")
+	dir := filepath.Dir(work)
 
 	status := func() map[string]any {
 		objs := decodeAll(t, mustRun(t, "status", "--config", cfg, "--format", "json"))

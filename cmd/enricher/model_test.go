@@ -56,8 +56,7 @@ func runBoth(t testing.TB, args ...string) (string, string, error) {
 func postsWarehouse(t *testing.T, n int) (cfg, posts string, lines []string) {
 	t.Helper()
 	posts, lines = postsFile(t, n)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0", "--provider", "noop")
+	work, _ := newDemo(t, "--generate", "1", "--provider", "noop")
 	cfg = filepath.Join(work, "enricher.yaml")
 	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "2")
 	return cfg, posts, lines
@@ -163,9 +162,7 @@ func TestDemoStopsAtTheTokenBudget(t *testing.T) {
 func TestReplayReplacesRowsInPlace(t *testing.T) {
 	t.Parallel()
 	posts, lines := postsFile(t, 400)
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "4", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	_, cfg := newDemo(t, "--posts", posts, "--rounds", "4")
 	before := exportRows(t, cfg, "social.posts_sentiment")
 	require.Len(t, before, 400)
 	wmBefore := watermark(t, cfg)
@@ -387,8 +384,7 @@ func TestLambdaModelSettingsFromTheEnvironment(t *testing.T) {
 	t.Setenv(envModelAPIVersion, "")
 	mf := modelFlagsFromEnv()
 	require.NoError(t, mf.validate())
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "1", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "1")
 	c, err := loadConfig(filepath.Join(work, "enricher.yaml"))
 	require.NoError(t, err)
 	specs, err := c.loadSpecs(mf.overrides())

@@ -17,8 +17,7 @@ import (
 // and ingest refuses it, naming the path, and creates nothing.
 func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "10")
 	good, err := os.ReadFile(filepath.Join(work, "enricher.yaml"))
 	require.NoError(t, err)
 	tests := []struct {
@@ -80,8 +79,7 @@ func TestTwoDemosOnOneFolder(t *testing.T) {
 // are checked like every other field.
 func TestMaintenanceSettingsOfTheConfig(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "10", "--samples", "0")
+	work, _ := newDemo(t, "--generate", "10")
 	good, err := os.ReadFile(filepath.Join(work, "enricher.yaml"))
 	require.NoError(t, err)
 	for _, tt := range []struct{ add, want string }{

@@ -35,9 +35,7 @@ func expireSourceHistory(t *testing.T, work, name string) {
 // writes nothing.
 func TestResyncAfterTheSourceHistoryExpired(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "50", "--rounds", "1", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "50", "--rounds", "1")
 	posts := filepath.Join(t.TempDir(), "posts.txt")
 	require.NoError(t, os.WriteFile(posts, []byte(strings.Repeat("what a lovely day\nthis is awful\n", 10)), 0o644))
 	mustRun(t, "ingest", "--config", cfg, "--posts", posts, "--first-id", "51")

@@ -37,10 +37,8 @@ func runQueueWith(t *testing.T, maxReceives int, attrs map[string]string) (api *
 func TestPublishThenRunDrainsTheQueue(t *testing.T) {
 	t.Parallel()
 	api, url, dlq := runQueue(t)
-	dir := t.TempDir()
-	work := filepath.Join(dir, "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "40", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	work, cfg := newDemo(t, "--generate", "40")
+	dir := filepath.Dir(work)
 	more := filepath.Join(dir, "more.txt")
 	require.NoError(t, os.WriteFile(more, []byte("what a great day\nthis is awful\n"), 0o644))
 

@@ -42,9 +42,7 @@ func TestWarehouseOnS3(t *testing.T) {
 	endpoint, bucket := s3Bucket(t)
 	_, url, _ := runQueue(t)
 	dir := t.TempDir()
-	job, err := os.ReadFile(filepath.Join("..", "..", "jobs", "sentiment.yaml"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "sentiment.yaml"), job, 0o644))
+	copySentimentJob(t, dir)
 	cfg := filepath.Join(dir, "enricher.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf(`catalog:
   type: sql

@@ -41,9 +41,7 @@ func TestGrantedActionsCoverEveryCall(t *testing.T) {
 	rec := newAWSRecorder(t, endpoint, bucket)
 
 	dir := t.TempDir()
-	job, err := os.ReadFile(filepath.Join("..", "..", "jobs", "sentiment.yaml"))
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "sentiment.yaml"), job, 0o644))
+	copySentimentJob(t, dir)
 	cfg := filepath.Join(dir, "enricher.yaml")
 	// As infra writes it (no warehouse: tables go under the Glue
 	// database's location), plus the test endpoints; maintenance after

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -16,9 +15,7 @@ import (
 // by status and why rows were skipped (the lexicon reads English only).
 func TestStatusCountsRowsBySkipReason(t *testing.T) {
 	t.Parallel()
-	work := filepath.Join(t.TempDir(), "demo")
-	mustRun(t, "demo", "--workdir", work, "--generate", "300", "--samples", "0")
-	cfg := filepath.Join(work, "enricher.yaml")
+	_, cfg := newDemo(t, "--generate", "300")
 	out := mustRun(t, "status", "--config", cfg, "--rows")
 	assert.Regexp(t, `rows\s+ok \d+, skipped \d+, failed 0, invalid_output 0`, out)
 	assert.Regexp(t, `skipped\s+\d+: language pt is not one the model reads \(en\)`, out)
