@@ -51,9 +51,7 @@ func startServer(t *testing.T, s *fakellm.Server) *fakellm.Server {
 	if s.Key == "" {
 		s.Key = testKey
 	}
-	require.NoError(t, s.Start())
-	t.Cleanup(s.Close)
-	return s
+	return s.StartTB(t)
 }
 
 // logBuffer collects every log line of a model at debug level.

@@ -23,7 +23,7 @@ func TestDemoThroughTheBatchAPI(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", key)
 	t.Setenv(envAPIKeySecret, "")
 	var lines atomic.Int64
-	llm := startLLM(t, &fakellm.Server{
+	llm := (&fakellm.Server{
 		Key:        key,
 		BatchDelay: 1500 * time.Millisecond,
 		BatchLineFault: func(string, []byte) fakellm.BatchLineFault {
@@ -32,7 +32,7 @@ func TestDemoThroughTheBatchAPI(t *testing.T) {
 			}
 			return fakellm.LineAnswered
 		},
-	})
+	}).StartTB(t)
 	posts, texts := postsFile(t, 300)
 	work := filepath.Join(t.TempDir(), "demo")
 	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "3", "--samples", "0",
@@ -71,7 +71,7 @@ func TestDemoThroughAzureGlobalBatch(t *testing.T) {
 	t.Setenv("AZURE_OPENAI_API_KEY", key)
 	t.Setenv(envAPIKeySecret, "")
 	var lines atomic.Int64
-	llm := startLLM(t, &fakellm.Server{
+	llm := (&fakellm.Server{
 		Key: key,
 		BatchLineFault: func(string, []byte) fakellm.BatchLineFault {
 			if lines.Add(1) == 1 {
@@ -79,7 +79,7 @@ func TestDemoThroughAzureGlobalBatch(t *testing.T) {
 			}
 			return fakellm.LineAnswered
 		},
-	})
+	}).StartTB(t)
 	posts, texts := postsFile(t, 120)
 	work := filepath.Join(t.TempDir(), "demo")
 	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "1", "--samples", "0",
@@ -111,7 +111,7 @@ func TestRunSubmitsAndBatchesCollectCommits(t *testing.T) {
 	_, url, _ := runQueue(t)
 	var clock atomic.Int64
 	clock.Store(time.Now().UnixNano())
-	llm := startLLM(t, &fakellm.Server{BatchDelay: time.Hour, Clock: func() time.Time { return time.Unix(0, clock.Load()) }})
+	llm := (&fakellm.Server{BatchDelay: time.Hour, Clock: func() time.Time { return time.Unix(0, clock.Load()) }}).StartTB(t)
 	work, cfg := newDemo(t, "--generate", "40")
 	dir := filepath.Dir(work)
 	more := filepath.Join(dir, "more.txt")

@@ -18,7 +18,7 @@ import (
 func TestRunHaltsOnAKeyTheServerRefuses(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", "sk-wrong")
 	_, url, dlq := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
-	llm := startLLM(t, &fakellm.Server{Key: "sk-right"})
+	llm := (&fakellm.Server{Key: "sk-right"}).StartTB(t)
 	cfg, _, _ := postsWarehouse(t, 40)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")

@@ -22,7 +22,7 @@ func TestTheKeyNeverReachesTheTargetTable(t *testing.T) {
 	t.Setenv("OPENAI_API_KEY", key)
 	t.Setenv(envAPIKeySecret, "")
 	faults := []fakellm.Fault{fakellm.EchoRefusal, fakellm.EchoValues, fakellm.EchoFinishReason, fakellm.EchoClientError}
-	llm := startLLM(t, &fakellm.Server{
+	llm := (&fakellm.Server{
 		Key: key,
 		Echo: func(k string) string {
 			return k + " (base64: " + base64.StdEncoding.EncodeToString([]byte("Bearer "+k)) + ")"
@@ -33,7 +33,7 @@ func TestTheKeyNeverReachesTheTargetTable(t *testing.T) {
 			}
 			return faults[r.N%len(faults)]
 		},
-	})
+	}).StartTB(t)
 	posts, _ := postsFile(t, 60)
 	work := filepath.Join(t.TempDir(), "demo")
 	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "2", "--samples", "6",

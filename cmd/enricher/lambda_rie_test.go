@@ -203,7 +203,7 @@ func TestLambdaUnderTheRuntimeEmulatorWritesEMFMetrics(t *testing.T) {
 	t.Parallel()
 	const key = "sk-rie-test-key-0123456789"
 	api, url, dlq := runQueueWith(t, 5, nil)
-	llm := startLLM(t, &fakellm.Server{Key: key})
+	llm := (&fakellm.Server{Key: key}).StartTB(t)
 	cfg, _, _ := postsWarehouse(t, 60)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	_, err := api.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("not an event")})

@@ -275,7 +275,7 @@ func TestRunLogLinesFeedTheMetricFilters(t *testing.T) {
 	t.Parallel()
 	api, url, dlq := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
 	var calls, throttled atomic.Int64
-	llm := startLLM(t, &fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
+	llm := (&fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
 		for _, row := range r.Rows {
 			if strings.HasPrefix(row.Text, "post 7 says") {
 				return fakellm.PromptFilter // until the row is alone: failed
@@ -289,7 +289,7 @@ func TestRunLogLinesFeedTheMetricFilters(t *testing.T) {
 			return fakellm.WrongType
 		}
 		return fakellm.None
-	}})
+	}}).StartTB(t)
 	cfg, posts, _ := postsWarehouse(t, 100)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	_, err := api.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("{}")})

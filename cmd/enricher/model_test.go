@@ -32,13 +32,6 @@ var (
 	scoreField = fakellm.Field{Name: "score", Type: "integer"}
 )
 
-func startLLM(t *testing.T, s *fakellm.Server) *fakellm.Server {
-	t.Helper()
-	require.NoError(t, s.Start())
-	t.Cleanup(s.Close)
-	return s
-}
-
 // runBoth runs the enricher in-process and returns stdout and stderr.
 func runBoth(t testing.TB, args ...string) (string, string, error) {
 	t.Helper()
@@ -114,7 +107,7 @@ func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 	t.Setenv(envAPIKeySecret, "")
 	faults := []fakellm.Fault{fakellm.DropRow, fakellm.ServerError, fakellm.WrongType, fakellm.Throttle,
 		fakellm.DuplicateRow, fakellm.MalformedJSON, fakellm.CutOff, fakellm.Refusal, fakellm.ExtraRow}
-	llm := startLLM(t, &fakellm.Server{
+	llm := (&fakellm.Server{
 		Key: key, RPM: 3000, Latency: 5 * time.Millisecond, RetryAfter: 20 * time.Millisecond,
 		Fault: func(r *fakellm.Request) fakellm.Fault {
 			if r.N%4 == 0 {
@@ -122,7 +115,7 @@ func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 			}
 			return fakellm.None
 		},
-	})
+	}).StartTB(t)
 	posts, lines := postsFile(t, 600)
 	work := filepath.Join(t.TempDir(), "demo")
 	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "3", "--samples", "2",
@@ -150,7 +143,7 @@ func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 
 func TestDemoStopsAtTheTokenBudget(t *testing.T) {
 	t.Parallel()
-	llm := startLLM(t, &fakellm.Server{})
+	llm := (&fakellm.Server{}).StartTB(t)
 	posts, _ := postsFile(t, 300)
 	out, _, err := runBoth(t, "demo", "--workdir", filepath.Join(t.TempDir(), "demo"), "--posts", posts, "--rounds", "1",
 		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--max-tokens-total", "4000", "--max-concurrency", "1")
@@ -167,7 +160,7 @@ func TestReplayReplacesRowsInPlace(t *testing.T) {
 	require.Len(t, before, 400)
 	wmBefore := watermark(t, cfg)
 
-	llm := startLLM(t, &fakellm.Server{})
+	llm := (&fakellm.Server{}).StartTB(t)
 	out := mustRun(t, "replay", "--config", cfg, "--job", "sentiment", "--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "new-model")
 	assert.Contains(t, out, "target rows replaced")
 
@@ -184,14 +177,14 @@ func TestReplayOnlyFailedRowsLeavesTheOthersAlone(t *testing.T) {
 	t.Parallel()
 	var filterOn atomic.Bool
 	filterOn.Store(true)
-	llm := startLLM(t, &fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
+	llm := (&fakellm.Server{Fault: func(r *fakellm.Request) fakellm.Fault {
 		for _, row := range r.Rows {
 			if filterOn.Load() && strings.Contains(row.Text, "brilliant") {
 				return fakellm.ContentFilter
 			}
 		}
 		return fakellm.None
-	}})
+	}}).StartTB(t)
 	posts, lines := postsFile(t, 200)
 	work := filepath.Join(t.TempDir(), "demo")
 	chat := []string{"--provider", "openai", "--base-url", llm.URL() + "/v1", "--model", "m"}
@@ -318,7 +311,7 @@ func TestDemoTakesTheKeyFromSecretsManager(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTEST")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AZURE_OPENAI_API_KEY", "")
-	llm := startLLM(t, &fakellm.Server{Key: key})
+	llm := (&fakellm.Server{Key: key}).StartTB(t)
 	posts, lines := postsFile(t, 60)
 	work := filepath.Join(t.TempDir(), "demo")
 	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "1", "--samples", "0",
@@ -346,7 +339,7 @@ func TestRunWithChatModelStopsAtTheBudgetAndLosesNothing(t *testing.T) {
 	// message (the emulator does, SQS may): a short visibility timeout
 	// brings it back soon, and receives to spare keep it out of the DLQ.
 	_, url, _ := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "2"})
-	llm := startLLM(t, &fakellm.Server{})
+	llm := (&fakellm.Server{}).StartTB(t)
 	cfg, _, lines := postsWarehouse(t, 300)
 	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 

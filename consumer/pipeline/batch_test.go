@@ -51,8 +51,7 @@ func newBatchBedWith(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec),
 func newBatchBedCreate(t *testing.T, llm *fakellm.Server, edit func(*enrich.Spec), hc *http.Client, createTimeout time.Duration, opts ...testbed.ProcOpt) *batchBed {
 	t.Helper()
 	b := setup(t)
-	require.NoError(t, llm.Start())
-	t.Cleanup(llm.Close)
+	llm.StartTB(t)
 	spec, err := enrich.LoadSpecWith(testbed.SentimentSpec(), enrich.Overrides{
 		Provider: enrich.ProviderOpenAI, BaseURL: llm.URL() + "/v1", RowsPerRequest: 10, BatchAPI: true,
 	})

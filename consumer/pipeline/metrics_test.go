@@ -75,8 +75,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels ma
 func TestModelCollectorExportsChatUsage(t *testing.T) {
 	t.Parallel()
 	llm := &fakellm.Server{}
-	require.NoError(t, llm.Start())
-	t.Cleanup(llm.Close)
+	llm.StartTB(t)
 	spec, err := enrich.LoadSpecWith(testbed.SentimentSpec(), enrich.Overrides{
 		Provider: enrich.ProviderOpenAI, BaseURL: llm.URL() + "/v1", RowsPerRequest: 4,
 	})

@@ -27,9 +27,7 @@ func start(t *testing.T, s *fakellm.Server) *fakellm.Server {
 	if s.Key == "" {
 		s.Key = testKey
 	}
-	require.NoError(t, s.Start())
-	t.Cleanup(s.Close)
-	return s
+	return s.StartTB(t)
 }
 
 func openaiClient(s *fakellm.Server) *openai.Client {

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 )
 
@@ -194,6 +195,16 @@ func (s *Server) Start() error {
 		_ = s.srv.Serve(ln) // returns http.ErrServerClosed on Close
 	}()
 	return nil
+}
+
+// StartTB starts s for a test or benchmark and closes it when tb ends.
+func (s *Server) StartTB(tb testing.TB) *Server {
+	tb.Helper()
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
 }
 
 // URL is the server's root: the Azure endpoint. The OpenAI base URL is
