@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -38,8 +39,12 @@ type MaintainOptions struct {
 	// together (0: 5, iceberg-go's default).
 	MinInputFiles int
 	// OrphanGrace: files younger than this are never deleted as orphans
-	// (0: DefaultOrphanGrace).
+	// (0: DefaultOrphanGrace). Below MinOrphanGrace Maintain is refused
+	// (ErrGraceTooShort) unless NoWriters.
 	OrphanGrace time.Duration
+	// NoWriters: the caller knows that no process writes the table, so
+	// OrphanGrace may be below MinOrphanGrace.
+	NoWriters bool
 	// SkipOrphans leaves out the orphan cleanup (it lists every file
 	// under the table's location).
 	SkipOrphans bool
@@ -102,6 +107,11 @@ type MaintainReport struct {
 func (c *Catalog) Maintain(ctx context.Context, name string, opts MaintainOptions) (*MaintainReport, error) {
 	start := time.Now()
 	rep := &MaintainReport{Table: name}
+	if !opts.SkipOrphans {
+		if err := checkGrace(cmp.Or(opts.OrphanGrace, DefaultOrphanGrace), opts.NoWriters); err != nil {
+			return rep, fmt.Errorf("maintain %s: %w", name, err)
+		}
+	}
 	tbl, err := c.LoadTable(ctx, name)
 	if err != nil {
 		return rep, err
@@ -315,10 +325,7 @@ func (c *Catalog) expire(ctx context.Context, name string, opts MaintainOptions,
 }
 
 func (c *Catalog) cleanOrphans(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	grace := opts.OrphanGrace
-	if grace <= 0 {
-		grace = DefaultOrphanGrace
-	}
+	grace := cmp.Or(opts.OrphanGrace, DefaultOrphanGrace) // checked by Maintain
 	return retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
 		tbl, err := c.LoadTable(ctx, name)
 		if err != nil {

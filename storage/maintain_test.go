@@ -26,6 +26,13 @@ func TestMaintainCompactsExpiresAndCleans(t *testing.T) {
 	orphans := l.plantOrphans() // two hours old
 	wantRows := l.nextID - 1
 
+	// A grace shorter than a commit may take is refused before any step.
+	_, err := l.cat.Maintain(ctx, lifeTgt, storage.MaintainOptions{OrphanGrace: time.Minute})
+	require.ErrorIs(t, err, storage.ErrGraceTooShort)
+	h, err := storage.Health(ctx, l.target())
+	require.NoError(t, err)
+	require.Equal(t, int64(files), h.DataFiles, "nothing compacted by a refused maintenance")
+
 	rep, err := l.cat.Maintain(ctx, lifeTgt, storage.MaintainOptions{OrphanGrace: time.Hour})
 	require.NoError(t, err)
 	t.Logf("%+v", *rep)
@@ -56,7 +63,7 @@ func TestMaintainCompactsExpiresAndCleans(t *testing.T) {
 		l.event(2)
 	}
 	l.requireExactlyOnce()
-	h, err := storage.Health(ctx, l.target())
+	h, err = storage.Health(ctx, l.target())
 	require.NoError(t, err)
 	assert.Equal(t, int64(storage.DefaultMinSnapshotsToKeep+storage.DefaultExpireBatch+1), h.DataFiles)
 
@@ -86,7 +93,7 @@ func TestMaintainRacingAConsumer(t *testing.T) {
 		return nil
 	}, func(ctx context.Context) (bool, error) {
 		rep, err := l.cat.Maintain(ctx, lifeTgt, storage.MaintainOptions{
-			MinInputFiles: 2, OrphanGrace: time.Minute, Backoff: 5 * time.Millisecond, Attempts: 20})
+			MinInputFiles: 2, OrphanGrace: time.Hour, Backoff: 5 * time.Millisecond, Attempts: 20})
 		if err != nil {
 			return false, err
 		}

@@ -72,7 +72,7 @@ func TestOrphansListsOnlyUnreferencedOldFiles(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := t.Context()
-	none, err := storage.Orphans(ctx, b.src, 0, false)
+	none, err := storage.Orphans(ctx, b.src, storage.OrphanOptions{})
 	require.NoError(t, err, "a table without data files has no orphans")
 	assert.Empty(t, none)
 
@@ -90,17 +90,26 @@ func TestOrphansListsOnlyUnreferencedOldFiles(t *testing.T) {
 	past := time.Now().Add(-2 * time.Hour)
 	require.NoError(t, os.Chtimes(old, past, past))
 
-	got, err := storage.Orphans(ctx, b.src, time.Hour, false)
+	got, err := storage.Orphans(ctx, b.src, storage.OrphanOptions{OlderThan: time.Hour})
 	require.NoError(t, err)
 	require.Len(t, got, 1)
 	assert.Equal(t, old, strings.TrimPrefix(got[0].Path, "file://"))
 	assert.Equal(t, int64(4), got[0].Size)
 
-	got, err = storage.Orphans(ctx, b.src, 0, false)
+	got, err = storage.Orphans(ctx, b.src, storage.OrphanOptions{})
 	require.NoError(t, err)
 	assert.Len(t, got, 2, "without a grace period the young one too")
 
-	_, err = storage.Orphans(ctx, b.src, time.Hour, true)
+	// Deleting files younger than MinOrphanGrace is refused while a writer
+	// may run: the young file could be a commit's in flight.
+	for _, grace := range []time.Duration{0, time.Minute, storage.MinOrphanGrace - 1} {
+		_, err = storage.Orphans(ctx, b.src, storage.OrphanOptions{OlderThan: grace, Delete: true})
+		require.ErrorIs(t, err, storage.ErrGraceTooShort, "grace %s", grace)
+	}
+	_, err = os.Stat(young)
+	require.NoError(t, err, "nothing deleted by a refused cleanup")
+
+	_, err = storage.Orphans(ctx, b.src, storage.OrphanOptions{OlderThan: time.Hour, Delete: true})
 	require.NoError(t, err)
 	_, err = os.Stat(old)
 	assert.ErrorIs(t, err, os.ErrNotExist, "deleted")
@@ -108,6 +117,13 @@ func TestOrphansListsOnlyUnreferencedOldFiles(t *testing.T) {
 	assert.NoError(t, err, "a file younger than the grace period stays")
 	_, err = os.Stat(filepath.Join(dataDir, entries[0].Name()))
 	assert.NoError(t, err, "a committed data file stays")
+	assert.Equal(t, 1, countRows(t, b))
+
+	// With no writer running, any age may go.
+	_, err = storage.Orphans(ctx, b.src, storage.OrphanOptions{Delete: true, NoWriters: true})
+	require.NoError(t, err)
+	_, err = os.Stat(young)
+	assert.ErrorIs(t, err, os.ErrNotExist, "deleted once no writer runs")
 	assert.Equal(t, 1, countRows(t, b))
 }
 

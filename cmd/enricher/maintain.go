@@ -25,6 +25,7 @@ type maintainCmd struct {
 
 	job         string
 	orphanGrace time.Duration
+	noWriters   bool
 	skipOrphans bool
 	format      string
 
@@ -34,7 +35,7 @@ type maintainCmd struct {
 func newMaintainCmd(g *globals) *cobra.Command {
 	m := &maintainCmd{g: g}
 	cmd := &cobra.Command{
-		Use:   "maintain [--job J] [--orphan-grace DUR] [--skip-orphans] [--format text|json]",
+		Use:   "maintain [--job J] [--orphan-grace DUR] [--no-writers] [--skip-orphans] [--format text|json]",
 		Short: "Compact, rewrite manifests, expire snapshots and delete orphan files of the target tables",
 		Long: `maintain maintains the target table of every job in the config (or of --job),
 one after the other, in four steps, each its own Iceberg commit:
@@ -65,7 +66,9 @@ step moves a watermark or changes a row, a step that loses a commit race to a
 consumer is tried again on the reloaded table, and a consumer that loses to
 it re-plans as after any conflict. Keep --orphan-grace above the longest a
 chunk takes from writing its first file to its commit (minutes), or the files
-of a commit in flight could be deleted.
+of a commit in flight could be deleted: below ` + storage.MinOrphanGrace.String() + ` it is refused unless
+--no-writers says that every consumer, replay, resync and "batches collect" of
+these tables is stopped.
 
 run, the Lambda handler and demo already expire snapshots after their
 commits, and after an event's commits run this maintenance on their own once
@@ -103,6 +106,7 @@ status is then non-zero.`,
 	f := cmd.Flags()
 	f.StringVar(&m.job, "job", "", "only the target table of this job")
 	f.DurationVar(&m.orphanGrace, "orphan-grace", storage.DefaultOrphanGrace, "delete only orphan files older than this (keep it above the longest commit in flight)")
+	f.BoolVar(&m.noWriters, "no-writers", false, "no process writes these tables now: --orphan-grace may be below "+storage.MinOrphanGrace.String())
 	f.BoolVar(&m.skipOrphans, "skip-orphans", false, "leave out the orphan cleanup (it lists every file under the table's location)")
 	f.StringVar(&m.format, "format", "text", "output format: text or json (one object per target)")
 	return cmd
@@ -114,6 +118,9 @@ func (m *maintainCmd) Validate() error {
 	}
 	if m.orphanGrace <= 0 {
 		return fmt.Errorf("%w: --orphan-grace %s: must be positive (a younger file may belong to a commit in flight)", errUsage, m.orphanGrace)
+	}
+	if m.orphanGrace < storage.MinOrphanGrace && !m.noWriters && !m.skipOrphans {
+		return fmt.Errorf("%w: --orphan-grace %s: a file younger than %s may belong to a commit in flight, and deleting it corrupts the table; stop every consumer, replay, resync and batches collect of these tables and add --no-writers", errUsage, m.orphanGrace, storage.MinOrphanGrace)
 	}
 	log, err := m.g.logger(slog.LevelInfo)
 	if err != nil {
@@ -131,7 +138,7 @@ func (m *maintainCmd) Run(ctx context.Context) error {
 	}
 	defer cat.Close()
 
-	opts := storage.MaintainOptions{OrphanGrace: m.orphanGrace, SkipOrphans: m.skipOrphans}
+	opts := storage.MaintainOptions{OrphanGrace: m.orphanGrace, NoWriters: m.noWriters, SkipOrphans: m.skipOrphans}
 	var failed []string
 	for i, t := range targets {
 		log := m.log.With("target", t.table, "job", t.job)

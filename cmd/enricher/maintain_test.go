@@ -128,6 +128,32 @@ func TestMaintainUnknownJobListsTheJobs(t *testing.T) {
 	require.ErrorIs(t, err, errUsage)
 }
 
+// TestOrphanCleanupRefusesAGraceShorterThanACommit: deleting orphans
+// younger than storage.MinOrphanGrace could delete the files of a commit
+// in flight, so maintain and orphans --delete refuse it unless
+// --no-writers says that nothing writes the tables; listing is always
+// allowed.
+func TestOrphanCleanupRefusesAGraceShorterThanACommit(t *testing.T) {
+	t.Parallel()
+	_, cfg := newDemo(t, "--generate", "10", "--rounds", "1")
+	for _, args := range [][]string{
+		{"maintain", "--orphan-grace", "1ns"},
+		{"maintain", "--orphan-grace", "59m"},
+		{"orphans", "--delete", "--older-than", "0s"},
+		{"orphans", "--delete", "--older-than", "30m"},
+	} {
+		_, err := run(t, append(args, "--config", cfg)...)
+		require.ErrorIs(t, err, errUsage, "%v", args)
+		assert.ErrorContains(t, err, "may belong to a commit in flight", "%v", args)
+		assert.ErrorContains(t, err, "--no-writers", "%v", args)
+	}
+	assert.Contains(t, mustRun(t, "orphans", "--config", cfg, "--older-than", "0s"), "0 orphaned files")
+	assert.Contains(t, mustRun(t, "orphans", "--config", cfg, "--delete", "--older-than", "1h"), "0 orphaned files")
+	assert.Contains(t, mustRun(t, "orphans", "--config", cfg, "--delete", "--older-than", "0s", "--no-writers"), "0 orphaned files")
+	mustRun(t, "maintain", "--config", cfg, "--orphan-grace", "1ns", "--no-writers")
+	mustRun(t, "maintain", "--config", cfg, "--orphan-grace", "1ns", "--skip-orphans")
+}
+
 // TestMaintainGoesOnPastAMissingTarget: a job that has not written its
 // target yet is reported, the other targets are maintained, and the exit
 // status says one failed.

@@ -20,13 +20,14 @@ type orphansCmd struct {
 
 	job       string
 	remove    bool
+	noWriters bool
 	olderThan time.Duration
 }
 
 func newOrphansCmd(g *globals) *cobra.Command {
 	o := &orphansCmd{g: g}
 	cmd := &cobra.Command{
-		Use:   "orphans [--job J] [--delete] [--older-than D]",
+		Use:   "orphans [--job J] [--delete] [--older-than D] [--no-writers]",
 		Short: "List (or delete) data files of target tables that no snapshot references",
 		Long: `orphans lists, for the target table of every job in the config (or of --job),
 the files under the table's data location that no snapshot of the table
@@ -37,9 +38,15 @@ a commit lost a conflict and its files could not be removed.
 Only files last modified more than --older-than ago are listed: a younger
 file may belong to a commit still in flight. Keep --older-than above the
 longest a chunk takes to enrich and commit. With --delete the files listed are
-deleted; without it nothing is changed.`,
+deleted; without it nothing is changed.
+
+--delete refuses an --older-than below ` + storage.MinOrphanGrace.String() + `: deleting a file of a commit
+in flight corrupts the table (its snapshot would reference a file that is
+gone). When every consumer, replay, resync and "batches collect" of these
+tables is stopped, --no-writers allows any age.`,
 		Example: `  enricher orphans --config enricher.yaml
-  enricher orphans --config enricher.yaml --job sentiment --delete --older-than 6h`,
+  enricher orphans --config enricher.yaml --job sentiment --delete --older-than 6h
+  enricher orphans --config enricher.yaml --delete --older-than 0s --no-writers   # every writer stopped`,
 		Args: cobra.NoArgs,
 		RunE: runE(o),
 	}
@@ -47,12 +54,16 @@ deleted; without it nothing is changed.`,
 	f.StringVar(&o.job, "job", "", "only the target table of this job")
 	f.BoolVar(&o.remove, "delete", false, "delete the files listed")
 	f.DurationVar(&o.olderThan, "older-than", 24*time.Hour, "list only files last modified longer ago than this (the grace for commits in flight)")
+	f.BoolVar(&o.noWriters, "no-writers", false, "no process writes these tables now: --delete may take files younger than "+storage.MinOrphanGrace.String())
 	return cmd
 }
 
 func (o *orphansCmd) Validate() error {
 	if o.olderThan < 0 {
 		return fmt.Errorf("%w: --older-than %s must not be negative", errUsage, o.olderThan)
+	}
+	if o.remove && o.olderThan < storage.MinOrphanGrace && !o.noWriters {
+		return fmt.Errorf("%w: --delete with --older-than %s: a file younger than %s may belong to a commit in flight, and deleting it corrupts the table; stop every consumer, replay, resync and batches collect of these tables and add --no-writers", errUsage, o.olderThan, storage.MinOrphanGrace)
 	}
 	return nil
 }
@@ -83,7 +94,7 @@ func (o *orphansCmd) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		orphans, err := storage.Orphans(ctx, tbl, o.olderThan, o.remove)
+		orphans, err := storage.Orphans(ctx, tbl, storage.OrphanOptions{OlderThan: o.olderThan, Delete: o.remove, NoWriters: o.noWriters})
 		for _, f := range orphans {
 			fmt.Fprintf(tw, "%s\t%d\t%s\n", name, f.Size, f.Path)
 			files++

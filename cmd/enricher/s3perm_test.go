@@ -94,7 +94,7 @@ pipeline:
 	orphan := rec.tableLocation(t, "posts_sentiment") + "/data/orphan.parquet"
 	rec.putDirect(t, orphan)
 	rec.phase("orphans --delete")
-	assert.Contains(t, mustRun(t, "orphans", "--config", cfg, "--older-than", "0s", "--delete"), "orphan.parquet")
+	assert.Contains(t, mustRun(t, "orphans", "--config", cfg, "--older-than", "0s", "--delete", "--no-writers"), "orphan.parquet")
 
 	rec.phase("resync")
 	mustRun(t, "resync", "--config", cfg, "--job", "sentiment")

@@ -218,7 +218,7 @@ func requireNoOrphans(b *bundle) {
 	b.T.Helper()
 	tgt, err := b.Cat.LoadTable(b.T.Context(), b.Spec.Target.Table)
 	require.NoError(b.T, err)
-	orphans, err := storage.Orphans(b.T.Context(), tgt, 0, false)
+	orphans, err := storage.Orphans(b.T.Context(), tgt, storage.OrphanOptions{})
 	require.NoError(b.T, err)
 	require.Empty(b.T, orphans, "data files of failed commits are removed")
 }
