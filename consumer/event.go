@@ -132,7 +132,7 @@ func describe(err error, inst any) string {
 		return fmt.Sprintf("field %s is missing", strings.Join(k.Missing, ", "))
 	case *kind.Const:
 		if field == "version" {
-			return fmt.Sprintf("version %v is not supported (this consumer reads version %d)", value, EventVersion)
+			return fmt.Sprintf("version %s is not supported (this consumer reads version %d)", jsonText(value), EventVersion)
 		}
 	case *kind.Pattern:
 		if field == "table" {

@@ -180,6 +180,9 @@ func (r *runCmd) Run(ctx context.Context) error {
 	if c.Grace == 0 {
 		c.Grace = env.cfg.grace()
 	}
+	for _, w := range src.Warnings() {
+		log.Warn(w)
+	}
 	if src.DLQURL() == "" {
 		log.Warn("the queue has no dead-letter queue (no RedrivePolicy, no --dlq-url): messages that can never succeed will come back until they expire")
 	}

@@ -71,6 +71,8 @@ type Source struct {
 	fifo       bool
 	visibility time.Duration // the queue's visibility timeout
 
+	warnings []string
+
 	mu       sync.Mutex
 	inFlight int
 }
@@ -93,7 +95,8 @@ func NewSource(ctx context.Context, api API, cfg Config) (*Source, error) {
 	s := &Source{api: api, cfg: cfg, fifo: IsFIFO(cfg.QueueURL)}
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &cfg.QueueURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy},
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy,
+			types.QueueAttributeNameMaximumMessageSize},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("sqs source: queue %s: %w", cfg.QueueURL, err)
@@ -107,8 +110,24 @@ func NewSource(ctx context.Context, api API, cfg Config) (*Source, error) {
 			return nil, fmt.Errorf("sqs source: queue %s: %w", cfg.QueueURL, err)
 		}
 	}
+	if s.dlqURL != "" {
+		srcMax, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameMaximumMessageSize)])
+		if err != nil || srcMax <= 0 {
+			srcMax = DefaultMaxMessageSize
+		}
+		switch dlqMax, err := maxMessageSize(ctx, api, s.dlqURL); {
+		case err != nil:
+			s.warnings = append(s.warnings, fmt.Sprintf("the dead-letter queue's size limit cannot be read (%v): a dead-letter send may fail", err))
+		case dlqMax < srcMax:
+			s.warnings = append(s.warnings, fmt.Sprintf("the dead-letter queue %s takes messages of up to %d bytes, the source queue up to %d: a larger message cannot be dead-lettered and comes back until the queue's own redrive takes it; give both the same MaximumMessageSize", s.dlqURL, dlqMax, srcMax))
+		}
+	}
 	return s, nil
 }
+
+// Warnings are what NewSource found wrong with the queues that does not
+// stop a consumer: say them at start.
+func (s *Source) Warnings() []string { return s.warnings }
 
 // RedrivePolicy is the JSON of an SQS queue's RedrivePolicy attribute.
 type RedrivePolicy struct {
@@ -387,6 +406,7 @@ func IsFIFO(queue string) bool { return strings.HasSuffix(queue, ".fifo") }
 // DeadLetterAttributes are the message attributes of a dead-lettered
 // message.
 func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, sourceQueue string, at time.Time) map[string]types.MessageAttributeValue {
+	errText = SQSText(errText)
 	if len(errText) > maxErrorAttr {
 		cut := maxErrorAttr
 		for cut > 0 && !utf8.RuneStart(errText[cut]) {
@@ -395,7 +415,7 @@ func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, 
 		errText = errText[:cut] + "…"
 	}
 	str := func(v string) types.MessageAttributeValue {
-		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
+		return types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(SQSText(v))}
 	}
 	attrs := map[string]types.MessageAttributeValue{
 		AttrReason:            str(reason),
@@ -408,6 +428,44 @@ func DeadLetterAttributes(reason, errText, originalID string, receiveCount int, 
 		attrs[AttrError] = str(errText)
 	}
 	return attrs
+}
+
+// SQSText is s with every character SQS refuses in a message body or
+// attribute value written as an escape (\u001b for ESC, \xff for a byte
+// that is not UTF-8): SQS takes only tab, newline, carriage return and
+// the Unicode characters from U+0020 to U+D7FF, U+E000 to U+FFFD and
+// U+10000 to U+10FFFF, and refuses the whole send otherwise. Error texts
+// quote what a message held, so a hostile body could make its own
+// dead-lettering fail.
+func SQSText(s string) string {
+	ok := func(r rune) bool {
+		return r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0xD7FF) ||
+			(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)
+	}
+	clean := true
+	for i, r := range s {
+		if !ok(r) || (r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD")) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case !ok(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteString(s[i : i+n])
+		}
+		i += n
+	}
+	return b.String()
 }
 
 // HeartbeatInterval implements consumer.Extender: a third of the visibility timeout.

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -295,6 +296,9 @@ func TestDeadLetterOfABodyNearTheSizeLimit(t *testing.T) {
 	_, err := api.SetQueueAttributes(t.Context(), &sqs.SetQueueAttributesInput{QueueUrl: &q.DLQ,
 		Attributes: map[string]string{"MaximumMessageSize": strconv.Itoa(limit)}})
 	require.NoError(t, err)
+	src, err := sqsqueue.NewSource(t.Context(), q.API, sqsqueue.Config{QueueURL: q.URL})
+	require.NoError(t, err)
+	assert.Empty(t, src.Warnings(), "the same limits")
 	body := strings.Repeat("x", limit-64) // not JSON: bad_message
 	q.SendRaw(t, body)
 	var outcomes []consumer.MessageOutcome
@@ -307,4 +311,74 @@ func TestDeadLetterOfABodyNearTheSizeLimit(t *testing.T) {
 	assert.Equal(t, body, aws.ToString(dead[0].Body))
 	assert.Equal(t, consumer.ReasonBadMessage, aws.ToString(dead[0].MessageAttributes[sqsqueue.AttrReason].StringValue))
 	assert.Empty(t, sqstest.ReceiveAll(t, api, q.URL))
+}
+
+// TestDeadLetterThatTheDLQRefusesIsNotCountedDeadLettered: a body the
+// source queue takes (1 MiB) but its DLQ does not (256 KiB) cannot be
+// dead-lettered. The outcome says released, with why, instead of
+// dead_lettered while the message cycles.
+func TestDeadLetterThatTheDLQRefusesIsNotCountedDeadLettered(t *testing.T) {
+	t.Parallel()
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 2, Visibility: time.Second,
+		Attributes: map[string]string{"MaximumMessageSize": strconv.Itoa(1 << 20)}})
+	_, err := api.SetQueueAttributes(t.Context(), &sqs.SetQueueAttributesInput{QueueUrl: &q.DLQ,
+		Attributes: map[string]string{"MaximumMessageSize": strconv.Itoa(256 << 10)}})
+	require.NoError(t, err)
+	src, err := sqsqueue.NewSource(t.Context(), q.API, sqsqueue.Config{QueueURL: q.URL})
+	require.NoError(t, err)
+	require.Len(t, src.Warnings(), 1)
+	assert.Contains(t, src.Warnings()[0], "takes messages of up to 262144 bytes, the source queue up to 1048576")
+	q.SendRaw(t, strings.Repeat("x", 300_000)) // not JSON: bad_message
+	var outcomes []consumer.MessageOutcome
+	drainConsumer(t, q, b.Processor(nil), func(o consumer.MessageOutcome) { outcomes = append(outcomes, o) })
+	require.NotEmpty(t, outcomes)
+	for _, o := range outcomes {
+		assert.Equal(t, consumer.ActionReleased, o.Action)
+		assert.Equal(t, consumer.ReasonBadMessage, o.Reason)
+		require.Error(t, o.Err)
+		assert.Contains(t, o.Err.Error(), "not dead-lettered (bad_message), back after its visibility timeout")
+	}
+}
+
+// TestDeadLetterAttributesHoldOnlyTextSQSTakes: an error text that quotes
+// control characters, bytes that are not UTF-8 or noncharacters from a
+// hostile body is escaped, so that SQS does not refuse the dead letter;
+// text SQS takes is left as it is.
+func TestDeadLetterAttributesHoldOnlyTextSQSTakes(t *testing.T) {
+	t.Parallel()
+	sqsTakes := func(s string) bool {
+		for i, r := range s {
+			if r == utf8.RuneError && !strings.HasPrefix(s[i:], "\uFFFD") {
+				return false
+			}
+			if !(r == '\t' || r == '\n' || r == '\r' || (r >= 0x20 && r <= 0xD7FF) ||
+				(r >= 0xE000 && r <= 0xFFFD) || (r >= 0x10000 && r <= 0x10FFFF)) {
+				return false
+			}
+		}
+		return true
+	}
+	hostile := "version \x1b[31m\x00 is not supported \xff\xfe \uFFFE\uFFFF"
+	attrs := sqsqueue.DeadLetterAttributes("bad\x07reason", hostile, "id\x01", 3, "arn:aws:sqs:q\x7f", time.Now())
+	for name, v := range attrs {
+		assert.True(t, sqsTakes(aws.ToString(v.StringValue)), "%s = %q", name, aws.ToString(v.StringValue))
+	}
+	assert.Equal(t, `version \u001b[31m\u0000 is not supported \xff\xfe \ufffe\uffff`, aws.ToString(attrs[sqsqueue.AttrError].StringValue))
+	assert.Equal(t, `bad\u0007reason`, aws.ToString(attrs[sqsqueue.AttrReason].StringValue))
+
+	fine := "tab\there, line\nand é, 漢字, 😀, \uFFFD"
+	assert.Equal(t, fine, sqsqueue.SQSText(fine))
+}
+
+// TestEventWithControlCharactersIsDeadLetteredWithAnEscapedReason: the
+// bad event's error text names what it held, escaped.
+func TestEventWithControlCharactersIsDeadLetteredWithAnEscapedReason(t *testing.T) {
+	t.Parallel()
+	api, b, q := sqstest.Setup(t, sqstest.Options{MaxReceives: 5})
+	q.SendRaw(t, `{"version":"\u001b[31m","table":"social.posts","snapshot_id":1}`)
+	drainConsumer(t, q, b.Processor(nil), nil)
+	dead := sqstest.ReceiveAll(t, api, q.DLQ)
+	require.Len(t, dead, 1)
+	assert.Equal(t, consumer.ReasonBadMessage, aws.ToString(dead[0].MessageAttributes[sqsqueue.AttrReason].StringValue))
+	assert.Contains(t, aws.ToString(dead[0].MessageAttributes[sqsqueue.AttrError].StringValue), `version "\u001b[31m" is not supported`)
 }
