@@ -28,6 +28,11 @@ type Config struct {
 	dir  string
 }
 
+// maxWorkers bounds pipeline.workers: each worker holds a batch in
+// flight, and more enrich goroutines than cores do not make the lexicon
+// faster (a chat model's parallelism is model.max_concurrency).
+const maxWorkers = 1024
+
 // PipelineConfig tunes the stages; zero values take the defaults of
 // pipeline.Options.
 type PipelineConfig struct {
@@ -110,8 +115,8 @@ func (c *Config) validate() error {
 	if p.ChunkBytes < 0 {
 		bad("pipeline.chunk_bytes", "must not be negative, got %d", p.ChunkBytes)
 	}
-	if p.Workers < 0 {
-		bad("pipeline.workers", "must not be negative, got %d", p.Workers)
+	if p.Workers < 0 || p.Workers > maxWorkers {
+		bad("pipeline.workers", "must be from 0 to %d, got %d", maxWorkers, p.Workers)
 	}
 	if p.ReadConcurrency < 0 {
 		bad("pipeline.read_concurrency", "must not be negative, got %d", p.ReadConcurrency)

@@ -163,7 +163,7 @@ func TestInvalidConfigAndSpecNameFileFieldAndReason(t *testing.T) {
 	bad := filepath.Join(work, "bad.yaml")
 	require.NoError(t, os.WriteFile(bad, []byte("catalog:\n  type: sql\n  uri: c.db\n  warehouse: w\njobs: [jobs/sentiment.yaml]\npipeline:\n  workers: -1\n  shutdown_grace: soon\n"), 0o644))
 	_, err = run(t, "validate", "--config", bad)
-	require.ErrorContains(t, err, bad+": pipeline.workers: must not be negative, got -1")
+	require.ErrorContains(t, err, bad+": pipeline.workers: must be from 0 to 1024, got -1")
 	require.ErrorContains(t, err, bad+`: pipeline.shutdown_grace: "soon" is not a duration`)
 
 	// Two jobs writing one target table.

@@ -67,6 +67,8 @@ func TestValidateCatchesWhatWouldFailAtRunTime(t *testing.T) {
 			want: "a second YAML document (after ---): a file holds one document"},
 		{name: "fraction of workers", config: validateConfig + "pipeline: {workers: 1.5}\n", edit: keep,
 			field: "pipeline.workers", want: "line 3: 1.5 is not an integer"},
+		{name: "a trillion workers", config: validateConfig + "pipeline: {workers: 1000000000000}\n", edit: keep,
+			field: "pipeline.workers", want: "must be from 0 to 1024, got 1000000000000"},
 		{name: "fraction of batch rows", config: validateConfig + "pipeline: {batch_rows: 0.9}\n", edit: keep,
 			field: "pipeline.batch_rows", want: "0.9 is not an integer"},
 		{name: "two documents in the config", config: validateConfig + "---\njobs: [other.yaml]\n", edit: keep,

@@ -12,24 +12,64 @@ import (
 	"time"
 )
 
+// MaxLineBytes is the longest line of a posts file: a post is a few
+// hundred bytes, and a file without line breaks (a binary, /dev/zero)
+// must fail instead of being read into memory whole.
+const MaxLineBytes = 1 << 20
+
+// openPosts opens a posts file: a regular file or a pipe, not a device or
+// a folder.
+func openPosts(path string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read posts: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("read posts: %w", err)
+	}
+	if m := st.Mode(); m&os.ModeDevice != 0 || m.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("read posts: %s is a device or a folder, not a file of posts (one per line)", path)
+	}
+	return f, nil
+}
+
+// readLine reads one line with its line ending, refusing one longer than
+// MaxLineBytes.
+func readLine(r *bufio.Reader) (string, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > MaxLineBytes {
+			return "", fmt.Errorf("a line longer than %d bytes: not a file of posts, one per line", MaxLineBytes)
+		}
+		line = append(line, chunk...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return string(line), err
+		}
+	}
+}
+
 // File yields one post per line of the file at path: post_id is
 // firstID plus the line's index (so with firstID 1, the line number), text
 // is the line without its line ending, created_at is now. Empty lines are
-// posts with empty text (the job marks them skipped). Lines of any length
-// are read whole. Only lines with index in [from, to) are yielded; to < 0
-// means to the end.
+// posts with empty text (the job marks them skipped). A line longer than
+// MaxLineBytes, a device and a folder are refused. Only lines with index
+// in [from, to) are yielded; to < 0 means to the end.
 func File(path string, firstID int64, from, to int64) iter.Seq2[Post, error] {
 	return func(yield func(Post, error) bool) {
-		f, err := os.Open(path)
+		f, err := openPosts(path)
 		if err != nil {
-			yield(Post{}, fmt.Errorf("read posts: %w", err))
+			yield(Post{}, err)
 			return
 		}
 		defer f.Close()
 		now := time.Now().UTC()
 		r := bufio.NewReaderSize(f, 1<<16)
 		for i := int64(0); ; i++ {
-			line, err := r.ReadString('\n')
+			line, err := readLine(r)
 			if errors.Is(err, io.EOF) && line == "" {
 				return
 			}
@@ -51,14 +91,15 @@ func File(path string, firstID int64, from, to int64) iter.Seq2[Post, error] {
 	}
 }
 
-// CountLines counts the posts PostsFile would yield for path.
+// CountLines counts the posts File would yield for path, refusing what
+// File refuses.
 func CountLines(path string) (int64, error) {
-	f, err := os.Open(path)
+	f, err := openPosts(path)
 	if err != nil {
-		return 0, fmt.Errorf("read posts: %w", err)
+		return 0, err
 	}
 	defer f.Close()
-	var n int64
+	var n, lineLen int64
 	var last byte = '\n'
 	buf := make([]byte, 1<<16)
 	for {
@@ -66,6 +107,9 @@ func CountLines(path string) (int64, error) {
 		for _, b := range buf[:k] {
 			if b == '\n' {
 				n++
+				lineLen = 0
+			} else if lineLen++; lineLen >= MaxLineBytes {
+				return 0, fmt.Errorf("read posts %s line %d: a line longer than %d bytes: not a file of posts, one per line", path, n+1, MaxLineBytes)
 			}
 		}
 		if k > 0 {
