@@ -120,9 +120,15 @@ func historyReaches(name string, meta table.Metadata, c Cursor, of int64) error 
 			e.Cut = *oldest.ParentSnapshotID
 		}
 	}
-	if c.SnapshotID == 0 {
+	switch {
+	case c.SnapshotID == 0:
 		// The start: every snapshot of the history must still be held.
 		reached = e.Cut == 0
+	case !reached && e.Cut == c.SnapshotID:
+		// The cursor's own snapshot is expired, but its child is the
+		// oldest held: every snapshot after the cursor is still there
+		// (ingestion's expiry of a table a consumer has caught up with).
+		reached = true
 	}
 	if !reached {
 		e.Held = c.SnapshotID != 0 && meta.SnapshotByID(c.SnapshotID) != nil

@@ -199,3 +199,56 @@ func postsReader(t *testing.T, tbl *table.Table, posts []postdata.Post) array.Re
 	require.NoError(t, err)
 	return rdr
 }
+
+// TestHistoryReachesAnExpiredWatermarkWhoseChildIsHeld: ingestion's
+// maintenance expired the watermark's own snapshot, but every snapshot
+// after it is held (the oldest held one's parent is the watermark): the
+// history reaches it, and the plan reads exactly the rows after it. It
+// is not a cut history (that stopped a caught-up job until a resync).
+func TestHistoryReachesAnExpiredWatermarkWhoseChildIsHeld(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	for _, tc := range []struct {
+		name string
+		// next makes the snapshots after the watermark that expiry keeps
+		// the oldest of; it returns the posts they appended.
+		next func(b *bundle) int
+	}{
+		{name: "an append after the watermark", next: func(b *bundle) int {
+			b.appendPosts(postdata.Post{ID: 3, Text: "c"}, postdata.Post{ID: 4, Text: "d"})
+			return 2
+		}},
+		{name: "a compaction after the watermark", next: func(b *bundle) int {
+			tasks, err := b.src.Scan().PlanFiles(ctx)
+			require.NoError(t, err)
+			rw, err := b.src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
+			require.NoError(t, err)
+			if b.src = rw.Table; b.src == nil {
+				b.src, err = b.cat.LoadTable(ctx, "social.posts")
+				require.NoError(t, err)
+			}
+			require.Equal(t, table.OpReplace, b.src.CurrentSnapshot().Summary.Operation)
+			return 0
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b := setup(t)
+			b.appendPosts(postdata.Post{ID: 1, Text: "a"})
+			w := b.appendPosts(postdata.Post{ID: 2, Text: "b"}) // the job's watermark
+			kept := tc.next(b)
+			b.src = expireAllButCurrent(t, b.src)
+			require.Nil(t, b.src.Metadata().SnapshotByID(w), "the watermark's snapshot is expired")
+
+			next := b.appendPosts(postdata.Post{ID: 10, Text: "new"})
+			c := storage.Cursor{SnapshotID: w}
+			require.NoError(t, storage.CheckHistory(b.src, c))
+			plan, err := storage.PlanAppends(ctx, b.src, c, next)
+			require.NoError(t, err)
+			assert.Equal(t, int64(kept+1), plan.Rows(), "the rows after the watermark, once")
+			assert.Equal(t, next, plan.End().SnapshotID)
+			// From the start the history is still cut.
+			require.ErrorIs(t, storage.CheckHistory(b.src, storage.Cursor{}), storage.ErrHistoryExpired)
+		})
+	}
+}
