@@ -397,15 +397,26 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 		}
 		from = pending[len(pending)-1].To
 	}
-	plan, err := storage.PlanAppends(ctx, src, from, ev.SnapshotID)
-	if err := planError(spec, err); err != nil {
-		return err
-	}
-	p.opts.stage(spec.Name, "plan", planStart)
 	if first {
 		res.From = wm.Cursor
 	}
 	res.To = wm.Cursor
+	plan, err := storage.PlanAppends(ctx, src, from, ev.SnapshotID)
+	if errors.Is(err, storage.ErrSnapshotNotFound) {
+		if stale, herr := expiredEvent(src, from); stale {
+			if res.Outcome == "" {
+				res.Outcome = OutcomeStale
+			}
+			log.Info("event's snapshot was expired by the table's maintenance and the watermark is past it: nothing to do", "watermark", wm.Cursor.String())
+			return nil
+		} else if herr != nil {
+			err = herr
+		}
+	}
+	if err := planError(spec, err); err != nil {
+		return err
+	}
+	p.opts.stage(spec.Name, "plan", planStart)
 	switch {
 	case plan.Stale, plan.UpToDate:
 		if res.Outcome == "" {
@@ -445,6 +456,28 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 	return p.pipeline(ctx, log, src, tgt, enr, plan, res, lastCommit{})
 }
 
+// expiredEvent tells what an event for a snapshot the source does not
+// hold means once snapshot expiry has cut the source's history. Expiry
+// removes the oldest ancestors first, so an expired snapshot of the
+// table is at or before the cut: when the history still reaches the
+// cursor, the cursor is past the event's snapshot (stale: its rows are
+// written), and when it does not, the event needs a resync like the
+// newest one (herr, ErrHistoryExpired). An uncut history says nothing
+// (false, nil): the snapshot never was the table's.
+func expiredEvent(src *table.Table, from storage.Cursor) (stale bool, herr error) {
+	if !errors.Is(storage.CheckHistory(src, storage.Cursor{}), storage.ErrHistoryExpired) {
+		return false, nil
+	}
+	err := storage.CheckHistory(src, from)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, storage.ErrHistoryExpired) {
+		return false, err
+	}
+	return false, nil
+}
+
 // planError maps the errors of PlanAppends to the classes an event needs.
 func planError(spec *enrich.Spec, err error) error {
 	switch {
@@ -469,7 +502,7 @@ const resyncWaitTime = time.Minute
 // snapshot a resync in progress of job catches up to: its rows would be
 // written twice if the consumer wrote them now.
 func resyncWait(job string, r storage.Resync) error {
-	return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (an interrupted one: run `enricher resync --job %s` again); the event waits",
+	return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (if no resync is running, one was interrupted: run `enricher resync --job %s` again); the event waits",
 		job, r.SnapshotID, r.Since.Format(time.RFC3339), job))
 }
 

@@ -39,12 +39,17 @@ func TestResyncCatchesUpAfterTheSourceHistoryExpired(t *testing.T) {
 	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 25; o.BatchRows = 10 })
 	_, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
-	b.AppendPosts(40)
+	s2 := b.AppendPosts(40)
 	s3 := b.AppendPosts(30)
 	expireSource(t, b)
 	_, err = p.Process(t.Context(), b.Event(s3))
 	reason, _ := consumer.IsPermanent(err)
 	require.Equal(t, consumer.ReasonHistoryExpired, reason)
+	// The event of the expired snapshot between says the same, not
+	// snapshot_not_found: it is the same cut history.
+	_, err = p.Process(t.Context(), b.Event(s2))
+	reason, _ = consumer.IsPermanent(err)
+	require.Equal(t, consumer.ReasonHistoryExpired, reason, "%v", err)
 
 	dry, err := p.Resync(t.Context(), pipeline.ResyncRequest{Job: b.Spec.Name, DryRun: true})
 	require.NoError(t, err)
@@ -64,6 +69,14 @@ func TestResyncCatchesUpAfterTheSourceHistoryExpired(t *testing.T) {
 	_, resyncing, err := storage.ResyncInProgress(tgt, b.Spec.Name)
 	require.NoError(t, err)
 	assert.False(t, resyncing, "the last commit removed the marker")
+
+	// The dead-lettered events, redriven, are done: s3 is the watermark,
+	// and s2 is expired and before it.
+	for _, snap := range []int64{s2, s3} {
+		res, err := p.Process(t.Context(), b.Event(snap))
+		require.NoError(t, err, "snapshot %d", snap)
+		assert.Zero(t, res[0].RowsWritten)
+	}
 
 	// Again: nothing is missing, nothing is written.
 	again, err := p.Resync(t.Context(), pipeline.ResyncRequest{Job: b.Spec.Name})
@@ -213,4 +226,35 @@ func TestAConsumerCommitLosingToAResyncChunkIsDropped(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(150), res.RowsWritten)
 	b.RequireExactlyOnce(200, nil)
+}
+
+// TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone: a job that
+// has caught up gets, late, the event of a snapshot ingestion has since
+// expired: it is before the watermark, so nothing is to do (not a dead
+// letter), and the next event reads on as usual.
+func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.Processor(nil)
+	s1 := b.AppendPosts(10)
+	s2 := b.AppendPosts(10)
+	_, err := p.Process(t.Context(), b.Event(s2))
+	require.NoError(t, err)
+	s3 := b.AppendPosts(10)
+	expireSource(t, b) // s1 and s2 expired; s3's parent is the watermark
+	res, err := p.Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	assert.Equal(t, pipeline.OutcomeStale, res[0].Outcome)
+	res, err = p.Process(t.Context(), b.Event(s3))
+	require.NoError(t, err)
+	assert.Equal(t, int64(10), res[0].RowsWritten)
+	b.RequireExactlyOnce(30, nil)
+
+	// A snapshot id the table never had is still snapshot_not_found
+	// when the history is whole.
+	c := setup(t)
+	c.AppendPosts(5)
+	_, err = c.Processor(nil).Process(t.Context(), c.Event(12345))
+	reason, _ := consumer.IsPermanent(err)
+	assert.Equal(t, consumer.ReasonSnapshotNotFound, reason)
 }
