@@ -141,9 +141,21 @@ func TestTargetPropertiesPassTheirOwnCheck(t *testing.T) {
 		table.ManifestMergeEnabledKey:        "yes please",
 		table.MetadataPreviousVersionsMaxKey: "ten",
 		"":                                   "x",
+		table.GCEnabledKey:                   "false",
 	} {
 		bad := maps.Clone(p)
 		bad[k] = v
 		assert.Error(t, storage.CheckProperties(bad), fmt.Sprintf("%s=%s", k, v))
 	}
+	// A name a letter or two from a known property is a typo that would
+	// leave the setting it meant unset; a name of the owner's own is fine.
+	for typo, want := range map[string]string{
+		"history.expire.min-snapshot-to-keep": table.MinSnapshotsToKeepKey,
+		"writ.target-file-size-bytes":         table.WriteTargetFileSizeBytesKey,
+		"commit.manifest-merge.enable":        table.ManifestMergeEnabledKey,
+	} {
+		err := storage.CheckProperties(map[string]string{typo: "5"})
+		assert.ErrorContains(t, err, "not an Iceberg property; did you mean "+want+"?", typo)
+	}
+	require.NoError(t, storage.CheckProperties(map[string]string{"owner": "data-team", "comment": "sentiment of posts", table.GCEnabledKey: "true"}))
 }

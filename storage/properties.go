@@ -1,13 +1,16 @@
 package storage
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/apache/iceberg-go/table"
 	"github.com/sethvargo/go-retry"
 )
@@ -89,9 +92,12 @@ func (c PropertyChange) String() string {
 
 // CheckProperties reports the first property of props that the enricher
 // cannot set on a table: a reserved Iceberg property (format-version,
-// uuid, ...), one of the enricher's own (enricher.*), or a value that the
-// table's readers and writers would reject or that would stop expiry
-// (history.expire.*, the metadata and manifest knobs, gc.enabled).
+// uuid, ...), one of the enricher's own (enricher.*), a name one or two
+// letters away from a known Iceberg property (a typo would leave the
+// setting it meant unset), or a value that the table's writers would
+// reject at the first commit or that would stop expiry and orphan cleanup
+// (history.expire.*, the metadata, manifest and Parquet writer knobs,
+// write.format.default, gc.enabled=false).
 func CheckProperties(props map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(props)) {
 		v := props[k]
@@ -104,29 +110,151 @@ func CheckProperties(props map[string]string) error {
 		if strings.HasPrefix(k, "enricher.") {
 			return fmt.Errorf("property %s: the enricher.* properties are the enricher's own (watermarks, maintenance)", k)
 		}
-		if err := checkValue(k, v); err != nil {
+		if near := nearestKnown(k); near != "" {
+			return fmt.Errorf("property %s: not an Iceberg property; did you mean %s?", k, near)
+		}
+		if err := checkValue(k, v, props); err != nil {
 			return fmt.Errorf("property %s=%q: %w", k, v, err)
 		}
 	}
 	return nil
 }
 
+// knownProperties are the Iceberg table properties iceberg-go reads, and
+// the legacy names of the expiry ones.
+var knownProperties = []string{
+	table.WriteDataPathKey, table.WriteMetadataPathKey, table.WriteMetadataLocationKey,
+	table.WriteObjectStorePartitionedPathsKey, table.ObjectStoreEnabledKey,
+	table.ReadSplitTargetSizeKey, table.ReadManifestListCacheEnabledKey, table.ReadSplitPlanningLookbackKey,
+	table.ReadSplitOpenFileCostKey, table.DefaultNameMappingKey, table.DefaultWriteMetricsModeKey,
+	table.ParquetRowGroupSizeBytesKey, table.ParquetRowGroupLimitKey, table.ParquetPageSizeBytesKey,
+	table.ParquetPageRowLimitKey, table.ParquetDictSizeBytesKey, table.ParquetPageVersionKey,
+	table.ParquetCompressionKey, table.ParquetCompressionLevelKey, table.ParquetBloomFilterMaxBytesKey,
+	table.ManifestMergeEnabledKey, table.ManifestTargetSizeBytesKey, table.ManifestMinMergeCountKey,
+	table.ManifestMergeMaxConcurrencyKey, table.WritePartitionSummaryLimitKey, table.WriteDeleteModeKey,
+	table.MetadataDeleteAfterCommitEnabledKey, table.MetadataPreviousVersionsMaxKey, table.MetadataCompressionKey,
+	table.WriteFormatDefaultKey, table.WriteTargetFileSizeBytesKey, table.GCEnabledKey,
+	table.MinSnapshotsToKeepKey, table.MaxSnapshotAgeMsKey, table.MaxRefAgeMsKey,
+	"min-snapshots-to-keep", "max-snapshot-age-ms", "max-ref-age-ms",
+	table.CommitNumRetriesKey, table.CommitMinRetryWaitMsKey, table.CommitMaxRetryWaitMsKey,
+	table.CommitTotalRetryTimeoutMsKey,
+}
+
+// nearestKnown is the known property k is a typo of: one at most two
+// edits away that is not k itself; "" for a known name or one far from
+// every known name (a property of the owner's own, such as "owner").
+func nearestKnown(k string) string {
+	if slices.Contains(knownProperties, k) {
+		return ""
+	}
+	for _, p := range knownProperties {
+		if editDistance(k, p, 2) <= 2 {
+			return p
+		}
+	}
+	return ""
+}
+
+// editDistance is the Levenshtein distance of a and b, or max+1 once it
+// is known to exceed max.
+func editDistance(a, b string, max int) int {
+	if d := len(a) - len(b); d > max || -d > max {
+		return max + 1
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		best := cur[0]
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			best = min(best, cur[j])
+		}
+		if best > max {
+			return max + 1
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// parquetCodecs are the write.parquet.compression-codec values iceberg-go
+// writes with (TestEveryAcceptedParquetSettingWrites writes a file with
+// each); lzo is in its list but not implemented by arrow-go, and an
+// unknown name falls back to uncompressed with a warning.
+var parquetCodecs = map[string]compress.Compression{
+	"zstd": compress.Codecs.Zstd, "snappy": compress.Codecs.Snappy, "gzip": compress.Codecs.Gzip,
+	"brotli": compress.Codecs.Brotli, "lz4raw": compress.Codecs.Lz4Raw, "uncompressed": compress.Codecs.Uncompressed,
+}
+
+// compressionLevels are the levels iceberg-go's writer takes per codec
+// (ValidateParquetWriteProperties in its table/internal); the other codecs
+// ignore the level.
+var compressionLevels = map[string][2]int{"gzip": {-3, 9}, "zstd": {-5, 22}, "brotli": {0, 11}}
+
 // checkValue checks the value of the properties whose meaning the
-// enricher relies on.
-func checkValue(k, v string) error {
+// enricher relies on or that the writers would reject; props is the
+// whole set (the compression level depends on the codec).
+func checkValue(k, v string, props map[string]string) error {
 	switch k {
-	case table.MetadataDeleteAfterCommitEnabledKey, table.ManifestMergeEnabledKey, table.GCEnabledKey:
+	case table.MetadataDeleteAfterCommitEnabledKey, table.ManifestMergeEnabledKey:
 		if _, err := strconv.ParseBool(v); err != nil {
 			return fmt.Errorf("want true or false")
 		}
+	case table.GCEnabledKey:
+		gc, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false")
+		}
+		if !gc {
+			return fmt.Errorf("false stops snapshot expiry and orphan cleanup, and with them the bounded metadata of a table that takes an event a minute")
+		}
 	case table.MetadataPreviousVersionsMaxKey, table.ManifestMinMergeCountKey, table.MinSnapshotsToKeepKey,
-		table.ManifestTargetSizeBytesKey, table.WriteTargetFileSizeBytesKey:
-		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
-			return fmt.Errorf("want a whole number of at least 1")
+		table.ManifestTargetSizeBytesKey, table.WriteTargetFileSizeBytesKey,
+		table.ParquetRowGroupSizeBytesKey, table.ParquetRowGroupLimitKey, table.ParquetPageSizeBytesKey,
+		table.ParquetPageRowLimitKey, table.ParquetDictSizeBytesKey:
+		if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 1 {
+			return fmt.Errorf("want a whole number from 1 to %d", math.MaxInt32)
+		}
+	case table.ParquetBloomFilterMaxBytesKey:
+		if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 32 || n > 128<<20 {
+			return fmt.Errorf("want a whole number of bytes from 32 to %d", 128<<20)
 		}
 	case table.MaxSnapshotAgeMsKey:
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
 			return fmt.Errorf("want a whole number of milliseconds, at least 0")
+		}
+	case table.WriteFormatDefaultKey:
+		if !strings.EqualFold(v, "parquet") {
+			return fmt.Errorf("iceberg-go writes Parquet only")
+		}
+	case table.ParquetPageVersionKey:
+		if v != "1" && v != "2" {
+			return fmt.Errorf("want 1 or 2")
+		}
+	case table.MetadataCompressionKey:
+		if v != "none" && v != "gzip" {
+			return fmt.Errorf("want none or gzip")
+		}
+	case table.ParquetCompressionKey:
+		if _, ok := parquetCodecs[v]; !ok {
+			return fmt.Errorf("want one of %s", strings.Join(slices.Sorted(maps.Keys(parquetCodecs)), ", "))
+		}
+	case table.ParquetCompressionLevelKey:
+		level, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("want a whole number")
+		}
+		name := cmp.Or(props[table.ParquetCompressionKey], table.ParquetCompressionDefault)
+		if r, ok := compressionLevels[name]; ok && level != -1 && (level < r[0] || level > r[1]) {
+			return fmt.Errorf("%s takes levels %d to %d, or -1 for its default", name, r[0], r[1])
 		}
 	}
 	return nil
