@@ -107,19 +107,37 @@ func (s *Spec) validateChat(bad func(field, format string, args ...any)) {
 	if m.MaxAttempts < 1 || m.MaxAttempts > 100 {
 		bad("model.max_attempts", "must be from 1 to 100, got %d", m.MaxAttempts)
 	}
-	if m.MaxTokensPerRow < 0 {
-		bad("model.max_tokens_per_row", "must not be negative, got %d (0 derives it from the outputs)", m.MaxTokensPerRow)
+	if m.MaxTokensPerRow < 0 || m.MaxTokensPerRow > maxTokensPerRow {
+		bad("model.max_tokens_per_row", "must be from 0 to %d, got %d (0 derives it from the outputs)", maxTokensPerRow, m.MaxTokensPerRow)
+	} else if n := int64(m.MaxTokensPerRow) * int64(max(m.RowsPerRequest, 1)); n > maxAnswerTokens {
+		bad("model.max_tokens_per_row", "%d tokens a row for %d rows a request is an answer of %d tokens, more than any model writes (%d): lower it or model.rows_per_request",
+			m.MaxTokensPerRow, m.RowsPerRequest, n, maxAnswerTokens)
 	}
 	if m.MaxTokensTotal < 0 {
 		bad("model.max_tokens_total", "must not be negative, got %d (0 means no budget)", m.MaxTokensTotal)
 	}
-	if m.Prices.InputPerMillion < 0 || m.Prices.CachedInputPerMillion < 0 || m.Prices.OutputPerMillion < 0 {
-		bad("model.prices", "prices must not be negative")
+	for _, p := range []struct {
+		name string
+		v    float64
+	}{{"input_per_million", m.Prices.InputPerMillion}, {"cached_input_per_million", m.Prices.CachedInputPerMillion}, {"output_per_million", m.Prices.OutputPerMillion}} {
+		if p.v < 0 || p.v > maxPricePerMillion {
+			bad("model.prices."+p.name, "must be from 0 to %g (USD per million tokens), got %g", float64(maxPricePerMillion), p.v)
+		}
 	}
 	if m.Temperature < 0 || m.Temperature > 2 {
 		bad("model.temperature", "must be from 0 to 2, got %g", m.Temperature)
 	}
 }
+
+// Bounds of the model settings that reach arithmetic: far above any real
+// model (the largest answers are about 128k tokens, list prices are at
+// most hundreds of dollars per million tokens), low enough that token and
+// cost sums cannot overflow or become infinite.
+const (
+	maxTokensPerRow    = 32_768
+	maxAnswerTokens    = 128_000
+	maxPricePerMillion = 10_000
+)
 
 // Chat is the model backend for OpenAI-compatible chat-completion servers
 // and Azure OpenAI deployments (via github.com/sashabaranov/go-openai).

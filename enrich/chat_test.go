@@ -526,7 +526,7 @@ outputs: [{name: label, type: string}]
 		"negative rpm":             {`{provider: openai, rpm: -1}`, "p", "model.rpm: must not be negative"},
 		"bad timeout":              {`{provider: openai, timeout: soon}`, "p", `model.timeout: "soon" is not a positive duration`},
 		"unknown provider":         {`{provider: bard}`, "p", `model.provider: "bard" is not one of lexicon, openai, azure, noop`},
-		"negative cached price":    {`{provider: openai, prices: {cached_input_per_million: -0.1}}`, "p", "model.prices: prices must not be negative"},
+		"negative cached price":    {`{provider: openai, prices: {cached_input_per_million: -0.1}}`, "p", "model.prices.cached_input_per_million: must be from 0 to 10000"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"math"
+	"math/big"
 	"os"
 	"reflect"
 	"regexp"
@@ -113,6 +114,11 @@ func DecodeYAML(file string, data []byte, v any) error {
 		if errors.Is(err, io.EOF) {
 			return &SpecError{File: file, Reason: "file is empty"}
 		}
+		// A number yaml cannot put in its field (NaN or a fraction in an
+		// integer, an integer out of range) says so naming the field.
+		if errs := numberErrors(file, data, v); errs != nil {
+			return errs
+		}
 		return &SpecError{File: file, Reason: describeYAMLError(err)}
 	}
 	for {
@@ -131,6 +137,17 @@ func DecodeYAML(file string, data []byte, v any) error {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return &SpecError{File: file, Reason: describeYAMLError(err)}
+	}
+	return numberErrors(file, data, v)
+}
+
+// numberErrors are the number problems of data's first document for v,
+// each a *SpecError naming the field, joined; nil when there is none or
+// data is not YAML.
+func numberErrors(file string, data []byte, v any) error {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		return nil
 	}
 	var errs []error
 	checkNumbers(&doc, reflect.TypeOf(v), "", func(field string, line int, reason string) {
@@ -211,12 +228,34 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!float" {
+		if n.Kind != yaml.ScalarNode {
 			return
 		}
+		lo, hi := 0.0, math.Ldexp(1, t.Bits()) // the range [lo, hi) of t
+		if t.Kind() < reflect.Uint {
+			lo, hi = -math.Ldexp(1, t.Bits()-1), math.Ldexp(1, t.Bits()-1)
+		}
 		var x float64
-		if n.Decode(&x) == nil && x != math.Trunc(x) {
-			bad(path, n.Line, fmt.Sprintf("%s is not an integer", n.Value))
+		switch n.ShortTag() {
+		case "!!float":
+			if n.Decode(&x) != nil {
+				return
+			}
+			if math.IsNaN(x) || math.IsInf(x, 0) || x != math.Trunc(x) {
+				bad(path, n.Line, fmt.Sprintf("%s is not an integer", n.Value))
+				return
+			}
+		case "!!int":
+			var b big.Int
+			if _, ok := b.SetString(strings.ReplaceAll(n.Value, "_", ""), 0); !ok {
+				return // yaml says what is wrong
+			}
+			x, _ = new(big.Float).SetInt(&b).Float64()
+		default:
+			return
+		}
+		if x < lo || x >= hi {
+			bad(path, n.Line, fmt.Sprintf("%s is out of range", n.Value))
 		}
 	case reflect.Float32, reflect.Float64:
 		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!float" {

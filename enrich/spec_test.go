@@ -86,6 +86,13 @@ func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
 		{name: "lexicon score too narrow", from: "min: -1, max: 1", give: "min: 0, max: 1", field: "model.lexicon.score_field", want: "[-1, 1]"},
 		{name: "rows per request", from: "provider: lexicon,", give: "provider: lexicon, rows_per_request: 9999,", field: "model.rows_per_request", want: "from 1 to 500"},
 		{name: "unknown field", from: "version:", give: "versoin: x\nversion:", field: "", want: "line 3: unknown field versoin"},
+		{name: "NaN into an integer", from: "provider: lexicon,", give: "provider: lexicon, rpm: .nan,", field: "model.rpm", want: "line 6: .nan is not an integer"},
+		{name: "infinity into an integer", from: "provider: lexicon,", give: "provider: lexicon, rpm: .inf,", field: "model.rpm", want: ".inf is not an integer"},
+		{name: "float past int64", from: "provider: lexicon,", give: "provider: lexicon, rpm: 9.223372036854775808e18,", field: "model.rpm", want: "9.223372036854775808e18 is out of range"},
+		{name: "integer past int64", from: "provider: lexicon,", give: "provider: lexicon, tpm: 99999999999999999999,", field: "model.tpm", want: "99999999999999999999 is out of range"},
+		{name: "tokens per row", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 461168601842738791,", field: "model.max_tokens_per_row", want: "must be from 0 to 32768"},
+		{name: "an answer no model writes", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 10000, rows_per_request: 20,", field: "model.max_tokens_per_row", want: "an answer of 200000 tokens"},
+		{name: "a price that sums to infinity", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, prices: {output_per_million: 1e306},", field: "model.prices.output_per_million", want: "must be from 0 to 10000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
