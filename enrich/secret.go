@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Secret holds an API key. Every way of printing it (fmt verbs, slog, JSON,
@@ -152,17 +155,23 @@ func (s *scrubber) scrub(text string) string {
 	return out.String()
 }
 
-// canonical is text with its escapes decoded (%XX; \uXXXX below 0x80,
-// \/, with any number of backslashes, as JSON inside JSON has; a run of
-// backslashes before anything else is one backslash) and its
-// white space (also escaped: \n, \r, \t, %0A, \u0020, ...) removed: what
-// the key is searched in. canon[i] came from text[from[i]:to[i]].
+// canonical is text with its escapes decoded (%XX; \uXXXX; \/, with any
+// number of backslashes, as JSON inside JSON has; a run of backslashes
+// before anything else is one backslash; HTML's &#NNN; and &#xHH;) and
+// what separates characters without being one removed: white space, the
+// control characters (also escaped: \n, \f, \b, %0A, \u0020, ...), the
+// Unicode spaces (no-break, em, ...) and the invisible format characters
+// (zero-width space and joiners, soft hyphen, BOM), as they are or
+// escaped, and &nbsp;. A character beyond ASCII that is none of those is
+// one byte that matches no key's. This is what the key is searched in;
+// canon[i] came from text[from[i]:to[i]].
 func canonical(text string) (canon []byte, from, to []int) {
 	canon = make([]byte, 0, len(text))
 	from = make([]int, 0, len(text))
 	to = make([]int, 0, len(text))
 	for i := 0; i < len(text); {
 		c, n := text[i], 1
+		r := rune(-1) // a character beyond ASCII, when not -1
 		switch {
 		case c == '%' && i+2 < len(text) && isHex(text[i+1]) && isHex(text[i+2]):
 			c, n = unhex(text[i+1])<<4|unhex(text[i+2]), 3
@@ -174,15 +183,39 @@ func canonical(text string) (canon []byte, from, to []int) {
 			n = j - i // a run of backslashes is one, however often escaped
 			switch {
 			case j == len(text):
-			case text[j] == 'n' || text[j] == 'r' || text[j] == 't':
+			case strings.IndexByte("nrtfbv0", text[j]) >= 0:
 				c, n = ' ', j+1-i
 			case text[j] == '/':
 				c, n = '/', j+1-i
-			case text[j] == 'u' && j+4 < len(text) && text[j+1] == '0' && text[j+2] == '0' && isHex(text[j+3]) && isHex(text[j+4]):
-				c, n = unhex(text[j+3])<<4|unhex(text[j+4]), j+5-i
+			case text[j] == 'u' && j+4 < len(text) && isHex(text[j+1]) && isHex(text[j+2]) && isHex(text[j+3]) && isHex(text[j+4]):
+				v := rune(unhex(text[j+1]))<<12 | rune(unhex(text[j+2]))<<8 | rune(unhex(text[j+3]))<<4 | rune(unhex(text[j+4]))
+				n = j + 5 - i
+				if v < utf8.RuneSelf {
+					c = byte(v)
+				} else {
+					r = v
+				}
 			}
+		case c == '&':
+			if v, m, ok := htmlEntity(text[i:]); ok {
+				n = m
+				if v < utf8.RuneSelf {
+					c = byte(v)
+				} else {
+					r = v
+				}
+			}
+		case c >= utf8.RuneSelf:
+			r, n = utf8.DecodeRuneInString(text[i:])
 		}
-		if c != ' ' && c != '\t' && c != '\n' && c != '\r' && c != '\v' && c != '\f' {
+		if r >= 0 {
+			if unicode.IsSpace(r) || unicode.Is(unicode.Cf, r) {
+				i += n
+				continue
+			}
+			c = 0x80 // one byte for the character: no key has it
+		}
+		if c > ' ' && c != 0x7f {
 			canon = append(canon, c)
 			from = append(from, i)
 			to = append(to, i+n)
@@ -190,6 +223,30 @@ func canonical(text string) (canon []byte, from, to []int) {
 		i += n
 	}
 	return canon, from, to
+}
+
+// htmlEntity decodes the character reference at the start of s: &#NNN;,
+// &#xHH; or &nbsp;, with its length.
+func htmlEntity(s string) (r rune, n int, ok bool) {
+	if strings.HasPrefix(s, "&nbsp;") {
+		return '\u00a0', len("&nbsp;"), true
+	}
+	if len(s) < 4 || s[1] != '#' {
+		return 0, 0, false
+	}
+	digits, base := s[2:], 10
+	if digits[0] == 'x' || digits[0] == 'X' {
+		digits, base = digits[1:], 16
+	}
+	end := strings.IndexByte(digits, ';')
+	if end < 1 || end > 7 {
+		return 0, 0, false
+	}
+	v, err := strconv.ParseUint(digits[:end], base, 32)
+	if err != nil || v > unicode.MaxRune {
+		return 0, 0, false
+	}
+	return rune(v), len(s) - len(digits) + end + 1, true
 }
 
 func isHex(c byte) bool {

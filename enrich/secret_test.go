@@ -31,19 +31,30 @@ func keyEncodings(key string) map[string]string {
 	}
 	quoted, _ := json.Marshal("key=" + key)
 	forms := map[string]string{
-		"as sent":                 key,
-		"bearer":                  "Bearer " + key,
-		"upper case":              strings.ToUpper(key),
-		"percent-encoded":         percent(key),
-		"query-escaped":           url.QueryEscape("Bearer " + key),
-		"JSON-escaped":            jsonEscaped(key),
-		"JSON string":             string(quoted),
-		"JSON string in JSON":     strings.ReplaceAll(string(quoted), `\`, `\\`),
-		"split by a newline":      key[:9] + "\n" + key[9:],
-		"split by CRLF and tabs":  key[:5] + "\r\n\t" + key[5:],
-		"split by an escaped \\n": key[:12] + `\n` + key[12:],
-		"hex":                     hex.EncodeToString([]byte(key)),
-		"HEX":                     strings.ToUpper(hex.EncodeToString([]byte(key))),
+		"as sent":                                  key,
+		"bearer":                                   "Bearer " + key,
+		"upper case":                               strings.ToUpper(key),
+		"percent-encoded":                          percent(key),
+		"query-escaped":                            url.QueryEscape("Bearer " + key),
+		"JSON-escaped":                             jsonEscaped(key),
+		"JSON string":                              string(quoted),
+		"JSON string in JSON":                      strings.ReplaceAll(string(quoted), `\`, `\\`),
+		"split by a newline":                       key[:9] + "\n" + key[9:],
+		"split by CRLF and tabs":                   key[:5] + "\r\n\t" + key[5:],
+		"split by an escaped \\n":                  key[:12] + `\n` + key[12:],
+		"split by an escaped \\f":                  key[:4] + `\f` + key[4:],
+		"split by an escaped \\b":                  key[:6] + `\b` + key[6:],
+		"split by \\u000c":                         key[:7] + `\u000c` + key[7:],
+		"split by a no-break space":                key[:4] + "\u00a0" + key[4:],
+		"split by an em space":                     key[:5] + "\u2003" + key[5:],
+		"split by a zero-width space and a joiner": key[:3] + "\u200b" + key[3:8] + "\u200d" + key[8:],
+		"split by a soft hyphen and a BOM":         key[:6] + "\u00ad" + key[6:10] + "\ufeff" + key[10:],
+		"split by escaped invisible characters":    key[:4] + `\u00a0` + key[4:9] + `\u200B` + key[9:],
+		"split by &nbsp;":                          key[:4] + "&nbsp;" + key[4:],
+		"HTML decimal references":                  htmlRefs(key, "&#%d;"),
+		"HTML hex references":                      htmlRefs(key, "&#x%x;"),
+		"hex":                                      hex.EncodeToString([]byte(key)),
+		"HEX":                                      strings.ToUpper(hex.EncodeToString([]byte(key))),
 	}
 	// Base64 of the key alone and inside longer texts, at each alignment,
 	// in both alphabets, with and without padding, and wrapped.
@@ -56,6 +67,15 @@ func keyEncodings(key string) map[string]string {
 	b := base64.StdEncoding.EncodeToString([]byte("Authorization: Bearer " + key))
 	forms["base64 wrapped at 20"] = b[:20] + "\n" + b[20:40] + "\n" + b[40:]
 	return forms
+}
+
+// htmlRefs writes each byte of s as an HTML character reference.
+func htmlRefs(s, format string) string {
+	var b strings.Builder
+	for i := range len(s) {
+		fmt.Fprintf(&b, format, s[i])
+	}
+	return b.String()
 }
 
 // leaks reports whether text still holds key in a form a reader could
