@@ -136,7 +136,7 @@ func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 		return nil, err
 	}
 	if cfg.MustExist {
-		if err := cfg.checkExists(); err != nil {
+		if err := cfg.CheckExists(); err != nil {
 			return nil, err
 		}
 	}
@@ -171,9 +171,9 @@ func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 	return &Catalog{cat: cat}, nil
 }
 
-// checkExists reports a local sqlite file or warehouse folder of cfg that
-// does not exist.
-func (cfg CatalogConfig) checkExists() error {
+// CheckExists reports a local sqlite file or warehouse folder of cfg that
+// does not exist (a typo in the config); remote catalogs are not checked.
+func (cfg CatalogConfig) CheckExists() error {
 	if cfg.Type != CatalogSQL {
 		return nil // remote catalogs: the catalog itself answers
 	}

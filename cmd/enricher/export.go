@@ -46,6 +46,9 @@ func (c *exportCmd) Validate() error {
 	if c.format != storage.FormatJSONL && c.format != storage.FormatCSV {
 		return fmt.Errorf("%w: --format %q: want jsonl or csv", errUsage, c.format)
 	}
+	if c.limit < 0 {
+		return fmt.Errorf("%w: --limit %d must not be negative (0: all rows)", errUsage, c.limit)
+	}
 	return nil
 }
 

@@ -187,6 +187,22 @@ func TestUsageErrors(t *testing.T) {
 	require.ErrorContains(t, err, `--format "xml": want jsonl or csv`)
 	_, err = run(t, "ingest", "--config", "x.yaml")
 	require.ErrorContains(t, err, "--posts FILE is required")
+	// Negative numbers are refused, not read as a default.
+	for args, want := range map[string]string{
+		"export --limit -5":        "--limit -5 must not be negative",
+		"run --concurrency -5":     "--concurrency -5: want 1 to 1024",
+		"run --concurrency 0":      "--concurrency 0: want 1 to 1024",
+		"run --retry-backoff -1s":  "--retry-backoff -1s: want 0 to 15m0s",
+		"run --shutdown-grace -1s": "--shutdown-grace -1s must not be negative",
+	} {
+		a := append(strings.Fields(args), "--config", "x.yaml", "--table", "a.b")
+		if a[0] == "run" {
+			a = append(a[:len(a)-2], "--queue-url", "http://localhost/q")
+		}
+		_, err = run(t, a...)
+		require.ErrorIs(t, err, errUsage, args)
+		assert.ErrorContains(t, err, want, args)
+	}
 }
 
 // sharedData finds ../shared/data (beside the repository) or

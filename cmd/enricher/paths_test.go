@@ -35,6 +35,10 @@ func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 				{"export", "--table", "social.posts_sentiment"},
 				{"replay", "--job", "sentiment", "--only-status", "failed"},
 				{"orphans"},
+				{"maintain"},
+				{"resync", "--job", "sentiment"},
+				{"batches", "list"},
+				{"validate"},
 				{"publish", "--queue-url", "http://127.0.0.1:1/q", "--table", "social.posts"},
 				{"run", "--queue-url", "http://127.0.0.1:1/q"},
 			} {

@@ -133,6 +133,15 @@ func (r *runCmd) Validate() error {
 	if r.wait < time.Second || r.wait > 20*time.Second {
 		return fmt.Errorf("%w: --wait %s: SQS long polls last 1s to 20s", errUsage, r.wait)
 	}
+	if r.concurrency < 1 || r.concurrency > 1024 {
+		return fmt.Errorf("%w: --concurrency %d: want 1 to 1024 messages at once", errUsage, r.concurrency)
+	}
+	if r.grace < 0 {
+		return fmt.Errorf("%w: --shutdown-grace %s must not be negative", errUsage, r.grace)
+	}
+	if r.backoff < 0 || r.backoff > consumer.MaxRetryBackoff {
+		return fmt.Errorf("%w: --retry-backoff %s: want 0 to %s", errUsage, r.backoff, consumer.MaxRetryBackoff)
+	}
 	log, err := r.g.logger(slog.LevelInfo)
 	if err != nil {
 		return err

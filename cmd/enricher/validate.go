@@ -28,7 +28,8 @@ func newValidateCmd(g *globals) *cobra.Command {
 		Long: `validate loads the runtime config and every job spec it names, checks them, and
 prints what each job reads, asks and writes. It exits non-zero on the first
 invalid file, naming the file, the field and the reason, which is also what
-run, status, demo and the Lambda handler do at start.`,
+run, status, demo and the Lambda handler do at start, and when a local
+sqlite catalog file or warehouse folder the config names does not exist.`,
 		Example: `  enricher validate --config enricher-demo/enricher.yaml`,
 		Args:    cobra.NoArgs,
 		RunE:    runE(c),
@@ -46,6 +47,9 @@ func (c *validateCmd) Run(context.Context) error {
 	}
 	specs, err := cfg.loadSpecs(enrich.Overrides{})
 	if err != nil {
+		return err
+	}
+	if err := cfg.Catalog.CheckExists(); err != nil {
 		return err
 	}
 	out := c.g.stdout

@@ -25,6 +25,10 @@ func validateDir(t *testing.T, config string, edit func(spec string) string) (st
 	require.NoError(t, os.WriteFile(spec, []byte(edit(string(data))), 0o644))
 	cfg := filepath.Join(dir, "enricher.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o644))
+	// The catalog file and warehouse folder validateConfig names, which
+	// validate checks are there.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "catalog.db"), nil, 0o644))
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "warehouse"), 0o755))
 	return cfg, spec
 }
 
