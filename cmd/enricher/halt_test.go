@@ -40,9 +40,14 @@ func TestRunHaltsOnAKeyTheServerRefuses(t *testing.T) {
 	api := sqstest.Client(t)
 	assert.Empty(t, sqstest.ReceiveAll(t, api, dlq), "a halt dead-letters nothing")
 	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 1, "nothing written but the demo's row")
+	// status says which job fails and why, from the record on its target.
+	status := mustRun(t, "status", "--config", cfg)
+	assert.Regexp(t, `last failure +\S+, FAILING: no commit since \(halt\), snapshot \d+: job sentiment, .*HTTP 401`, status)
+	assert.NotContains(t, status, "sk-wrong")
 
 	t.Setenv("OPENAI_API_KEY", "sk-right")
 	_, stderr, err = runBoth(t, chat...)
 	require.NoError(t, err, stderr)
 	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 41)
+	assert.Contains(t, mustRun(t, "status", "--config", cfg), "before the last commit: the job has moved on since")
 }

@@ -51,7 +51,14 @@ table, two columns) for its rows by status and its skipped rows by reason
 (a blank text, a language the model does not read). A resync in progress is
 named, and so are a job's Batch API batches submitted and not yet collected
 (how many, their rows, the oldest one's ID and age; enricher batches list
-shows each).`,
+shows each).
+
+A job whose events fail shows its last failure as a consumer recorded it on
+the target (run and the Lambda handler record one at most once a minute per
+job): when, how it was taken (retry, retry_after, permanent with its
+dead-letter reason, halt), the event's snapshot and the error; "FAILING"
+when the job has not committed since, so one failing job among several on a
+table is told apart from the others.`,
 		Example: `  enricher status --config enricher-demo/enricher.yaml
   enricher status --format json`,
 		Args: cobra.NoArgs,
@@ -138,6 +145,17 @@ func (c *statusCmd) Run(ctx context.Context) error {
 		}
 		if s.Resync != "" {
 			fmt.Fprintf(tw, "  resync\t%s\n", s.Resync)
+		}
+		if f := s.LastFailure; f != nil {
+			state := "before the last commit: the job has moved on since"
+			if s.Failing {
+				state = "FAILING: no commit since"
+			}
+			why := f.Class
+			if f.Reason != "" {
+				why += ", " + f.Reason
+			}
+			fmt.Fprintf(tw, "  last failure\t%s, %s (%s), snapshot %d: %s\n", f.At.Format(time.RFC3339), state, why, f.Snapshot, f.Error)
 		}
 		if len(s.Batches) > 0 {
 			var rows int64

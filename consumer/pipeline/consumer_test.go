@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/iceberg-go/table"
@@ -157,6 +158,21 @@ func TestOneFailingJobHoldsBackNoOther(t *testing.T) {
 			require.NoError(t, res[1].Err)
 			b.RequireExactlyOnce(50, nil)
 
+			// status tells the failing job from the other, with why.
+			st, err := p.Status(t.Context())
+			require.NoError(t, err)
+			require.Len(t, st, 2)
+			require.NotNil(t, st[0].LastFailure, "the failing job's failure is recorded on its target")
+			assert.True(t, st[0].Failing)
+			assert.Equal(t, tt.wantClass.String(), st[0].LastFailure.Class)
+			assert.Equal(t, s1, st[0].LastFailure.Snapshot)
+			assert.Contains(t, st[0].LastFailure.Error, "job first")
+			if tt.wantClass == consumer.ClassPermanent {
+				assert.Equal(t, consumer.ReasonSchemaMismatch, st[0].LastFailure.Reason)
+			}
+			assert.Nil(t, st[1].LastFailure, "the other job did not fail")
+			assert.False(t, st[1].Failing)
+
 			// The redelivery is a no-op for the job that is done.
 			rep, _ = p.Handle(t.Context(), &consumer.Message{ID: "m", Body: b.Event(s1).Encode()})
 			assert.Equal(t, pipeline.OutcomeUpToDate, rep.(*pipeline.Report).Results[1].Outcome)
@@ -285,4 +301,37 @@ func TestConflictWithARacingConsumerDropsTheChunk(t *testing.T) {
 	assert.Zero(t, res[0].RowsWritten, "the loser wrote nothing")
 	b.RequireExactlyOnce(600, func(int64) int64 { return s1 })
 	requireNoOrphans(b)
+}
+
+// TestARecordedFailureBeforeACommitIsNotFailing: once the job commits
+// after its last recorded failure, status keeps the record but no longer
+// calls the job failing; a long error is cut, and recording on a target
+// that does not exist yet is no error.
+func TestARecordedFailureBeforeACommitIsNotFailing(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	require.NoError(t, b.Cat.RecordFailure(t.Context(), b.Spec.Target.Table, b.Spec.Name,
+		storage.JobFailure{At: time.Now().UTC(), Class: "retry", Error: "no target yet"}))
+	p := b.Processor(nil)
+	s1 := b.AppendPosts(10)
+	_, err := p.Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	st, err := p.Status(t.Context())
+	require.NoError(t, err)
+	assert.Nil(t, st[0].LastFailure, "nothing was recorded before the target existed")
+
+	require.NoError(t, b.Cat.RecordFailure(t.Context(), b.Spec.Target.Table, b.Spec.Name,
+		storage.JobFailure{At: time.Now().UTC().Add(-time.Hour), Class: "retry", Error: strings.Repeat("é", 2000), Snapshot: 7}))
+	st, err = p.Status(t.Context())
+	require.NoError(t, err)
+	require.NotNil(t, st[0].LastFailure)
+	assert.False(t, st[0].Failing, "the job committed after it")
+	assert.LessOrEqual(t, len(st[0].LastFailure.Error), 1000+len("…"))
+	assert.True(t, utf8.ValidString(st[0].LastFailure.Error), "cut at a character boundary")
+
+	require.NoError(t, b.Cat.RecordFailure(t.Context(), b.Spec.Target.Table, b.Spec.Name,
+		storage.JobFailure{At: time.Now().UTC().Add(time.Second), Class: "halt", Error: "401"}))
+	st, err = p.Status(t.Context())
+	require.NoError(t, err)
+	assert.True(t, st[0].Failing)
 }

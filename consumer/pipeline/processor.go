@@ -67,6 +67,11 @@ type Options struct {
 	// or four times MaintainMinFiles whenever it was last maintained.
 	MaintainEvery    time.Duration
 	MaintainMinFiles int64
+	// FailureRecordEvery is how often at most a job's failure is
+	// recorded on its target (storage.RecordFailure, for status), per
+	// job and processor: a commit each, so an outage costs one a minute
+	// (default), not one per delivery. Negative: never.
+	FailureRecordEvery time.Duration
 	// BatchClaimGrace is how long a batch input file recorded without its
 	// batch is left to the process that recorded it before another one
 	// looks the batch up or creates it (default 5m, and never less than
@@ -110,6 +115,9 @@ func (o *Options) setDefaults() {
 	if o.ReadConcurrency <= 0 {
 		o.ReadConcurrency = 2
 	}
+	if o.FailureRecordEvery == 0 {
+		o.FailureRecordEvery = time.Minute
+	}
 	if o.MaintainEvery <= 0 {
 		o.MaintainEvery = time.Hour
 	}
@@ -140,6 +148,9 @@ type Processor struct {
 	// reconciled holds the jobs whose target.properties were set on
 	// their existing target by this processor (once per process).
 	reconciled sync.Map
+	// recorded holds when each job's failure was last recorded.
+	recordMu sync.Mutex
+	recorded map[string]time.Time
 }
 
 // NewProcessor returns a processor for jobs on the tables of cat.
@@ -155,7 +166,7 @@ func NewProcessor(cat *storage.Catalog, jobs []Job, opts Options) (*Processor, e
 		names[j.Spec.Name] = true
 	}
 	opts.setDefaults()
-	return &Processor{cat: cat, jobs: jobs, opts: opts}, nil
+	return &Processor{cat: cat, jobs: jobs, opts: opts, recorded: map[string]time.Time{}}, nil
 }
 
 // Jobs returns the processor's jobs.
@@ -238,6 +249,7 @@ func (p *Processor) Process(ctx context.Context, ev consumer.SnapshotEvent) ([]R
 			r.Err = Classify(fmt.Errorf("job %s, table %s, snapshot %d: %w", j.Spec.Name, ev.Table, ev.SnapshotID, err))
 			r.Outcome = OutcomeFailed
 			errs = append(errs, r.Err)
+			p.recordFailure(ctx, j, ev, r.Err)
 			if len(jobs) > 1 {
 				p.opts.Logger.Warn("job failed; the event's other jobs go on", "job", j.Spec.Name, "table", ev.Table,
 					"snapshot", ev.SnapshotID, "class", classOf(r.Err), "err", r.Err)
@@ -305,6 +317,31 @@ type jobErrors struct {
 
 func (e *jobErrors) Error() string   { return e.all.Error() }
 func (e *jobErrors) Unwrap() []error { return e.passing }
+
+// recordFailure writes job j's failure of ev on its target for status,
+// at most once per Options.FailureRecordEvery; a shutdown is no failure.
+// Recording is best effort: when it fails (the catalog may be what
+// failed) it says so in the log.
+func (p *Processor) recordFailure(ctx context.Context, j Job, ev consumer.SnapshotEvent, err error) {
+	if p.opts.FailureRecordEvery < 0 || ctx.Err() != nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	now := time.Now()
+	p.recordMu.Lock()
+	if last, ok := p.recorded[j.Spec.Name]; ok && now.Sub(last) < p.opts.FailureRecordEvery {
+		p.recordMu.Unlock()
+		return
+	}
+	p.recorded[j.Spec.Name] = now
+	p.recordMu.Unlock()
+	reason, _ := consumer.IsPermanent(err)
+	f := storage.JobFailure{At: now.UTC(), Class: classOf(err), Reason: reason, Error: err.Error(), Snapshot: ev.SnapshotID}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if rerr := p.cat.RecordFailure(rctx, j.Spec.Target.Table, j.Spec.Name, f); rerr != nil {
+		p.opts.Logger.Warn("could not record the job's failure on its target (status will not show it)", "job", j.Spec.Name, "err", rerr)
+	}
+}
 
 func classOf(err error) string {
 	c, _ := consumer.Classify(err)

@@ -46,6 +46,11 @@ type JobStatus struct {
 	// Resync says that a resync of the job is in progress (or was cut
 	// short), from its marker on the target.
 	Resync string `json:"resync,omitempty"`
+	// LastFailure is the job's last failure a consumer recorded on the
+	// target (storage.RecordFailure), and Failing whether it came after
+	// the job's last commit: the job has not moved on since.
+	LastFailure *storage.JobFailure `json:"last_failure,omitempty"`
+	Failing     bool                `json:"failing,omitempty"`
 	// Batches are the job's Batch API batches submitted and not yet
 	// committed, oldest first (`enricher batches list` shows them).
 	Batches []PendingBatchStatus `json:"pending_batches,omitempty"`
@@ -175,6 +180,12 @@ func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) e
 		if wm.TargetSnapshotID != 0 {
 			at := wm.CommittedAt
 			s.LastCommit = &at
+		}
+		if f, ok, err := storage.LastFailure(tgt, s.Job); err != nil {
+			return err
+		} else if ok {
+			s.LastFailure = &f
+			s.Failing = s.LastCommit == nil || f.At.After(*s.LastCommit)
 		}
 		if cur := tgt.CurrentSnapshot(); cur != nil && cur.Summary != nil {
 			s.TargetRows = cur.Summary.Properties["total-records"]
