@@ -94,7 +94,7 @@ func NewSource(ctx context.Context, api API, cfg Config) (*Source, error) {
 	}
 	s := &Source{api: api, cfg: cfg, fifo: IsFIFO(cfg.QueueURL)}
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       &cfg.QueueURL,
+		QueueUrl: &cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy,
 			types.QueueAttributeNameMaximumMessageSize},
 	})
