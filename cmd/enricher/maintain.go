@@ -38,7 +38,10 @@ func newMaintainCmd(g *globals) *cobra.Command {
 		Use:   "maintain [--job J] [--orphan-grace DUR] [--no-writers] [--skip-orphans] [--format text|json]",
 		Short: "Compact, rewrite manifests, expire snapshots and delete orphan files of the target tables",
 		Long: `maintain maintains the target table of every job in the config (or of --job),
-one after the other, in four steps, each its own Iceberg commit:
+one after the other. It first sets the job's target.properties on the table
+where they differ (as a consumer does when it opens the target), so that the
+retention and file size the spec says now are what the steps follow. Then four
+steps, each its own Iceberg commit:
 
   1. compaction: data files under 75% of the table's
      write.target-file-size-bytes (default 512 MiB) are rewritten, bin-packed,
@@ -70,10 +73,12 @@ of a commit in flight could be deleted: below ` + storage.MinOrphanGrace.String(
 --no-writers says that every consumer, replay, resync and "batches collect" of
 these tables is stopped.
 
-run, the Lambda handler and demo already expire snapshots after their
-commits, and after an event's commits run this maintenance on their own once
-a target holds 64 data files and was not maintained for an hour (compacting
-to 32 MiB files). Schedule maintain where that does not reach: targets whose
+run, the Lambda handler, demo and replay already expire snapshots after their
+commits, and run, the Lambda handler and demo run this maintenance on their own
+after an event's commits once a target holds 64 data files and was not
+maintained for an hour, or holds 256 whenever it was last maintained
+(pipeline.maintain_every and pipeline.maintain_min_files; compacting to 32 MiB
+files). Schedule maintain where that does not reach: targets whose
 consumers are paused or see few events (the automatic run only follows a
 commit), compaction to the table's own target file size, and tables nothing
 else maintains. In AWS, an EventBridge Scheduler schedule can start it on
@@ -143,6 +148,20 @@ func (m *maintainCmd) Run(ctx context.Context) error {
 	for i, t := range targets {
 		log := m.log.With("target", t.table, "job", t.job)
 		log.Info("maintaining target", "n", i+1, "of", len(targets), "orphan_cleanup", !m.skipOrphans)
+		// The job's target.properties first, as a consumer would set them
+		// (retention, file size): maintenance then follows what the spec
+		// says now.
+		if len(t.props) > 0 {
+			_, changes, err := cat.ReconcileProperties(ctx, t.table, t.props)
+			switch {
+			case errors.Is(err, storage.ErrTableNotFound):
+			case err != nil:
+				return fmt.Errorf("maintain %s: set the job's target.properties: %w", t.table, err)
+			}
+			for _, c := range changes {
+				log.Info("target property set", "change", c.String())
+			}
+		}
 		rep, err := cat.Maintain(ctx, t.table, opts)
 		missing := errors.Is(err, storage.ErrTableNotFound) && rep.Before.Table == ""
 		switch {

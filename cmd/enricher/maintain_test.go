@@ -291,3 +291,25 @@ func loadTable(t *testing.T, cfgPath, name string) (tbl *table.Table, done func(
 	}
 	return tbl, func() { _ = cat.Close() }
 }
+
+// TestMaintainFollowsTheSpecsTargetProperties: a retention added to the
+// job spec after the target was created is set by maintain itself (no
+// consumer has to open the target first) and its expiry keeps that many.
+func TestMaintainFollowsTheSpecsTargetProperties(t *testing.T) {
+	t.Parallel()
+	work, cfg := newDemo(t, "--generate", "60", "--rounds", "15")
+	spec := filepath.Join(work, "jobs", "sentiment.yaml")
+	data, err := os.ReadFile(spec)
+	require.NoError(t, err)
+	edited := strings.Replace(string(data), "target:\n  table: social.posts_sentiment\n",
+		"target:\n  table: social.posts_sentiment\n  properties:\n    history.expire.min-snapshots-to-keep: \"2\"\n", 1)
+	require.NotEqual(t, string(data), edited)
+	require.NoError(t, os.WriteFile(spec, []byte(edited), 0o644))
+
+	out, logs, err := runBoth(t, "maintain", "--config", cfg, "--format", "json")
+	require.NoError(t, err, logs)
+	assert.Contains(t, logs, "history.expire.min-snapshots-to-keep=2 (was unset)")
+	r := decodeAll(t, out)[0]
+	assert.LessOrEqual(t, num(t, r, "after", "snapshots"), int64(2+2), "the newest 2, and maintenance's own")
+	assert.Contains(t, mustRun(t, "status", "--config", cfg), "retention: the newest 2")
+}

@@ -9,9 +9,11 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
-// jobTarget is a target table and the job that writes it.
+// jobTarget is a target table and the job that writes it, with the
+// job's target.properties.
 type jobTarget struct {
 	job, table string
+	props      map[string]string
 }
 
 // openTargets loads the config and its job specs (no models: the commands
@@ -32,7 +34,7 @@ func (g *globals) openTargets(ctx context.Context, job string) (*Config, *storag
 	for _, s := range specs {
 		names = append(names, s.Name)
 		if job == "" || s.Name == job {
-			out = append(out, jobTarget{job: s.Name, table: s.Target.Table})
+			out = append(out, jobTarget{job: s.Name, table: s.Target.Table, props: s.Target.Properties})
 		}
 	}
 	if job != "" && len(out) == 0 {

@@ -477,7 +477,9 @@ func (p *Processor) runJob(ctx context.Context, j Job, ev consumer.SnapshotEvent
 		if s.Operation != string(table.OpReplace) && s.AddedRecords > 0 {
 			// A MERGE or an overwrite upstream: rows it added are not
 			// enriched by the consumer; resync brings them in by key.
-			attrs = append(attrs, "added_rows_not_enriched", s.AddedRecords, "hint", "enricher resync --job "+spec.Name)
+			// added-records also counts the rows a copy-on-write delete
+			// or overwrite rewrote unchanged: an upper bound.
+			attrs = append(attrs, "added_rows_at_most_not_enriched", s.AddedRecords, "hint", "enricher resync --job "+spec.Name+" --dry-run counts exactly")
 		}
 		log.Warn("passing over a snapshot that is not an append", attrs...)
 		res.Skipped = append(res.Skipped, s)
