@@ -16,6 +16,23 @@ import (
 	"github.com/socialdata/enricher/storage"
 )
 
+// compactSource rewrites every data file of the source into one, as
+// ingestion's maintenance would, and returns the replace snapshot.
+func compactSource(t *testing.T, b *bundle) *table.Snapshot {
+	t.Helper()
+	tasks, err := b.src.Scan().PlanFiles(t.Context())
+	require.NoError(t, err)
+	rw, err := b.src.RewriteDataFiles(t.Context(), []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
+	require.NoError(t, err)
+	if b.src = rw.Table; b.src == nil {
+		b.src, err = b.cat.LoadTable(t.Context(), "social.posts")
+		require.NoError(t, err)
+	}
+	snap := b.src.CurrentSnapshot()
+	require.Equal(t, table.OpReplace, snap.Summary.Operation)
+	return snap
+}
+
 // expireAllButCurrent expires every snapshot of tbl but the current one,
 // with iceberg-go's own maintenance, as an ingestion job would.
 func expireAllButCurrent(t *testing.T, tbl *table.Table) *table.Table {
@@ -144,16 +161,7 @@ func TestPlanCountsRowsOfSkippedSnapshots(t *testing.T) {
 	require.Equal(t, table.OpOverwrite, ow.Summary.Operation)
 
 	// A compaction: a replace snapshot adds no new rows.
-	tasks, err := b.src.Scan().PlanFiles(ctx)
-	require.NoError(t, err)
-	rw, err := b.src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
-	require.NoError(t, err)
-	if b.src = rw.Table; b.src == nil {
-		b.src, err = b.cat.LoadTable(ctx, "social.posts")
-		require.NoError(t, err)
-	}
-	replace := b.src.CurrentSnapshot()
-	require.Equal(t, table.OpReplace, replace.Summary.Operation)
+	replace := compactSource(t, b)
 	s4 := b.appendPosts(postdata.Post{ID: 7, Text: "g"})
 
 	plan, err := storage.PlanAppends(ctx, b.src, storage.Cursor{SnapshotID: s1}, s4)
@@ -219,15 +227,7 @@ func TestHistoryReachesAnExpiredWatermarkWhoseChildIsHeld(t *testing.T) {
 			return 2
 		}},
 		{name: "a compaction after the watermark", next: func(b *bundle) int {
-			tasks, err := b.src.Scan().PlanFiles(ctx)
-			require.NoError(t, err)
-			rw, err := b.src.RewriteDataFiles(ctx, []table.CompactionTaskGroup{{Tasks: tasks}}, table.RewriteDataFilesOptions{})
-			require.NoError(t, err)
-			if b.src = rw.Table; b.src == nil {
-				b.src, err = b.cat.LoadTable(ctx, "social.posts")
-				require.NoError(t, err)
-			}
-			require.Equal(t, table.OpReplace, b.src.CurrentSnapshot().Summary.Operation)
+			compactSource(t, b)
 			return 0
 		}},
 	} {
