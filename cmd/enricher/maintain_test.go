@@ -305,11 +305,15 @@ func TestMaintainFollowsTheSpecsTargetProperties(t *testing.T) {
 		"target:\n  table: social.posts_sentiment\n  properties:\n    history.expire.min-snapshots-to-keep: \"2\"\n", 1)
 	require.NotEqual(t, string(data), edited)
 	require.NoError(t, os.WriteFile(spec, []byte(edited), 0o644))
+	assert.Contains(t, mustRun(t, "status", "--config", cfg),
+		"not yet on the table: history.expire.min-snapshots-to-keep=2 (the next consumer or enricher maintain sets them)")
 
 	out, logs, err := runBoth(t, "maintain", "--config", cfg, "--format", "json")
 	require.NoError(t, err, logs)
 	assert.Contains(t, logs, "history.expire.min-snapshots-to-keep=2 (was unset)")
 	r := decodeAll(t, out)[0]
 	assert.LessOrEqual(t, num(t, r, "after", "snapshots"), int64(2+2), "the newest 2, and maintenance's own")
-	assert.Contains(t, mustRun(t, "status", "--config", cfg), "retention: the newest 2")
+	status := mustRun(t, "status", "--config", cfg)
+	assert.Contains(t, status, "retention: the newest 2")
+	assert.NotContains(t, status, "not yet on the table")
 }

@@ -146,6 +146,9 @@ func (c *statusCmd) Run(ctx context.Context) error {
 		if s.Resync != "" {
 			fmt.Fprintf(tw, "  resync\t%s\n", s.Resync)
 		}
+		if len(s.PropertiesToSet) > 0 {
+			fmt.Fprintf(tw, "  target.properties\tnot yet on the table: %s (the next consumer or enricher maintain sets them)\n", strings.Join(s.PropertiesToSet, ", "))
+		}
 		if f := s.LastFailure; f != nil {
 			state := "before the last commit: the job has moved on since"
 			if s.Failing {

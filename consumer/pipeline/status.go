@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -51,6 +52,10 @@ type JobStatus struct {
 	// the job's last commit: the job has not moved on since.
 	LastFailure *storage.JobFailure `json:"last_failure,omitempty"`
 	Failing     bool                `json:"failing,omitempty"`
+	// PropertiesToSet are the job's target.properties (key=value) the
+	// target does not have yet: the next consumer to open the target, or
+	// enricher maintain, sets them.
+	PropertiesToSet []string `json:"properties_to_set,omitempty"`
 	// Batches are the job's Batch API batches submitted and not yet
 	// committed, oldest first (`enricher batches list` shows them).
 	Batches []PendingBatchStatus `json:"pending_batches,omitempty"`
@@ -127,7 +132,7 @@ func (p *Processor) StatusWith(ctx context.Context, o StatusOptions) ([]JobStatu
 	var out []JobStatus
 	for _, j := range p.jobs {
 		s := JobStatus{Job: j.Spec.Name, SourceTable: j.Spec.Source.Table, TargetTable: j.Spec.Target.Table}
-		if err := p.status(ctx, &s, o); err != nil {
+		if err := p.status(ctx, j.Spec, &s, o); err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -139,7 +144,7 @@ func (p *Processor) StatusWith(ctx context.Context, o StatusOptions) ([]JobStatu
 	return out, nil
 }
 
-func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) error {
+func (p *Processor) status(ctx context.Context, spec *enrich.Spec, s *JobStatus, o StatusOptions) error {
 	src, err := p.cat.LoadTable(ctx, s.SourceTable)
 	if err != nil {
 		return err
@@ -180,6 +185,12 @@ func (p *Processor) status(ctx context.Context, s *JobStatus, o StatusOptions) e
 		if wm.TargetSnapshotID != 0 {
 			at := wm.CommittedAt
 			s.LastCommit = &at
+		}
+		have := tgt.Properties()
+		for _, k := range slices.Sorted(maps.Keys(spec.Target.Properties)) {
+			if v := spec.Target.Properties[k]; have[k] != v {
+				s.PropertiesToSet = append(s.PropertiesToSet, k+"="+v)
+			}
 		}
 		if f, ok, err := storage.LastFailure(tgt, s.Job); err != nil {
 			return err
