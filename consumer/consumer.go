@@ -374,14 +374,13 @@ func (c *Consumer) handle(ctx context.Context, log *slog.Logger, m *Message, sto
 	case ClassPermanent:
 		out.Reason, _ = IsPermanent(err)
 		out.Action = ActionDeadLettered
-		if settleErr = c.Source.DeadLetter(settle, m, out.Reason, err); settleErr != nil {
+		if settleErr = c.Source.DeadLetter(settle, m, out.Reason, err); errors.Is(settleErr, ErrNotDeadLettered) {
 			// Not in the dead-letter queue (it refused the message, or
-			// there is none): the message comes back after its
-			// visibility timeout, and the queue's own redrive takes it
-			// after maxReceiveCount receives. Counting it dead-lettered
-			// would hide that it cycles.
+			// there is none): the message comes back (the source's error
+			// says when), and the queue's own redrive takes it after
+			// maxReceiveCount receives. Counting it dead-lettered would
+			// hide that it cycles.
 			out.Action = ActionReleased
-			settleErr = fmt.Errorf("not dead-lettered (%s), back after its visibility timeout: %w", out.Reason, settleErr)
 		}
 	default:
 		out.Action = ActionReleased

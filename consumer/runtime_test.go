@@ -223,3 +223,57 @@ func TestPermanentFailuresAreDeadLetteredAtOnce(t *testing.T) {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// deadLetterFails is a MemQueue whose DeadLetter fails the way fail says.
+type deadLetterFails struct {
+	*consumer.MemQueue
+	fail func(q *consumer.MemQueue, ctx context.Context, m *consumer.Message, reason string, cause error) error
+}
+
+func (d *deadLetterFails) DeadLetter(ctx context.Context, m *consumer.Message, reason string, cause error) error {
+	return d.fail(d.MemQueue, ctx, m, reason, cause)
+}
+
+// TestADeadLetterThatFailsSaysWhereTheMessageIs: a dead-letter the queue
+// refused (ErrNotDeadLettered) leaves the message in the queue, so its
+// outcome is released; one whose later step failed (the message is in the
+// DLQ, its delete failed) stays dead_lettered with the error.
+func TestADeadLetterThatFailsSaysWhereTheMessageIs(t *testing.T) {
+	t.Parallel()
+	poison := func(string, int) error { return consumer.Permanent(consumer.ReasonBadMessage, errors.New("not JSON")) }
+	for _, tc := range []struct {
+		name   string
+		fail   func(q *consumer.MemQueue, ctx context.Context, m *consumer.Message, reason string, cause error) error
+		action string
+	}{
+		{name: "send refused", action: consumer.ActionReleased,
+			fail: func(q *consumer.MemQueue, ctx context.Context, m *consumer.Message, _ string, _ error) error {
+				_ = q.Release(ctx, m)
+				return fmt.Errorf("%w: message too large for the DLQ", consumer.ErrNotDeadLettered)
+			}},
+		{name: "delete failed after the send", action: consumer.ActionDeadLettered,
+			fail: func(q *consumer.MemQueue, ctx context.Context, m *consumer.Message, reason string, cause error) error {
+				return errors.Join(q.DeadLetter(ctx, m, reason, cause), errors.New("delete from source: throttled"))
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			q := consumer.NewMemQueue()
+			q.Publish([]byte("x"))
+			src := &deadLetterFails{MemQueue: q, fail: tc.fail}
+			var outcomes []consumer.MessageOutcome
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			c := &consumer.Consumer{Source: src, Handler: &script{answer: poison}, Logger: quiet(), Concurrency: 1,
+				OnOutcome: func(o consumer.MessageOutcome) {
+					outcomes = append(outcomes, o)
+					cancel() // one outcome is what the test looks at
+				}}
+			require.NoError(t, c.Run(ctx), "a cancelled consumer stops cleanly")
+			require.NotEmpty(t, outcomes)
+			assert.Equal(t, tc.action, outcomes[0].Action)
+			assert.Equal(t, consumer.ReasonBadMessage, outcomes[0].Reason)
+			require.Error(t, outcomes[0].Err)
+		})
+	}
+}

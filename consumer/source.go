@@ -10,6 +10,11 @@ import (
 // delivered everything and nothing is in flight: the consumer stops.
 var ErrDrained = errors.New("queue drained")
 
+// ErrNotDeadLettered is wrapped by a Source's DeadLetter error when the
+// message did not reach a dead-letter queue (there is none, or the send
+// failed): it comes back, and counts as released.
+var ErrNotDeadLettered = errors.New("not dead-lettered")
+
 // Message is one delivery of a queue message.
 type Message struct {
 	// ID identifies the message in its queue.
@@ -53,7 +58,10 @@ type Source interface {
 	// DeadLetter moves m out of the queue for good, keeping reason (one of
 	// the Reason constants) and cause's text with it for operators. A
 	// source without a dead-letter queue releases m and says so in its
-	// error.
+	// error. An error that wraps ErrNotDeadLettered says m is not in the
+	// dead-letter queue (none, or it refused m): m comes back; any other
+	// error says m is there but a later step failed (its delete: a
+	// duplicate may follow).
 	DeadLetter(ctx context.Context, m *Message, reason string, cause error) error
 }
 

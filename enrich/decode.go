@@ -231,13 +231,16 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 		if n.Kind != yaml.ScalarNode {
 			return
 		}
-		lo, hi := 0.0, math.Ldexp(1, t.Bits()) // the range [lo, hi) of t
+		// The range [lo, hi) of t, exactly.
+		lo, hi := new(big.Int), new(big.Int).Lsh(big.NewInt(1), uint(t.Bits()))
 		if t.Kind() < reflect.Uint {
-			lo, hi = -math.Ldexp(1, t.Bits()-1), math.Ldexp(1, t.Bits()-1)
+			hi.Rsh(hi, 1)
+			lo.Neg(hi)
 		}
-		var x float64
+		var v big.Int
 		switch n.ShortTag() {
 		case "!!float":
+			var x float64
 			if n.Decode(&x) != nil {
 				return
 			}
@@ -245,16 +248,15 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 				bad(path, n.Line, fmt.Sprintf("%s is not an integer", n.Value))
 				return
 			}
+			big.NewFloat(x).Int(&v)
 		case "!!int":
-			var b big.Int
-			if _, ok := b.SetString(strings.ReplaceAll(n.Value, "_", ""), 0); !ok {
+			if _, ok := v.SetString(strings.TrimPrefix(strings.ReplaceAll(n.Value, "_", ""), "+"), 0); !ok {
 				return // yaml says what is wrong
 			}
-			x, _ = new(big.Float).SetInt(&b).Float64()
 		default:
 			return
 		}
-		if x < lo || x >= hi {
+		if v.Cmp(lo) < 0 || v.Cmp(hi) >= 0 {
 			bad(path, n.Line, fmt.Sprintf("%s is out of range", n.Value))
 		}
 	case reflect.Float32, reflect.Float64:

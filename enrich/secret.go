@@ -238,8 +238,8 @@ func htmlEntity(s string) (r rune, n int, ok bool) {
 	if digits[0] == 'x' || digits[0] == 'X' {
 		digits, base = digits[1:], 16
 	}
-	end := strings.IndexByte(digits, ';')
-	if end < 1 || end > 7 {
+	end := strings.IndexByte(digits[:min(len(digits), 8)], ';') // never further: a text of "&#" would be quadratic
+	if end < 1 {
 		return 0, 0, false
 	}
 	v, err := strconv.ParseUint(digits[:end], base, 32)

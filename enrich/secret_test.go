@@ -137,3 +137,19 @@ func BenchmarkScrubAnswerBody(b *testing.B) {
 		_ = s.scrub(text)
 	}
 }
+
+// BenchmarkScrubHostileBody: a body that is all escape starts ("&#",
+// "\u00", "%") is scrubbed at about the speed of an answer body (each
+// start looks a few bytes ahead, never to the end).
+func BenchmarkScrubHostileBody(b *testing.B) {
+	s := newScrubber(NewSecret("sk-proj-" + strings.Repeat("Ab3dE-f_Gh1jK2lMn0pQ", 8)))
+	for name, start := range map[string]string{"html": "&#", "json": `\u00`, "percent": "%"} {
+		text := strings.Repeat(start, (1<<20)/len(start))
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(text)))
+			for b.Loop() {
+				_ = s.scrub(text)
+			}
+		})
+	}
+}

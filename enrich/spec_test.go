@@ -42,6 +42,25 @@ outputs:
   - {name: score, type: double, min: -1, max: 1}
 `
 
+// TestIntegersToTheirLimitsAreRead: the range check of integer fields is
+// exact at the edges and reads every YAML integer form.
+func TestIntegersToTheirLimitsAreRead(t *testing.T) {
+	t.Parallel()
+	for give, want := range map[string]int64{
+		"9223372036854775807": 9223372036854775807,
+		"0x7FFFFFFFFFFFFFFF":  9223372036854775807,
+		"1_000":               1000,
+		"+5":                  5,
+		"0o17":                15,
+		"-0":                  0,
+		"1e3":                 1000,
+	} {
+		spec, err := enrich.ParseSpec("s.yaml", []byte(strings.Replace(validSpec, "provider: lexicon,", "provider: lexicon, max_tokens_total: "+give+",", 1)))
+		require.NoError(t, err, give)
+		assert.Equal(t, want, spec.Model.MaxTokensTotal, give)
+	}
+}
+
 func TestSpecDefaults(t *testing.T) {
 	t.Parallel()
 	spec, err := enrich.ParseSpec("s.yaml", []byte(validSpec))
@@ -90,6 +109,7 @@ func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
 		{name: "infinity into an integer", from: "provider: lexicon,", give: "provider: lexicon, rpm: .inf,", field: "model.rpm", want: ".inf is not an integer"},
 		{name: "float past int64", from: "provider: lexicon,", give: "provider: lexicon, rpm: 9.223372036854775808e18,", field: "model.rpm", want: "9.223372036854775808e18 is out of range"},
 		{name: "integer past int64", from: "provider: lexicon,", give: "provider: lexicon, tpm: 99999999999999999999,", field: "model.tpm", want: "99999999999999999999 is out of range"},
+		{name: "one past int64", from: "provider: lexicon,", give: "provider: lexicon, tpm: 9223372036854775808,", field: "model.tpm", want: "9223372036854775808 is out of range"},
 		{name: "tokens per row", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 461168601842738791,", field: "model.max_tokens_per_row", want: "must be from 0 to 32768"},
 		{name: "an answer no model writes", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 10000, rows_per_request: 20,", field: "model.max_tokens_per_row", want: "an answer of 200000 tokens"},
 		{name: "a price that sums to infinity", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, prices: {output_per_million: 1e306},", field: "model.prices.output_per_million", want: "must be from 0 to 10000"},

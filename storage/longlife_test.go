@@ -158,7 +158,9 @@ func TestTargetPropertiesPassTheirOwnCheck(t *testing.T) {
 		err := storage.CheckProperties(map[string]string{typo: "5"})
 		assert.ErrorContains(t, err, "not an Iceberg property; did you mean "+want+"?", typo)
 	}
-	require.NoError(t, storage.CheckProperties(map[string]string{"owner": "data-team", "comment": "sentiment of posts", table.GCEnabledKey: "true"}))
+	require.NoError(t, storage.CheckProperties(map[string]string{"owner": "data-team", "comment": "sentiment of posts", table.GCEnabledKey: "true",
+		"cdc.enabled": "true", "io.enabled": "true", // a short name of one's own is no typo of gc.enabled
+		table.WriteTargetFileSizeBytesKey: "2147483648", table.ManifestTargetSizeBytesKey: "17179869184"})) // sizes past 2 GiB
 }
 
 // writeWith creates a table with props and appends two posts to it: what

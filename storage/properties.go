@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -141,14 +140,20 @@ var knownProperties = []string{
 }
 
 // nearestKnown is the known property k is a typo of: one at most two
-// edits away that is not k itself; "" for a known name or one far from
+// edits away (one for a name under 20 characters) that is not k itself; "" for a known name or one far from
 // every known name (a property of the owner's own, such as "owner").
 func nearestKnown(k string) string {
 	if slices.Contains(knownProperties, k) {
 		return ""
 	}
 	for _, p := range knownProperties {
-		if editDistance(k, p, 2) <= 2 {
+		// Two edits for a long name, one for a short one: "cdc.enabled"
+		// is not a typo of "gc.enabled".
+		d := 1
+		if len(p) >= 20 {
+			d = 2
+		}
+		if editDistance(k, p, d) <= d {
 			return p
 		}
 	}
@@ -220,11 +225,11 @@ func checkValue(k, v string, props map[string]string) error {
 		table.ManifestTargetSizeBytesKey, table.WriteTargetFileSizeBytesKey,
 		table.ParquetRowGroupSizeBytesKey, table.ParquetRowGroupLimitKey, table.ParquetPageSizeBytesKey,
 		table.ParquetPageRowLimitKey, table.ParquetDictSizeBytesKey:
-		if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 1 {
-			return fmt.Errorf("want a whole number from 1 to %d", math.MaxInt32)
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
+			return fmt.Errorf("want a whole number of at least 1")
 		}
 	case table.ParquetBloomFilterMaxBytesKey:
-		if n, err := strconv.ParseInt(v, 10, 32); err != nil || n < 32 || n > 128<<20 {
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 32 || n > 128<<20 {
 			return fmt.Errorf("want a whole number of bytes from 32 to %d", 128<<20)
 		}
 	case table.MaxSnapshotAgeMsKey:

@@ -153,10 +153,10 @@ func (m *maintainCmd) Run(ctx context.Context) error {
 		// says now.
 		if len(t.props) > 0 {
 			_, changes, err := cat.ReconcileProperties(ctx, t.table, t.props)
-			switch {
-			case errors.Is(err, storage.ErrTableNotFound):
-			case err != nil:
-				return fmt.Errorf("maintain %s: set the job's target.properties: %w", t.table, err)
+			if err != nil && !errors.Is(err, storage.ErrTableNotFound) {
+				// Maintained with the properties it has; the run fails.
+				log.Error("could not set the job's target.properties", "err", err)
+				failed = append(failed, fmt.Sprintf("%s (job %s: target.properties: %v)", t.table, t.job, err))
 			}
 			for _, c := range changes {
 				log.Info("target property set", "change", c.String())

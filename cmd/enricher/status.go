@@ -55,10 +55,10 @@ shows each).
 
 A job whose events fail shows its last failure as a consumer recorded it on
 the target (run and the Lambda handler record one at most once a minute per
-job): when, how it was taken (retry, retry_after, permanent with its
-dead-letter reason, halt), the event's snapshot and the error; "FAILING"
-when the job has not committed since, so one failing job among several on a
-table is told apart from the others.`,
+job and process): when, how it was taken (retry, retry_after, permanent with
+its dead-letter reason, halt), the event's snapshot and the error; "FAILING"
+when the job has not committed since and still has work, so one failing job
+among several on a table is told apart from the others.`,
 		Example: `  enricher status --config enricher-demo/enricher.yaml
   enricher status --format json`,
 		Args: cobra.NoArgs,

@@ -299,10 +299,10 @@ func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason str
 		if err := s.settle(m, true); err != nil {
 			return err
 		}
-		return fmt.Errorf("dead-letter message %s (%s): no dead-letter queue configured: it is reported failed", m.ID, reason)
+		return fmt.Errorf("dead-letter message %s (%s): %w: no dead-letter queue configured: it is reported failed", m.ID, reason, consumer.ErrNotDeadLettered)
 	}
 	if err := sqsqueue.SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.sourceARN); err != nil {
-		return errors.Join(err, s.settle(m, true))
+		return errors.Join(fmt.Errorf("%w (%s), reported failed: %w", consumer.ErrNotDeadLettered, reason, err), s.settle(m, true))
 	}
 	if err := s.settle(m, false); err != nil {
 		return err

@@ -333,5 +333,9 @@ func TestARecordedFailureBeforeACommitIsNotFailing(t *testing.T) {
 		storage.JobFailure{At: time.Now().UTC().Add(time.Second), Class: "halt", Error: "401"}))
 	st, err = p.Status(t.Context())
 	require.NoError(t, err)
-	assert.True(t, st[0].Failing)
+	assert.False(t, st[0].Failing, "a failure after the last commit holds nothing back while nothing is behind")
+	b.AppendPosts(5)
+	st, err = p.Status(t.Context())
+	require.NoError(t, err)
+	assert.True(t, st[0].Failing, "new rows wait behind it")
 }

@@ -49,7 +49,9 @@ type JobStatus struct {
 	Resync string `json:"resync,omitempty"`
 	// LastFailure is the job's last failure a consumer recorded on the
 	// target (storage.RecordFailure), and Failing whether it came after
-	// the job's last commit: the job has not moved on since.
+	// the job's last commit while the job still has work (snapshots
+	// behind, batches pending, or a history that does not reach its
+	// watermark): the job has not moved on since.
 	LastFailure *storage.JobFailure `json:"last_failure,omitempty"`
 	Failing     bool                `json:"failing,omitempty"`
 	// PropertiesToSet are the job's target.properties (key=value) the
@@ -232,6 +234,11 @@ func (p *Processor) status(ctx context.Context, spec *enrich.Spec, s *JobStatus,
 	}
 	s.Behind = len(plan.Snapshots)
 	s.RowsBehind = plan.Rows()
+	if s.Behind == 0 && len(s.Batches) == 0 {
+		// Nothing left to do: a failure since the last commit (a
+		// duplicate event that failed, a bogus one) holds nothing back.
+		s.Failing = false
+	}
 	return nil
 }
 

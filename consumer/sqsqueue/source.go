@@ -284,11 +284,11 @@ func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason str
 		if err := s.Release(ctx, m); err != nil {
 			return err
 		}
-		return fmt.Errorf("dead-letter message %s (%s): the queue has no dead-letter queue: pass --dlq-url or set a RedrivePolicy", m.ID, reason)
+		return fmt.Errorf("dead-letter message %s (%s): %w: the queue has no dead-letter queue (pass --dlq-url or set a RedrivePolicy); released", m.ID, reason, consumer.ErrNotDeadLettered)
 	}
 	defer s.settled()
 	if err := SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.cfg.QueueURL); err != nil {
-		return err
+		return fmt.Errorf("%w (%s), back after its visibility timeout: %w", consumer.ErrNotDeadLettered, reason, err)
 	}
 	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt}); err != nil {
 		return fmt.Errorf("dead-letter message %s: delete from source: %w", m.ID, err)

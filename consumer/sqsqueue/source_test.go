@@ -336,6 +336,7 @@ func TestDeadLetterThatTheDLQRefusesIsNotCountedDeadLettered(t *testing.T) {
 		assert.Equal(t, consumer.ActionReleased, o.Action)
 		assert.Equal(t, consumer.ReasonBadMessage, o.Reason)
 		require.Error(t, o.Err)
+		assert.ErrorIs(t, o.Err, consumer.ErrNotDeadLettered)
 		assert.Contains(t, o.Err.Error(), "not dead-lettered (bad_message), back after its visibility timeout")
 	}
 }

@@ -105,11 +105,14 @@ func CountLines(path string) (int64, error) {
 	for {
 		k, err := f.Read(buf)
 		for _, b := range buf[:k] {
+			// The limit as File applies it: at most MaxLineBytes with
+			// the line ending.
+			if lineLen++; lineLen > MaxLineBytes {
+				return 0, fmt.Errorf("read posts %s line %d: a line longer than %d bytes: not a file of posts, one per line", path, n+1, MaxLineBytes)
+			}
 			if b == '\n' {
 				n++
 				lineLen = 0
-			} else if lineLen++; lineLen >= MaxLineBytes {
-				return 0, fmt.Errorf("read posts %s line %d: a line longer than %d bytes: not a file of posts, one per line", path, n+1, MaxLineBytes)
 			}
 		}
 		if k > 0 {

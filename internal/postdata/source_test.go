@@ -51,6 +51,25 @@ func TestFileRefusesWhatIsNotAFileOfPosts(t *testing.T) {
 	_, err = postdata.CountLines(long)
 	require.ErrorContains(t, err, "line 2: a line longer than 1048576 bytes")
 
+	// File and CountLines draw the line at the same byte, with or without
+	// a line ending.
+	for _, tc := range []struct {
+		text string
+		ok   bool
+	}{
+		{strings.Repeat("x", postdata.MaxLineBytes), true},
+		{strings.Repeat("x", postdata.MaxLineBytes-1) + "\n", true},
+		{strings.Repeat("x", postdata.MaxLineBytes) + "\n", false},
+		{strings.Repeat("x", postdata.MaxLineBytes+1), false},
+	} {
+		p := filepath.Join(t.TempDir(), "edge.txt")
+		require.NoError(t, os.WriteFile(p, []byte(tc.text), 0o644))
+		_, ferr := readAll(p)
+		_, cerr := postdata.CountLines(p)
+		assert.Equal(t, tc.ok, ferr == nil, "File, %d bytes", len(tc.text))
+		assert.Equal(t, tc.ok, cerr == nil, "CountLines, %d bytes", len(tc.text))
+	}
+
 	_, err = readAll(t.TempDir())
 	require.ErrorContains(t, err, "is a device or a folder")
 	if runtime.GOOS != "windows" {
