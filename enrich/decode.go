@@ -131,7 +131,7 @@ func DecodeYAML(file string, data []byte, v any) error {
 			return &SpecError{File: file, Reason: describeYAMLError(err)}
 		}
 		if !emptyDocument(&next) {
-			return &SpecError{File: file, Reason: fmt.Sprintf("line %d: a second YAML document (after ---): a file holds one document, the rest would be ignored; put each job spec in its own file", next.Line)}
+			return &SpecError{File: file, Reason: fmt.Sprintf("line %d: a second YAML document (after ---): a file holds one document (one config, or one job spec), the rest would be ignored", next.Line)}
 		}
 	}
 	var doc yaml.Node
@@ -228,7 +228,11 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 		}
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		if n.Kind != yaml.ScalarNode {
+		if n.Kind != yaml.ScalarNode || reflect.PointerTo(t).Implements(unmarshalerType) {
+			return
+		}
+		if n.ShortTag() == "!!str" {
+			bad(path, n.Line, fmt.Sprintf("%q is not a number (a quoted value, or one out of range)", n.Value))
 			return
 		}
 		// The range [lo, hi) of t, exactly.
@@ -260,7 +264,14 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 			bad(path, n.Line, fmt.Sprintf("%s is out of range", n.Value))
 		}
 	case reflect.Float32, reflect.Float64:
-		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!float" {
+		if n.Kind != yaml.ScalarNode {
+			return
+		}
+		if n.ShortTag() == "!!str" {
+			bad(path, n.Line, fmt.Sprintf("%q is not a number (a quoted value, or one out of range)", n.Value))
+			return
+		}
+		if n.ShortTag() != "!!float" {
 			return
 		}
 		var x float64
@@ -269,6 +280,10 @@ func checkNumbers(n *yaml.Node, t reflect.Type, path string, bad func(field stri
 		}
 	}
 }
+
+// unmarshalerType is yaml.Unmarshaler: a type that reads its own YAML
+// (BatchMode takes "auto") is not checked as a number.
+var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 
 // yamlField returns the type of t's field that YAML calls name, looking
 // into inlined structs.

@@ -108,11 +108,11 @@ func TestDecodeYAML(t *testing.T) {
 		{name: "valid", give: "name: a\ncount: 2\n"},
 		{name: "trailing separator", give: "name: a\ncount: 2\n---\n"},
 		{name: "whole number as a float", give: "name: a\ncount: 2.0\n"},
-		{name: "two documents", give: "name: a\ncount: 2\n---\nname: b\n", want: "f.yaml: line 3: a second YAML document (after ---): a file holds one document, the rest would be ignored; put each job spec in its own file"},
+		{name: "two documents", give: "name: a\ncount: 2\n---\nname: b\n", want: "f.yaml: line 3: a second YAML document (after ---): a file holds one document (one config, or one job spec), the rest would be ignored"},
 		{name: "fraction", give: "name: a\ncount: 2.5\n", want: "f.yaml: count: line 2: 2.5 is not an integer", field: "count"},
 		{name: "empty", give: "", want: "f.yaml: file is empty"},
 		{name: "unknown field", give: "name: a\ncuont: 2\n", want: "f.yaml: line 2: unknown field cuont"},
-		{name: "wrong type", give: "count: many\n", want: "f.yaml: line 1: cannot read !!str `many` into int"},
+		{name: "wrong type", give: "count: many\n", want: `f.yaml: count: line 1: "many" is not a number (a quoted value, or one out of range)`, field: "count"},
 		{name: "not yaml", give: "name: [a\n", want: "f.yaml: line 1: did not find expected ',' or ']'"},
 	}
 	for _, tt := range tests {

@@ -109,6 +109,8 @@ func TestSpecValidationNamesFileFieldAndReason(t *testing.T) {
 		{name: "infinity into an integer", from: "provider: lexicon,", give: "provider: lexicon, rpm: .inf,", field: "model.rpm", want: ".inf is not an integer"},
 		{name: "float past int64", from: "provider: lexicon,", give: "provider: lexicon, rpm: 9.223372036854775808e18,", field: "model.rpm", want: "9.223372036854775808e18 is out of range"},
 		{name: "integer past int64", from: "provider: lexicon,", give: "provider: lexicon, tpm: 99999999999999999999,", field: "model.tpm", want: "99999999999999999999 is out of range"},
+		{name: "a quoted number", from: "provider: lexicon,", give: "provider: lexicon, rows_per_request: '20',", field: "model.rows_per_request", want: `"20" is not a number`},
+		{name: "a float past float64", from: "min: -1, max: 1", give: "min: -1e400, max: 1", field: "outputs[1].min", want: `"-1e400" is not a number`},
 		{name: "one past int64", from: "provider: lexicon,", give: "provider: lexicon, tpm: 9223372036854775808,", field: "model.tpm", want: "9223372036854775808 is out of range"},
 		{name: "tokens per row", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 461168601842738791,", field: "model.max_tokens_per_row", want: "must be from 0 to 32768"},
 		{name: "an answer no model writes", from: "provider: lexicon,", give: "provider: openai, name: gpt-4o-mini, max_tokens_per_row: 10000, rows_per_request: 20,", field: "model.max_tokens_per_row", want: "an answer of 200000 tokens"},

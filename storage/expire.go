@@ -71,8 +71,8 @@ func RetentionOf(tbl *table.Table) (Retention, error) {
 	}
 	if v, ok := props[table.MaxSnapshotAgeMsKey]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return r, fmt.Errorf("table %s: property %s=%q: want milliseconds, at least 0", tableName(tbl), table.MaxSnapshotAgeMsKey, v)
+		if err != nil || n < 0 || n > maxAgeMs {
+			return r, fmt.Errorf("table %s: property %s=%q: want milliseconds from 0 to %d (100 years)", tableName(tbl), table.MaxSnapshotAgeMsKey, v, int64(maxAgeMs))
 		}
 		r.MaxAge, r.AgeFromTable = time.Duration(n)*time.Millisecond, true
 	}

@@ -142,6 +142,21 @@ func TestReconcileProperties(t *testing.T) {
 	require.ErrorContains(t, err, "the enricher's own")
 	_, _, err = c.cat.ReconcileProperties(t.Context(), "social.nope", map[string]string{"a": "1"})
 	require.ErrorIs(t, err, storage.ErrTableNotFound)
+
+	// A compression level is checked on the codec the table would hold:
+	// gzip set earlier (by a spec since edited, or by the table's owner)
+	// takes no level 20, though zstd, the default, would.
+	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionKey: "gzip"})
+	require.NoError(t, err)
+	require.NoError(t, storage.CheckProperties(map[string]string{table.ParquetCompressionLevelKey: "20"}), "alone it is a zstd level")
+	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionLevelKey: "20"})
+	require.ErrorContains(t, err, "gzip takes levels -3 to 9")
+	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionLevelKey: "5"})
+	require.NoError(t, err)
+	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionKey: "zstd"})
+	require.NoError(t, err, "5 is a zstd level too")
+	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionKey: "brotli", table.ParquetCompressionLevelKey: "-1"})
+	require.NoError(t, err)
 }
 
 func TestHealthOfAFreshTable(t *testing.T) {

@@ -148,6 +148,16 @@ func TestTargetPropertiesPassTheirOwnCheck(t *testing.T) {
 		bad[k] = v
 		assert.Error(t, storage.CheckProperties(bad), fmt.Sprintf("%s=%s", k, v))
 	}
+	// Values the writers would overflow on: 400 years of snapshot age,
+	// an 8 EiB target file.
+	for k, v := range map[string]string{
+		table.MaxSnapshotAgeMsKey:         "12614400000000",
+		table.MaxRefAgeMsKey:              "9223372036854775807",
+		table.WriteTargetFileSizeBytesKey: "9223372036854775807",
+	} {
+		assert.Error(t, storage.CheckProperties(map[string]string{k: v}), "%s=%s", k, v)
+	}
+	require.NoError(t, storage.CheckProperties(map[string]string{table.MaxSnapshotAgeMsKey: "3153600000000", table.WriteTargetFileSizeBytesKey: "1099511627776"}))
 	// A name a letter or two from a known property is a typo that would
 	// leave the setting it meant unset; a name of the owner's own is fine.
 	for typo, want := range map[string]string{
@@ -193,6 +203,8 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 			accepted = append(accepted, map[string]string{table.ParquetCompressionKey: codec, table.ParquetCompressionLevelKey: level})
 		}
 	}
+	accepted = append(accepted, map[string]string{table.DefaultWriteMetricsModeKey: "Truncate(8)"},
+		map[string]string{table.DefaultWriteMetricsModeKey: "counts", "write.metadata.metrics.column.text": "none"})
 	accepted = append(accepted, map[string]string{table.ParquetCompressionLevelKey: "3"}, // zstd, the default codec
 		map[string]string{table.ParquetBloomFilterMaxBytesKey: "32"}, map[string]string{table.ParquetBloomFilterMaxBytesKey: "134217728"})
 	for i, props := range accepted {
@@ -212,6 +224,8 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 		{table.ParquetCompressionKey: "brotli", table.ParquetCompressionLevelKey: "12"},
 		{table.ParquetBloomFilterMaxBytesKey: "31"},
 		{table.ParquetBloomFilterMaxBytesKey: "134217729"},
+		{table.DefaultWriteMetricsModeKey: "bogus"},
+		{"write.metadata.metrics.column.text": "truncate(0)"},
 	}
 	for i, props := range refused {
 		assert.Error(t, storage.CheckProperties(props), "%v", props)

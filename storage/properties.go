@@ -109,6 +109,12 @@ func CheckProperties(props map[string]string) error {
 		if strings.HasPrefix(k, "enricher.") {
 			return fmt.Errorf("property %s: the enricher.* properties are the enricher's own (watermarks, maintenance)", k)
 		}
+		if strings.HasPrefix(k, "write.metadata.metrics.column.") {
+			if err := checkMetricsMode(v); err != nil {
+				return fmt.Errorf("property %s=%q: %w", k, v, err)
+			}
+			continue
+		}
 		if near := nearestKnown(k); near != "" {
 			return fmt.Errorf("property %s: not an Iceberg property; did you mean %s?", k, near)
 		}
@@ -199,6 +205,29 @@ var parquetCodecs = map[string]compress.Compression{
 	"brotli": compress.Codecs.Brotli, "lz4raw": compress.Codecs.Lz4Raw, "uncompressed": compress.Codecs.Uncompressed,
 }
 
+// Bounds of the property values the writers do arithmetic with.
+const (
+	maxTargetBytes = 1 << 40
+	maxAgeMs       = 100 * 365 * 24 * 3600 * 1000
+)
+
+// checkMetricsMode checks a write.metadata.metrics value as iceberg-go
+// reads it: none, counts, full or truncate(N) with N at least 1.
+func checkMetricsMode(v string) error {
+	m := strings.ToLower(strings.TrimSpace(v))
+	if m == "none" || m == "counts" || m == "full" {
+		return nil
+	}
+	if n, ok := strings.CutPrefix(m, "truncate("); ok {
+		if n, ok := strings.CutSuffix(n, ")"); ok {
+			if k, err := strconv.Atoi(n); err == nil && k >= 1 {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("want none, counts, full or truncate(N) with N at least 1")
+}
+
 // compressionLevels are the levels iceberg-go's writer takes per codec
 // (ValidateParquetWriteProperties in its table/internal); the other codecs
 // ignore the level.
@@ -222,19 +251,30 @@ func checkValue(k, v string, props map[string]string) error {
 			return fmt.Errorf("false stops snapshot expiry and orphan cleanup, and with them the bounded metadata of a table that takes an event a minute")
 		}
 	case table.MetadataPreviousVersionsMaxKey, table.ManifestMinMergeCountKey, table.MinSnapshotsToKeepKey,
-		table.ManifestTargetSizeBytesKey, table.WriteTargetFileSizeBytesKey,
 		table.ParquetRowGroupSizeBytesKey, table.ParquetRowGroupLimitKey, table.ParquetPageSizeBytesKey,
 		table.ParquetPageRowLimitKey, table.ParquetDictSizeBytesKey:
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
 			return fmt.Errorf("want a whole number of at least 1")
 		}
+	case table.ManifestTargetSizeBytesKey, table.WriteTargetFileSizeBytesKey:
+		// Compaction works out 180% of the target size: past a TiB it
+		// would overflow, and no file is that large.
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 || n > maxTargetBytes {
+			return fmt.Errorf("want a whole number of bytes from 1 to %d (1 TiB)", maxTargetBytes)
+		}
 	case table.ParquetBloomFilterMaxBytesKey:
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 32 || n > 128<<20 {
 			return fmt.Errorf("want a whole number of bytes from 32 to %d", 128<<20)
 		}
-	case table.MaxSnapshotAgeMsKey:
-		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 {
-			return fmt.Errorf("want a whole number of milliseconds, at least 0")
+	case table.MaxSnapshotAgeMsKey, table.MaxRefAgeMsKey:
+		// iceberg-go works in nanoseconds: past 292 years of milliseconds
+		// the age overflows and every expiry fails.
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 || n > maxAgeMs {
+			return fmt.Errorf("want a whole number of milliseconds from 0 to %d (100 years)", maxAgeMs)
+		}
+	case table.DefaultWriteMetricsModeKey:
+		if err := checkMetricsMode(v); err != nil {
+			return err
 		}
 	case table.WriteFormatDefaultKey:
 		if !strings.EqualFold(v, "parquet") {
@@ -265,6 +305,29 @@ func checkValue(k, v string, props map[string]string) error {
 	return nil
 }
 
+// checkOn checks want as it would be on a table that holds have: a value
+// whose meaning depends on another property (a compression level on the
+// codec) is checked against what the table would then hold.
+func checkOn(have, want map[string]string) error {
+	merged := maps.Clone(have)
+	if merged == nil {
+		merged = map[string]string{}
+	}
+	maps.Copy(merged, want)
+	keys := slices.Sorted(maps.Keys(want))
+	if _, ok := want[table.ParquetCompressionKey]; ok {
+		if _, ok := merged[table.ParquetCompressionLevelKey]; ok {
+			keys = append(keys, table.ParquetCompressionLevelKey) // the table's level on the new codec
+		}
+	}
+	for _, k := range keys {
+		if err := checkValue(k, merged[k], merged); err != nil {
+			return fmt.Errorf("property %s=%q on this table: %w", k, merged[k], err)
+		}
+	}
+	return nil
+}
+
 // ReconcileProperties sets on the table name every property of want whose
 // value differs (or that is unset), in one commit, and reports what it
 // changed, in key order. It never removes a property; nothing is
@@ -284,6 +347,9 @@ func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map
 			return err
 		}
 		have := tbl.Properties()
+		if err := checkOn(have, want); err != nil {
+			return fmt.Errorf("table %s: %w", name, err)
+		}
 		changes = changes[:0]
 		set := map[string]string{}
 		for _, k := range slices.Sorted(maps.Keys(want)) {

@@ -136,8 +136,8 @@ func (c *Config) validate() error {
 			bad("pipeline.maintain_every", "%q is not a positive duration such as 1h", p.MaintainEvery)
 		}
 	}
-	if p.MaintainMinFiles < 0 {
-		bad("pipeline.maintain_min_files", "must not be negative, got %d", p.MaintainMinFiles)
+	if p.MaintainMinFiles < 0 || p.MaintainMinFiles > 1_000_000 {
+		bad("pipeline.maintain_min_files", "must be from 0 to 1000000, got %d", p.MaintainMinFiles)
 	}
 	return errors.Join(errs...)
 }

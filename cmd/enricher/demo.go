@@ -122,12 +122,16 @@ func (d *demoCmd) Validate() error {
 	if err != nil {
 		return err
 	}
-	if d.posts == "" && d.generate < 1 {
-		return fmt.Errorf("%w: --generate must be at least 1, got %d", errUsage, d.generate)
+	if d.posts == "" && (d.generate < 1 || d.generate > maxGenerate) {
+		return fmt.Errorf("%w: --generate must be from 1 to %d, got %d", errUsage, int64(maxGenerate), d.generate)
 	}
 	d.log = log
 	return nil
 }
+
+// maxGenerate bounds demo --generate: a billion posts is hours of
+// ingestion, and more would overflow the split into rounds.
+const maxGenerate = 1_000_000_000
 
 // Run sets up the workdir, ingests the posts, consumes the events and
 // prints what it wrote.

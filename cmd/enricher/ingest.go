@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 
 	"github.com/spf13/cobra"
 
@@ -49,6 +50,9 @@ skipped); lines of any length are read whole.`,
 func (c *ingestCmd) Validate() error {
 	if c.posts == "" {
 		return fmt.Errorf("%w: --posts FILE is required", errUsage)
+	}
+	if c.firstID < 0 || c.firstID > math.MaxInt64/2 {
+		return fmt.Errorf("%w: --first-id %d: want 0 to %d (post_id is it plus the line's index)", errUsage, c.firstID, int64(math.MaxInt64/2))
 	}
 	log, err := c.g.logger(slog.LevelInfo)
 	if err != nil {

@@ -187,17 +187,23 @@ func TestUsageErrors(t *testing.T) {
 	require.ErrorContains(t, err, `--format "xml": want jsonl or csv`)
 	_, err = run(t, "ingest", "--config", "x.yaml")
 	require.ErrorContains(t, err, "--posts FILE is required")
-	// Negative numbers are refused, not read as a default.
+	// Negative numbers are refused, not read as a default, and numbers
+	// that would overflow.
 	for args, want := range map[string]string{
-		"export --limit -5":        "--limit -5 must not be negative",
-		"run --concurrency -5":     "--concurrency -5: want 1 to 1024",
-		"run --concurrency 0":      "--concurrency 0: want 1 to 1024",
-		"run --retry-backoff -1s":  "--retry-backoff -1s: want 0 to 15m0s",
-		"run --shutdown-grace -1s": "--shutdown-grace -1s must not be negative",
+		"export --limit -5":                                   "--limit -5 must not be negative",
+		"run --concurrency -5":                                "--concurrency -5: want 1 to 1024",
+		"run --concurrency 0":                                 "--concurrency 0: want 1 to 1024",
+		"run --retry-backoff -1s":                             "--retry-backoff -1s: want 0 to 15m0s",
+		"run --shutdown-grace -1s":                            "--shutdown-grace -1s must not be negative",
+		"ingest --posts p.txt --first-id 9223372036854775805": "--first-id 9223372036854775805: want 0 to",
+		"demo --generate 9223372036854775807":                 "--generate must be from 1 to 1000000000",
 	} {
 		a := append(strings.Fields(args), "--config", "x.yaml", "--table", "a.b")
-		if a[0] == "run" {
+		switch a[0] {
+		case "run":
 			a = append(a[:len(a)-2], "--queue-url", "http://localhost/q")
+		case "demo":
+			a = append(a[:len(a)-4], "--workdir", t.TempDir())
 		}
 		_, err = run(t, a...)
 		require.ErrorIs(t, err, errUsage, args)

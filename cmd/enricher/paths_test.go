@@ -89,7 +89,8 @@ func TestMaintenanceSettingsOfTheConfig(t *testing.T) {
 	for _, tt := range []struct{ add, want string }{
 		{"  maintenance: sometimes\n", `pipeline.maintenance: "sometimes": want auto or off`},
 		{"  maintain_every: soon\n", `pipeline.maintain_every: "soon" is not a positive duration`},
-		{"  maintain_min_files: -1\n", "pipeline.maintain_min_files: must not be negative"},
+		{"  maintain_min_files: -1\n", "pipeline.maintain_min_files: must be from 0 to 1000000, got -1"},
+		{"  maintain_min_files: 3000000000000000000\n", "pipeline.maintain_min_files: must be from 0 to 1000000"}, // four times it overflowed: maintenance after every event
 	} {
 		cfg := filepath.Join(work, "bad.yaml")
 		require.NoError(t, os.WriteFile(cfg, append(append([]byte(nil), good...), tt.add...), 0o644))
