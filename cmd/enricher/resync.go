@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
 )
 
 // resyncCmd is `enricher resync`: a job caught up by key.
@@ -80,6 +82,17 @@ Model flags override the job spec's model, as for run and replay.`,
 
 // Validate checks the flags and builds the logger.
 func (r *resyncCmd) Validate() error {
+	if r.tempDir != "" {
+		// Checked now, not only once the anti-join spills, hours in.
+		if st, err := os.Stat(r.tempDir); err != nil {
+			return fmt.Errorf("%w: --temp-dir: %w", errUsage, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("%w: --temp-dir %s is not a folder", errUsage, r.tempDir)
+		}
+	}
+	if r.memory > 0 && r.memory < 4096 {
+		return fmt.Errorf("%w: --memory %d: want at least 4096 bytes", errUsage, int64(r.memory))
+	}
 	log, err := r.g.logger(slog.LevelInfo)
 	if err != nil {
 		return err
@@ -115,10 +128,16 @@ func (r *resyncCmd) Run(ctx context.Context) error {
 		defer printUsage(tw, u)
 	}
 	st := res.Stats
-	fmt.Fprintf(tw, "source snapshot\t%d\t(%d rows read, %d with a null key%s)\n", st.SourceSnapshotID, st.SourceRows, st.NullKeys, skippedNote(r.skipNullKeys, st.NullKeys))
-	fmt.Fprintf(tw, "target keys\t%d\n", st.TargetKeys)
-	fmt.Fprintf(tw, "missing rows\t%d\t(anti-join in %d partition(s), %d bytes spilled)\n", st.MissingRows, st.Partitions, st.SpillBytes)
+	if st.SourceSnapshotID != 0 {
+		// The anti-join ran: what it found, also before an error.
+		fmt.Fprintf(tw, "source snapshot\t%d\t(%d rows read, %d with a null key%s)\n", st.SourceSnapshotID, st.SourceRows, st.NullKeys, skippedNote(r.skipNullKeys, st.NullKeys))
+		fmt.Fprintf(tw, "target keys\t%d\n", st.TargetKeys)
+		fmt.Fprintf(tw, "missing rows\t%d\t(anti-join in %d partition(s), %d bytes spilled)\n", st.MissingRows, st.Partitions, st.SpillBytes)
+	}
 	if err != nil {
+		if errors.Is(err, storage.ErrNullKey) && !r.skipNullKeys {
+			return fmt.Errorf("%w (--skip-null-keys passes over such rows and counts them)", err)
+		}
 		if errors.Is(err, enrich.ErrBudgetExhausted) {
 			return fmt.Errorf("stopped after %d commit(s): %w; run resync again to go on", res.Commits, err)
 		}

@@ -63,6 +63,15 @@ func TestResyncAfterTheSourceHistoryExpired(t *testing.T) {
 
 	_, _, err := runBoth(t, "resync", "--config", cfg, "--job", "nope")
 	require.ErrorContains(t, err, "nope")
+
+	// A missing --temp-dir or a budget too small is refused at once; a
+	// resync that fails before its anti-join prints no report of zeros.
+	_, _, err = runBoth(t, "resync", "--config", cfg, "--job", "sentiment", "--temp-dir", filepath.Join(work, "nowhere"))
+	require.ErrorIs(t, err, errUsage)
+	assert.ErrorContains(t, err, "--temp-dir")
+	out, _, err = runBoth(t, "resync", "--config", cfg, "--job", "sentiment", "--memory", "1")
+	require.ErrorIs(t, err, errUsage)
+	assert.NotContains(t, out, "missing rows")
 }
 
 func TestByteSizeFlag(t *testing.T) {

@@ -52,7 +52,8 @@ type ResyncResult struct {
 	// From is the watermark before.
 	From storage.Cursor
 	// Stats are the anti-join's counts of its last pass (missing rows,
-	// null keys, partitions, spill bytes).
+	// null keys, partitions, spill bytes); after a conflict the last pass
+	// finds fewer missing rows than RowsWritten, which counts every pass.
 	Stats       storage.AntiJoinStats
 	RowsWritten int64
 	Counts      enrich.Counts
@@ -81,11 +82,30 @@ func (p *Processor) Resync(ctx context.Context, req ResyncRequest) (ResyncResult
 	}
 	j := p.jobs[i]
 	log := p.opts.Logger.With("job", j.Spec.Name, "table", j.Spec.Source.Table, "resync", true)
-	var res ResyncResult
-	conflicts := 0
+	// A pass that loses a conflict has committed some chunks already: the
+	// result counts every pass's commits and rows, and progress goes on
+	// numbering them.
+	res := ResyncResult{Counts: enrich.Counts{}}
+	conflicts, passes := 0, 0
+	progress := req.Progress
 	err := retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
-		var err error
-		res, err = p.resyncOnce(ctx, j, req, log)
+		done := res
+		pass := req
+		if progress != nil {
+			pass.Progress = func(pr ResyncProgress) {
+				pr.Commits += done.Commits
+				pr.RowsWritten += done.RowsWritten
+				progress(pr)
+			}
+		}
+		r, err := p.resyncOnce(ctx, j, pass, log)
+		if passes++; passes == 1 {
+			res.From = r.From
+		}
+		res.SourceSnapshotID, res.Stats = r.SourceSnapshotID, r.Stats
+		res.RowsWritten += r.RowsWritten
+		res.Commits += r.Commits
+		res.Counts.Add(r.Counts)
 		if errors.Is(err, storage.ErrConflict) {
 			conflicts++
 			log.Warn("resync commit conflict: finding the missing rows again", "attempt", conflicts, "err", err)

@@ -258,3 +258,41 @@ func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
 	reason, _ := consumer.IsPermanent(err)
 	assert.Equal(t, consumer.ReasonSnapshotNotFound, reason)
 }
+
+// TestResyncThatLosesAConflictCountsEveryPass: maintenance by another
+// process compacts the target between two resync commits; the resync
+// starts over from the anti-join, and its result counts the rows and
+// commits of both passes (the report said only the last pass's), with
+// every row once.
+func TestResyncThatLosesAConflictCountsEveryPass(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.AppendPosts(30)
+	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 20; o.BatchRows = 10; o.NoMaintenance = true })
+	_, err := p.Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	b.AppendPosts(40)
+	b.AppendPosts(30)
+	expireSource(t, b)
+
+	var commits []int
+	compacted := false
+	res, err := p.Resync(t.Context(), pipeline.ResyncRequest{Job: b.Spec.Name, Progress: func(pr pipeline.ResyncProgress) {
+		if pr.Phase != "commit" {
+			return
+		}
+		commits = append(commits, pr.Commits)
+		if !compacted {
+			compacted = true
+			_, err := b.Cat.Maintain(t.Context(), b.Spec.Target.Table, storage.MaintainOptions{MinInputFiles: 2, SkipOrphans: true})
+			require.NoError(t, err)
+		}
+	}})
+	require.NoError(t, err)
+	assert.Positive(t, res.Conflicts, "the compaction made a resync commit lose")
+	assert.Equal(t, int64(70), res.RowsWritten, "both passes' rows")
+	assert.Equal(t, len(commits), res.Commits)
+	assert.Less(t, res.Stats.MissingRows, int64(70), "the last pass found only what was still missing")
+	assert.IsIncreasing(t, commits, "progress numbers the commits across passes")
+	b.RequireExactlyOnce(100, nil)
+}
