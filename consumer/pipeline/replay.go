@@ -84,12 +84,19 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		return res, fmt.Errorf("replay: target of job %s: %w", spec.Name, err)
 	}
 	meta := src.Metadata()
+	// A snapshot expiry removed is named as such: replay reads a range's
+	// rows from its snapshots, so rows of expired snapshots are out of
+	// its reach.
+	expired := ""
+	if errors.Is(storage.CheckHistory(src, storage.Cursor{}), storage.ErrHistoryExpired) {
+		expired = " (the source's snapshot expiry has removed its oldest snapshots: replay reads a range from its snapshots, so rows of expired ones cannot be replayed)"
+	}
 	from := meta.SnapshotByID(req.From)
 	if from == nil {
-		return res, fmt.Errorf("replay: %s has no snapshot %d: %w", spec.Source.Table, req.From, storage.ErrSnapshotNotFound)
+		return res, fmt.Errorf("replay: %s has no snapshot %d%s: %w", spec.Source.Table, req.From, expired, storage.ErrSnapshotNotFound)
 	}
 	if meta.SnapshotByID(req.To) == nil {
-		return res, fmt.Errorf("replay: %s has no snapshot %d: %w", spec.Source.Table, req.To, storage.ErrSnapshotNotFound)
+		return res, fmt.Errorf("replay: %s has no snapshot %d%s: %w", spec.Source.Table, req.To, expired, storage.ErrSnapshotNotFound)
 	}
 	if !storage.IsAncestor(meta, req.From, req.To) {
 		return res, fmt.Errorf("replay: snapshot %d is not %d or an ancestor of it: %w", req.From, req.To, storage.ErrNotAncestor)

@@ -296,3 +296,19 @@ func TestResyncThatLosesAConflictCountsEveryPass(t *testing.T) {
 	assert.IsIncreasing(t, commits, "progress numbers the commits across passes")
 	b.RequireExactlyOnce(100, nil)
 }
+
+// TestReplayOfAnExpiredSnapshotSaysSo: a replay range that starts at a
+// snapshot the source's expiry removed is refused naming the expiry.
+func TestReplayOfAnExpiredSnapshotSaysSo(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	p := b.Processor(nil)
+	s1 := b.AppendPosts(10)
+	s2 := b.AppendPosts(10)
+	_, err := p.Process(t.Context(), b.Event(s2))
+	require.NoError(t, err)
+	expireSource(t, b)
+	_, err = p.Replay(t.Context(), pipeline.ReplayRequest{Job: b.Spec.Name, From: s1, To: s2})
+	require.ErrorIs(t, err, storage.ErrSnapshotNotFound)
+	assert.ErrorContains(t, err, "snapshot expiry has removed its oldest snapshots")
+}
