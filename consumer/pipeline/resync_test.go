@@ -231,7 +231,8 @@ func TestAConsumerCommitLosingToAResyncChunkIsDropped(t *testing.T) {
 // TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone: a job that
 // has caught up gets, late, the event of a snapshot ingestion has since
 // expired: it is before the watermark, so nothing is to do (not a dead
-// letter), and the next event reads on as usual.
+// letter), and the next event reads on as usual. A replay from that
+// snapshot names the expiry.
 func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
@@ -245,6 +246,10 @@ func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
 	res, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	assert.Equal(t, pipeline.OutcomeStale, res[0].Outcome)
+	// A replay of a range that starts there says the snapshot expired.
+	_, err = p.Replay(t.Context(), pipeline.ReplayRequest{Job: b.Spec.Name, From: s1, To: s2})
+	require.ErrorIs(t, err, storage.ErrSnapshotNotFound)
+	assert.ErrorContains(t, err, "snapshot expiry has removed its oldest snapshots")
 	res, err = p.Process(t.Context(), b.Event(s3))
 	require.NoError(t, err)
 	assert.Equal(t, int64(10), res[0].RowsWritten)
@@ -295,20 +300,4 @@ func TestResyncThatLosesAConflictCountsEveryPass(t *testing.T) {
 	assert.Less(t, res.Stats.MissingRows, int64(70), "the last pass found only what was still missing")
 	assert.IsIncreasing(t, commits, "progress numbers the commits across passes")
 	b.RequireExactlyOnce(100, nil)
-}
-
-// TestReplayOfAnExpiredSnapshotSaysSo: a replay range that starts at a
-// snapshot the source's expiry removed is refused naming the expiry.
-func TestReplayOfAnExpiredSnapshotSaysSo(t *testing.T) {
-	t.Parallel()
-	b := setup(t)
-	p := b.Processor(nil)
-	s1 := b.AppendPosts(10)
-	s2 := b.AppendPosts(10)
-	_, err := p.Process(t.Context(), b.Event(s2))
-	require.NoError(t, err)
-	expireSource(t, b)
-	_, err = p.Replay(t.Context(), pipeline.ReplayRequest{Job: b.Spec.Name, From: s1, To: s2})
-	require.ErrorIs(t, err, storage.ErrSnapshotNotFound)
-	assert.ErrorContains(t, err, "snapshot expiry has removed its oldest snapshots")
 }
