@@ -319,11 +319,12 @@ func (e *jobErrors) Error() string   { return e.all.Error() }
 func (e *jobErrors) Unwrap() []error { return e.passing }
 
 // recordFailure writes job j's failure of ev on its target for status,
-// at most once per Options.FailureRecordEvery; a shutdown is no failure.
+// at most once per Options.FailureRecordEvery; a shutdown, and an event
+// waiting for a resync, are no failure.
 // Recording is best effort: when it fails (the catalog may be what
 // failed) it says so in the log.
 func (p *Processor) recordFailure(ctx context.Context, j Job, ev consumer.SnapshotEvent, err error) {
-	if p.opts.FailureRecordEvery < 0 || ctx.Err() != nil || errors.Is(err, context.Canceled) {
+	if p.opts.FailureRecordEvery < 0 || ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, errResyncInProgress) {
 		return
 	}
 	now := time.Now()
@@ -541,9 +542,13 @@ const resyncWaitTime = time.Minute
 // snapshot a resync in progress of job catches up to: its rows would be
 // written twice if the consumer wrote them now.
 func resyncWait(job string, r storage.Resync) error {
-	return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: a resync to source snapshot %d is in progress since %s (if no resync is running, one was interrupted: run `enricher resync --job %s` again); the event waits",
-		job, r.SnapshotID, r.Since.Format(time.RFC3339), job))
+	return consumer.RetryAfter(resyncWaitTime, fmt.Errorf("job %s: %w to source snapshot %d since %s (if no resync is running, one was interrupted: run `enricher resync --job %s` again); the event waits",
+		job, errResyncInProgress, r.SnapshotID, r.Since.Format(time.RFC3339), job))
 }
+
+// errResyncInProgress marks an event that waits for a resync: no failure
+// of the job (status shows the resync itself).
+var errResyncInProgress = errors.New("a resync is in progress")
 
 // bind loads the job's source table and builds the enricher for its
 // schema. A missing table or a schema the job cannot read is permanent.

@@ -177,6 +177,10 @@ func TestInterruptedResyncHoldsEventsBackAndResumes(t *testing.T) {
 	assert.Equal(t, consumer.ClassRetryAfter, class, "an event waits while a resync is in progress: %v", err)
 	assert.Positive(t, wait)
 	assert.Contains(t, err.Error(), "resync")
+	st, err := p.Status(t.Context())
+	require.NoError(t, err)
+	assert.Nil(t, st[0].LastFailure, "waiting for a resync is no failure of the job")
+	assert.NotEmpty(t, st[0].Resync)
 
 	res, err := p.Resync(t.Context(), pipeline.ResyncRequest{Job: b.Spec.Name})
 	require.NoError(t, err)
