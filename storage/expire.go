@@ -71,9 +71,12 @@ func RetentionOf(tbl *table.Table) (Retention, error) {
 	}
 	if v, ok := props[table.MaxSnapshotAgeMsKey]; ok {
 		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > maxAgeMs {
-			return r, fmt.Errorf("table %s: property %s=%q: want milliseconds from 0 to %d (100 years)", tableName(tbl), table.MaxSnapshotAgeMsKey, v, int64(maxAgeMs))
+		if err != nil || n < 0 {
+			return r, fmt.Errorf("table %s: property %s=%q: want milliseconds, at least 0", tableName(tbl), table.MaxSnapshotAgeMsKey, v)
 		}
+		// A table's owner may have set centuries: as good as 100 years,
+		// and a time.Duration holds no more than 292.
+		n = min(n, maxAgeMs)
 		r.MaxAge, r.AgeFromTable = time.Duration(n)*time.Millisecond, true
 	}
 	return r, nil

@@ -182,3 +182,15 @@ func TestHealthOfAFreshTable(t *testing.T) {
 	assert.Equal(t, h.DataBytes/2, h.MeanDataFileBytes())
 	assert.Equal(t, 2, h.Manifests)
 }
+
+// TestRetentionOfCenturiesIsAHundredYears: an age its owner set on a table
+// beyond what the enricher takes in a spec is read as 100 years, not as
+// an error that stops every expiry and status.
+func TestRetentionOfCenturiesIsAHundredYears(t *testing.T) {
+	t.Parallel()
+	c := newCommitter(t, map[string]string{table.MaxSnapshotAgeMsKey: "6307200000000"}, false) // 200 years
+	r, err := storage.RetentionOf(c.tgt)
+	require.NoError(t, err)
+	assert.Equal(t, 100*365*24*time.Hour, r.MaxAge)
+	assert.True(t, r.AgeFromTable)
+}

@@ -152,12 +152,12 @@ func TestTargetPropertiesPassTheirOwnCheck(t *testing.T) {
 	// an 8 EiB target file.
 	for k, v := range map[string]string{
 		table.MaxSnapshotAgeMsKey:         "12614400000000",
-		table.MaxRefAgeMsKey:              "9223372036854775807",
 		table.WriteTargetFileSizeBytesKey: "9223372036854775807",
 	} {
 		assert.Error(t, storage.CheckProperties(map[string]string{k: v}), "%s=%s", k, v)
 	}
-	require.NoError(t, storage.CheckProperties(map[string]string{table.MaxSnapshotAgeMsKey: "3153600000000", table.WriteTargetFileSizeBytesKey: "1099511627776"}))
+	require.NoError(t, storage.CheckProperties(map[string]string{table.MaxSnapshotAgeMsKey: "3153600000000", table.WriteTargetFileSizeBytesKey: "1099511627776",
+		table.MaxRefAgeMsKey: "9223372036854775807"})) // Iceberg's own default for refs, kept in milliseconds
 	// A name a letter or two from a known property is a typo that would
 	// leave the setting it meant unset; a name of the owner's own is fine.
 	for typo, want := range map[string]string{
@@ -226,6 +226,7 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 		{table.ParquetBloomFilterMaxBytesKey: "134217729"},
 		{table.DefaultWriteMetricsModeKey: "bogus"},
 		{"write.metadata.metrics.column.text": "truncate(0)"},
+		{table.DefaultWriteMetricsModeKey: "truncate(+8)"},
 	}
 	for i, props := range refused {
 		assert.Error(t, storage.CheckProperties(props), "%v", props)

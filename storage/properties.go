@@ -219,9 +219,9 @@ func checkMetricsMode(v string) error {
 		return nil
 	}
 	if n, ok := strings.CutPrefix(m, "truncate("); ok {
-		if n, ok := strings.CutSuffix(n, ")"); ok {
+		if n, ok := strings.CutSuffix(n, ")"); ok && n != "" && strings.Trim(n, "0123456789") == "" {
 			if k, err := strconv.Atoi(n); err == nil && k >= 1 {
-				return nil
+				return nil // digits only, as iceberg-go's pattern truncate\((\d+)\)
 			}
 		}
 	}
@@ -266,9 +266,10 @@ func checkValue(k, v string, props map[string]string) error {
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 32 || n > 128<<20 {
 			return fmt.Errorf("want a whole number of bytes from 32 to %d", 128<<20)
 		}
-	case table.MaxSnapshotAgeMsKey, table.MaxRefAgeMsKey:
-		// iceberg-go works in nanoseconds: past 292 years of milliseconds
-		// the age overflows and every expiry fails.
+	case table.MaxSnapshotAgeMsKey:
+		// The enricher's expiry works in nanoseconds (time.Duration): past
+		// 292 years of milliseconds the age overflowed and every expiry
+		// failed.
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 0 || n > maxAgeMs {
 			return fmt.Errorf("want a whole number of milliseconds from 0 to %d (100 years)", maxAgeMs)
 		}
