@@ -134,10 +134,6 @@ func DecodeYAML(file string, data []byte, v any) error {
 			return &SpecError{File: file, Reason: fmt.Sprintf("line %d: a second YAML document (after ---): a file holds one document (one config, or one job spec), the rest would be ignored", next.Line)}
 		}
 	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return &SpecError{File: file, Reason: describeYAMLError(err)}
-	}
 	return numberErrors(file, data, v)
 }
 

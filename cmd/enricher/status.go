@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -108,7 +109,7 @@ func (c *statusCmd) Run(ctx context.Context) error {
 			last = s.LastCommit.Format(time.RFC3339)
 		}
 		if s.Problem != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t(%s)\n", s.Job, s.SourceTable, s.Problem)
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t(%s)\n", s.Job, s.SourceTable, oneLine(s.Problem))
 			continue
 		}
 		behind, rowsBehind := strconv.Itoa(s.Behind), strconv.FormatInt(s.RowsBehind, 10)
@@ -139,7 +140,7 @@ func (c *statusCmd) Run(ctx context.Context) error {
 			}
 			fmt.Fprintf(tw, "  last maintenance\t%s\n", last)
 		case s.HealthProblem != "":
-			fmt.Fprintf(tw, "  health\tunknown: %s\n", s.HealthProblem)
+			fmt.Fprintf(tw, "  health\tunknown: %s\n", oneLine(s.HealthProblem))
 		default:
 			fmt.Fprintf(tw, "  health\tno target table yet (nothing enriched)\n")
 		}
@@ -158,7 +159,7 @@ func (c *statusCmd) Run(ctx context.Context) error {
 			if f.Reason != "" {
 				why += ", " + f.Reason
 			}
-			fmt.Fprintf(tw, "  last failure\t%s, %s (%s), snapshot %d: %s\n", f.At.Format(time.RFC3339), state, why, f.Snapshot, f.Error)
+			fmt.Fprintf(tw, "  last failure\t%s, %s (%s), snapshot %d: %s\n", f.At.Format(time.RFC3339), state, why, f.Snapshot, oneLine(f.Error))
 		}
 		if len(s.Batches) > 0 {
 			var rows int64
@@ -184,7 +185,7 @@ func (c *statusCmd) Run(ctx context.Context) error {
 		case *s.HistoryReaches:
 			fmt.Fprintf(tw, "  history reaches watermark\tyes\n")
 		default:
-			fmt.Fprintf(tw, "  history reaches watermark\tno: run enricher resync --job %s (%s)\n", s.Job, s.HistoryProblem)
+			fmt.Fprintf(tw, "  history reaches watermark\tno: run enricher resync --job %s (%s)\n", s.Job, oneLine(s.HistoryProblem))
 		}
 		if err := tw.Flush(); err != nil {
 			return fmt.Errorf("status: %w", err)
@@ -200,6 +201,25 @@ func retention(h *pipeline.TargetHealth) string {
 		s += " and any younger than " + (time.Duration(h.RetainMaxAgeMs) * time.Millisecond).String()
 	}
 	return s
+}
+
+// oneLine is an error text for a line of the terminal: a failure record
+// and the problems status reports hold what servers and tables said, so a
+// line break or a control character (an escape sequence) in them is
+// written escaped (\n, \u001b).
+func oneLine(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t' || r == ' ' || unicode.IsGraphic(r):
+			b.WriteRune(r)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+	}
+	return b.String()
 }
 
 func orDash(s string) string {

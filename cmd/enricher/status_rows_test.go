@@ -34,3 +34,11 @@ func TestStatusCountsRowsBySkipReason(t *testing.T) {
 	assert.Equal(t, int64(300), total, "every row counted once")
 	assert.Equal(t, st.Rows.ByStatus["skipped"], skipped, "every skipped row has its reason")
 }
+
+// TestOneLineEscapesWhatAServerMaySend: a failure text with a line break
+// or a terminal escape prints on one line, escaped; other text is kept.
+func TestOneLineEscapesWhatAServerMaySend(t *testing.T) {
+	t.Parallel()
+	assert.Equal(t, `HTTP 500: \u001b[31mbad\u001b[0m\nsecond line`, oneLine("HTTP 500: \x1b[31mbad\x1b[0m\nsecond line"))
+	assert.Equal(t, "\"ecstatic\" is not one of\tnegative, 漢字 😀", oneLine("\"ecstatic\" is not one of\tnegative, 漢字 😀"))
+}
