@@ -46,12 +46,12 @@ EventBridge).`,
 
 // batchesListCmd is `enricher batches list`.
 type batchesListCmd struct {
-	g   *globals
+	cmdBase
 	job string
 }
 
 func newBatchesListCmd(g *globals) *cobra.Command {
-	l := &batchesListCmd{g: g}
+	l := &batchesListCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "list [--job J]",
 		Short: "List the pending batches of the jobs' targets (no model is asked)",
@@ -110,16 +110,14 @@ func (l *batchesListCmd) Run(ctx context.Context) error {
 
 // batchesCollectCmd is `enricher batches collect`.
 type batchesCollectCmd struct {
-	g     *globals
+	cmdBase
 	job   string
 	wait  bool
 	model modelFlags
-
-	log *slog.Logger
 }
 
 func newBatchesCollectCmd(g *globals) *cobra.Command {
-	c := &batchesCollectCmd{g: g}
+	c := &batchesCollectCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "collect [--job J] [--wait]",
 		Short: "Write the rows of the batches that have ended (once, or --wait until none is pending)",
@@ -146,16 +144,11 @@ a batch's rows are committed once, the other run's commit loses and re-reads.`,
 }
 
 func (c *batchesCollectCmd) Validate() error {
-	log, err := c.g.logger(slog.LevelInfo)
-	if err != nil {
-		return err
-	}
-	c.log = log
 	return nil
 }
 
 func (c *batchesCollectCmd) Run(ctx context.Context) error {
-	c.g.model, c.g.log = &c.model, c.log
+	c.g.model = &c.model
 	env, err := c.g.open(ctx, true)
 	if err != nil {
 		return err

@@ -56,7 +56,7 @@ pipeline:
 
 // demoCmd is `enricher demo`: the whole flow on an embedded warehouse.
 type demoCmd struct {
-	g *globals
+	cmdBase
 
 	workdir  string
 	posts    string
@@ -65,12 +65,10 @@ type demoCmd struct {
 	seed     uint64
 	samples  int
 	model    modelFlags
-
-	log *slog.Logger // derived by Validate
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
-	d := &demoCmd{g: g}
+	d := &demoCmd{cmdBase: cmdBase{g: g, level: slog.LevelWarn}}
 	cmd := &cobra.Command{
 		Use:   "demo [--workdir DIR] [--posts FILE] [--rounds N]",
 		Short: "Run the whole flow on an embedded warehouse: no network, no accounts",
@@ -118,14 +116,9 @@ func (d *demoCmd) Validate() error {
 	if err := d.model.validate(); err != nil {
 		return err
 	}
-	log, err := d.g.logger(slog.LevelWarn)
-	if err != nil {
-		return err
-	}
 	if d.posts == "" && (d.generate < 1 || d.generate > maxGenerate) {
 		return fmt.Errorf("%w: --generate must be from 1 to %d, got %d", errUsage, int64(maxGenerate), d.generate)
 	}
-	d.log = log
 	return nil
 }
 

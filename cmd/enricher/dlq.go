@@ -98,12 +98,12 @@ func (q *dlqQueues) connect(ctx context.Context) (*sqs.Client, string, error) {
 
 // dlqStatsCmd is `enricher dlq stats`.
 type dlqStatsCmd struct {
-	g *globals
+	cmdBase
 	q dlqQueues
 }
 
 func newDLQStatsCmd(g *globals) *cobra.Command {
-	c := &dlqStatsCmd{g: g}
+	c := &dlqStatsCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "stats [--queue-url URL] [--dlq-url URL]",
 		Short: "Count the dead-letter queue's messages and tell the age of the oldest",
@@ -167,7 +167,7 @@ func printDLQStats(w io.Writer, dlq string, st sqsqueue.Stats, now time.Time) {
 
 // dlqPeekCmd is `enricher dlq peek`.
 type dlqPeekCmd struct {
-	g *globals
+	cmdBase
 	q dlqQueues
 
 	limit   int
@@ -176,7 +176,7 @@ type dlqPeekCmd struct {
 }
 
 func newDLQPeekCmd(g *globals) *cobra.Command {
-	c := &dlqPeekCmd{g: g}
+	c := &dlqPeekCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "peek [--max N] [--reason R,...] [--format text|jsonl]",
 		Short: "Show dead-lettered messages with their reason, without removing them",
@@ -200,14 +200,11 @@ the consumer had received it before dead-lettering it).`,
 	f := cmd.Flags()
 	f.IntVar(&c.limit, "max", 10, "messages to show at most (0: all)")
 	f.StringSliceVar(&c.reasons, "reason", nil, "show only messages with these reasons (comma-separated or repeated)")
-	f.StringVar(&c.format, "format", "text", "output format: text (one block per message) or jsonl")
+	choiceVar(f, &c.format, "format", "output format: text (one block per message) or jsonl", "text", "jsonl")
 	return cmd
 }
 
 func (c *dlqPeekCmd) Validate() error {
-	if c.format != "text" && c.format != "jsonl" {
-		return fmt.Errorf("%w: --format %q: want text or jsonl", errUsage, c.format)
-	}
 	if c.limit < 0 {
 		return fmt.Errorf("%w: --max must not be negative, got %d", errUsage, c.limit)
 	}
@@ -334,7 +331,7 @@ func dlqOneLine(s string) string {
 
 // dlqRedriveCmd is `enricher dlq redrive`.
 type dlqRedriveCmd struct {
-	g *globals
+	cmdBase
 	q dlqQueues
 
 	limit   int
@@ -346,7 +343,7 @@ type dlqRedriveCmd struct {
 }
 
 func newDLQRedriveCmd(g *globals) *cobra.Command {
-	c := &dlqRedriveCmd{g: g}
+	c := &dlqRedriveCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "redrive [--max N] [--reason R,...] [--dry-run] [--yes]",
 		Short: "Move dead-lettered messages back to the source queue",

@@ -42,13 +42,12 @@ func sendToDLQ(t *testing.T, api *sqs.Client, dlq, body, reason, errText string)
 func runDLQ(t *testing.T, stdin string, args ...string) (string, string, error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	cmd := newDLQCmd(&globals{stdout: &out, stderr: &errOut, logFormat: "text"})
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	cmd.SetArgs(args)
-	cmd.SetIn(strings.NewReader(stdin))
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	err := cmd.ExecuteContext(t.Context())
+	g := &globals{stdout: &out, stderr: &errOut}
+	root := newRoot(g)
+	root.AddCommand(newDLQCmd(g))
+	root.SetArgs(append([]string{"dlq"}, args...))
+	root.SetIn(strings.NewReader(stdin))
+	err := root.ExecuteContext(t.Context())
 	if err != nil {
 		t.Logf("enricher dlq %s: %v\nstderr:\n%s", strings.Join(args, " "), err, errOut.String())
 	}
@@ -210,7 +209,7 @@ func TestDLQUsageErrorsAndHelp(t *testing.T) {
 	t.Parallel()
 	_, _, err := runDLQ(t, "", "peek", "--dlq-url", "http://x", "--format", "xml")
 	require.ErrorIs(t, err, errUsage)
-	require.ErrorContains(t, err, `--format "xml": want text or jsonl`)
+	require.ErrorContains(t, err, `invalid argument "xml" for "--format" flag: want text or jsonl`)
 	_, _, err = runDLQ(t, "", "peek", "--dlq-url", "http://x", "--max", "-1")
 	require.ErrorContains(t, err, "--max must not be negative")
 	_, _, err = runDLQ(t, "", "redrive", "--dlq-url", "http://x", "--max", "-2")

@@ -86,7 +86,7 @@ func slowRun(ctx context.Context, args []string) error {
 	}
 	g := &globals{stdout: os.Stdout, stderr: os.Stderr}
 	root := newRoot(g)
-	rc := &runCmd{g: g, stageHook: func(_, stage string, _ time.Duration) {
+	rc := &runCmd{cmdBase: cmdBase{g: g}, stageHook: func(_, stage string, _ time.Duration) {
 		if stage == "enrich" {
 			time.Sleep(delay)
 		}

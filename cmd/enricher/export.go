@@ -11,7 +11,7 @@ import (
 
 // exportCmd is `enricher export`: a table's rows on stdout.
 type exportCmd struct {
-	g *globals
+	cmdBase
 
 	table  string
 	format string
@@ -19,7 +19,7 @@ type exportCmd struct {
 }
 
 func newExportCmd(g *globals) *cobra.Command {
-	c := &exportCmd{g: g}
+	c := &exportCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "export --table NS.TABLE [--format jsonl|csv] [--limit N]",
 		Short: "Print a table's rows as JSON lines or CSV",
@@ -34,7 +34,7 @@ csv: a header line, then one line per row; null is an empty field.`,
 		RunE: runE(c),
 	}
 	cmd.Flags().StringVar(&c.table, "table", "", "table to print, NAMESPACE.TABLE (required)")
-	cmd.Flags().StringVar(&c.format, "format", storage.FormatJSONL, "output format: jsonl or csv")
+	choiceVar(cmd.Flags(), &c.format, "format", "output format: jsonl or csv", storage.FormatJSONL, storage.FormatCSV)
 	cmd.Flags().Int64Var(&c.limit, "limit", 0, "print at most N rows (0: all)")
 	return cmd
 }
@@ -42,9 +42,6 @@ csv: a header line, then one line per row; null is an empty field.`,
 func (c *exportCmd) Validate() error {
 	if c.table == "" {
 		return fmt.Errorf("%w: --table NS.TABLE is required", errUsage)
-	}
-	if c.format != storage.FormatJSONL && c.format != storage.FormatCSV {
-		return fmt.Errorf("%w: --format %q: want jsonl or csv", errUsage, c.format)
 	}
 	if c.limit < 0 {
 		return fmt.Errorf("%w: --limit %d must not be negative (0: all rows)", errUsage, c.limit)

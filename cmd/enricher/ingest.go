@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 
 	"github.com/spf13/cobra"
@@ -16,17 +15,15 @@ import (
 // ingestCmd is `enricher ingest`: posts from a text file appended to a
 // source table.
 type ingestCmd struct {
-	g *globals
+	cmdBase
 
 	table   string
 	posts   string
 	firstID int64
-
-	log *slog.Logger // derived by Validate
 }
 
 func newIngestCmd(g *globals) *cobra.Command {
-	c := &ingestCmd{g: g}
+	c := &ingestCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "ingest --table NS.TABLE --posts FILE",
 		Short: "Append posts from a text file to a source table as one new snapshot",
@@ -54,11 +51,6 @@ func (c *ingestCmd) Validate() error {
 	if c.firstID < 0 || c.firstID > math.MaxInt64/2 {
 		return fmt.Errorf("%w: --first-id %d: want 0 to %d (post_id is it plus the line's index)", errUsage, c.firstID, int64(math.MaxInt64/2))
 	}
-	log, err := c.g.logger(slog.LevelInfo)
-	if err != nil {
-		return err
-	}
-	c.log = log
 	return nil
 }
 

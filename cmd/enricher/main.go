@@ -42,7 +42,7 @@ type globals struct {
 	stderr    io.Writer
 	// model holds the model flags of the subcommands that take them.
 	model *modelFlags
-	// log is what models log to once a subcommand has built its logger.
+	// log is the subcommand's logger (runE builds it): models log to it.
 	log *slog.Logger
 	// create lets the subcommand create a missing sqlite catalog file and
 	// warehouse folder (ingest); every other one refuses them.
@@ -79,6 +79,11 @@ by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 	}
 	root.SetOut(g.stdout)
 	root.SetErr(g.stderr)
+	// A flag that does not parse is an error in the command line, like
+	// those Validate finds.
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.config, "config", "", "runtime config file (default $"+envConfig+")")
 	pf.StringVar(&g.logLevel, "log-level", "", "log level: debug, info, warn, error (default info; warn for demo)")
@@ -87,20 +92,41 @@ by demo) from --config or from the ENRICHER_CONFIG environment variable.`,
 }
 
 // A command is one subcommand, after riverqueue/river's rivercli: a struct
-// whose fields are the subcommand's flags (its cobra command binds them)
-// and whose two methods are all the cobra command calls, through runE.
+// that embeds cmdBase, whose other fields are the subcommand's flags (its
+// cobra command binds them) and whose two methods are all the cobra command
+// calls, through runE.
 type command interface {
+	// shared is the command's embedded cmdBase.
+	shared() *cmdBase
 	// Validate checks the flags before anything is touched: errors in the
 	// command line itself wrap errUsage. It also derives from the flags
-	// what Run needs (a queue URL, a logger).
+	// what Run needs (a queue URL, a model).
 	Validate() error
 	// Run does the work.
 	Run(ctx context.Context) error
 }
 
-// runE is the RunE of every subcommand: Validate, then Run.
+// cmdBase is what every command has besides its own flags: the global
+// flags, and the logger runE builds from them before Validate.
+type cmdBase struct {
+	g *globals
+	// level is the log level when --log-level is not given (zero: info).
+	level slog.Level
+	log   *slog.Logger
+}
+
+func (b *cmdBase) shared() *cmdBase { return b }
+
+// runE is the RunE of every subcommand: build its logger from --log-level
+// and --log-format, Validate, then Run.
 func runE(c command) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
+		b := c.shared()
+		log, err := b.g.logger(b.level)
+		if err != nil {
+			return err
+		}
+		b.log, b.g.log = log, log
 		if err := c.Validate(); err != nil {
 			return err
 		}
@@ -114,7 +140,7 @@ func (g *globals) logger(def slog.Level) (*slog.Logger, error) {
 	level := def
 	if g.logLevel != "" {
 		if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
-			return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+			return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, g.logLevel)
 		}
 	}
 	opts := &slog.HandlerOptions{Level: level}
@@ -124,7 +150,7 @@ func (g *globals) logger(def slog.Level) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(g.stderr, opts)), nil
 	default:
-		return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, g.logFormat)
 	}
 }
 
@@ -159,8 +185,8 @@ func (g *globals) open(ctx context.Context, withJobs bool) (*runtimeEnv, error) 
 // openJob opens the runtime env with its jobs, built with the command
 // line's model flags mf, and picks the job named job (or the config's only
 // one). The caller closes the env.
-func (g *globals) openJob(ctx context.Context, mf *modelFlags, log *slog.Logger, job string) (*runtimeEnv, pipeline.Job, error) {
-	g.model, g.log = mf, log
+func (g *globals) openJob(ctx context.Context, mf *modelFlags, job string) (*runtimeEnv, pipeline.Job, error) {
+	g.model = mf
 	env, err := g.open(ctx, true)
 	if err != nil {
 		return nil, pipeline.Job{}, err

@@ -184,7 +184,17 @@ func TestUsageErrors(t *testing.T) {
 	_, err := run(t, "demo", "--rounds", "0", "--workdir", t.TempDir())
 	require.ErrorContains(t, err, "--rounds must be at least 1")
 	_, err = run(t, "export", "--config", "x.yaml", "--table", "a.b", "--format", "xml")
-	require.ErrorContains(t, err, `--format "xml": want jsonl or csv`)
+	require.ErrorContains(t, err, `invalid argument "xml" for "--format" flag: want jsonl or csv`)
+	require.ErrorIs(t, err, errUsage)
+	// Every subcommand builds its logger before anything else, also those
+	// that log little: a wrong --log-level or --log-format is refused.
+	for _, sub := range []string{"status", "export", "validate", "orphans"} {
+		_, err = run(t, sub, "--config", "x.yaml", "--log-level", "loud")
+		require.ErrorIs(t, err, errUsage, sub)
+		require.ErrorContains(t, err, `--log-level "loud": want debug, info, warn or error`, sub)
+		_, err = run(t, sub, "--config", "x.yaml", "--log-format", "xml")
+		require.ErrorContains(t, err, `--log-format "xml": want text or json`, sub)
+	}
 	_, err = run(t, "ingest", "--config", "x.yaml")
 	require.ErrorContains(t, err, "--posts FILE is required")
 	// Negative numbers are refused, not read as a default, and numbers
@@ -267,12 +277,7 @@ func TestStatusShowsHowFarBehind(t *testing.T) {
 	work, cfg := newDemo(t, "--generate", "30")
 	dir := filepath.Dir(work)
 
-	status := func() map[string]any {
-		objs := decodeAll(t, mustRun(t, "status", "--config", cfg, "--format", "json"))
-		require.Len(t, objs, 1)
-		return objs[0]
-	}
-	s := status()
+	s := jobStatus(t, cfg)
 	assert.Equal(t, "sentiment", s["job"])
 	assert.Equal(t, json.Number("0"), s["snapshots_behind"])
 	assert.Equal(t, json.Number("0"), s["rows_behind"])
@@ -284,7 +289,7 @@ func TestStatusShowsHowFarBehind(t *testing.T) {
 	require.NoError(t, os.WriteFile(more, []byte("a\nb\nc\n"), 0o644))
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "31")
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "34")
-	s = status()
+	s = jobStatus(t, cfg)
 	assert.Equal(t, json.Number("2"), s["snapshots_behind"])
 	assert.Equal(t, json.Number("6"), s["rows_behind"])
 

@@ -21,19 +21,17 @@ import (
 // maintainCmd is `enricher maintain`: the whole maintenance of the target
 // tables (storage.Catalog.Maintain), with a report of before and after.
 type maintainCmd struct {
-	g *globals
+	cmdBase
 
 	job         string
 	orphanGrace time.Duration
 	noWriters   bool
 	skipOrphans bool
 	format      string
-
-	log *slog.Logger
 }
 
 func newMaintainCmd(g *globals) *cobra.Command {
-	m := &maintainCmd{g: g}
+	m := &maintainCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "maintain [--job J] [--orphan-grace DUR] [--no-writers] [--skip-orphans] [--format text|json]",
 		Short: "Compact, rewrite manifests, expire snapshots and delete orphan files of the target tables",
@@ -113,25 +111,17 @@ status is then non-zero.`,
 	f.DurationVar(&m.orphanGrace, "orphan-grace", storage.DefaultOrphanGrace, "delete only orphan files older than this (keep it above the longest commit in flight)")
 	f.BoolVar(&m.noWriters, "no-writers", false, "no process writes these tables now: --orphan-grace may be below "+storage.MinOrphanGrace.String())
 	f.BoolVar(&m.skipOrphans, "skip-orphans", false, "leave out the orphan cleanup (it lists every file under the table's location)")
-	f.StringVar(&m.format, "format", "text", "output format: text or json (one object per target)")
+	choiceVar(f, &m.format, "format", "output format: text or json (one object per target)", "text", "json")
 	return cmd
 }
 
 func (m *maintainCmd) Validate() error {
-	if m.format != "text" && m.format != "json" {
-		return fmt.Errorf("%w: --format %q: want text or json", errUsage, m.format)
-	}
 	if m.orphanGrace <= 0 {
 		return fmt.Errorf("%w: --orphan-grace %s: must be positive (a younger file may belong to a commit in flight)", errUsage, m.orphanGrace)
 	}
 	if m.orphanGrace < storage.MinOrphanGrace && !m.noWriters && !m.skipOrphans {
-		return fmt.Errorf("%w: --orphan-grace %s: a file younger than %s may belong to a commit in flight, and deleting it corrupts the table; stop every consumer, replay, resync and batches collect of these tables and add --no-writers", errUsage, m.orphanGrace, storage.MinOrphanGrace)
+		return errYoungOrphans("--orphan-grace " + m.orphanGrace.String())
 	}
-	log, err := m.g.logger(slog.LevelInfo)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	m.log = log
 	return nil
 }
 

@@ -16,7 +16,7 @@ import (
 // orphansCmd is `enricher orphans`: the data files of target tables that
 // no snapshot references.
 type orphansCmd struct {
-	g *globals
+	cmdBase
 
 	job       string
 	remove    bool
@@ -25,7 +25,7 @@ type orphansCmd struct {
 }
 
 func newOrphansCmd(g *globals) *cobra.Command {
-	o := &orphansCmd{g: g}
+	o := &orphansCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "orphans [--job J] [--delete] [--older-than D] [--no-writers]",
 		Short: "List (or delete) data files of target tables that no snapshot references",
@@ -63,9 +63,16 @@ func (o *orphansCmd) Validate() error {
 		return fmt.Errorf("%w: --older-than %s must not be negative", errUsage, o.olderThan)
 	}
 	if o.remove && o.olderThan < storage.MinOrphanGrace && !o.noWriters {
-		return fmt.Errorf("%w: --delete with --older-than %s: a file younger than %s may belong to a commit in flight, and deleting it corrupts the table; stop every consumer, replay, resync and batches collect of these tables and add --no-writers", errUsage, o.olderThan, storage.MinOrphanGrace)
+		return errYoungOrphans("--delete with --older-than " + o.olderThan.String())
 	}
 	return nil
+}
+
+// errYoungOrphans refuses flags that would delete orphan files younger
+// than storage.MinOrphanGrace while writers may be running (the library
+// refuses them too; the command line says so before opening anything).
+func errYoungOrphans(flags string) error {
+	return fmt.Errorf("%w: %s: a file younger than %s may belong to a commit in flight, and deleting it corrupts the table; stop every consumer, replay, resync and batches collect of these tables and add --no-writers", errUsage, flags, storage.MinOrphanGrace)
 }
 
 // Run lists (or deletes) the orphaned files of every target table, one

@@ -13,7 +13,7 @@ import (
 // publishCmd is `enricher publish`, the helper ingestion jobs call after
 // they commit.
 type publishCmd struct {
-	g *globals
+	cmdBase
 
 	queue, table, job string
 	snapshot          int64
@@ -22,7 +22,7 @@ type publishCmd struct {
 }
 
 func newPublishCmd(g *globals) *cobra.Command {
-	p := &publishCmd{g: g}
+	p := &publishCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "publish --queue-url URL --table NS.TABLE [--snapshot-id ID]",
 		Short: "Send the snapshot event for a table's current (or given) snapshot",

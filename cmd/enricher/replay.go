@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -21,7 +20,7 @@ import (
 // replayCmd is `enricher replay`: a range of source snapshots enriched
 // again.
 type replayCmd struct {
-	g *globals
+	cmdBase
 
 	job        string
 	from, to   int64
@@ -30,11 +29,10 @@ type replayCmd struct {
 
 	// Derived by Validate.
 	statuses []enrich.Status
-	log      *slog.Logger
 }
 
 func newReplayCmd(g *globals) *cobra.Command {
-	r := &replayCmd{g: g}
+	r := &replayCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "replay --job J [--from-snapshot A] [--to-snapshot B] [--only-status S,...]",
 		Short: "Enrich a range of source snapshots again, replacing their target rows",
@@ -83,18 +81,14 @@ func (r *replayCmd) Validate() error {
 	if err != nil {
 		return err
 	}
-	log, err := r.g.logger(slog.LevelInfo)
-	if err != nil {
-		return err
-	}
-	r.statuses, r.log = statuses, log
+	r.statuses = statuses
 	return nil
 }
 
 // Run replays the range commit by commit, printing each commit and a
 // summary.
 func (r *replayCmd) Run(ctx context.Context) error {
-	env, j, err := r.g.openJob(ctx, &r.model, r.log, r.job)
+	env, j, err := r.g.openJob(ctx, &r.model, r.job)
 	if err != nil {
 		return err
 	}

@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"math"
 	"os"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -20,7 +16,7 @@ import (
 
 // resyncCmd is `enricher resync`: a job caught up by key.
 type resyncCmd struct {
-	g *globals
+	cmdBase
 
 	job          string
 	memory       byteSize
@@ -28,12 +24,10 @@ type resyncCmd struct {
 	skipNullKeys bool
 	dryRun       bool
 	model        modelFlags
-
-	log *slog.Logger // derived by Validate
 }
 
 func newResyncCmd(g *globals) *cobra.Command {
-	r := &resyncCmd{g: g}
+	r := &resyncCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "resync --job J [--dry-run]",
 		Short: "Catch a job up by key when events cannot: expired source history, rows added by overwrites",
@@ -93,17 +87,12 @@ func (r *resyncCmd) Validate() error {
 	if r.memory > 0 && r.memory < 4096 {
 		return fmt.Errorf("%w: --memory %d: want at least 4096 bytes", errUsage, int64(r.memory))
 	}
-	log, err := r.g.logger(slog.LevelInfo)
-	if err != nil {
-		return err
-	}
-	r.log = log
 	return nil
 }
 
 // Run resyncs the job and prints what it did.
 func (r *resyncCmd) Run(ctx context.Context) error {
-	env, j, err := r.g.openJob(ctx, &r.model, r.log, r.job)
+	env, j, err := r.g.openJob(ctx, &r.model, r.job)
 	if err != nil {
 		return err
 	}
@@ -158,37 +147,4 @@ func skippedNote(skip bool, n int64) string {
 		return ", passed over"
 	}
 	return ""
-}
-
-// byteSize is a flag of bytes written as 4096, 64KiB, 256MiB, 1GiB (or
-// KB, MB, GB in powers of ten).
-type byteSize int64
-
-func (b *byteSize) String() string {
-	if *b == 0 {
-		return ""
-	}
-	return strconv.FormatInt(int64(*b), 10)
-}
-
-func (b *byteSize) Type() string { return "size" }
-
-func (b *byteSize) Set(v string) error {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
-	num, mult := strings.TrimSpace(v), int64(1)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n < 0 || n > math.MaxInt64/mult {
-		return fmt.Errorf("%q is not a size such as 4096, 256MiB or 1GB", v)
-	}
-	*b = byteSize(n * mult)
-	return nil
 }

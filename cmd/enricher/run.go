@@ -51,7 +51,7 @@ func queueURL(flag string) (string, error) {
 
 // runCmd is `enricher run`, the consumer daemon.
 type runCmd struct {
-	g *globals
+	cmdBase
 
 	queue, dlq  string
 	drain       bool
@@ -69,10 +69,9 @@ type runCmd struct {
 
 	// Derived by Validate.
 	url string
-	log *slog.Logger
 }
 
-func newRunCmd(g *globals) *cobra.Command { return (&runCmd{g: g}).command() }
+func newRunCmd(g *globals) *cobra.Command { return (&runCmd{cmdBase: cmdBase{g: g}}).command() }
 
 // command is the cobra command that binds r's flags and runs r (a test
 // builds one around a runCmd whose stageHook it has set).
@@ -142,11 +141,7 @@ func (r *runCmd) Validate() error {
 	if r.backoff < 0 || r.backoff > consumer.MaxRetryBackoff {
 		return fmt.Errorf("%w: --retry-backoff %s: want 0 to %s", errUsage, r.backoff, consumer.MaxRetryBackoff)
 	}
-	log, err := r.g.logger(slog.LevelInfo)
-	if err != nil {
-		return err
-	}
-	r.url, r.log = url, log
+	r.url = url
 	return nil
 }
 
@@ -156,7 +151,7 @@ func (r *runCmd) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	log := r.log
-	r.g.model, r.g.log = &r.model, log
+	r.g.model = &r.model
 	env, err := r.g.open(ctx, true)
 	if err != nil {
 		return err

@@ -19,14 +19,14 @@ import (
 
 // statusCmd is `enricher status`: where every job stands.
 type statusCmd struct {
-	g *globals
+	cmdBase
 
 	format string
 	rows   bool
 }
 
 func newStatusCmd(g *globals) *cobra.Command {
-	c := &statusCmd{g: g}
+	c := &statusCmd{cmdBase: cmdBase{g: g}}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show where every job stands (watermark, how far behind) and the health of its target",
@@ -66,14 +66,11 @@ among several on a table is told apart from the others.`,
 		RunE: runE(c),
 	}
 	cmd.Flags().BoolVar(&c.rows, "rows", false, "also count each target's rows by status and its skipped rows by reason (scans two columns of the whole target)")
-	cmd.Flags().StringVar(&c.format, "format", "text", "output format: text or json (one object per job, with target_health and source_history_* fields)")
+	choiceVar(cmd.Flags(), &c.format, "format", "output format: text or json (one object per job, with target_health and source_history_* fields)", "text", "json")
 	return cmd
 }
 
 func (c *statusCmd) Validate() error {
-	if c.format != "text" && c.format != "json" {
-		return fmt.Errorf("%w: --format %q: want text or json", errUsage, c.format)
-	}
 	return nil
 }
 

@@ -17,11 +17,11 @@ import (
 // validateCmd is `enricher validate`: the config and its job specs
 // checked.
 type validateCmd struct {
-	g *globals
+	cmdBase
 }
 
 func newValidateCmd(g *globals) *cobra.Command {
-	c := &validateCmd{g: g}
+	c := &validateCmd{cmdBase: cmdBase{g: g}}
 	return &cobra.Command{
 		Use:   "validate",
 		Short: "Check the runtime config and every job spec it names, without touching any table",
