@@ -20,8 +20,7 @@ import (
 // summary prices the batch tokens at half.
 func TestDemoThroughTheBatchAPI(t *testing.T) {
 	const key = "sk-batch-key-that-must-stay-secret"
-	t.Setenv("OPENAI_API_KEY", key)
-	t.Setenv(envAPIKeySecret, "")
+	useKey(t, "OPENAI_API_KEY", key)
 	var lines atomic.Int64
 	llm := (&fakellm.Server{
 		Key:        key,
@@ -34,10 +33,8 @@ func TestDemoThroughTheBatchAPI(t *testing.T) {
 		},
 	}).StartTB(t)
 	posts, texts := postsFile(t, 300)
-	work := filepath.Join(t.TempDir(), "demo")
-	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "3", "--samples", "0",
-		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "gpt-4o-mini", "--rows-per-request", "50",
-		"--batch-api", "--batch-poll", "1s")
+	work, out, stderr, err := demoAgainst(t, llm, "openai", "gpt-4o-mini", posts, "--rounds", "3", "--samples", "0",
+		"--rows-per-request", "50", "--batch-api", "--batch-poll", "1s")
 	require.NoError(t, err, stderr)
 	assert.Equal(t, 3, strings.Count(out, "sent to the Batch API"), out)
 	assert.Contains(t, out, "batches  waiting for the provider to answer, checking every 1s")
@@ -68,8 +65,7 @@ func TestDemoThroughTheBatchAPI(t *testing.T) {
 // retries of a Global Batch deployment go as a new batch.
 func TestDemoThroughAzureGlobalBatch(t *testing.T) {
 	const key = "azure-batch-key-that-must-stay-secret"
-	t.Setenv("AZURE_OPENAI_API_KEY", key)
-	t.Setenv(envAPIKeySecret, "")
+	useKey(t, "AZURE_OPENAI_API_KEY", key)
 	var lines atomic.Int64
 	llm := (&fakellm.Server{
 		Key: key,
@@ -81,10 +77,8 @@ func TestDemoThroughAzureGlobalBatch(t *testing.T) {
 		},
 	}).StartTB(t)
 	posts, texts := postsFile(t, 120)
-	work := filepath.Join(t.TempDir(), "demo")
-	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "1", "--samples", "0",
-		"--provider", "azure", "--base-url", llm.URL(), "--deployment", "gpt-4o-mini", "--rows-per-request", "50",
-		"--batch-api", "--batch-poll", "1s")
+	work, out, stderr, err := demoAgainst(t, llm, "azure", "gpt-4o-mini", posts, "--rounds", "1", "--samples", "0",
+		"--rows-per-request", "50", "--batch-api", "--batch-poll", "1s")
 	require.NoError(t, err, stderr)
 	assert.NotContains(t, out+stderr, key)
 	batches := llm.Batches()

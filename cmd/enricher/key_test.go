@@ -19,8 +19,7 @@ import (
 // of the demo's output and in no log line.
 func TestTheKeyNeverReachesTheTargetTable(t *testing.T) {
 	const key = "sk-live-echoed-back-by-a-careless-server"
-	t.Setenv("OPENAI_API_KEY", key)
-	t.Setenv(envAPIKeySecret, "")
+	useKey(t, "OPENAI_API_KEY", key)
 	faults := []fakellm.Fault{fakellm.EchoRefusal, fakellm.EchoValues, fakellm.EchoFinishReason, fakellm.EchoClientError}
 	llm := (&fakellm.Server{
 		Key: key,
@@ -35,10 +34,8 @@ func TestTheKeyNeverReachesTheTargetTable(t *testing.T) {
 		},
 	}).StartTB(t)
 	posts, _ := postsFile(t, 60)
-	work := filepath.Join(t.TempDir(), "demo")
-	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "2", "--samples", "6",
-		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "fake-1", "--rows-per-request", "10",
-		"--log-level", "debug")
+	work, out, stderr, err := demoAgainst(t, llm, "openai", "fake-1", posts, "--rounds", "2", "--samples", "6",
+		"--rows-per-request", "10", "--log-level", "debug")
 	require.NoError(t, err, stderr)
 	assert.Positive(t, llm.Stats().Injected)
 

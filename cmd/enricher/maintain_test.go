@@ -43,6 +43,15 @@ func decodeAll(t *testing.T, out string) []map[string]any {
 	return objs
 }
 
+// jobStatus is the one object `status --format json` prints for cfg, whose
+// config has one job.
+func jobStatus(t *testing.T, cfg string) map[string]any {
+	t.Helper()
+	objs := decodeAll(t, mustRun(t, "status", "--config", cfg, "--format", "json"))
+	require.Len(t, objs, 1)
+	return objs[0]
+}
+
 // num is the integer at path in a decoded JSON object.
 func num(t *testing.T, o map[string]any, path ...string) int64 {
 	t.Helper()
@@ -209,12 +218,7 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	work, cfg := newDemo(t, "--generate", "30", "--rounds", "6")
 	dir := filepath.Dir(work)
 
-	status := func() map[string]any {
-		objs := decodeAll(t, mustRun(t, "status", "--config", cfg, "--format", "json"))
-		require.Len(t, objs, 1)
-		return objs[0]
-	}
-	s := status()
+	s := jobStatus(t, cfg)
 	assert.Equal(t, true, s["source_history_reaches_watermark"])
 	assert.NotContains(t, s, "source_history_problem")
 	h, ok := s["target_health"].(map[string]any)
@@ -238,7 +242,7 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	assert.Regexp(t, regexp.MustCompile(`history reaches watermark\s+yes\n`), out)
 
 	mustRun(t, "maintain", "--config", cfg) // compacts the 6 files (5 at least)
-	s = status()
+	s = jobStatus(t, cfg)
 	assert.NotNil(t, s["target_health"].(map[string]any)["last_maintenance_at"])
 	assert.Equal(t, int64(1), num(t, s, "target_health", "data_files"))
 	assert.NotContains(t, mustRun(t, "status", "--config", cfg), "never")
@@ -251,7 +255,7 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "34")
 	expireSource(t, cfg, "social.posts")
 
-	s = status()
+	s = jobStatus(t, cfg)
 	assert.Equal(t, false, s["source_history_reaches_watermark"])
 	assert.Equal(t, true, s["source_history_expired"])
 	assert.Contains(t, s["source_history_problem"], "source history expired past the watermark")

@@ -42,6 +42,33 @@ func runBoth(t testing.TB, args ...string) (string, string, error) {
 	return out.String(), errOut.String(), err
 }
 
+// useKey gives the test's process key in the variable env, and no Secrets
+// Manager secret to take one from.
+func useKey(t *testing.T, env, key string) {
+	t.Setenv(env, key)
+	t.Setenv(envAPIKeySecret, "")
+}
+
+// demoAgainst runs demo in a new folder on the posts file with llm as the
+// model: provider openai speaks to llm's /v1 with --model name, azure to
+// llm with --deployment name. more are further flags. It returns the
+// folder and the demo's stdout and stderr.
+func demoAgainst(t *testing.T, llm *fakellm.Server, provider, name, posts string, more ...string) (work, out, stderr string, err error) {
+	t.Helper()
+	work = filepath.Join(t.TempDir(), "demo")
+	args := []string{"demo", "--workdir", work, "--posts", posts, "--provider", provider}
+	switch provider {
+	case "openai":
+		args = append(args, "--base-url", llm.URL()+"/v1", "--model", name)
+	case "azure":
+		args = append(args, "--base-url", llm.URL(), "--deployment", name)
+	default:
+		t.Fatalf("demoAgainst: provider %q", provider)
+	}
+	out, stderr, err = runBoth(t, append(args, more...)...)
+	return work, out, stderr, err
+}
+
 // postsWarehouse makes a demo warehouse whose target holds the demo's one
 // generated post (post_id 1, noop model) and ingests the n posts of
 // postsFile as post_ids 2 to n+1 (not yet published). It returns the
@@ -103,8 +130,7 @@ func requireRowsFromTheirOwnText(t *testing.T, rows []map[string]any, lines []st
 
 func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 	const key = "sk-demo-key-that-must-stay-secret"
-	t.Setenv("OPENAI_API_KEY", key)
-	t.Setenv(envAPIKeySecret, "")
+	useKey(t, "OPENAI_API_KEY", key)
 	faults := []fakellm.Fault{fakellm.DropRow, fakellm.ServerError, fakellm.WrongType, fakellm.Throttle,
 		fakellm.DuplicateRow, fakellm.MalformedJSON, fakellm.CutOff, fakellm.Refusal, fakellm.ExtraRow}
 	llm := (&fakellm.Server{
@@ -117,10 +143,8 @@ func TestDemoWithChatModelUnderFaultsKeepsEveryAnswerOnItsRow(t *testing.T) {
 		},
 	}).StartTB(t)
 	posts, lines := postsFile(t, 600)
-	work := filepath.Join(t.TempDir(), "demo")
-	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "3", "--samples", "2",
-		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "fake-1", "--rows-per-request", "20",
-		"--log-level", "debug")
+	work, out, stderr, err := demoAgainst(t, llm, "openai", "fake-1", posts, "--rounds", "3", "--samples", "2",
+		"--rows-per-request", "20", "--log-level", "debug")
 	require.NoError(t, err, stderr)
 	assert.Contains(t, out, "model requests")
 	assert.Contains(t, out, "openai/fake-1 model")
@@ -186,9 +210,9 @@ func TestReplayOnlyFailedRowsLeavesTheOthersAlone(t *testing.T) {
 		return fakellm.None
 	}}).StartTB(t)
 	posts, lines := postsFile(t, 200)
-	work := filepath.Join(t.TempDir(), "demo")
 	chat := []string{"--provider", "openai", "--base-url", llm.URL() + "/v1", "--model", "m"}
-	mustRun(t, append([]string{"demo", "--workdir", work, "--posts", posts, "--rounds", "2", "--samples", "0"}, chat...)...)
+	work, _, stderr, err := demoAgainst(t, llm, "openai", "m", posts, "--rounds", "2", "--samples", "0")
+	require.NoError(t, err, stderr)
 	cfg := filepath.Join(work, "enricher.yaml")
 	before := map[string]map[string]any{}
 	failed := 0
@@ -221,7 +245,7 @@ func TestReplayOnlyFailedRowsLeavesTheOthersAlone(t *testing.T) {
 	}
 	assert.LessOrEqual(t, sent, failed, "only the failed rows go to the model again")
 
-	_, err := run(t, "replay", "--config", cfg, "--only-status", "broken")
+	_, err = run(t, "replay", "--config", cfg, "--only-status", "broken")
 	require.ErrorContains(t, err, `--only-status "broken": want one of ok, skipped, failed, invalid_output`)
 }
 
@@ -313,10 +337,8 @@ func TestDemoTakesTheKeyFromSecretsManager(t *testing.T) {
 	t.Setenv("AZURE_OPENAI_API_KEY", "")
 	llm := (&fakellm.Server{Key: key}).StartTB(t)
 	posts, lines := postsFile(t, 60)
-	work := filepath.Join(t.TempDir(), "demo")
-	out, stderr, err := runBoth(t, "demo", "--workdir", work, "--posts", posts, "--rounds", "1", "--samples", "0",
-		"--provider", "azure", "--base-url", llm.URL(), "--deployment", "gpt-4o-mini", "--api-key-secret", "enricher/azure",
-		"--log-level", "debug")
+	work, out, stderr, err := demoAgainst(t, llm, "azure", "gpt-4o-mini", posts, "--rounds", "1", "--samples", "0",
+		"--api-key-secret", "enricher/azure", "--log-level", "debug")
 	require.NoError(t, err, stderr)
 	assert.NotContains(t, out+stderr, key)
 	requireRowsFromTheirOwnText(t, exportRows(t, filepath.Join(work, "enricher.yaml"), "social.posts_sentiment"), lines, "azure/gpt-4o-mini")
