@@ -116,6 +116,16 @@ func requireAnsweredFromText(t *testing.T, ts []string, out []enrich.Answer) {
 	}
 }
 
+// requireAnswersTexts annotates n distinct texts with chat and requires
+// every row answered from its own text.
+func requireAnswersTexts(t *testing.T, chat *enrich.Chat, n int) {
+	t.Helper()
+	ts := texts(n)
+	out := make([]enrich.Answer, len(ts))
+	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
+	requireAnsweredFromText(t, ts, out)
+}
+
 func TestChatBatchesRowsAsDataAndMapsAnswersByID(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t, &fakellm.Server{})
@@ -205,10 +215,7 @@ func TestChatRecoversFromEveryFaultOnce(t *testing.T) {
 				m.MaxConcurrency = 1
 			})
 			chat := newChat(t, spec, nil)
-			ts := texts(20)
-			out := make([]enrich.Answer, len(ts))
-			require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-			requireAnsweredFromText(t, ts, out)
+			requireAnswersTexts(t, chat, 20)
 			assert.Equal(t, 1, srv.Stats().Injected)
 		})
 	}
@@ -263,10 +270,7 @@ func TestChatReasksARaggedAnswerInHalves(t *testing.T) {
 		return fakellm.None
 	}})
 	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) { m.MaxConcurrency = 1 }), nil)
-	ts := texts(20)
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 20)
 	reqs := srv.Requests()
 	require.Len(t, reqs, 3, "the ragged answer, then its two halves")
 	assert.Len(t, reqs[1].Rows, 10)
@@ -276,7 +280,7 @@ func TestChatReasksARaggedAnswerInHalves(t *testing.T) {
 	// Every request ragged: the rows end invalid with the reason.
 	srv = startServer(t, &fakellm.Server{Fault: func(*fakellm.Request) fakellm.Fault { return fakellm.RaggedColumns }})
 	chat = newChat(t, chatSpec(t, srv, nil), nil)
-	out = make([]enrich.Answer, 2)
+	out := make([]enrich.Answer, 2)
 	require.NoError(t, chat.Annotate(context.Background(), items(texts(2)), out))
 	for _, a := range out {
 		assert.Equal(t, enrich.StatusInvalidOutput, a.Status)
@@ -363,10 +367,7 @@ func TestChatHonoursRetryAfter(t *testing.T) {
 		},
 	})
 	chat := newChat(t, chatSpec(t, srv, nil), nil)
-	ts := texts(5)
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 5)
 	reqs := srv.Requests()
 	require.Len(t, reqs, 3)
 	// The backoff alone would wait 10ms, then 20ms: only the server's hint
@@ -385,10 +386,7 @@ func TestChatStaysUnderTheServersQuotas(t *testing.T) {
 		m.RPM, m.TPM = rpm, tpm
 		m.RowsPerRequest = 5
 	}), nil)
-	ts := texts(200) // 40 requests: 20 a second allowed, so about 2 seconds
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 200) // 40 requests: 20 a second allowed, so about 2 seconds
 	st := srv.Stats()
 	assert.Equal(t, 40, st.Answered)
 	// The client paces itself: the server should not have had to refuse
@@ -415,10 +413,7 @@ func TestChatAdaptsWhenTheServerThrottles(t *testing.T) {
 		m.RowsPerRequest = 2
 		m.MaxAttempts = 20
 	}), nil)
-	ts := texts(100)
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 100)
 	u := chat.Usage()
 	assert.Positive(t, u.Throttled)
 	assert.Equal(t, u.Throttled, int64(srv.Stats().LimitThrottle))
@@ -435,10 +430,7 @@ func TestChatAzureURLForm(t *testing.T) {
 		m.APIVersion = "2024-10-21"
 	})
 	chat := newChat(t, spec, nil)
-	ts := texts(3)
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 3)
 	reqs := srv.Requests()
 	require.Len(t, reqs, 1)
 	assert.True(t, reqs[0].Azure)
@@ -582,10 +574,7 @@ func TestChatReasoningModelsGetMaxCompletionTokensAndNoTemperature(t *testing.T)
 	t.Parallel()
 	srv := startServer(t, &fakellm.Server{})
 	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) { m.Name = "gpt-5-mini" }), nil)
-	ts := texts(3)
-	out := make([]enrich.Answer, len(ts))
-	require.NoError(t, chat.Annotate(context.Background(), items(ts), out))
-	requireAnsweredFromText(t, ts, out)
+	requireAnswersTexts(t, chat, 3)
 	r := srv.Requests()[0]
 	assert.Equal(t, "max_completion_tokens", r.MaxTokensField)
 	assert.Nil(t, r.Temperature)
