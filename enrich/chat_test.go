@@ -22,10 +22,20 @@ import (
 
 const testKey = "sk-test-0123456789abcdef"
 
+// specAt is the job spec yaml, read as file, with its model pointed at
+// srv.
+func specAt(t *testing.T, srv *fakellm.Server, file, yaml string) *enrich.Spec {
+	t.Helper()
+	spec, err := enrich.ParseSpec(file, []byte(yaml))
+	require.NoError(t, err)
+	spec.Model.BaseURL = srv.URL() + "/v1"
+	return spec
+}
+
 // chatSpec is the sentiment job on a chat provider pointed at srv.
 func chatSpec(t *testing.T, srv *fakellm.Server, edit func(m *enrich.ModelSettings)) *enrich.Spec {
 	t.Helper()
-	spec, err := enrich.ParseSpec("chat.yaml", []byte(`
+	spec := specAt(t, srv, "chat.yaml", `
 name: sentiment
 version: "1"
 source: {table: social.posts, key: post_id, text: text}
@@ -36,9 +46,7 @@ prompt:
 outputs:
   - {name: sentiment, type: string, enum: [negative, neutral, positive]}
   - {name: score, type: double, min: -1, max: 1}
-`))
-	require.NoError(t, err)
-	spec.Model.BaseURL = srv.URL() + "/v1"
+`)
 	if edit != nil {
 		edit(&spec.Model)
 	}

@@ -58,7 +58,7 @@ func jsonEscape(s string) string {
 // answers is a valid value and is stored.
 func freeTextSpec(t *testing.T, srv *fakellm.Server) *enrich.Spec {
 	t.Helper()
-	spec, err := enrich.ParseSpec("free.yaml", []byte(`
+	return specAt(t, srv, "free.yaml", `
 name: summary
 version: "1"
 source: {table: social.posts, key: post_id, text: text}
@@ -68,10 +68,7 @@ prompt: {system: Summarise each post.}
 outputs:
   - {name: summary, type: string}
   - {name: tags, type: list<string>}
-`))
-	require.NoError(t, err)
-	spec.Model.BaseURL = srv.URL() + "/v1"
-	return spec
+`)
 }
 
 // postBatch is n posts with ids and texts.
