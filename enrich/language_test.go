@@ -153,15 +153,7 @@ func TestLanguageRuleValidation(t *testing.T) {
 
 	// A list of languages with no column to apply it to is a mistake,
 	// except the lexicon's own default.
-	_, err := enrich.ParseSpec("c.yaml", []byte(`
-name: j
-version: "1"
-source: {table: a.b, key: k, text: t}
-target: {table: a.c}
-prompt: {system: p}
-outputs: [{name: label, type: string}]
-model: {provider: openai, languages: [en]}
-`))
+	_, err := enrich.ParseSpec("c.yaml", []byte(chatJob+"model: {provider: openai, languages: [en]}\n"))
 	require.ErrorContains(t, err, "c.yaml: model.languages: needs source.language.column")
 	spec, err := enrich.ParseSpec("s.yaml", []byte(validSpec))
 	require.NoError(t, err)

@@ -146,19 +146,23 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// TestSpecNumbersAreFiniteAndIntegersWhole: yaml.v3 reads .nan and .inf
-// into any float and cuts 1.5 to 1 in an int; the spec loader refuses both,
-// naming the field and the line, wherever a number is read.
-func TestSpecNumbersAreFiniteAndIntegersWhole(t *testing.T) {
-	t.Parallel()
-	const chat = `
+// chatJob is a small chat job but for its model, which a test appends
+// (its first line is blank, so that the model starts at line 8).
+const chatJob = `
 name: j
 version: "1"
 source: {table: a.b, key: k, text: t}
 target: {table: a.c}
 prompt: {system: p}
 outputs: [{name: label, type: string}]
-model:
+`
+
+// TestSpecNumbersAreFiniteAndIntegersWhole: yaml.v3 reads .nan and .inf
+// into any float and cuts 1.5 to 1 in an int; the spec loader refuses both,
+// naming the field and the line, wherever a number is read.
+func TestSpecNumbersAreFiniteAndIntegersWhole(t *testing.T) {
+	t.Parallel()
+	const chat = chatJob + `model:
   provider: openai
 `
 	tests := []struct{ give, field, want string }{
