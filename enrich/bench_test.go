@@ -146,14 +146,7 @@ func BenchmarkGate(b *testing.B) {
 
 // benchBatch is an Arrow batch of n posts in the source table's columns.
 func benchBatch(mem memory.Allocator, n int) arrow.RecordBatch {
-	schema := arrow.NewSchema([]arrow.Field{
-		{Name: "post_id", Type: arrow.PrimitiveTypes.Int64},
-		{Name: "text", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "author", Type: arrow.BinaryTypes.String, Nullable: true},
-		{Name: "created_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
-		{Name: "lang", Type: arrow.BinaryTypes.String, Nullable: true},
-	}, nil)
-	rb := array.NewRecordBuilder(mem, schema)
+	rb := array.NewRecordBuilder(mem, PostsSchema)
 	defer rb.Release()
 	for i, t := range benchTexts(n) {
 		rb.Field(0).(*array.Int64Builder).Append(int64(i + 1))

@@ -23,18 +23,10 @@ func sentimentSpec(t *testing.T) *enrich.Spec {
 	return spec
 }
 
-var inputSchema = arrow.NewSchema([]arrow.Field{
-	{Name: "post_id", Type: arrow.PrimitiveTypes.Int64},
-	{Name: "text", Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: "author", Type: arrow.BinaryTypes.String, Nullable: true},
-	{Name: "created_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
-	{Name: "lang", Type: arrow.BinaryTypes.String, Nullable: true},
-}, nil)
-
 // input builds a batch of posts; a nil text is a null.
 func input(t *testing.T, mem memory.Allocator, texts []*string) arrow.RecordBatch {
 	t.Helper()
-	b := array.NewRecordBuilder(mem, inputSchema)
+	b := array.NewRecordBuilder(mem, enrich.PostsSchema)
 	defer b.Release()
 	for i, s := range texts {
 		b.Field(0).(*array.Int64Builder).Append(int64(1000 + i))
@@ -193,7 +185,7 @@ func TestEnricherModelErrorStopsTheBatch(t *testing.T) {
 	t.Parallel()
 	mem := checkedAlloc(t)
 	boom := errors.New("budget exhausted")
-	enr, err := enrich.NewEnricher(sentimentSpec(t), &recorder{err: boom}, inputSchema, mem)
+	enr, err := enrich.NewEnricher(sentimentSpec(t), &recorder{err: boom}, enrich.PostsSchema, mem)
 	require.NoError(t, err)
 	rec := input(t, mem, []*string{ptr("a")})
 	defer rec.Release()
@@ -210,7 +202,7 @@ func TestEnricherSchemaErrors(t *testing.T) {
 		give *arrow.Schema
 		want string
 	}{
-		{"missing carry column", arrow.NewSchema(inputSchema.Fields()[:4], nil), `column "lang" is missing`},
+		{"missing carry column", arrow.NewSchema(enrich.PostsSchema.Fields()[:4], nil), `column "lang" is missing`},
 		{"text not a string", arrow.NewSchema([]arrow.Field{
 			{Name: "post_id", Type: arrow.PrimitiveTypes.Int64}, {Name: "text", Type: arrow.PrimitiveTypes.Int64},
 		}, nil), `text column "text" is int64`},
@@ -309,10 +301,10 @@ func checkedAlloc(t *testing.T) *memory.CheckedAllocator {
 }
 
 // newEnricher is the enricher of spec and model over the posts' columns
-// (inputSchema); mem may be nil.
+// (enrich.PostsSchema); mem may be nil.
 func newEnricher(t *testing.T, spec *enrich.Spec, model enrich.Model, mem memory.Allocator) *enrich.Enricher {
 	t.Helper()
-	enr, err := enrich.NewEnricher(spec, model, inputSchema, mem)
+	enr, err := enrich.NewEnricher(spec, model, enrich.PostsSchema, mem)
 	require.NoError(t, err)
 	return enr
 }

@@ -22,7 +22,7 @@ type langPost struct {
 // langInput builds a batch of posts with the sentiment job's columns.
 func langInput(t *testing.T, mem memory.Allocator, posts []langPost) arrow.RecordBatch {
 	t.Helper()
-	b := array.NewRecordBuilder(mem, inputSchema)
+	b := array.NewRecordBuilder(mem, enrich.PostsSchema)
 	defer b.Release()
 	for i, p := range posts {
 		b.Field(0).(*array.Int64Builder).Append(int64(i + 1))
