@@ -160,11 +160,8 @@ func (c *Chat) UploadBatch(ctx context.Context, name string, lines []BatchLine) 
 		}
 		rows += len(l.Texts)
 	}
-	var f openai.File
-	err := c.batchCall(ctx, "upload the batch input file", func(ctx context.Context) error {
-		var err error
-		f, err = c.client.CreateFileBytes(ctx, openai.FileBytesRequest{Name: name + ".jsonl", Bytes: buf.Bytes(), Purpose: openai.PurposeBatch})
-		return err
+	f, err := batchValue(ctx, c, "upload the batch input file", func(ctx context.Context) (openai.File, error) {
+		return c.client.CreateFileBytes(ctx, openai.FileBytesRequest{Name: name + ".jsonl", Bytes: buf.Bytes(), Purpose: openai.PurposeBatch})
 	})
 	if err != nil {
 		return "", err
@@ -207,10 +204,9 @@ func (c *Chat) waitProcessed(ctx context.Context, f openai.File) error {
 		case <-time.After(filePoll):
 		}
 		id := f.ID
-		err := c.batchCall(ctx, "read file "+id, func(ctx context.Context) error {
-			var err error
-			f, err = c.client.GetFile(ctx, id)
-			return err
+		var err error
+		f, err = batchValue(ctx, c, "read file "+id, func(ctx context.Context) (openai.File, error) {
+			return c.client.GetFile(ctx, id)
 		})
 		if err != nil {
 			return err
@@ -254,12 +250,9 @@ func (c *Chat) FindBatch(ctx context.Context, inputFile string, since time.Time)
 	const pageSize, maxPages = 100, 50
 	var after *string
 	for range maxPages {
-		var page openai.ListBatchResponse
 		limit := pageSize
-		err := c.batchCall(ctx, "list batches", func(ctx context.Context) error {
-			var err error
-			page, err = c.client.ListBatch(ctx, after, &limit)
-			return err
+		page, err := batchValue(ctx, c, "list batches", func(ctx context.Context) (openai.ListBatchResponse, error) {
+			return c.client.ListBatch(ctx, after, &limit)
 		})
 		if err != nil {
 			return BatchInfo{}, false, err
@@ -283,11 +276,8 @@ func (c *Chat) FindBatch(ctx context.Context, inputFile string, since time.Time)
 
 // RetrieveBatch implements Batcher.
 func (c *Chat) RetrieveBatch(ctx context.Context, id string) (BatchInfo, error) {
-	var b openai.BatchResponse
-	err := c.batchCall(ctx, "read batch "+id, func(ctx context.Context) error {
-		var err error
-		b, err = c.client.RetrieveBatch(ctx, id)
-		return err
+	b, err := batchValue(ctx, c, "read batch "+id, func(ctx context.Context) (openai.BatchResponse, error) {
+		return c.client.RetrieveBatch(ctx, id)
 	})
 	if err != nil {
 		return BatchInfo{}, err
@@ -361,11 +351,8 @@ func (c *Chat) BatchAnswers(ctx context.Context, b BatchInfo, lines []BatchLine,
 		}
 	}
 	read := func(file string) error {
-		var raw openai.RawResponse
-		err := c.batchCall(ctx, "download file "+file, func(ctx context.Context) error {
-			var err error
-			raw, err = c.client.GetFileContent(ctx, file)
-			return err
+		raw, err := batchValue(ctx, c, "download file "+file, func(ctx context.Context) (openai.RawResponse, error) {
+			return c.client.GetFileContent(ctx, file)
 		})
 		if err != nil {
 			return err
@@ -464,6 +451,18 @@ func (c *Chat) batchCallOnce(ctx context.Context, what string, timeout time.Dura
 // chat request would.
 func (c *Chat) batchCall(ctx context.Context, what string, f func(ctx context.Context) error) error {
 	return c.batchCallN(ctx, what, c.attempts, f)
+}
+
+// batchValue is batchCall of a call that answers a value: the value of
+// the last try.
+func batchValue[T any](ctx context.Context, c *Chat, what string, call func(ctx context.Context) (T, error)) (T, error) {
+	var v T
+	err := c.batchCall(ctx, what, func(ctx context.Context) error {
+		var err error
+		v, err = call(ctx)
+		return err
+	})
+	return v, err
 }
 
 // batchCallN is batchCall with at most attempts tries.
