@@ -1,5 +1,7 @@
 package enrich
 
+import "cmp"
+
 // ProviderAzure is an Azure OpenAI deployment.
 const ProviderAzure = "azure"
 
@@ -14,15 +16,9 @@ func azureProvider() Provider {
 		Name: ProviderAzure,
 		Chat: true,
 		Defaults: func(m *ModelSettings) {
-			if m.APIVersion == "" {
-				m.APIVersion = DefaultAzureVersion
-			}
-			if m.Deployment == "" {
-				m.Deployment = m.Name
-			}
-			if m.Name == "" {
-				m.Name = m.Deployment
-			}
+			m.APIVersion = cmp.Or(m.APIVersion, DefaultAzureVersion)
+			m.Deployment = cmp.Or(m.Deployment, m.Name)
+			m.Name = cmp.Or(m.Name, m.Deployment)
 		},
 		Validate: func(s *Spec, bad func(field, format string, args ...any)) {
 			if s.Model.BaseURL == "" {

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -84,34 +85,20 @@ const (
 )
 
 func (m *ModelSettings) batchDefaults() {
-	if m.BatchAPI == "" {
-		m.BatchAPI = BatchOff
-	}
+	m.BatchAPI = cmp.Or(m.BatchAPI, BatchOff)
 	b := &m.Batch
-	if b.MinRows == 0 {
-		b.MinRows = DefaultBatchMinRows
-	}
-	if b.MaxRows == 0 {
-		b.MaxRows = DefaultBatchMaxRows
-	}
-	if b.Poll == "" {
-		b.Poll = DefaultBatchPoll
-	}
-	if b.Attempts == 0 {
-		b.Attempts = DefaultBatchAttempts
-	}
+	b.MinRows = cmp.Or(b.MinRows, DefaultBatchMinRows)
+	b.MaxRows = cmp.Or(b.MaxRows, DefaultBatchMaxRows)
+	b.Poll = cmp.Or(b.Poll, DefaultBatchPoll)
+	b.Attempts = cmp.Or(b.Attempts, DefaultBatchAttempts)
 	if b.Retry == "" {
 		b.Retry = BatchRetrySync
 		if m.Provider == ProviderAzure {
 			b.Retry = BatchRetryBatch
 		}
 	}
-	if b.SyncMaxRows == 0 {
-		b.SyncMaxRows = DefaultBatchSyncMaxRows
-	}
-	if b.Deployment == "" {
-		b.Deployment = m.Deployment
-	}
+	b.SyncMaxRows = cmp.Or(b.SyncMaxRows, DefaultBatchSyncMaxRows)
+	b.Deployment = cmp.Or(b.Deployment, m.Deployment)
 }
 
 // validateBatch checks the batch settings of a chat provider.

@@ -2,6 +2,7 @@ package enrich
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -55,15 +56,9 @@ const (
 
 // chatDefaults fills the settings every chat provider shares.
 func (m *ModelSettings) chatDefaults() {
-	if m.MaxConcurrency == 0 {
-		m.MaxConcurrency = DefaultMaxConcurrency
-	}
-	if m.Timeout == "" {
-		m.Timeout = DefaultTimeout
-	}
-	if m.MaxAttempts == 0 {
-		m.MaxAttempts = DefaultMaxAttempts
-	}
+	m.MaxConcurrency = cmp.Or(m.MaxConcurrency, DefaultMaxConcurrency)
+	m.Timeout = cmp.Or(m.Timeout, DefaultTimeout)
+	m.MaxAttempts = cmp.Or(m.MaxAttempts, DefaultMaxAttempts)
 }
 
 // validateChat checks the settings every chat provider shares.

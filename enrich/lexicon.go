@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -25,9 +26,7 @@ func lexiconProvider() Provider {
 	return Provider{
 		Name: ProviderLexicon,
 		Defaults: func(m *ModelSettings) {
-			if m.Name == "" {
-				m.Name = "vader"
-			}
+			m.Name = cmp.Or(m.Name, "vader")
 			if len(m.Languages) == 0 {
 				m.Languages, m.languagesByDefault = []string{LexiconLanguage}, true
 			}

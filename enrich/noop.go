@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 )
@@ -13,9 +14,7 @@ func noopProvider() Provider {
 	return Provider{
 		Name: ProviderNoop,
 		Defaults: func(m *ModelSettings) {
-			if m.Name == "" {
-				m.Name = "fixed"
-			}
+			m.Name = cmp.Or(m.Name, "fixed")
 		},
 		New: func(spec *Spec, _ ModelOptions) (Model, error) { return asModel(NewNoop(spec)) },
 	}

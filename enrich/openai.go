@@ -1,5 +1,7 @@
 package enrich
 
+import "cmp"
+
 // ProviderOpenAI is any server speaking the OpenAI chat-completions API
 // (api.openai.com, vLLM, llama.cpp, Ollama, ...).
 const ProviderOpenAI = "openai"
@@ -17,12 +19,8 @@ func openAIProvider() Provider {
 		Name: ProviderOpenAI,
 		Chat: true,
 		Defaults: func(m *ModelSettings) {
-			if m.BaseURL == "" {
-				m.BaseURL = DefaultOpenAIBaseURL
-			}
-			if m.Name == "" {
-				m.Name = DefaultOpenAIModel
-			}
+			m.BaseURL = cmp.Or(m.BaseURL, DefaultOpenAIBaseURL)
+			m.Name = cmp.Or(m.Name, DefaultOpenAIModel)
 		},
 		Key: KeySource{Env: "OPENAI_API_KEY"},
 		New: newChatModel,

@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -191,15 +192,9 @@ func parseSpec(file string, data []byte, o Overrides) (*Spec, error) {
 }
 
 func (s *Spec) applyDefaults() {
-	if s.Model.Provider == "" {
-		s.Model.Provider = ProviderLexicon
-	}
-	if s.Model.MaxTextChars == 0 {
-		s.Model.MaxTextChars = DefaultMaxTextChars
-	}
-	if s.Model.RowsPerRequest == 0 {
-		s.Model.RowsPerRequest = DefaultRowsPerRequest
-	}
+	s.Model.Provider = cmp.Or(s.Model.Provider, ProviderLexicon)
+	s.Model.MaxTextChars = cmp.Or(s.Model.MaxTextChars, DefaultMaxTextChars)
+	s.Model.RowsPerRequest = cmp.Or(s.Model.RowsPerRequest, DefaultRowsPerRequest)
 	if s.Source.Language.Column != "" && s.Source.Language.Unknown == "" {
 		s.Source.Language.Unknown = UnknownLanguageTake
 	}
