@@ -124,6 +124,17 @@ func retrieve(t *testing.T, c *openai.Client, id string) openai.Batch {
 	return b.Batch
 }
 
+// requireEndedUnfinished checks that b ended with status at the time
+// endedAt holds, want, and never finalized or completed.
+func requireEndedUnfinished(t *testing.T, b openai.Batch, status string, endedAt *int, want int) {
+	t.Helper()
+	require.Equal(t, status, b.Status)
+	require.NotNil(t, endedAt)
+	assert.Equal(t, want, *endedAt)
+	assert.Nil(t, b.CompletedAt)
+	assert.Nil(t, b.FinalizingAt)
+}
+
 // outLine is a line of an output or error file.
 type outLine struct {
 	ID       string `json:"id"`
@@ -573,11 +584,7 @@ func TestBatchExpiresWithTheRestAsBatchExpiredLines(t *testing.T) {
 
 	clk.at(10 * time.Second)
 	b = retrieve(t, c, b.ID)
-	require.Equal(t, "expired", b.Status)
-	require.NotNil(t, b.ExpiredAt)
-	assert.Equal(t, int(t0.Unix()+10), *b.ExpiredAt)
-	assert.Nil(t, b.CompletedAt)
-	assert.Nil(t, b.FinalizingAt)
+	requireEndedUnfinished(t, b, "expired", b.ExpiredAt, int(t0.Unix()+10))
 	assert.Equal(t, openai.BatchRequestCounts{Total: 4, Completed: 2, Failed: 2}, b.RequestCounts)
 	out, _ := content(t, c, b.OutputFileID)
 	errs, _ := content(t, c, b.ErrorFileID)
@@ -713,11 +720,7 @@ func TestBatchCancelKeepsTheLinesDone(t *testing.T) {
 
 	clk.at(20 * time.Second)
 	b = retrieve(t, c, b.ID)
-	require.Equal(t, "cancelled", b.Status)
-	require.NotNil(t, b.CancelledAt)
-	assert.Equal(t, int(t0.Unix()+7), *b.CancelledAt)
-	assert.Nil(t, b.CompletedAt)
-	assert.Nil(t, b.FinalizingAt)
+	requireEndedUnfinished(t, b, "cancelled", b.CancelledAt, int(t0.Unix()+7))
 	assert.NotNil(t, b.InProgressAt)
 	assert.Equal(t, openai.BatchRequestCounts{Total: 6, Completed: 3}, b.RequestCounts)
 	out, _ := content(t, c, b.OutputFileID)
