@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
@@ -43,17 +44,52 @@ func TestCatalogConfigValidation(t *testing.T) {
 	}
 }
 
+// notingServer is a test server that notes a line of each request
+// before handle answers it.
+type notingServer struct {
+	*httptest.Server
+	mu    sync.Mutex
+	notes []string
+}
+
+func newNotingServer(t *testing.T, note func(*http.Request) string, handle http.HandlerFunc) *notingServer {
+	s := &notingServer{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.notes = append(s.notes, note(r))
+		s.mu.Unlock()
+		handle(w, r)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// noted is what the server noted so far.
+func (s *notingServer) noted() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.notes)
+}
+
+// requireNoPostsTable opens the catalog of cfg, closed when the test ends,
+// and requires that it holds no table social.posts.
+func requireNoPostsTable(t *testing.T, cfg storage.CatalogConfig) {
+	t.Helper()
+	cat, err := storage.OpenCatalog(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cat.Close() })
+	_, err = cat.LoadTable(context.Background(), "social.posts")
+	require.ErrorIs(t, err, storage.ErrTableNotFound)
+}
+
 // TestRESTCatalogSpeaksTheProtocol opens a rest catalog against a server
 // that speaks the Iceberg REST protocol: the config call, then a table
 // that does not exist.
 func TestRESTCatalogSpeaksTheProtocol(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var paths []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		paths = append(paths, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
-		mu.Unlock()
+	srv := newNotingServer(t, func(r *http.Request) string {
+		return r.Method + " " + r.URL.Path + "?" + r.URL.RawQuery
+	}, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/v1/config":
@@ -62,15 +98,9 @@ func TestRESTCatalogSpeaksTheProtocol(t *testing.T) {
 			w.WriteHeader(http.StatusNotFound)
 			_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": "Table does not exist: social.posts", "type": "NoSuchTableException", "code": 404}})
 		}
-	}))
-	t.Cleanup(srv.Close)
-	cat, err := storage.OpenCatalog(context.Background(), storage.CatalogConfig{Type: "rest", URI: srv.URL, Warehouse: "arn:aws:s3tables:eu-west-1:123456789012:bucket/b"})
-	require.NoError(t, err)
-	defer cat.Close()
-	_, err = cat.LoadTable(context.Background(), "social.posts")
-	require.ErrorIs(t, err, storage.ErrTableNotFound)
-	mu.Lock()
-	defer mu.Unlock()
+	})
+	requireNoPostsTable(t, storage.CatalogConfig{Type: "rest", URI: srv.URL, Warehouse: "arn:aws:s3tables:eu-west-1:123456789012:bucket/b"})
+	paths := srv.noted()
 	require.NotEmpty(t, paths)
 	assert.Contains(t, paths[0], "GET /v1/config?warehouse=arn")
 	assert.Contains(t, paths[len(paths)-1], "/namespaces/social/tables/posts")
@@ -80,25 +110,15 @@ func TestRESTCatalogSpeaksTheProtocol(t *testing.T) {
 // that speaks the Glue JSON protocol and holds no tables.
 func TestGlueCatalogSpeaksTheProtocol(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var targets []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		targets = append(targets, r.Header.Get("X-Amz-Target"))
-		mu.Unlock()
+	srv := newNotingServer(t, func(r *http.Request) string {
+		return r.Header.Get("X-Amz-Target")
+	}, func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 		w.WriteHeader(http.StatusBadRequest)
 		_, _ = w.Write([]byte(`{"__type": "EntityNotFoundException", "Message": "Entity Not Found"}`))
-	}))
-	t.Cleanup(srv.Close)
-	cat, err := storage.OpenCatalog(context.Background(), storage.CatalogConfig{Type: "glue", Properties: map[string]string{
+	})
+	requireNoPostsTable(t, storage.CatalogConfig{Type: "glue", Properties: map[string]string{
 		"glue.endpoint": srv.URL, "glue.region": "eu-west-1", "glue.access-key-id": "AKIDTEST", "glue.secret-access-key": "secret",
 	}})
-	require.NoError(t, err)
-	defer cat.Close()
-	_, err = cat.LoadTable(context.Background(), "social.posts")
-	require.ErrorIs(t, err, storage.ErrTableNotFound)
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Contains(t, targets, "AWSGlue.GetTable")
+	assert.Contains(t, srv.noted(), "AWSGlue.GetTable")
 }
