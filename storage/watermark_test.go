@@ -67,6 +67,16 @@ func (c *committer) otherCommit() {
 	c.tgt = out
 }
 
+// otherExpiry is an expiry to one snapshot by another process; the
+// committer goes on from the table it leaves.
+func (c *committer) otherExpiry() {
+	c.tb.Helper()
+	_, err := expireToOneOther(c.tb.Context(), c.tgt)
+	require.NoError(c.tb, err)
+	c.tgt, err = c.cat.LoadTable(c.tb.Context(), lifeTgt)
+	require.NoError(c.tb, err)
+}
+
 func (c *committer) watermark() (storage.Watermark, error) {
 	return storage.ReadWatermark(c.tgt, lifeJob, lifeSrc)
 }
@@ -134,10 +144,7 @@ func TestWatermarkOfATableFromBeforeTheProperty(t *testing.T) {
 	require.NotNil(t, res.Table)
 	assert.Equal(t, []string{lifeJob}, res.Migrated)
 	c.tgt = res.Table
-	_, err = expireToOneOther(t.Context(), c.tgt)
-	require.NoError(t, err)
-	c.tgt, err = c.cat.LoadTable(t.Context(), lifeTgt)
-	require.NoError(t, err)
+	c.otherExpiry()
 	require.Len(t, c.tgt.Metadata().Snapshots(), 1)
 	wm, err = c.watermark()
 	require.NoError(t, err)
@@ -148,10 +155,7 @@ func TestWatermarkOfATableFromBeforeTheProperty(t *testing.T) {
 	d := newCommitter(t, nil, false)
 	d.legacyCommitAt(storage.Cursor{SnapshotID: 1})
 	d.otherCommit()
-	_, err = expireToOneOther(t.Context(), d.tgt)
-	require.NoError(t, err)
-	d.tgt, err = d.cat.LoadTable(t.Context(), lifeTgt)
-	require.NoError(t, err)
+	d.otherExpiry()
 	_, err = d.watermark()
 	require.ErrorIs(t, err, storage.ErrWatermarkLost)
 }
@@ -174,10 +178,7 @@ func TestWatermarkOfANewerSummaryWins(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{lifeJob}, res.Migrated)
 	c.tgt = res.Table
-	_, err = expireToOneOther(t.Context(), c.tgt)
-	require.NoError(t, err)
-	c.tgt, err = c.cat.LoadTable(t.Context(), lifeTgt)
-	require.NoError(t, err)
+	c.otherExpiry()
 	wm, err = c.watermark()
 	require.NoError(t, err)
 	assert.Equal(t, storage.Cursor{SnapshotID: 2}, wm.Cursor)
@@ -239,10 +240,7 @@ func TestReplaceRowsKeepsTheWatermarkProperty(t *testing.T) {
 	assert.Equal(t, int64(2), written)
 	c.tgt = out
 	c.otherCommit()
-	_, err = expireToOneOther(t.Context(), c.tgt)
-	require.NoError(t, err)
-	c.tgt, err = c.cat.LoadTable(t.Context(), lifeTgt)
-	require.NoError(t, err)
+	c.otherExpiry()
 	wm, err := c.watermark()
 	require.NoError(t, err)
 	assert.Equal(t, storage.Cursor{SnapshotID: 3}, wm.Cursor)
