@@ -6,7 +6,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -102,10 +101,7 @@ func TestRowSet(t *testing.T) {
 // every key and must be split again, deterministically.
 func TestFindMissingRowsSplitsSkewedPartitions(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	cat, err := OpenCatalog(t.Context(), CatalogConfig{Type: CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh")})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	cat := sqlCatalog(t)
 
 	for _, c := range []struct {
 		name       string

@@ -13,6 +13,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// sqlCatalog is a SQL catalog in a temporary folder, closed when the test
+// ends: testbed.SQLCatalog for the tests inside the package, which cannot
+// import testbed (it imports storage).
+func sqlCatalog(t *testing.T) *Catalog {
+	t.Helper()
+	dir := t.TempDir()
+	cat, err := OpenCatalog(t.Context(), CatalogConfig{Type: CatalogSQL, URI: filepath.Join(dir, "catalog.db"), Warehouse: filepath.Join(dir, "wh")})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	return cat
+}
+
 // TestStaleHandleConflictIsTextOnly pins the iceberg-go behaviour that
 // isConflict works around: on the SQL catalog, an append pinned to the
 // head a stale table handle saw (as AppendChunk pins it) fails with
@@ -20,10 +32,7 @@ import (
 // table.ErrCommitDiverged.
 func TestStaleHandleConflictIsTextOnly(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	cat, err := OpenCatalog(t.Context(), CatalogConfig{Type: CatalogSQL, URI: filepath.Join(dir, "c.db"), Warehouse: filepath.Join(dir, "wh")})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, cat.Close()) })
+	cat := sqlCatalog(t)
 	sc := iceberg.NewSchema(0, iceberg.NestedField{ID: 1, Name: "id", Type: iceberg.PrimitiveTypes.Int64, Required: true})
 	fresh, err := cat.CreateIcebergTable(t.Context(), "ns.t", sc, nil)
 	require.NoError(t, err)
