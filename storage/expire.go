@@ -277,6 +277,19 @@ func unmirroredWatermarks(tbl *table.Table) (map[string]string, error) {
 	return out, nil
 }
 
+// onReloaded runs step on the table name, loaded afresh for each try,
+// and tries again with backoff b while step fails retryably (a commit
+// that lost to another writer is tried again on the table as it is now).
+func (c *Catalog) onReloaded(ctx context.Context, name string, b retry.Backoff, step func(ctx context.Context, tbl *table.Table) error) error {
+	return retry.Do(ctx, b, func(ctx context.Context) error {
+		tbl, err := c.LoadTable(ctx, name)
+		if err != nil {
+			return err
+		}
+		return step(ctx, tbl)
+	})
+}
+
 // conflictBackoff is the backoff between attempts of a commit that lost
 // to another writer: attempts tries in all (0: 8), the first wait base
 // (0: 50ms) doubling up to 5s, with jitter so that racing maintainers

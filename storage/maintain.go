@@ -175,11 +175,7 @@ func (c *Catalog) compact(ctx context.Context, name string, opts MaintainOptions
 		unknown bool // a commit failed in a way that may have committed it
 		tbl     *table.Table
 	)
-	err := retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
-		cur, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	err := c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, cur *table.Table) error {
 		tbl = cur
 		if written == nil {
 			cfg, gopts := compactionConfig(tbl, opts)
@@ -267,11 +263,7 @@ func compactionConfig(tbl *table.Table, opts MaintainOptions) (compaction.Config
 }
 
 func (c *Catalog) rewriteManifests(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		res, err := txn.RewriteManifests(ctx)
 		if err != nil {
@@ -305,11 +297,7 @@ func (c *Catalog) rewriteManifests(ctx context.Context, name string, opts Mainta
 }
 
 func (c *Catalog) expire(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		res, err := ExpireSnapshots(ctx, tbl, ExpireOptions{MinExpired: 1})
 		rep.SnapshotsExpired += res.Expired
 		rep.WatermarksMigrated = append(rep.WatermarksMigrated, res.Migrated...)
@@ -326,11 +314,7 @@ func (c *Catalog) expire(ctx context.Context, name string, opts MaintainOptions,
 
 func (c *Catalog) cleanOrphans(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
 	grace := cmp.Or(opts.OrphanGrace, DefaultOrphanGrace) // checked by Maintain
-	return retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		for _, loc := range tableLocations(tbl) {
 			files, err := orphansUnder(ctx, tbl, loc, grace, true)
 			for _, f := range files {
@@ -359,11 +343,7 @@ func tableLocations(tbl *table.Table) []string {
 }
 
 func (c *Catalog) markMaintained(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return retry.Do(ctx, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		if err := txn.SetProperties(iceberg.Properties{PropLastMaintenance: rep.At.Format(time.RFC3339Nano)}); err != nil {
 			return fmt.Errorf("set %s: %w", PropLastMaintenance, err)

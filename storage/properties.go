@@ -342,11 +342,7 @@ func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map
 		out     *table.Table
 		changes []PropertyChange
 	)
-	err := retry.Do(ctx, conflictBackoff(0, 0), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if err != nil {
-			return err
-		}
+	err := c.onReloaded(ctx, name, conflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
 		have := tbl.Properties()
 		if err := checkOn(have, want); err != nil {
 			return fmt.Errorf("table %s: %w", name, err)
@@ -369,6 +365,7 @@ func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map
 		if err := txn.SetProperties(set); err != nil {
 			return fmt.Errorf("table %s: set properties: %w", name, err)
 		}
+		var err error
 		out, err = txn.Commit(ctx)
 		if err != nil {
 			if isConflict(err) {
