@@ -21,16 +21,10 @@ import (
 func TestDemoThroughTheBatchAPI(t *testing.T) {
 	const key = "sk-batch-key-that-must-stay-secret"
 	useKey(t, "OPENAI_API_KEY", key)
-	var lines atomic.Int64
 	llm := (&fakellm.Server{
-		Key:        key,
-		BatchDelay: 1500 * time.Millisecond,
-		BatchLineFault: func(string, []byte) fakellm.BatchLineFault {
-			if lines.Add(1) == 2 {
-				return fakellm.ErrorLine
-			}
-			return fakellm.LineAnswered
-		},
+		Key:            key,
+		BatchDelay:     1500 * time.Millisecond,
+		BatchLineFault: onlyLine(2, fakellm.ErrorLine),
 	}).StartTB(t)
 	posts, texts := postsFile(t, 300)
 	work, out, stderr, err := demoAgainst(t, llm, "openai", "gpt-4o-mini", posts, "--rounds", "3", "--samples", "0",
@@ -60,22 +54,25 @@ func TestDemoThroughTheBatchAPI(t *testing.T) {
 	assert.Positive(t, sync, "the failed line's rows were asked again synchronously")
 }
 
+// onlyLine is a BatchLineFault that gives the nth batch line the server
+// reads (from 1) fault, and answers every other.
+func onlyLine(n int64, fault fakellm.BatchLineFault) func(string, []byte) fakellm.BatchLineFault {
+	var lines atomic.Int64
+	return func(string, []byte) fakellm.BatchLineFault {
+		if lines.Add(1) == n {
+			return fault
+		}
+		return fakellm.LineAnswered
+	}
+}
+
 // The Azure form: files and batches under /openai with the api-version,
 // lines for /chat/completions that name the batch deployment as model;
 // retries of a Global Batch deployment go as a new batch.
 func TestDemoThroughAzureGlobalBatch(t *testing.T) {
 	const key = "azure-batch-key-that-must-stay-secret"
 	useKey(t, "AZURE_OPENAI_API_KEY", key)
-	var lines atomic.Int64
-	llm := (&fakellm.Server{
-		Key: key,
-		BatchLineFault: func(string, []byte) fakellm.BatchLineFault {
-			if lines.Add(1) == 1 {
-				return fakellm.ServerErrorLine
-			}
-			return fakellm.LineAnswered
-		},
-	}).StartTB(t)
+	llm := (&fakellm.Server{Key: key, BatchLineFault: onlyLine(1, fakellm.ServerErrorLine)}).StartTB(t)
 	posts, texts := postsFile(t, 120)
 	work, out, stderr, err := demoAgainst(t, llm, "azure", "gpt-4o-mini", posts, "--rounds", "1", "--samples", "0",
 		"--rows-per-request", "50", "--batch-api", "--batch-poll", "1s")
