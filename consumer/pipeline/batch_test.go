@@ -154,12 +154,7 @@ func TestBatchRowsAreCommittedExactlyOnceWhenCollected(t *testing.T) {
 	assert.Equal(t, []pipeline.BatchState{pipeline.BatchCommitted, pipeline.BatchCommitted}, states(reps))
 	assert.Equal(t, int64(120), reps[0].Counts.Total())
 	assert.Zero(t, reps[0].Counts[enrich.StatusFailed]+reps[0].Counts[enrich.StatusInvalidOutput])
-	bb.RequireExactlyOnce(150, func(id int64) int64 {
-		if id <= 120 {
-			return s1
-		}
-		return s2
-	})
+	bb.RequireExactlyOnce(150, splitAt(120, s1, s2))
 	assert.Equal(t, storage.Cursor{SnapshotID: s2}, bb.Watermark().Cursor)
 	assert.Empty(t, bb.pending())
 	sc := bb.statusCounts()

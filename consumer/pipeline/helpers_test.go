@@ -19,3 +19,14 @@ var (
 	itoa        = testbed.Itoa
 	iceLess     = testbed.IceLess
 )
+
+// splitAt is the snapOf of bundle.RequireExactlyOnce for posts appended in
+// two snapshots: posts up to last came from first, the others from second.
+func splitAt(last, first, second int64) func(id int64) int64 {
+	return func(id int64) int64 {
+		if id <= last {
+			return first
+		}
+		return second
+	}
+}

@@ -55,12 +55,7 @@ func TestProcessRoundsExactlyOnce(t *testing.T) {
 	assert.Equal(t, pipeline.OutcomeStale, res[0].Outcome)
 	assert.Zero(t, res[0].RowsWritten)
 
-	b.RequireExactlyOnce(400, func(id int64) int64 {
-		if id <= 150 {
-			return s1
-		}
-		return s2
-	})
+	b.RequireExactlyOnce(400, splitAt(150, s1, s2))
 	wm := b.Watermark()
 	assert.Equal(t, s2, wm.SnapshotID)
 	assert.Equal(t, "1", wm.SpecVersion)
@@ -201,12 +196,7 @@ func TestCancelledRunResumesAfterLastCommittedChunk(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, wm.Cursor, res[0].From)
 	assert.Equal(t, 4000-committed, res[0].RowsWritten)
-	b.RequireExactlyOnce(4000, func(id int64) int64 {
-		if id <= 2000 {
-			return s1
-		}
-		return s2
-	})
+	b.RequireExactlyOnce(4000, splitAt(2000, s1, s2))
 }
 
 func TestPermanentFailures(t *testing.T) {
@@ -349,12 +339,7 @@ func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 	assert.Equal(t, added(del)+added(overwrite.SnapshotID), res[0].SkippedRows)
 	assert.Equal(t, int64(120), res[0].RowsWritten, "only the append is read")
 	assert.Equal(t, s4, b.Watermark().SnapshotID)
-	b.RequireExactlyOnce(420, func(id int64) int64 {
-		if id <= 300 {
-			return s1
-		}
-		return s4
-	})
+	b.RequireExactlyOnce(420, splitAt(300, s1, s4))
 }
 
 // TestSourceThatGainedAColumnStillWorks: a new column in the source (and
@@ -401,12 +386,7 @@ func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 	res, err := p.Process(ctx, b.Event(s2))
 	require.NoError(t, err)
 	assert.Equal(t, int64(50), res[0].RowsWritten)
-	b.RequireExactlyOnce(150, func(id int64) int64 {
-		if id <= 100 {
-			return s1
-		}
-		return s2
-	})
+	b.RequireExactlyOnce(150, splitAt(100, s1, s2))
 }
 
 // TestSourceThatLostAJobColumnIsPermanent: dropping a column the job
@@ -561,12 +541,7 @@ func TestCancelledRunResumesInsideADataFile(t *testing.T) {
 	assert.Equal(t, wm.Cursor, res[0].From)
 	assert.Equal(t, int64(800), res[0].RowsWritten)
 	assert.Equal(t, 2, res[0].Commits)
-	b.RequireExactlyOnce(2600, func(id int64) int64 {
-		if id <= 100 {
-			return s1
-		}
-		return s2
-	})
+	b.RequireExactlyOnce(2600, splitAt(100, s1, s2))
 	requireSameEnrichment(b, reference(t, 100, 2500))
 }
 
