@@ -3,6 +3,9 @@ package pipeline_test
 import (
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/internal/testbed"
 )
 
@@ -29,4 +32,16 @@ func splitAt(last, first, second int64) func(id int64) int64 {
 		}
 		return second
 	}
+}
+
+// enrichFirst appends n posts and has a processor of the job's own model
+// (with opts) enrich them: a job that has caught up with its first
+// snapshot. It returns that snapshot and the processor.
+func enrichFirst(b *bundle, n int, opts ...testbed.ProcOpt) (int64, *pipeline.Processor) {
+	b.T.Helper()
+	s1 := b.AppendPosts(n)
+	p := b.Processor(nil, opts...)
+	_, err := p.Process(b.T.Context(), b.Event(s1))
+	require.NoError(b.T, err)
+	return s1, p
 }

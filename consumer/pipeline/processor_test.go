@@ -91,10 +91,7 @@ func TestEventCoversEarlierAppends(t *testing.T) {
 func TestNonAppendSnapshotsArePassedOver(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(40)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	_, p := enrichFirst(b, 40)
 
 	// A range holding only a delete: nothing to read, the watermark moves.
 	d1 := b.DeletePosts(5)
@@ -347,11 +344,9 @@ func TestOverwriteAndCompactionArePassedOver(t *testing.T) {
 func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(100)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	s1, p := enrichFirst(b, 100)
 	ctx := t.Context()
+	var err error
 
 	txn := b.Src.NewTransaction()
 	require.NoError(t, txn.UpdateSchema(true, false).AddColumn([]string{"likes"}, iceberg.PrimitiveTypes.Int64, "", false, nil).Commit())
@@ -395,11 +390,9 @@ func TestSourceThatGainedAColumnStillWorks(t *testing.T) {
 func TestSourceThatLostAJobColumnIsPermanent(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(20)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	s1, p := enrichFirst(b, 20)
 	s2 := b.AppendPosts(20)
+	var err error
 
 	txn := b.Src.NewTransaction()
 	require.NoError(t, txn.UpdateSchema(true, false).DeleteColumn([]string{"author"}).Commit())
@@ -568,15 +561,12 @@ func TestChunksAreAlsoSizedByBytes(t *testing.T) {
 func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(10)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	s1, p := enrichFirst(b, 10)
 	b.AppendPosts(10)
 	s3 := b.AppendPosts(10)
 	expireSource(t, b)
 
-	_, err = p.Process(t.Context(), b.Event(s3))
+	_, err := p.Process(t.Context(), b.Event(s3))
 	reason, ok := consumer.IsPermanent(err)
 	require.True(t, ok, "want a permanent error, got %v", err)
 	assert.Equal(t, consumer.ReasonHistoryExpired, reason)

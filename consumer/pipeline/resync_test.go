@@ -35,14 +35,11 @@ func expireSource(t *testing.T, b *bundle) {
 func TestResyncCatchesUpAfterTheSourceHistoryExpired(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(30)
-	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 25; o.BatchRows = 10 })
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	_, p := enrichFirst(b, 30, func(o *pipeline.Options) { o.ChunkRows = 25; o.BatchRows = 10 })
 	s2 := b.AppendPosts(40)
 	s3 := b.AppendPosts(30)
 	expireSource(t, b)
-	_, err = p.Process(t.Context(), b.Event(s3))
+	_, err := p.Process(t.Context(), b.Event(s3))
 	reason, _ := consumer.IsPermanent(err)
 	require.Equal(t, consumer.ReasonHistoryExpired, reason)
 	// The event of the expired snapshot between says the same, not
@@ -97,10 +94,7 @@ func TestResyncCatchesUpAfterTheSourceHistoryExpired(t *testing.T) {
 func TestResyncBringsInRowsAnOverwriteAdded(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(20)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	_, p := enrichFirst(b, 20)
 
 	// An overwrite that deletes nothing and adds posts 21..30.
 	sc, err := table.SchemaToArrowSchema(b.Src.Schema(), nil, false, false)
@@ -147,10 +141,7 @@ func TestResyncBringsInRowsAnOverwriteAdded(t *testing.T) {
 func TestInterruptedResyncHoldsEventsBackAndResumes(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(10)
-	p := b.Processor(nil)
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	_, p := enrichFirst(b, 10)
 	b.AppendPosts(200)
 	expireSource(t, b)
 
@@ -172,7 +163,7 @@ func TestInterruptedResyncHoldsEventsBackAndResumes(t *testing.T) {
 	require.Less(t, rows, 210)
 
 	s3 := b.AppendPosts(5)
-	_, err = p.Process(t.Context(), b.Event(s3))
+	_, err := p.Process(t.Context(), b.Event(s3))
 	class, wait := consumer.Classify(err)
 	assert.Equal(t, consumer.ClassRetryAfter, class, "an event waits while a resync is in progress: %v", err)
 	assert.Positive(t, wait)
@@ -276,10 +267,7 @@ func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
 func TestResyncThatLosesAConflictCountsEveryPass(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	s1 := b.AppendPosts(30)
-	p := b.Processor(nil, func(o *pipeline.Options) { o.ChunkRows = 20; o.BatchRows = 10; o.NoMaintenance = true })
-	_, err := p.Process(t.Context(), b.Event(s1))
-	require.NoError(t, err)
+	_, p := enrichFirst(b, 30, func(o *pipeline.Options) { o.ChunkRows = 20; o.BatchRows = 10; o.NoMaintenance = true })
 	b.AppendPosts(40)
 	b.AppendPosts(30)
 	expireSource(t, b)
