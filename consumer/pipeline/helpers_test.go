@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -44,4 +45,14 @@ func enrichFirst(b *bundle, n int, opts ...testbed.ProcOpt) (int64, *pipeline.Pr
 	_, err := p.Process(b.T.Context(), b.Event(s1))
 	require.NoError(b.T, err)
 	return s1, p
+}
+
+// cancelAtChunk is an Options.OnChunk that calls cancel (as a shutdown
+// would) once chunk n has committed.
+func cancelAtChunk(n int, cancel context.CancelFunc) func(pipeline.ChunkCommitted) {
+	return func(c pipeline.ChunkCommitted) {
+		if c.Chunk == n {
+			cancel()
+		}
+	}
 }

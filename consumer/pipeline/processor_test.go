@@ -170,11 +170,7 @@ func TestCancelledRunResumesAfterLastCommittedChunk(t *testing.T) {
 	p := b.Processor(nil, func(o *pipeline.Options) {
 		o.ChunkRows = 300
 		o.BatchRows = 50
-		o.OnChunk = func(c pipeline.ChunkCommitted) {
-			if c.Chunk == 2 {
-				cancel()
-			}
-		}
+		o.OnChunk = cancelAtChunk(2, cancel)
 	})
 	res, err := p.Process(ctx, b.Event(s2))
 	require.ErrorIs(t, err, context.Canceled)
@@ -510,11 +506,7 @@ func TestCancelledRunResumesInsideADataFile(t *testing.T) {
 	p := b.Processor(nil, func(o *pipeline.Options) {
 		o.ChunkRows = 600
 		o.BatchRows = 256 // chunk ends fall inside batches
-		o.OnChunk = func(c pipeline.ChunkCommitted) {
-			if c.Chunk == 3 {
-				cancel()
-			}
-		}
+		o.OnChunk = cancelAtChunk(3, cancel)
 	})
 	res, err := p.Process(ctx, b.Event(s2))
 	require.ErrorIs(t, err, context.Canceled)
