@@ -11,17 +11,25 @@ import (
 	"github.com/socialdata/enricher/internal/postdata"
 )
 
+// keyOn gives b's job a copy of its spec keyed on the source column key
+// (carrying post_id) and writing a target table of its own, and returns
+// that spec.
+func keyOn(b *bundle, key, target string) *enrich.Spec {
+	spec := *b.Spec
+	spec.Source.Key, spec.Source.Carry = key, []string{"post_id"}
+	spec.Target.Table = target
+	b.Spec = &spec
+	return b.Spec
+}
+
 // TestReplayFindsTheKeyWhereverTheSourceHasIt: a job keyed on a column
 // that is not the source's first replays by key without losing a row.
 func TestReplayFindsTheKeyWhereverTheSourceHasIt(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	spec := *b.Spec
-	spec.Source.Key, spec.Source.Carry = "author", []string{"post_id"}
-	spec.Target.Table = "social.posts_by_author"
+	spec := keyOn(b, "author", "social.posts_by_author")
 	spec.Model.Provider, spec.Model.Name = enrich.ProviderNoop, "fixed"
-	b.Spec = &spec
-	noop, err := enrich.NewNoop(&spec)
+	noop, err := enrich.NewNoop(spec)
 	require.NoError(t, err)
 	snap := b.AppendPosts(300)
 	p := b.Processor(noop)
@@ -50,10 +58,7 @@ func TestReplayFindsTheKeyWhereverTheSourceHasIt(t *testing.T) {
 func TestReplayKeepsRowsWhoseKeyIsNull(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
-	spec := *b.Spec
-	spec.Source.Key, spec.Source.Carry = "lang", []string{"post_id"}
-	spec.Target.Table = "social.posts_by_lang"
-	b.Spec = &spec
+	spec := keyOn(b, "lang", "social.posts_by_lang")
 	// Sample posts, every seventh without a language (a null key).
 	posts := func(yield func(postdata.Post, error) bool) {
 		for p, err := range postdata.Sample(300, 1, 3) {
