@@ -98,11 +98,7 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 		var counts enrich.Counts
 		var read, written, deleted int64
 		err = retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
-			tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
-			if err != nil {
-				return err
-			}
-			list, err := storage.ReplayBatches(tgt, spec.Name)
+			tgt, list, err := p.loadReplayBatches(ctx, spec)
 			if err != nil {
 				return err
 			}
@@ -172,11 +168,7 @@ func findReplayBatch(list []storage.ReplayBatch, name string, ids []int64) int {
 func (p *Processor) submitReplayGroup(ctx context.Context, log *slog.Logger, j Job, b enrich.Batcher, name string, g replayGroup, onBatch func(BatchReport)) error {
 	spec := j.Spec
 	ids := snapshotIDs(g.units)
-	tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
-	if err != nil {
-		return err
-	}
-	list, err := storage.ReplayBatches(tgt, spec.Name)
+	tgt, list, err := p.loadReplayBatches(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -219,6 +211,17 @@ func replayMetadata(spec *enrich.Spec, name string, attempt int) map[string]stri
 	}
 }
 
+// loadReplayBatches loads the job's target and the replay batches it
+// records.
+func (p *Processor) loadReplayBatches(ctx context.Context, spec *enrich.Spec) (*table.Table, []storage.ReplayBatch, error) {
+	tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := storage.ReplayBatches(tgt, spec.Name)
+	return tgt, list, err
+}
+
 // recordReplayBatches commits list as the job's replay batches, with the
 // watermark where it is (ErrConflict if tgt changed meanwhile).
 func (p *Processor) recordReplayBatches(ctx context.Context, j Job, tgt *table.Table, list []storage.ReplayBatch) error {
@@ -239,11 +242,7 @@ func (p *Processor) waitReplayGroup(ctx context.Context, log *slog.Logger, j Job
 	ids := snapshotIDs(g.units)
 	poll := spec.Model.Batch.PollInterval()
 	for {
-		tgt, err := p.cat.LoadTable(ctx, spec.Target.Table)
-		if err != nil {
-			return nil, err
-		}
-		list, err := storage.ReplayBatches(tgt, spec.Name)
+		tgt, list, err := p.loadReplayBatches(ctx, spec)
 		if err != nil {
 			return nil, err
 		}
