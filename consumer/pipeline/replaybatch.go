@@ -103,7 +103,7 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 				return err
 			}
 			ids := snapshotIDs(g.units)
-			list = slices.DeleteFunc(list, func(rb storage.ReplayBatch) bool { return rb.Replay == name && slices.Equal(rb.Snapshots, ids) })
+			list = slices.DeleteFunc(list, isReplayBatchOf(name, ids))
 			set, remove, err := storage.ReplayBatchesProps(spec.Name, list)
 			if err != nil {
 				return err
@@ -158,9 +158,15 @@ func (p *Processor) replayTexts(ctx context.Context, src *table.Table, spec *enr
 	return rec.texts, nil
 }
 
+// isReplayBatchOf reports whether a record in the replay batch list is
+// the one of the group of snapshots ids of replay name.
+func isReplayBatchOf(name string, ids []int64) func(storage.ReplayBatch) bool {
+	return func(rb storage.ReplayBatch) bool { return rb.Replay == name && slices.Equal(rb.Snapshots, ids) }
+}
+
 // findReplayBatch returns the index of a group's record in list (-1: none).
 func findReplayBatch(list []storage.ReplayBatch, name string, ids []int64) int {
-	return slices.IndexFunc(list, func(rb storage.ReplayBatch) bool { return rb.Replay == name && slices.Equal(rb.Snapshots, ids) })
+	return slices.IndexFunc(list, isReplayBatchOf(name, ids))
 }
 
 // submitReplayGroup sends a group's texts as a batch, unless the group's
