@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -164,19 +165,18 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		if keep.len() == 0 {
 			continue
 		}
-		var counts enrich.Counts
-		var read, written, deleted int64
+		var done replayCommit
 		err = retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 			if tgt, err = p.cat.LoadTable(ctx, spec.Target.Table); err != nil {
 				return err
 			}
-			counts, read = enrich.Counts{}, 0
+			done.counts, done.read = enrich.Counts{}, 0
 			batches := p.replayBatches(ctx, src, enr, units, keep, func(c enrich.Counts, n int64) {
-				counts.Add(c)
-				read += n
+				done.counts.Add(c)
+				done.read += n
 			})
 			var out *table.Table
-			out, written, deleted, err = storage.ReplaceRows(ctx, tgt, &storage.Replacement{
+			out, done.written, done.deleted, err = storage.ReplaceRows(ctx, tgt, &storage.Replacement{
 				Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
 				From: req.From, To: req.To, Filter: filter, Schema: enr.Schema(), Batches: batches,
 			})
@@ -192,16 +192,28 @@ func (p *Processor) Replay(ctx context.Context, req ReplayRequest) (ReplayResult
 		if err != nil {
 			return res, fmt.Errorf("replay commit %d of %d: %w", n+1, len(groups), err)
 		}
-		res.Commits++
-		res.RowsRead += read
-		res.RowsDeleted += deleted
-		res.Counts.Add(counts)
-		log.Info("replay committed", "commit", n+1, "commits", len(groups), "rows", written, "replaced", deleted)
-		if req.OnCommit != nil {
-			req.OnCommit(ReplayProgress{Commit: n + 1, Commits: len(groups), Rows: written})
-		}
+		res.addCommit(log, req, n+1, len(groups), done)
 	}
 	return res, nil
+}
+
+// replayCommit is what one replay commit read and wrote.
+type replayCommit struct {
+	counts                 enrich.Counts
+	read, written, deleted int64
+}
+
+// addCommit tallies the commit-th of commits replay commits in res, logs
+// it (with attrs after the common ones) and reports it to req.OnCommit.
+func (res *ReplayResult) addCommit(log *slog.Logger, req ReplayRequest, commit, commits int, done replayCommit, attrs ...any) {
+	res.Commits++
+	res.RowsRead += done.read
+	res.RowsDeleted += done.deleted
+	res.Counts.Add(done.counts)
+	log.Info("replay committed", append([]any{"commit", commit, "commits", commits, "rows", done.written, "replaced", done.deleted}, attrs...)...)
+	if req.OnCommit != nil {
+		req.OnCommit(ReplayProgress{Commit: commit, Commits: commits, Rows: done.written})
+	}
 }
 
 // replayKeys finds the keys of a commit group's rows to replay and the

@@ -95,8 +95,7 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 		if err != nil {
 			return res, fmt.Errorf("replay: %w", err)
 		}
-		var counts enrich.Counts
-		var read, written, deleted int64
+		var done replayCommit
 		err = retry.Do(ctx, p.conflictBackoff(), func(ctx context.Context) error {
 			tgt, list, err := p.loadReplayBatches(ctx, spec)
 			if err != nil {
@@ -108,13 +107,13 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 			if err != nil {
 				return err
 			}
-			counts, read = enrich.Counts{}, 0
+			done.counts, done.read = enrich.Counts{}, 0
 			batches := p.replayBatches(ctx, src, wenr, g.units, g.keep, func(c enrich.Counts, n int64) {
-				counts.Add(c)
-				read += n
+				done.counts.Add(c)
+				done.read += n
 			})
 			var out *table.Table
-			out, written, deleted, err = storage.ReplaceRows(ctx, tgt, &storage.Replacement{
+			out, done.written, done.deleted, err = storage.ReplaceRows(ctx, tgt, &storage.Replacement{
 				Job: spec.Name, SourceTable: spec.Source.Table, SpecVersion: spec.Version,
 				From: req.From, To: req.To, Filter: g.filter, Schema: enr.Schema(), Batches: batches,
 				SetProps: set, RemoveProps: remove,
@@ -131,14 +130,7 @@ func (p *Processor) replayBatched(ctx context.Context, log *slog.Logger, j Job, 
 		if err != nil {
 			return res, fmt.Errorf("replay commit %d of %d: %w", n+1, len(todo), err)
 		}
-		res.Commits++
-		res.RowsRead += read
-		res.RowsDeleted += deleted
-		res.Counts.Add(counts)
-		log.Info("replay committed", "commit", n+1, "commits", len(todo), "rows", written, "replaced", deleted, "batch_api", true)
-		if req.OnCommit != nil {
-			req.OnCommit(ReplayProgress{Commit: n + 1, Commits: len(todo), Rows: written})
-		}
+		res.addCommit(log, req, n+1, len(todo), done, "batch_api", true)
 	}
 	return res, nil
 }
