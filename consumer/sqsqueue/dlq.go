@@ -56,14 +56,11 @@ const (
 // DLQURLOf returns the dead-letter queue of a source queue, from its
 // RedrivePolicy. A queue without one is an error.
 func DLQURLOf(ctx context.Context, api API, queueURL string) (string, error) {
-	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       &queueURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameRedrivePolicy},
-	}, OwnBody)
+	policy, err := queueAttribute(ctx, api, queueURL, types.QueueAttributeNameRedrivePolicy)
 	if err != nil {
 		return "", fmt.Errorf("queue %s: %w", queueURL, err)
 	}
-	url, err := dlqFromRedrivePolicy(ctx, api, attrs.Attributes[string(types.QueueAttributeNameRedrivePolicy)])
+	url, err := dlqFromRedrivePolicy(ctx, api, policy)
 	if err != nil {
 		return "", fmt.Errorf("queue %s: %w", queueURL, err)
 	}
@@ -109,14 +106,11 @@ func DLQStats(ctx context.Context, api API, dlqURL string) (st Stats, err error)
 	if st.Depth, err = QueueDepth(ctx, api, dlqURL); err != nil {
 		return Stats{}, fmt.Errorf("dlq stats: %w", err)
 	}
-	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
-		QueueUrl:       &dlqURL,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMessageRetentionPeriod},
-	}, OwnBody)
+	retention, err := queueAttribute(ctx, api, dlqURL, types.QueueAttributeNameMessageRetentionPeriod)
 	if err != nil {
 		return Stats{}, fmt.Errorf("dlq stats: queue %s attributes: %w", dlqURL, err)
 	}
-	if secs, err := strconv.Atoi(attrs.Attributes[string(types.QueueAttributeNameMessageRetentionPeriod)]); err == nil {
+	if secs, err := strconv.Atoi(retention); err == nil {
 		st.Retention = time.Duration(secs) * time.Second
 	}
 	st.ByReason = map[string]int{}
@@ -439,16 +433,25 @@ func unknownAction(err error) bool {
 	return strings.Contains(msg, "unknown action") || strings.Contains(msg, "unknown operation")
 }
 
-// queueArn reads the ARN of a queue.
-func queueArn(ctx context.Context, api API, url string) (string, error) {
+// queueAttribute reads one attribute of a queue ("" if the queue has
+// none).
+func queueAttribute(ctx context.Context, api API, url string, name types.QueueAttributeName) (string, error) {
 	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       &url,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn},
+		AttributeNames: []types.QueueAttributeName{name},
 	}, OwnBody)
+	if err != nil {
+		return "", err
+	}
+	return out.Attributes[string(name)], nil
+}
+
+// queueArn reads the ARN of a queue.
+func queueArn(ctx context.Context, api API, url string) (string, error) {
+	arn, err := queueAttribute(ctx, api, url, types.QueueAttributeNameQueueArn)
 	if err != nil {
 		return "", fmt.Errorf("queue %s ARN: %w", url, err)
 	}
-	arn := out.Attributes[string(types.QueueAttributeNameQueueArn)]
 	if arn == "" {
 		return "", fmt.Errorf("queue %s has no QueueArn attribute", url)
 	}

@@ -331,12 +331,11 @@ func maxMessageSize(ctx context.Context, api API, url string) (int, error) {
 	if v, ok := maxSizes.Load(url); ok {
 		return v.(int), nil
 	}
-	out, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: &url,
-		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameMaximumMessageSize}}, OwnBody)
+	size, err := queueAttribute(ctx, api, url, types.QueueAttributeNameMaximumMessageSize)
 	if err != nil {
 		return 0, fmt.Errorf("queue %s: maximum message size: %w", url, err)
 	}
-	n, err := strconv.Atoi(out.Attributes[string(types.QueueAttributeNameMaximumMessageSize)])
+	n, err := strconv.Atoi(size)
 	if err != nil || n <= 0 {
 		n = DefaultMaxMessageSize
 	}
