@@ -74,6 +74,17 @@ func bodiesOf(msgs []types.Message) []string {
 	return out
 }
 
+// sentBodies is the bodies of msgs, sorted as bodiesOf and deadBodies
+// sort theirs.
+func sentBodies(msgs []dead) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.body
+	}
+	slices.Sort(out)
+	return out
+}
+
 func deadBodies(dls []consumer.DeadLetter) []string {
 	out := make([]string, len(dls))
 	for i, d := range dls {
@@ -195,11 +206,7 @@ func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 
 	got, err := sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 0, nil)
 	require.NoError(t, err)
-	want := make([]string, len(msgs))
-	for i, m := range msgs {
-		want[i] = m.body
-	}
-	assert.Equal(t, want, deadBodies(got), "every message once")
+	assert.Equal(t, sentBodies(msgs), deadBodies(got), "every message once")
 	got, err = sqsqueue.PeekDLQ(t.Context(), api, q.DLQ, 15, nil)
 	require.NoError(t, err)
 	assert.Len(t, got, 15)
@@ -235,12 +242,7 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 
 	requireSettled(t, api, q.DLQ, 0)
 	back := sqstest.ReceiveAll(t, api, q.URL)
-	want := make([]string, len(msgs))
-	for i, m := range msgs {
-		want[i] = m.body
-	}
-	slices.Sort(want)
-	assert.Equal(t, want, bodiesOf(back))
+	assert.Equal(t, sentBodies(msgs), bodiesOf(back))
 	for _, m := range back {
 		for k := range m.MessageAttributes {
 			assert.False(t, strings.HasPrefix(k, "enricher-"), "message %s still has %s", aws.ToString(m.Body), k)
@@ -337,10 +339,7 @@ func TestRedriveInterruptedLosesNothing(t *testing.T) {
 	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
 	msgs := numbered("m", 8, consumer.ReasonBadMessage)
 	sendDead(t, api, q.DLQ, msgs...)
-	want := make([]string, len(msgs))
-	for i, m := range msgs {
-		want[i] = m.body
-	}
+	want := sentBodies(msgs)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
