@@ -4,8 +4,10 @@ import (
 	"context"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/internal/testbed"
 )
@@ -55,4 +57,12 @@ func cancelAtChunk(n int, cancel context.CancelFunc) func(pipeline.ChunkCommitte
 			cancel()
 		}
 	}
+}
+
+// requirePermanent checks that err is a permanent failure with reason.
+func requirePermanent(t *testing.T, err error, reason string) {
+	t.Helper()
+	got, ok := consumer.IsPermanent(err)
+	require.True(t, ok, "want a permanent error, got %v", err)
+	assert.Equal(t, reason, got)
 }

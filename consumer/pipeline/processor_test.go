@@ -210,9 +210,7 @@ func TestPermanentFailures(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := p.Process(t.Context(), tt.give)
-			reason, ok := consumer.IsPermanent(err)
-			require.True(t, ok, "want a permanent error, got %v", err)
-			assert.Equal(t, tt.reason, reason)
+			requirePermanent(t, err, tt.reason)
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
@@ -229,9 +227,7 @@ func TestSourceWithoutJobColumnsIsPermanent(t *testing.T) {
 	p, err := pipeline.NewProcessor(b.Cat, []pipeline.Job{{Spec: &spec, Model: l}}, pipeline.Options{Logger: quietLogger(), Allocator: b.Mem})
 	require.NoError(t, err)
 	_, err = p.Process(t.Context(), b.Event(s1))
-	reason, ok := consumer.IsPermanent(err)
-	require.True(t, ok, "want a permanent error, got %v", err)
-	assert.Equal(t, consumer.ReasonSchemaMismatch, reason)
+	requirePermanent(t, err, consumer.ReasonSchemaMismatch)
 	assert.Contains(t, err.Error(), "country")
 }
 
@@ -243,9 +239,7 @@ func TestTargetWithAnotherSchemaIsNotWritten(t *testing.T) {
 	_, err := b.Cat.CreateIcebergTable(t.Context(), b.Spec.Target.Table, postdata.Schema(), nil)
 	require.NoError(t, err)
 	_, err = b.Processor(nil).Process(t.Context(), b.Event(s1))
-	reason, ok := consumer.IsPermanent(err)
-	require.True(t, ok, "want a permanent error, got %v", err)
-	assert.Equal(t, consumer.ReasonSchemaMismatch, reason)
+	requirePermanent(t, err, consumer.ReasonSchemaMismatch)
 	assert.Contains(t, err.Error(), "column sentiment is missing")
 	assert.Contains(t, err.Error(), "table has (post_id int64")
 	assert.Contains(t, err.Error(), "job writes (post_id int64, author utf8")
@@ -396,9 +390,7 @@ func TestSourceThatLostAJobColumnIsPermanent(t *testing.T) {
 	require.NoError(t, err)
 
 	_, err = p.Process(t.Context(), b.Event(s2))
-	reason, ok := consumer.IsPermanent(err)
-	require.True(t, ok, "want a permanent error, got %v", err)
-	assert.Equal(t, consumer.ReasonSchemaMismatch, reason)
+	requirePermanent(t, err, consumer.ReasonSchemaMismatch)
 	assert.Contains(t, err.Error(), "author")
 	assert.Contains(t, err.Error(), "job sentiment cannot read table social.posts")
 	t.Logf("error: %v", err)
@@ -559,9 +551,7 @@ func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
 	expireSource(t, b)
 
 	_, err := p.Process(t.Context(), b.Event(s3))
-	reason, ok := consumer.IsPermanent(err)
-	require.True(t, ok, "want a permanent error, got %v", err)
-	assert.Equal(t, consumer.ReasonHistoryExpired, reason)
+	requirePermanent(t, err, consumer.ReasonHistoryExpired)
 	assert.Contains(t, err.Error(), "enricher resync --job sentiment")
 	assert.Equal(t, s1, b.Watermark().SnapshotID, "nothing written")
 	b.RequireExactlyOnce(10, nil)
