@@ -83,14 +83,9 @@ func benchTables(b *testing.B, n int64) (src, tgt *table.Table) {
 	const snapshots = 10
 	for s := range int64(snapshots) {
 		first := 1 + s*n/snapshots
-		posts := func(yield func(postdata.Post, error) bool) {
-			for p, err := range postdata.Sample(n/snapshots, first, uint64(s)) {
-				p.Author = fmt.Sprintf("user-%d", p.ID)
-				if !yield(p, err) {
-					return
-				}
-			}
-		}
+		posts := postdata.Edited(postdata.Sample(n/snapshots, first, uint64(s)), func(p *postdata.Post) {
+			p.Author = fmt.Sprintf("user-%d", p.ID)
+		})
 		src, _, err = postdata.Append(ctx, src, posts)
 		require.NoError(b, err)
 	}

@@ -166,13 +166,7 @@ func TestFindMissingRowsSplitsSkewedPartitions(t *testing.T) {
 
 func appendAllPosts(t *testing.T, tbl *table.Table, posts []postdata.Post) *table.Table {
 	t.Helper()
-	out, _, err := postdata.Append(t.Context(), tbl, func(yield func(postdata.Post, error) bool) {
-		for _, p := range posts {
-			if !yield(p, nil) {
-				return
-			}
-		}
-	})
+	out, _, err := postdata.Append(t.Context(), tbl, postdata.Of(posts...))
 	require.NoError(t, err)
 	return out
 }

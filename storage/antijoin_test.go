@@ -26,14 +26,7 @@ import (
 // each, with manyFiles), returning the table as committed.
 func appendTo(t testing.TB, tbl *table.Table, batchRows int, posts []postdata.Post) *table.Table {
 	t.Helper()
-	seq := func(yield func(postdata.Post, error) bool) {
-		for _, p := range posts {
-			if !yield(p, nil) {
-				return
-			}
-		}
-	}
-	out, _, err := postdata.AppendBatched(context.Background(), tbl, seq, batchRows)
+	out, _, err := postdata.AppendBatched(context.Background(), tbl, postdata.Of(posts...), batchRows)
 	require.NoError(t, err)
 	return out
 }

@@ -4,9 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 	"github.com/stretchr/testify/assert"
@@ -192,20 +190,8 @@ func postsReader(t *testing.T, tbl *table.Table, posts []postdata.Post) array.Re
 	t.Helper()
 	sc, err := table.SchemaToArrowSchema(tbl.Schema(), nil, false, false)
 	require.NoError(t, err)
-	bld := array.NewRecordBuilder(memory.DefaultAllocator, sc)
-	defer bld.Release()
-	for _, p := range posts {
-		bld.Field(0).(*array.Int64Builder).Append(p.ID)
-		bld.Field(1).(*array.StringBuilder).Append(p.Text)
-		bld.Field(2).AppendNull()
-		bld.Field(3).AppendNull()
-		bld.Field(4).AppendNull()
-	}
-	rec := bld.NewRecordBatch()
-	defer rec.Release()
-	rdr, err := array.NewRecordReader(sc, []arrow.RecordBatch{rec})
-	require.NoError(t, err)
-	return rdr
+	var n int64
+	return postdata.Reader(sc, postdata.Of(posts...), len(posts), &n)
 }
 
 // TestHistoryReachesAnExpiredWatermarkWhoseChildIsHeld: ingestion's

@@ -37,13 +37,7 @@ func setup(t *testing.T) *bundle {
 func (b *bundle) appendPosts(posts ...postdata.Post) int64 {
 	b.t.Helper()
 	var err error
-	b.src, _, err = postdata.Append(b.t.Context(), b.src, func(yield func(postdata.Post, error) bool) {
-		for _, p := range posts {
-			if !yield(p, nil) {
-				return
-			}
-		}
-	})
+	b.src, _, err = postdata.Append(b.t.Context(), b.src, postdata.Of(posts...))
 	require.NoError(b.t, err)
 	return b.src.CurrentSnapshot().SnapshotID
 }

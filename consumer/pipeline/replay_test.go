@@ -60,16 +60,11 @@ func TestReplayKeepsRowsWhoseKeyIsNull(t *testing.T) {
 	b := setup(t)
 	spec := keyOn(b, "lang", "social.posts_by_lang")
 	// Sample posts, every seventh without a language (a null key).
-	posts := func(yield func(postdata.Post, error) bool) {
-		for p, err := range postdata.Sample(300, 1, 3) {
-			if p.ID%7 == 0 {
-				p.Lang = ""
-			}
-			if !yield(p, err) {
-				return
-			}
+	posts := postdata.Edited(postdata.Sample(300, 1, 3), func(p *postdata.Post) {
+		if p.ID%7 == 0 {
+			p.Lang = ""
 		}
-	}
+	})
 	var err error
 	b.Src, _, err = postdata.Append(t.Context(), b.Src, posts)
 	require.NoError(t, err)

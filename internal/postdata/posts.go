@@ -35,6 +35,32 @@ func Schema() *iceberg.Schema {
 	)
 }
 
+// Of is the sequence of posts, in order, for Append and Reader.
+func Of(posts ...Post) iter.Seq2[Post, error] {
+	return func(yield func(Post, error) bool) {
+		for _, p := range posts {
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Edited is seq with edit applied to each post as it passes (an error of
+// seq passes unchanged).
+func Edited(seq iter.Seq2[Post, error], edit func(*Post)) iter.Seq2[Post, error] {
+	return func(yield func(Post, error) bool) {
+		for p, err := range seq {
+			if err == nil {
+				edit(&p)
+			}
+			if !yield(p, err) {
+				return
+			}
+		}
+	}
+}
+
 // postBatchRows is how many posts go into one Arrow batch while appending.
 const postBatchRows = 8192
 
