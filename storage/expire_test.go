@@ -151,6 +151,7 @@ func TestReconcileProperties(t *testing.T) {
 	require.NoError(t, storage.CheckProperties(map[string]string{table.ParquetCompressionLevelKey: "20"}), "alone it is a zstd level")
 	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionLevelKey: "20"})
 	require.ErrorContains(t, err, "gzip takes levels -3 to 9")
+	require.ErrorIs(t, err, storage.ErrTableProperty, "a consumer halts on it")
 	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionLevelKey: "5"})
 	require.NoError(t, err)
 	_, _, err = c.cat.ReconcileProperties(t.Context(), lifeTgt, map[string]string{table.ParquetCompressionKey: "zstd"})

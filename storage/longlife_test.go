@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"strconv"
@@ -232,4 +233,51 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 		assert.Error(t, storage.CheckProperties(props), "%v", props)
 		assert.Error(t, writeWith(t, cat, fmt.Sprintf("bad.t%d", i), props), "iceberg-go fails on %v too", props)
 	}
+}
+
+// TestAWriteFailingOnATablePropertyNamesIt: a property another tool set
+// on the target that its writers cannot use fails the append and the
+// compaction; the error names the property and matches ErrTableProperty
+// (the consumer halts on it), and the append works once the property is
+// changed. A write that fails for another reason blames no property, not
+// even a refused value that only snapshot expiry reads.
+func TestAWriteFailingOnATablePropertyNamesIt(t *testing.T) {
+	t.Parallel()
+	c := newCommitter(t, nil, false)
+	for range 3 {
+		c.commit()
+	}
+	set := func(props map[string]string) {
+		txn := c.tgt.NewTransaction()
+		require.NoError(t, txn.SetProperties(props))
+		out, err := txn.Commit(t.Context())
+		require.NoError(t, err)
+		c.tgt = out
+	}
+	appendRows := func(batches func(yield func(arrow.RecordBatch, error) bool)) error {
+		_, _, err := storage.AppendChunk(t.Context(), c.tgt, &storage.Commit{Job: lifeJob, SourceTable: lifeSrc,
+			SpecVersion: "2", After: storage.Cursor{SnapshotID: 1 << 30}, Schema: c.schema, Batches: batches})
+		return err
+	}
+	rows := func() func(yield func(arrow.RecordBatch, error) bool) {
+		_, batches := c.rowsOf(1<<30, 2)
+		return batches
+	}
+
+	set(map[string]string{table.ParquetCompressionKey: "lzo"})
+	err := appendRows(rows())
+	require.ErrorIs(t, err, storage.ErrTableProperty)
+	assert.Contains(t, err.Error(), `table social.posts_enriched: append: table property the writers cannot use: property write.parquet.compression-codec="lzo": want one of`)
+	_, err = c.cat.Maintain(t.Context(), lifeTgt, storage.MaintainOptions{SkipOrphans: true, MinInputFiles: 2})
+	require.ErrorIs(t, err, storage.ErrTableProperty, "the compaction writes Parquet too")
+	assert.Contains(t, err.Error(), "compaction: rewrite")
+	c.tgt, err = c.cat.LoadTable(t.Context(), lifeTgt) // the other steps of Maintain committed
+	require.NoError(t, err)
+
+	set(map[string]string{table.ParquetCompressionKey: "zstd", table.GCEnabledKey: "false"})
+	lost := errors.New("the source file went away")
+	err = appendRows(func(yield func(arrow.RecordBatch, error) bool) { yield(nil, lost) })
+	require.ErrorIs(t, err, lost)
+	assert.NotErrorIs(t, err, storage.ErrTableProperty, "gc.enabled is no writer's: the write failed on its data")
+	require.NoError(t, appendRows(rows()))
 }

@@ -3,6 +3,7 @@ package storage
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -306,6 +307,45 @@ func checkValue(k, v string, props map[string]string) error {
 	return nil
 }
 
+// ErrTableProperty is matched (errors.Is) by a write that failed on a
+// table holding a property its writers cannot use: a value another tool
+// set (the job's target.properties are checked when the spec loads).
+// Every write to the table fails alike until the property is changed.
+var ErrTableProperty = errors.New("table property the writers cannot use")
+
+// writeFailed is the error of a data write (what) that failed with err on
+// a table holding props. When a property the writers read has a value
+// CheckProperties refuses, the error names it and wraps ErrTableProperty:
+// it, not the data, is why the write failed.
+func writeFailed(what string, props map[string]string, err error) error {
+	if perr := checkWriterProperties(props); perr != nil {
+		return fmt.Errorf("%s: %w: %w; every write fails until the property is changed on the table (or set in the job's target.properties, which the consumer and `enricher maintain` apply): %w",
+			what, ErrTableProperty, perr, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// checkWriterProperties checks the values of props that data and metadata
+// writes read (every known property but gc.enabled and the expiry ones,
+// which only snapshot expiry reads), as CheckProperties would.
+func checkWriterProperties(props map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		v := props[k]
+		switch {
+		case strings.HasPrefix(k, "write.metadata.metrics.column."):
+			if err := checkMetricsMode(v); err != nil {
+				return fmt.Errorf("property %s=%q: %w", k, v, err)
+			}
+		case k == table.GCEnabledKey, strings.HasPrefix(k, "history.expire."), !slices.Contains(knownProperties, k):
+		default:
+			if err := checkValue(k, v, props); err != nil {
+				return fmt.Errorf("property %s=%q: %w", k, v, err)
+			}
+		}
+	}
+	return nil
+}
+
 // checkOn checks want as it would be on a table that holds have: a value
 // whose meaning depends on another property (a compression level on the
 // codec) is checked against what the table would then hold.
@@ -334,6 +374,8 @@ func checkOn(have, want map[string]string) error {
 // changed, in key order. It never removes a property; nothing is
 // committed when nothing differs. A commit that loses to another writer
 // is retried on the reloaded table. It returns the table as it is after.
+// A wanted value that what the table holds makes unusable (a compression
+// level for the table's codec) is refused with ErrTableProperty.
 func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map[string]string) (*table.Table, []PropertyChange, error) {
 	if err := CheckProperties(want); err != nil {
 		return nil, nil, fmt.Errorf("table %s: %w", name, err)
@@ -345,7 +387,9 @@ func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map
 	err := c.onReloaded(ctx, name, conflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
 		have := tbl.Properties()
 		if err := checkOn(have, want); err != nil {
-			return fmt.Errorf("table %s: %w", name, err)
+			// What the table holds makes a wanted value unusable: every
+			// start fails alike until one of them is changed.
+			return fmt.Errorf("table %s: %w: %w", name, ErrTableProperty, err)
 		}
 		changes = changes[:0]
 		set := map[string]string{}

@@ -339,3 +339,54 @@ func TestARecordedFailureBeforeACommitIsNotFailing(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, st[0].Failing, "new rows wait behind it")
 }
+
+// TestATargetPropertyThatFailsEveryWriteHalts: another tool sets a
+// property on the target that its writers cannot use (an LZO codec,
+// which iceberg-go does not write). Every commit would fail alike, so the
+// consumer halts with the property named instead of cycling the queue's
+// messages into the dead-letter queue; once the property is fixed, the
+// next run commits every row once.
+func TestATargetPropertyThatFailsEveryWriteHalts(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	s1 := b.AppendPosts(20)
+	_, err := b.Processor(nil).Process(t.Context(), b.Event(s1))
+	require.NoError(t, err)
+	setTargetProps := func(props map[string]string) {
+		tgt, err := b.Cat.LoadTable(t.Context(), b.Spec.Target.Table)
+		require.NoError(t, err)
+		txn := tgt.NewTransaction()
+		require.NoError(t, txn.SetProperties(props))
+		_, err = txn.Commit(t.Context())
+		require.NoError(t, err)
+	}
+	setTargetProps(map[string]string{table.ParquetCompressionKey: "lzo"})
+
+	s2 := b.AppendPosts(20)
+	q := consumer.NewMemQueue()
+	q.Publish(b.Event(s2).Encode())
+	q.Publish(b.Event(s2).Encode())
+	q.Close()
+	var outcomes []consumer.MessageOutcome
+	c := &consumer.Consumer{Source: q, Handler: b.Processor(nil), Logger: quietLogger(),
+		OnOutcome: func(o consumer.MessageOutcome) { outcomes = append(outcomes, o) }}
+	// Without the halt the message would come back again and again.
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	err = c.Run(ctx)
+	var he *consumer.HaltError
+	require.ErrorAs(t, err, &he)
+	require.ErrorIs(t, err, storage.ErrTableProperty)
+	assert.Contains(t, err.Error(), `property write.parquet.compression-codec="lzo": want one of`)
+	assert.Contains(t, err.Error(), "social.posts_sentiment")
+	require.Len(t, outcomes, 1, "nothing is started after the halt")
+	assert.Equal(t, consumer.ActionReleased, outcomes[0].Action)
+	assert.Empty(t, q.Dead())
+	assert.Zero(t, q.Acked())
+
+	setTargetProps(map[string]string{table.ParquetCompressionKey: "zstd"})
+	c = &consumer.Consumer{Source: q, Handler: b.Processor(nil), Logger: quietLogger()}
+	require.NoError(t, c.Run(t.Context()))
+	assert.Equal(t, 2, q.Acked())
+	b.RequireExactlyOnce(40, nil)
+}

@@ -18,8 +18,9 @@
 //
 // Errors leave classified for package consumer (see Classify): a schema
 // the job cannot read, an unknown table or job, a snapshot that does not
-// exist are permanent; a model that refuses the key or the request, or a
-// spent token budget, halts; the rest are passing.
+// exist are permanent; a model that refuses the key or the request, a
+// spent token budget, or a target table property that fails every write
+// (set by another tool) halts; the rest are passing.
 //
 // Replay re-enriches a range of source snapshots in place; Status reports
 // where every job stands. pipeline composes enrich and storage and knows

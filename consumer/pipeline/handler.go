@@ -8,6 +8,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/storage"
 )
 
 var _ consumer.Handler = (*Processor)(nil)
@@ -67,9 +68,10 @@ func (p *Processor) Handle(ctx context.Context, m *consumer.Message) (consumer.R
 }
 
 // Classify gives an error of the stages its class for the consumer: a
-// model that cannot be used as configured, or a spent token budget, halts
-// the consumer (every message would fail alike); errors that already have
-// a class keep it; the rest are passing failures. It returns nil for nil.
+// model that cannot be used as configured, a spent token budget, or a
+// target table property its writers cannot use halts the consumer (every
+// message would fail alike); errors that already have a class keep it;
+// the rest are passing failures. It returns nil for nil.
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -77,7 +79,7 @@ func Classify(err error) error {
 	if c, _ := consumer.Classify(err); c != consumer.ClassRetry {
 		return err
 	}
-	if errors.Is(err, enrich.ErrBudgetExhausted) || errors.Is(err, enrich.ErrModelUnusable) {
+	if errors.Is(err, enrich.ErrBudgetExhausted) || errors.Is(err, enrich.ErrModelUnusable) || errors.Is(err, storage.ErrTableProperty) {
 		return consumer.Halt(err)
 	}
 	return err
