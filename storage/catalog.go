@@ -172,7 +172,9 @@ func OpenCatalog(ctx context.Context, cfg CatalogConfig) (*Catalog, error) {
 }
 
 // CheckExists reports a local sqlite file or warehouse folder of cfg that
-// does not exist (a typo in the config); remote catalogs are not checked.
+// does not exist (a typo in the config), or a sqlite file that is empty
+// (sqlite would start a new catalog in it); remote catalogs are not
+// checked.
 func (cfg CatalogConfig) CheckExists() error {
 	if cfg.Type != CatalogSQL {
 		return nil // remote catalogs: the catalog itself answers
@@ -183,6 +185,10 @@ func (cfg CatalogConfig) CheckExists() error {
 		return fmt.Errorf("catalog.uri: the sqlite file %s: %w (%s)", db, err, hint)
 	} else if !st.Mode().IsRegular() {
 		return fmt.Errorf("catalog.uri: %s is not a file", db)
+	} else if st.Size() == 0 {
+		// sqlite would make it a new empty catalog. (A catalog has its
+		// 4 KiB header from the moment it is opened, WAL mode or not.)
+		return fmt.Errorf("catalog.uri: the sqlite file %s is empty, not a catalog (%s)", db, hint)
 	}
 	if wh, ok := strings.CutPrefix(cfg.Warehouse, "file://"); ok || !strings.Contains(cfg.Warehouse, "://") {
 		if !ok {

@@ -12,9 +12,10 @@ import (
 )
 
 // TestMissingCatalogOrWarehouseIsRefused: a typo in the catalog file or
-// the warehouse folder must not give an empty new catalog (where every
-// event would be dead-lettered as table_not_found): every command but demo
-// and ingest refuses it, naming the path, and creates nothing.
+// the warehouse folder, or an empty catalog file, must not give an empty
+// new catalog (where every event would be dead-lettered as
+// table_not_found): every command but demo and ingest refuses it, naming
+// the path, and creates nothing.
 func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 	t.Parallel()
 	work, _ := newDemo(t, "--generate", "10")
@@ -25,7 +26,10 @@ func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 	}{
 		{name: "catalog file", from: "uri: catalog.db", to: "uri: catalg.db", want: "catalog.uri: the sqlite file " + filepath.Join(work, "catalg.db")},
 		{name: "warehouse folder", from: "warehouse: warehouse", to: "warehouse: warehous", want: "catalog.warehouse: the folder " + filepath.Join(work, "warehous")},
+		{name: "empty catalog file", from: "uri: catalog.db", to: "uri: empty.db", want: "catalog.uri: the sqlite file " + filepath.Join(work, "empty.db") + " is empty, not a catalog"},
 	}
+	empty := filepath.Join(work, "empty.db") // made by a touch, or a copy that failed
+	require.NoError(t, os.WriteFile(empty, nil, 0o644))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := filepath.Join(work, strings.ReplaceAll(tt.name, " ", "-")+".yaml")
@@ -51,6 +55,9 @@ func TestMissingCatalogOrWarehouseIsRefused(t *testing.T) {
 			assert.ErrorIs(t, err, os.ErrNotExist, "nothing was created")
 			_, err = os.Stat(filepath.Join(work, "warehous"))
 			assert.ErrorIs(t, err, os.ErrNotExist, "nothing was created")
+			st, err := os.Stat(empty)
+			require.NoError(t, err)
+			assert.Zero(t, st.Size(), "nothing was written to the empty file")
 		})
 	}
 
