@@ -74,6 +74,7 @@ func (c *ingestCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.log.Debug("reading posts", "file", c.posts)
 	tbl, n, err := postdata.Append(ctx, tbl, postdata.File(c.posts, c.firstID, 0, -1))
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	var err error
 	if inLambda() && len(os.Args) == 1 {
 		err = runLambda(ctx)
@@ -30,6 +31,45 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "enricher:", err)
 		os.Exit(1)
+	}
+}
+
+// signalContext is the context of the process: the first SIGINT or
+// SIGTERM cancels it, so that work in flight ends cleanly (run's
+// --shutdown-grace); a second one exits at once with status 128+signal,
+// for work that cannot see the first (blocked in a system call, such as
+// opening a FIFO nobody writes to) or that an operator will not wait
+// for. stop ends the watch.
+func signalContext() (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { // ends at stop, or exits the process
+		select {
+		case s := <-sigs:
+			cancel(fmt.Errorf("%v received", s))
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "enricher: %v received again: exiting now\n", s)
+			code := 1
+			if n, ok := s.(syscall.Signal); ok {
+				code = 128 + int(n)
+			}
+			os.Exit(code)
+		case <-done:
+		}
+	}()
+	var once sync.Once
+	return ctx, func() {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			cancel(nil)
+		})
 	}
 }
 
