@@ -105,7 +105,9 @@ collect takes them).
 
 SIGINT or SIGTERM stops receiving at once; work in flight gets the shutdown
 grace period, then is cancelled and its message released. Chunks already
-committed stay committed and the next delivery resumes after them.`,
+committed stay committed and the next delivery resumes after them. A second
+signal exits at once; the messages in flight come back when their visibility
+timeout ends.`,
 		Example: `  AWS_ENDPOINT_URL_SQS=http://127.0.0.1:4566 enricher run --config enricher.yaml \
       --queue-url http://127.0.0.1:4566/000000000000/snapshots --drain`,
 		Args: cobra.NoArgs,
