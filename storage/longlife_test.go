@@ -228,6 +228,7 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 		{table.DefaultWriteMetricsModeKey: "bogus"},
 		{"write.metadata.metrics.column.text": "truncate(0)"},
 		{table.DefaultWriteMetricsModeKey: "truncate(+8)"},
+		{table.ParquetRowGroupSizeBytesKey: "0"},
 	}
 	for i, props := range refused {
 		assert.Error(t, storage.CheckProperties(props), "%v", props)
@@ -267,7 +268,7 @@ func TestAWriteFailingOnATablePropertyNamesIt(t *testing.T) {
 	set(map[string]string{table.ParquetCompressionKey: "lzo"})
 	err := appendRows(rows())
 	require.ErrorIs(t, err, storage.ErrTableProperty)
-	assert.Contains(t, err.Error(), `table social.posts_enriched: append: table property the writers cannot use: property write.parquet.compression-codec="lzo": want one of`)
+	assert.Contains(t, err.Error(), `table social.posts_enriched: append: table property the writers cannot use: property write.parquet.compression-codec="lzo": iceberg-go cannot write lzo; want one of brotli,`)
 	_, err = c.cat.Maintain(t.Context(), lifeTgt, storage.MaintainOptions{SkipOrphans: true, MinInputFiles: 2})
 	require.ErrorIs(t, err, storage.ErrTableProperty, "the compaction writes Parquet too")
 	assert.Contains(t, err.Error(), "compaction: rewrite")

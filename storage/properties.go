@@ -314,33 +314,55 @@ func checkValue(k, v string, props map[string]string) error {
 var ErrTableProperty = errors.New("table property the writers cannot use")
 
 // writeFailed is the error of a data write (what) that failed with err on
-// a table holding props. When a property the writers read has a value
-// CheckProperties refuses, the error names it and wraps ErrTableProperty:
-// it, not the data, is why the write failed.
+// a table holding props. When a property holds a value that iceberg-go's
+// Parquet writer fails on (failsWrites), the error names it and wraps
+// ErrTableProperty: it, not the data, is why the write failed.
 func writeFailed(what string, props map[string]string, err error) error {
-	if perr := checkWriterProperties(props); perr != nil {
+	if perr := failsWrites(props); perr != nil {
 		return fmt.Errorf("%s: %w: %w; every write fails until the property is changed on the table (or set in the job's target.properties, which the consumer and `enricher maintain` apply): %w",
 			what, ErrTableProperty, perr, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-// checkWriterProperties checks the values of props that data and metadata
-// writes read (every known property but gc.enabled and the expiry ones,
-// which only snapshot expiry reads), as CheckProperties would.
-func checkWriterProperties(props map[string]string) error {
+// failsWrites reports the first property of props (in key order) whose
+// value iceberg-go's Parquet writer fails on, and why. It is narrower
+// than CheckProperties, which also refuses values the writer takes but
+// should not be given (a codec it does not know, which it writes
+// uncompressed; a page version it ignores): blaming a property for a
+// write that failed for another reason would halt a consumer on a passing
+// error. TestFailsWritesIsWhatIcebergGoFailsOn holds it to the writer.
+func failsWrites(props map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(props)) {
 		v := props[k]
+		var err error
 		switch {
-		case strings.HasPrefix(k, "write.metadata.metrics.column."):
-			if err := checkMetricsMode(v); err != nil {
-				return fmt.Errorf("property %s=%q: %w", k, v, err)
+		case strings.HasPrefix(k, "write.metadata.metrics.column."), k == table.DefaultWriteMetricsModeKey:
+			err = checkMetricsMode(v)
+		case k == table.ParquetCompressionKey:
+			if v == "lzo" || v == "lz4" {
+				err = fmt.Errorf("iceberg-go cannot write %s; want one of %s", v, strings.Join(slices.Sorted(maps.Keys(parquetCodecs)), ", "))
 			}
-		case k == table.GCEnabledKey, strings.HasPrefix(k, "history.expire."), !slices.Contains(knownProperties, k):
-		default:
-			if err := checkValue(k, v, props); err != nil {
-				return fmt.Errorf("property %s=%q: %w", k, v, err)
+		case k == table.ParquetCompressionLevelKey:
+			// The level is checked on the codec as the writer reads it:
+			// an empty codec is not the default one.
+			codec, ok := props[table.ParquetCompressionKey]
+			if !ok {
+				codec = table.ParquetCompressionDefault
 			}
+			level, aerr := strconv.Atoi(v)
+			if r, known := compressionLevels[codec]; aerr != nil {
+				err = fmt.Errorf("want a whole number")
+			} else if known && level != -1 && (level < r[0] || level > r[1]) {
+				err = fmt.Errorf("%s takes levels %d to %d, or -1 for its default", codec, r[0], r[1])
+			}
+		case k == table.WriteFormatDefaultKey, k == table.ParquetRowGroupSizeBytesKey, k == table.ParquetRowGroupLimitKey,
+			k == table.ParquetPageSizeBytesKey, k == table.ParquetPageRowLimitKey, k == table.ParquetDictSizeBytesKey,
+			k == table.ParquetBloomFilterMaxBytesKey:
+			err = checkValue(k, v, props)
+		}
+		if err != nil {
+			return fmt.Errorf("property %s=%q: %w", k, v, err)
 		}
 	}
 	return nil

@@ -377,7 +377,7 @@ func TestATargetPropertyThatFailsEveryWriteHalts(t *testing.T) {
 	var he *consumer.HaltError
 	require.ErrorAs(t, err, &he)
 	require.ErrorIs(t, err, storage.ErrTableProperty)
-	assert.Contains(t, err.Error(), `property write.parquet.compression-codec="lzo": want one of`)
+	assert.Contains(t, err.Error(), `property write.parquet.compression-codec="lzo": iceberg-go cannot write lzo; want one of`)
 	assert.Contains(t, err.Error(), "social.posts_sentiment")
 	require.Len(t, outcomes, 1, "nothing is started after the halt")
 	assert.Equal(t, consumer.ActionReleased, outcomes[0].Action)
