@@ -46,14 +46,15 @@ func TestFailsWritesIsWhatIcebergGoFailsOn(t *testing.T) {
 	}
 	for _, v := range []string{"none", "counts", "full", "FULL", " full ", "truncate(16)", "Truncate(8)", "truncate(0)", "truncate(+8)", "bogus"} {
 		probes = append(probes, map[string]string{table.DefaultWriteMetricsModeKey: v},
-			map[string]string{"write.metadata.metrics.column.text": v})
+			map[string]string{"write.metadata.metrics.column.text": v},
+			map[string]string{"write.metadata.metrics.column.dropped": v}) // no such column: not read
 	}
 	blamed := 0
 	for i, props := range probes {
 		tbl, err := cat.CreateIcebergTable(t.Context(), fmt.Sprintf("probe.t%d", i), postdata.Schema(), props)
 		require.NoError(t, err)
 		_, _, werr := postdata.Append(t.Context(), tbl, postdata.Sample(2, 1, 1))
-		blame := failsWrites(props)
+		blame := failsWrites(tbl.Schema(), props)
 		assert.Equal(t, werr != nil, blame != nil, "%v: the write says %v, failsWrites says %v", props, werr, blame)
 		if blame != nil {
 			blamed++

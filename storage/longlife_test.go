@@ -1,6 +1,7 @@
 package storage_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -240,8 +241,8 @@ func TestEveryAcceptedParquetSettingWrites(t *testing.T) {
 // on the target that its writers cannot use fails the append and the
 // compaction; the error names the property and matches ErrTableProperty
 // (the consumer halts on it), and the append works once the property is
-// changed. A write that fails for another reason blames no property, not
-// even a refused value that only snapshot expiry reads.
+// changed. A write that fails for another reason, or is cancelled, blames
+// no property, not even a refused value that only snapshot expiry reads.
 func TestAWriteFailingOnATablePropertyNamesIt(t *testing.T) {
 	t.Parallel()
 	c := newCommitter(t, nil, false)
@@ -269,6 +270,9 @@ func TestAWriteFailingOnATablePropertyNamesIt(t *testing.T) {
 	err := appendRows(rows())
 	require.ErrorIs(t, err, storage.ErrTableProperty)
 	assert.Contains(t, err.Error(), `table social.posts_enriched: append: table property the writers cannot use: property write.parquet.compression-codec="lzo": iceberg-go cannot write lzo; want one of brotli,`)
+	err = appendRows(func(yield func(arrow.RecordBatch, error) bool) { yield(nil, context.Canceled) })
+	require.ErrorIs(t, err, context.Canceled)
+	assert.NotErrorIs(t, err, storage.ErrTableProperty, "a cancelled write blames nothing: shutdown is no halt")
 	_, err = c.cat.Maintain(t.Context(), lifeTgt, storage.MaintainOptions{SkipOrphans: true, MinInputFiles: 2})
 	require.ErrorIs(t, err, storage.ErrTableProperty, "the compaction writes Parquet too")
 	assert.Contains(t, err.Error(), "compaction: rewrite")

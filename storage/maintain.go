@@ -190,7 +190,7 @@ func (c *Catalog) compact(ctx context.Context, name string, opts MaintainOptions
 					written = append(written, gr)
 				}
 				if err != nil {
-					return again(writeFailed(fmt.Sprintf("rewrite %d files", len(g.Tasks)), tbl.Properties(), dropWritten(tbl, &written, err)))
+					return again(writeFailed(fmt.Sprintf("rewrite %d files", len(g.Tasks)), tbl, dropWritten(tbl, &written, err)))
 				}
 			}
 			if len(written) == 0 {

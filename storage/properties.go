@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 	"github.com/sethvargo/go-retry"
 )
@@ -313,12 +314,16 @@ func checkValue(k, v string, props map[string]string) error {
 // Every write to the table fails alike until the property is changed.
 var ErrTableProperty = errors.New("table property the writers cannot use")
 
-// writeFailed is the error of a data write (what) that failed with err on
-// a table holding props. When a property holds a value that iceberg-go's
-// Parquet writer fails on (failsWrites), the error names it and wraps
-// ErrTableProperty: it, not the data, is why the write failed.
-func writeFailed(what string, props map[string]string, err error) error {
-	if perr := failsWrites(props); perr != nil {
+// writeFailed is the error of a data write (what) to tbl that failed with
+// err. When a property of tbl holds a value that iceberg-go's Parquet
+// writer fails on (failsWrites), the error names it and wraps
+// ErrTableProperty: it, not the data, is why the write failed. A
+// cancelled write blames nothing.
+func writeFailed(what string, tbl *table.Table, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if perr := failsWrites(tbl.Schema(), tbl.Properties()); perr != nil {
 		return fmt.Errorf("%s: %w: %w; every write fails until the property is changed on the table (or set in the job's target.properties, which the consumer and `enricher maintain` apply): %w",
 			what, ErrTableProperty, perr, err)
 	}
@@ -331,13 +336,20 @@ func writeFailed(what string, props map[string]string, err error) error {
 // should not be given (a codec it does not know, which it writes
 // uncompressed; a page version it ignores): blaming a property for a
 // write that failed for another reason would halt a consumer on a passing
-// error. TestFailsWritesIsWhatIcebergGoFailsOn holds it to the writer.
-func failsWrites(props map[string]string) error {
+// error. The writer reads a column's metrics mode only for a column of
+// the table's schema sc: an override left for a dropped column is not
+// blamed. TestFailsWritesIsWhatIcebergGoFailsOn holds it to the writer.
+func failsWrites(sc *iceberg.Schema, props map[string]string) error {
 	for _, k := range slices.Sorted(maps.Keys(props)) {
 		v := props[k]
 		var err error
+		col, isColumn := strings.CutPrefix(k, "write.metadata.metrics.column.")
 		switch {
-		case strings.HasPrefix(k, "write.metadata.metrics.column."), k == table.DefaultWriteMetricsModeKey:
+		case isColumn:
+			if _, ok := sc.FindFieldByName(col); ok {
+				err = checkMetricsMode(v)
+			}
+		case k == table.DefaultWriteMetricsModeKey:
 			err = checkMetricsMode(v)
 		case k == table.ParquetCompressionKey:
 			if v == "lzo" || v == "lz4" {

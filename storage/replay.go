@@ -62,7 +62,7 @@ func ReplaceRows(ctx context.Context, tgt *table.Table, r *Replacement) (*table.
 	rdr := array.ReaderFromIter(r.Schema, counting(r.Batches, &rows))
 	defer rdr.Release()
 	if err := txn.Overwrite(ctx, rdr, props, table.WithOverwriteFilter(r.Filter)); err != nil {
-		return nil, 0, 0, fmt.Errorf("table %s: %w", name, writeFailed("overwrite", tgt.Properties(), err))
+		return nil, 0, 0, fmt.Errorf("table %s: %w", name, writeFailed("overwrite", tgt, err))
 	}
 	// The watermark property moves to this commit too, unchanged, so that
 	// it keeps naming a snapshot on the main branch.

@@ -140,7 +140,7 @@ func AppendChunk(ctx context.Context, tgt *table.Table, c *Commit) (*table.Table
 	rdr := array.ReaderFromIter(c.Schema, counting(c.Batches, &rows))
 	defer rdr.Release()
 	if err := txn.Append(ctx, rdr, c.Props()); err != nil {
-		return nil, 0, fmt.Errorf("table %s: %w", name, writeFailed("append", tgt.Properties(), err))
+		return nil, 0, fmt.Errorf("table %s: %w", name, writeFailed("append", tgt, err))
 	}
 	if err := stageWatermark(tgt, txn, c.Job, c.SourceTable, c.watermark()); err != nil {
 		return nil, 0, fmt.Errorf("table %s: %w", name, err)

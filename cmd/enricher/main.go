@@ -48,7 +48,7 @@ func signalContext() (ctx context.Context, stop func()) {
 	go func() { // ends at stop, or exits the process
 		select {
 		case s := <-sigs:
-			cancel(fmt.Errorf("%v received", s))
+			cancel(fmt.Errorf("%v received: %w", s, context.Canceled))
 		case <-done:
 			return
 		}
