@@ -4,6 +4,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -25,7 +27,7 @@ func TestASecondSignalExitsAtOnce(t *testing.T) {
 	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
 	c := startChild(t, "cli", nil, "ingest", "--config", cfg, "--posts", fifo, "--log-format", "json", "--log-level", "debug")
 	require.True(t, c.waitFor("reading posts", 1), "the child ended first:\n%s", c.logs())
-	time.Sleep(time.Second) // from the log line into the open
+	waitBlockedInOpen(t, c.cmd.Process.Pid)
 
 	require.NoError(t, c.cmd.Process.Signal(syscall.SIGINT))
 	select {
@@ -44,4 +46,31 @@ func TestASecondSignalExitsAtOnce(t *testing.T) {
 	require.True(t, errors.As(err, &ee), "exit: %v\n%s", err, c.logs())
 	assert.Equal(t, 130, ee.ExitCode())
 	assert.Contains(t, c.logs(), "enricher: interrupt received again: exiting now")
+}
+
+// waitBlockedInOpen waits until a thread of process pid waits in the
+// kernel for the other end of a FIFO (Linux names the wait
+// wait_for_partner in /proc/PID/task/TID/wchan). Where /proc does not
+// tell, it gives the process a second to get there.
+func waitBlockedInOpen(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/wchan", pid))
+		named := false
+		for _, task := range tasks {
+			w, err := os.ReadFile(task)
+			if err != nil || len(w) == 0 || string(w) == "0" {
+				continue
+			}
+			named = true
+			if string(w) == "wait_for_partner" {
+				return
+			}
+		}
+		if !named { // no /proc, or wchan hidden
+			time.Sleep(time.Second)
+			return
+		}
+	}
+	t.Fatal("the child never blocked opening the FIFO")
 }
