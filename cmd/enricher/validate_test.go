@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/testbed"
 )
 
 // validateDir writes a config naming jobs/job.yaml, a copy of the shipped
@@ -26,8 +27,8 @@ func validateDir(t *testing.T, config string, edit func(spec string) string) (st
 	cfg := filepath.Join(dir, "enricher.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o644))
 	// The catalog file and warehouse folder validateConfig names, which
-	// validate checks are there.
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "catalog.db"), nil, 0o644))
+	// validate checks are there (an empty catalog file it refuses).
+	testbed.SQLCatalog(t, dir)
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "warehouse"), 0o755))
 	return cfg, spec
 }
