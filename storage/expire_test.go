@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,4 +195,25 @@ func TestRetentionOfCenturiesIsAHundredYears(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, 100*365*24*time.Hour, r.MaxAge)
 	assert.True(t, r.AgeFromTable)
+}
+
+// TestRecordFailure: a job's failure is kept on its target, its text cut
+// to 1000 bytes on a rune boundary; on a target that does not exist yet
+// there is nothing to record on, and that is no error.
+func TestRecordFailure(t *testing.T) {
+	t.Parallel()
+	c := newCommitter(t, nil, false)
+	long := strings.Repeat("é", 600) // 1200 bytes
+	f := storage.JobFailure{At: time.Now().UTC().Truncate(time.Second), Class: "retry", Error: long, Snapshot: 7}
+	require.NoError(t, c.cat.RecordFailure(t.Context(), lifeTgt, lifeJob, f))
+	tbl, err := c.cat.LoadTable(t.Context(), lifeTgt)
+	require.NoError(t, err)
+	got, ok, err := storage.LastFailure(tbl, lifeJob)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, strings.Repeat("é", 500)+"…", got.Error)
+	assert.Equal(t, f.At, got.At)
+	assert.Equal(t, int64(7), got.Snapshot)
+
+	require.NoError(t, c.cat.RecordFailure(t.Context(), "social.not_yet", lifeJob, f))
 }

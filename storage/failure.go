@@ -52,14 +52,7 @@ func (c *Catalog) RecordFailure(ctx context.Context, name, job string, f JobFail
 	if err != nil {
 		return fmt.Errorf("record the failure of job %s: %w", job, err)
 	}
-	return retry.Do(ctx, conflictBackoff(0, 0), func(ctx context.Context) error {
-		tbl, err := c.LoadTable(ctx, name)
-		if errors.Is(err, ErrTableNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
+	err = c.onReloaded(ctx, name, conflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		if err := txn.SetProperties(iceberg.Properties{PropFailurePrefix + job: string(b)}); err != nil {
 			return fmt.Errorf("table %s: record the failure of job %s: %w", name, job, err)
@@ -72,6 +65,10 @@ func (c *Catalog) RecordFailure(ctx context.Context, name, job string, f JobFail
 		}
 		return nil
 	})
+	if errors.Is(err, ErrTableNotFound) {
+		return nil
+	}
+	return err
 }
 
 // LastFailure reads job's last recorded failure from tbl (false: none).

@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -200,7 +199,7 @@ func editDistance(a, b string, max int) int {
 
 // parquetCodecs are the write.parquet.compression-codec values iceberg-go
 // writes with (TestEveryAcceptedParquetSettingWrites writes a file with
-// each); lzo is in its list but not implemented by arrow-go, and an
+// each); lzo and lz4 are in its list but arrow-go writes neither, and an
 // unknown name falls back to uncompressed with a warning.
 var parquetCodecs = map[string]compress.Compression{
 	"zstd": compress.Codecs.Zstd, "snappy": compress.Codecs.Snappy, "gzip": compress.Codecs.Gzip,
@@ -300,7 +299,12 @@ func checkValue(k, v string, props map[string]string) error {
 		if err != nil {
 			return fmt.Errorf("want a whole number")
 		}
-		name := cmp.Or(props[table.ParquetCompressionKey], table.ParquetCompressionDefault)
+		// The codec as the writer reads it: an empty one is not the
+		// default.
+		name, ok := props[table.ParquetCompressionKey]
+		if !ok {
+			name = table.ParquetCompressionDefault
+		}
 		if r, ok := compressionLevels[name]; ok && level != -1 && (level < r[0] || level > r[1]) {
 			return fmt.Errorf("%s takes levels %d to %d, or -1 for its default", name, r[0], r[1])
 		}
@@ -349,26 +353,12 @@ func failsWrites(sc *iceberg.Schema, props map[string]string) error {
 			if _, ok := sc.FindFieldByName(col); ok {
 				err = checkMetricsMode(v)
 			}
-		case k == table.DefaultWriteMetricsModeKey:
-			err = checkMetricsMode(v)
 		case k == table.ParquetCompressionKey:
 			if v == "lzo" || v == "lz4" {
 				err = fmt.Errorf("iceberg-go cannot write %s; want one of %s", v, strings.Join(slices.Sorted(maps.Keys(parquetCodecs)), ", "))
 			}
-		case k == table.ParquetCompressionLevelKey:
-			// The level is checked on the codec as the writer reads it:
-			// an empty codec is not the default one.
-			codec, ok := props[table.ParquetCompressionKey]
-			if !ok {
-				codec = table.ParquetCompressionDefault
-			}
-			level, aerr := strconv.Atoi(v)
-			if r, known := compressionLevels[codec]; aerr != nil {
-				err = fmt.Errorf("want a whole number")
-			} else if known && level != -1 && (level < r[0] || level > r[1]) {
-				err = fmt.Errorf("%s takes levels %d to %d, or -1 for its default", codec, r[0], r[1])
-			}
-		case k == table.WriteFormatDefaultKey, k == table.ParquetRowGroupSizeBytesKey, k == table.ParquetRowGroupLimitKey,
+		case k == table.DefaultWriteMetricsModeKey, k == table.ParquetCompressionLevelKey, k == table.WriteFormatDefaultKey,
+			k == table.ParquetRowGroupSizeBytesKey, k == table.ParquetRowGroupLimitKey,
 			k == table.ParquetPageSizeBytesKey, k == table.ParquetPageRowLimitKey, k == table.ParquetDictSizeBytesKey,
 			k == table.ParquetBloomFilterMaxBytesKey:
 			err = checkValue(k, v, props)
