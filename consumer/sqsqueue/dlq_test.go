@@ -102,6 +102,14 @@ func requireSettled(t *testing.T, api *sqs.Client, url string, n int) {
 	require.Equal(t, sqsqueue.Depth{Visible: n}, d, "queue %s", url)
 }
 
+// dlqQueues is a source queue and its dead-letter queue on the emulator
+// (both FIFO when fifo), with the client that made them.
+func dlqQueues(t *testing.T, fifo bool) (*sqs.Client, *sqstest.Queues) {
+	t.Helper()
+	api := sqstest.Client(t)
+	return api, sqstest.NewQueues(t, api, sqstest.Options{FIFO: fifo, MaxReceives: 10, Visibility: 30 * time.Second})
+}
+
 func numbered(prefix string, n int, reason string) []dead {
 	out := make([]dead, n)
 	for i := range out {
@@ -112,8 +120,7 @@ func numbered(prefix string, n int, reason string) []dead {
 
 func TestDLQStatsCountsAndAge(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 
 	empty, err := sqsqueue.DLQStats(t.Context(), api, q.DLQ)
 	require.NoError(t, err)
@@ -148,8 +155,7 @@ func TestDLQStatsCountsAndAge(t *testing.T) {
 
 func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	at := time.Now().Add(-time.Minute).UTC()
 	sendDead(t, api, q.DLQ,
 		dead{body: "not json", reason: consumer.ReasonBadMessage, err: "not a JSON object", at: at,
@@ -199,8 +205,7 @@ func TestPeekDLQReturnsReasonsWithoutConsuming(t *testing.T) {
 
 func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	msgs := numbered("m", 23, consumer.ReasonBadMessage)
 	sendDead(t, api, q.DLQ, msgs...)
 
@@ -215,8 +220,7 @@ func TestPeekDLQSeesPastTheFirstBatch(t *testing.T) {
 
 func TestRedriveMovesEverythingBack(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	msgs := numbered("bad", 9, consumer.ReasonBadMessage)
 	msgs = append(msgs, numbered("policy", 4, "")...)
 	msgs[0].attrs = map[string]types.MessageAttributeValue{
@@ -259,8 +263,7 @@ func TestRedriveMovesEverythingBack(t *testing.T) {
 
 func TestRedriveStopsAtMax(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	sendDead(t, api, q.DLQ, numbered("m", 5, consumer.ReasonBadMessage)...)
 
 	res, err := sqsqueue.Redrive(t.Context(), api, sqsqueue.RedriveOptions{DLQURL: q.DLQ, QueueURL: q.URL, Max: 2})
@@ -275,8 +278,7 @@ func TestRedriveStopsAtMax(t *testing.T) {
 
 func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	sendDead(t, api, q.DLQ,
 		dead{body: "bad-1", reason: consumer.ReasonBadMessage},
 		dead{body: "table-1", reason: consumer.ReasonUnknownTable},
@@ -313,8 +315,7 @@ func TestRedriveReasonFilterLeavesTheOthers(t *testing.T) {
 
 func TestRedriveDryRunMovesNothing(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	sendDead(t, api, q.DLQ, numbered("bad", 11, consumer.ReasonBadMessage)...)
 	sendDead(t, api, q.DLQ, numbered("table", 2, consumer.ReasonUnknownTable)...)
 
@@ -335,8 +336,7 @@ func TestRedriveDryRunMovesNothing(t *testing.T) {
 
 func TestRedriveInterruptedLosesNothing(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: false, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, false)
 	msgs := numbered("m", 8, consumer.ReasonBadMessage)
 	sendDead(t, api, q.DLQ, msgs...)
 	want := sentBodies(msgs)
@@ -375,8 +375,7 @@ func TestRedriveInterruptedLosesNothing(t *testing.T) {
 
 func TestRedriveIntoFIFOKeepsTheGroup(t *testing.T) {
 	t.Parallel()
-	api := sqstest.Client(t)
-	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: true, MaxReceives: 10, Visibility: 30 * time.Second})
+	api, q := dlqQueues(t, true)
 	sendDead(t, api, q.DLQ,
 		dead{body: "posts-1", reason: consumer.ReasonSnapshotNotFound, group: "social.posts"},
 		dead{body: "users-1", reason: consumer.ReasonSnapshotNotFound, group: "social.users"},
