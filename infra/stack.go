@@ -276,14 +276,38 @@ func (s *Stack) function(asset *Asset) awsiam.IRole {
 		props.ReservedConcurrentExecutions = jsii.Number(r)
 	}
 	s.Function = awslambda.NewFunction(s.Stack, jsii.String("Consumer"), props)
-	s.Function.AddEventSource(awslambdaeventsources.NewSqsEventSource(s.Queue, &awslambdaeventsources.SqsEventSourceProps{
+	events := awslambdaeventsources.NewSqsEventSource(s.Queue, &awslambdaeventsources.SqsEventSourceProps{
 		BatchSize:               jsii.Number(cfg.BatchSize),
 		MaxConcurrency:          jsii.Number(cfg.MaxConcurrency),
 		ReportBatchItemFailures: jsii.Bool(true),
-	}))
+	})
+	s.Function.AddEventSource(events)
 	// Poison messages go straight to the DLQ (ENRICHER_DLQ_URL).
 	s.DeadLetters.GrantSendMessages(s.Function)
+	s.grantPause(role, events.EventSourceMappingArn())
 	return role
+}
+
+// grantPause lets the function disable its event source mapping when a
+// halt stops it (lambdabatch.Handler.Mappings). The statements are a
+// policy of their own: in the role's default policy, which the function
+// depends on, the mapping's ARN would make a cycle (mapping -> function
+// -> policy -> mapping).
+func (s *Stack) grantPause(role awsiam.IRole, mapping *string) {
+	list, update := iamactions.PauseEventSource()
+	p := awsiam.NewPolicy(s.Stack, jsii.String("ConsumerPausePolicy"), &awsiam.PolicyProps{
+		Roles: &[]awsiam.IRole{role},
+		Statements: &[]awsiam.PolicyStatement{
+			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid: jsii.String("FindOwnEventSource"), Actions: jsii.Strings(list), Resources: jsii.Strings("*"),
+			}),
+			awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+				Sid: jsii.String("PauseOwnEventSource"), Actions: jsii.Strings(update), Resources: &[]*string{mapping},
+			}),
+		},
+	})
+	suppress(p, "AwsSolutions-IAM5", "lambda:ListEventSourceMappings takes no resource; the update is granted on the function's own mapping",
+		"Resource::*")
 }
 
 // consumerEnv is the environment both compute choices share.
@@ -441,7 +465,10 @@ func (s *Stack) service(asset *Asset) (awsiam.IRole, awslogs.LogGroup) {
 	env[envQueueURL] = s.Queue.QueueUrl()
 	env["AWS_REGION"] = awscdk.Aws_REGION()
 	// The image's entry point is the binary: SIGTERM reaches enricher run.
-	command := append([]string{"run", "--log-format", "json"}, s.modelFlags()...)
+	// --on-halt wait: a halted consumer stays up receiving nothing, where
+	// an exit would have ECS start a task that receives the messages again
+	// (each receive counts towards maxReceiveCount).
+	command := append([]string{"run", "--log-format", "json", "--on-halt", "wait"}, s.modelFlags()...)
 	task.AddContainer(jsii.String("enricher"), &awsecs.ContainerDefinitionOptions{
 		Image:       image,
 		Command:     jsii.Strings(command...),

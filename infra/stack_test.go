@@ -473,8 +473,20 @@ func TestConsumerPermissions(t *testing.T) {
 					byID[sid] = st
 				}
 				actions = append(actions, strs(st["Action"])...)
-				resources = append(resources, strs(st["Resource"])...)
+				if st["Sid"] != "FindOwnEventSource" { // checked below
+					resources = append(resources, strs(st["Resource"])...)
+				}
 			}
+		}
+		if strings.HasPrefix(role, "ConsumerRole") { // the function pauses its event source on a halt
+			list, update := iamactions.PauseEventSource()
+			assert.Equal(t, []string{list}, strs(byID["FindOwnEventSource"]["Action"]))
+			assert.Equal(t, []string{"*"}, strs(byID["FindOwnEventSource"]["Resource"]), "listing takes no resource")
+			assert.Equal(t, []string{update}, strs(byID["PauseOwnEventSource"]["Action"]))
+			mapping, _ := json.Marshal(byID["PauseOwnEventSource"]["Resource"])
+			assert.Contains(t, string(mapping), ":event-source-mapping:", "the update only on the function's own mapping")
+		} else {
+			assert.NotContains(t, byID, "PauseOwnEventSource", "the run service has no event source mapping")
 		}
 		assert.ElementsMatch(t, iamactions.WarehouseObjects(), strs(byID["WarehouseFiles"]["Action"]), "object actions")
 		assert.ElementsMatch(t, iamactions.WarehouseBucket(), strs(byID["WarehouseList"]["Action"]), "bucket actions")
@@ -640,7 +652,7 @@ func TestFargateService(t *testing.T) {
 			c := td["ContainerDefinitions"].([]any)[0].(obj)
 			// The image's entry point is the binary: no shell, no download.
 			assert.NotContains(t, c, "EntryPoint")
-			assert.Equal(t, append([]any{"run", "--log-format", "json"}, tt.flags...), c["Command"])
+			assert.Equal(t, append([]any{"run", "--log-format", "json", "--on-halt", "wait"}, tt.flags...), c["Command"])
 			image, _ := json.Marshal(c["Image"])
 			assert.Contains(t, string(image), "container-assets", "the image built from source, pushed by cdk deploy")
 			assert.Regexp(t, `container-assets-\$\{AWS::AccountId\}-\$\{AWS::Region\}:[0-9a-f]{64}"`, string(image), "tagged with the asset hash")
@@ -674,7 +686,9 @@ func TestFargateService(t *testing.T) {
 				assert.NotContains(t, string(doc), "cdk-hnb659fds-assets", "%s: no grant on the CDK file assets bucket", p.id)
 				for _, st := range p.statements {
 					if slices.Contains(strs(st["Resource"]), "*") {
-						assert.Equal(t, []string{"ecr:GetAuthorizationToken"}, strs(st["Action"]), "%s: the only grant on * is the one ECR allows no resource for", p.id)
+						list, _ := iamactions.PauseEventSource()
+						assert.Contains(t, [][]string{{"ecr:GetAuthorizationToken"}, {list}}, strs(st["Action"]),
+							"%s: the only grants on * are those ECR and Lambda allow no resource for", p.id)
 					}
 				}
 			}

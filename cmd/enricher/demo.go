@@ -253,6 +253,10 @@ type demoTally struct {
 	skipReasons   []pipeline.ReasonCount // why the target's skipped rows were skipped
 }
 
+// demoRetryBackoff is the demo consumer's retry backoff: short, since the
+// demo's queue lives in its process.
+const demoRetryBackoff = time.Second
+
 // consume runs a consumer on the queue until it is drained, printing
 // each message's outcome.
 func (d *demoCmd) consume(ctx context.Context, env *runtimeEnv, queue *consumer.MemQueue) (*demoTally, error) {
@@ -261,7 +265,10 @@ func (d *demoCmd) consume(ctx context.Context, env *runtimeEnv, queue *consumer.
 		return nil, err
 	}
 	t := &demoTally{counts: enrich.Counts{}}
-	c := &consumer.Consumer{Source: queue, Handler: proc, Logger: d.log, Grace: env.cfg.grace(),
+	// A passing failure (a model server that hiccups) comes back after
+	// demoRetryBackoff, doubled per receive, as with run's --retry-backoff:
+	// three tries span a few seconds rather than three at once.
+	c := &consumer.Consumer{Source: queue, Handler: proc, Logger: d.log, Grace: env.cfg.grace(), RetryBackoff: demoRetryBackoff,
 		OnOutcome: func(o consumer.MessageOutcome) {
 			printOutcome(d.g.stdout, o)
 			for _, r := range resultsOf(o) {

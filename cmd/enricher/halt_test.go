@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,4 +52,73 @@ func TestRunHaltsOnAKeyTheServerRefuses(t *testing.T) {
 	require.NoError(t, err, stderr)
 	assert.Len(t, exportRows(t, cfg, "social.posts_sentiment"), 41)
 	assert.Contains(t, mustRun(t, "status", "--config", cfg), "before the last commit: the job has moved on since")
+}
+
+// TestRunOnHaltWaitReceivesNothingUntilStopped: with --on-halt wait a
+// halted run stays up without receiving (under ECS an exit would restart
+// the task, whose receives count towards maxReceiveCount until every
+// message reaches the DLQ), and SIGTERM ends it with the halt's reason.
+func TestRunOnHaltWaitReceivesNothingUntilStopped(t *testing.T) {
+	t.Parallel()
+	_, url, dlq := runQueueWith(t, 10, map[string]string{"VisibilityTimeout": "1"})
+	llm := (&fakellm.Server{Key: "sk-right"}).StartTB(t)
+	cfg, _, _ := postsWarehouse(t, 40)
+	for range 3 {
+		mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
+	}
+	c := startChild(t, "cli", []string{"OPENAI_API_KEY=sk-wrong"}, "run", "--config", cfg, "--queue-url", url,
+		"--on-halt", "wait", "--drain", "--wait", "1s", "--concurrency", "1",
+		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "m", "--log-format", "json")
+	require.True(t, c.waitFor("consumer halted: receiving nothing until stopped and started again (--on-halt wait); fix the cause, then restart", 1), c.logs())
+	refused := llm.Stats().Unauthorized
+	// Three visibility timeouts and long polls: a run that went on
+	// receiving would meet the refusing server again.
+	time.Sleep(3 * time.Second)
+	assert.Equal(t, refused, llm.Stats().Unauthorized, "a halted run asks the model nothing more")
+	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
+	err := c.wait()
+	require.Error(t, err, "the halt is the exit status")
+	assert.Contains(t, c.logs(), "HTTP 401")
+	assert.NotContains(t, c.logs(), "sk-wrong")
+
+	api := sqstest.Client(t)
+	assert.Empty(t, sqstest.ReceiveAll(t, api, dlq), "a halt dead-letters nothing")
+	msgs := sqstest.ReceiveAll(t, api, url)
+	require.Len(t, msgs, 3, "every event still in the queue")
+	for _, m := range msgs {
+		n, err := strconv.Atoi(m.Attributes["ApproximateReceiveCount"])
+		require.NoError(t, err)
+		assert.LessOrEqual(t, n, 2, "received at most once by the halted run (and once here)")
+	}
+}
+
+// TestLambdaRetryBackoffFromEnv: the Lambda handler's backoff is run's
+// default unless ENRICHER_RETRY_BACKOFF says otherwise, checked as
+// --retry-backoff is.
+func TestLambdaRetryBackoffFromEnv(t *testing.T) {
+	for _, tt := range []struct {
+		env  string
+		want time.Duration
+		err  string
+	}{
+		{env: "", want: 10 * time.Second},
+		{env: "0s", want: 0},
+		{env: "90s", want: 90 * time.Second},
+		{env: "15m", want: 15 * time.Minute},
+		{env: "16m", err: `ENRICHER_RETRY_BACKOFF="16m": want a duration from 0 to 15m0s`},
+		{env: "-1s", err: "want a duration from 0"},
+		{env: "10", err: "want a duration from 0"},
+	} {
+		t.Run(tt.env, func(t *testing.T) {
+			t.Setenv(envRetryBackoff, tt.env)
+			got, err := retryBackoffFromEnv()
+			if tt.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
 }

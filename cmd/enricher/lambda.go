@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/config"
+	lambdaapi "github.com/aws/aws-sdk-go-v2/service/lambda"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/lambdabatch"
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/internal/emf"
@@ -22,6 +25,12 @@ const (
 	// envMetricsNamespace is the CloudWatch namespace of the Lambda
 	// handler's EMF metrics (default pipeline.DefaultEMFNamespace).
 	envMetricsNamespace = "ENRICHER_METRICS_NAMESPACE"
+	// envRetryBackoff is the Lambda handler's retry backoff (run's
+	// --retry-backoff; default defaultRetryBackoff).
+	envRetryBackoff = "ENRICHER_RETRY_BACKOFF"
+	// defaultRetryBackoff is how long a message that failed for a passing
+	// reason stays away after its first receive (doubled per receive).
+	defaultRetryBackoff = 10 * time.Second
 )
 
 // inLambda reports whether the AWS Lambda runtime started this process.
@@ -30,7 +39,12 @@ func inLambda() bool { return os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" }
 // runLambda serves SQS event batches until the runtime stops the process.
 // The config comes from ENRICHER_CONFIG; poison messages go to
 // ENRICHER_DLQ_URL when set (else the queue's redrive policy takes them
-// after maxReceiveCount). ENRICHER_MODEL_PROVIDER, _BASE_URL, _NAME,
+// after maxReceiveCount). A record that failed for a passing reason stays
+// away ENRICHER_RETRY_BACKOFF (default 10s), doubled per receive, as with
+// run's --retry-backoff. A halt disables the function's event source
+// mapping of the queue (AWS_LAMBDA_FUNCTION_NAME, through the Lambda API:
+// AWS_ENDPOINT_URL_LAMBDA reaches another endpoint), so that Lambda stops
+// handing out batches that would halt alike. ENRICHER_MODEL_PROVIDER, _BASE_URL, _NAME,
 // _DEPLOYMENT and _API_VERSION override the job specs' model settings as
 // the flags of run do, and the API key comes from ENRICHER_API_KEY_SECRET
 // (Secrets Manager) or the provider's key variable. Logs are JSON, on
@@ -55,16 +69,26 @@ func runLambda(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	backoff, err := retryBackoffFromEnv()
+	if err != nil {
+		return err
+	}
 	api, err := newSQSClient(ctx)
 	if err != nil {
 		return err
 	}
-	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary}
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("aws config: %w", err)
+	}
+	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary,
+		RetryBackoff: backoff, Mappings: lambdaapi.NewFromConfig(awsCfg), FunctionName: os.Getenv("AWS_LAMBDA_FUNCTION_NAME")}
 	h.OnStart, h.OnDone = emfHooks(metrics, os.Stdout, log)
 	if n, _ := strconv.Atoi(os.Getenv("AWS_LAMBDA_MAX_CONCURRENCY")); n > 1 {
 		log.Warn("AWS_LAMBDA_MAX_CONCURRENCY is above 1: this process handles its invocations one at a time", "max_concurrency", n)
 	}
-	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL, "metrics_namespace", metrics.Namespace())
+	log.Info("lambda handler ready", "jobs", len(env.jobs), "dlq", h.DLQURL, "metrics_namespace", metrics.Namespace(),
+		"retry_backoff", backoff.String())
 	lambda.StartWithOptions(h.Handle, lambda.WithContext(ctx))
 	return fmt.Errorf("lambda runtime returned")
 }
@@ -85,4 +109,18 @@ func emfHooks(m *pipeline.EMFMetrics, w io.Writer, log *slog.Logger) (func(), fu
 			log.Error("lambda batch metrics not written", "err", err)
 		}
 	}
+}
+
+// retryBackoffFromEnv is ENRICHER_RETRY_BACKOFF, checked as run checks
+// --retry-backoff.
+func retryBackoffFromEnv() (time.Duration, error) {
+	v := os.Getenv(envRetryBackoff)
+	if v == "" {
+		return defaultRetryBackoff, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > consumer.MaxRetryBackoff {
+		return 0, fmt.Errorf("%s=%q: want a duration from 0 to %s, such as 30s", envRetryBackoff, v, consumer.MaxRetryBackoff)
+	}
+	return d, nil
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/socialdata/enricher/internal/emf/emftest"
 	"github.com/socialdata/enricher/internal/fakellm"
+	"github.com/socialdata/enricher/internal/lambdatest"
 	"github.com/socialdata/enricher/internal/sqstest"
 )
 
@@ -271,4 +272,41 @@ func TestLambdaUnderTheRuntimeEmulatorWritesEMFMetrics(t *testing.T) {
 	assert.Contains(t, out, `"msg":"lambda handler ready"`)
 	assert.Contains(t, out, `"metrics_namespace":"Enricher/rie"`)
 	assert.NotContains(t, out, key)
+}
+
+// The Lambda handler under the Runtime Interface Emulator, halted by a
+// model that refuses the key: the record is reported failed (not
+// dead-lettered), and the handler disables its function's event source
+// mapping of the queue through the Lambda API (AWS_ENDPOINT_URL_LAMBDA,
+// the function named by the runtime), so that Lambda stops polling until
+// an operator enables it again.
+func TestLambdaHaltUnderTheRuntimeEmulatorPausesTheEventSource(t *testing.T) {
+	t.Parallel()
+	api, url, dlq := runQueueWith(t, 5, nil)
+	llm := (&fakellm.Server{Key: "sk-right"}).StartTB(t)
+	cfg, _, _ := postsWarehouse(t, 30)
+	mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
+	recs := sqsRecords(t, api, url, 1)
+	require.Len(t, recs, 1)
+	lam := lambdatest.Start(t,
+		lambdatest.Mapping{UUID: "esm-other", Function: "another-function", SourceARN: recs[0].EventSourceARN, State: "Enabled"},
+		lambdatest.Mapping{UUID: "esm-1", Function: "enricher-rie-test", SourceARN: recs[0].EventSourceARN, State: "Enabled"})
+
+	fn := startRIE(t, envConfig+"="+cfg, envDLQURL+"="+dlq, envMetricsNamespace+"=Enricher/rie",
+		envModelProvider+"=openai", envModelBaseURL+"="+llm.URL()+"/v1", envModelName+"=gpt-4o-mini",
+		"OPENAI_API_KEY=sk-wrong-key-0123456789", "AWS_ENDPOINT_URL_LAMBDA="+lam.URL)
+	resp := fn.invoke(events.SQSEvent{Records: recs})
+	require.Len(t, resp.BatchItemFailures, 1, fn.output())
+	assert.Equal(t, recs[0].MessageId, resp.BatchItemFailures[0].ItemIdentifier)
+	assert.Equal(t, []string{"esm-1 enabled=false"}, lam.Updates(), "only its own mapping of the queue")
+	assert.Equal(t, "Enabled", lam.State("esm-other"))
+	docs, _ := fn.batchEMF(0)
+	require.Len(t, docs, 2, fn.output())
+	assert.Equal(t, 1.0, docs[1].Value("Halts"))
+	out := fn.output()
+	assert.Contains(t, out, `"msg":"lambda event source paused`)
+	assert.Contains(t, out, `aws lambda update-event-source-mapping --enabled --uuid esm-1`)
+	assert.Contains(t, out, "HTTP 401")
+	assert.NotContains(t, out, "sk-wrong-key-0123456789")
+	assert.Empty(t, sqstest.ReceiveAll(t, api, dlq), "a halt dead-letters nothing")
 }

@@ -60,6 +60,7 @@ type runCmd struct {
 	grace       time.Duration
 	metricsAddr string
 	backoff     time.Duration
+	onHalt      string
 	model       modelFlags
 
 	// stageHook, when set, is called after every stage step of the
@@ -96,6 +97,16 @@ message so that it comes back after --retry-backoff, doubled with each receive,
 and the queue's redrive policy moves it to the DLQ after maxReceiveCount
 receives (if the queue has one).
 
+A failure every message would meet (the model server refuses the key or the
+request, the token budget is spent, a target table property the writers cannot
+use) halts: the message is released untouched, nothing is dead-lettered, and
+run stops receiving. With --on-halt exit (the default) it exits with status 1
+and the reason. With --on-halt wait it logs the reason ("consumer halted") and
+waits, receiving nothing, until SIGINT or SIGTERM: for a service manager that
+restarts a task that exits (ECS), where each restart would receive the
+messages again and count receives towards maxReceiveCount until they reach
+the DLQ. Fix the cause, then restart it.
+
 For jobs with model.batch_api, an event's rows are sent as Batch API batches,
 recorded on the target, and the message is deleted; run then collects the
 batches every model.batch.poll (or --batch-poll) and writes their rows when
@@ -121,10 +132,17 @@ timeout ends.`,
 	f.DurationVar(&r.wait, "wait", 20*time.Second, "long-poll wait of one receive (at most 20s)")
 	f.DurationVar(&r.grace, "shutdown-grace", 0, "how long work in flight may finish after SIGTERM (default: config, else 30s)")
 	f.StringVar(&r.metricsAddr, "metrics-addr", "", "serve Prometheus metrics on this address, e.g. :9090 (/metrics, /healthz)")
-	f.DurationVar(&r.backoff, "retry-backoff", 10*time.Second, "a message that failed for a passing reason comes back after this, doubled per receive (at most 15m); 0: at once")
+	f.DurationVar(&r.backoff, "retry-backoff", defaultRetryBackoff, "a message that failed for a passing reason comes back after this, doubled per receive (at most 15m); 0: at once")
+	choiceVar(f, &r.onHalt, "on-halt", "after a halt, exit with status 1 (exit), or stop receiving and wait for a signal (wait: under a service manager that restarts exited tasks)", onHaltExit, onHaltWait)
 	r.model.register(f)
 	return cmd
 }
+
+// The choices of run --on-halt.
+const (
+	onHaltExit = "exit"
+	onHaltWait = "wait"
+)
 
 func (r *runCmd) Validate() error {
 	url, err := queueURL(r.queue)
@@ -229,6 +247,11 @@ func (r *runCmd) Run(ctx context.Context) error {
 	if errors.As(runErr, new(*consumer.HaltError)) {
 		// A spent token budget, a model that refuses the key: every
 		// later message would fail the same way.
+		if r.onHalt == onHaltWait && ctx.Err() == nil {
+			log.Error("consumer halted: receiving nothing until stopped and started again (--on-halt wait); fix the cause, then restart",
+				"err", runErr)
+			<-ctx.Done()
+		}
 		return fmt.Errorf("stopped: %w; committed chunks stay, the message in flight was released for a later run", runErr)
 	}
 	if runErr != nil {

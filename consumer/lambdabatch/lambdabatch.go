@@ -34,7 +34,9 @@ import (
 // with a Retry-After stays invisible that long (ChangeMessageVisibility on
 // its receipt handle, when API is set); a halt stops the batch and reports
 // every unfinished record failed (logged at error level as "lambda batch
-// halted"), while the records already settled stay settled.
+// halted"), while the records already settled stay settled, and, with
+// Mappings, disables the function's event source mapping of the queue, so
+// that Lambda stops polling until an operator enables it again.
 type Handler struct {
 	Handler consumer.Handler
 	// API and DLQURL dead-letter poison messages. Without them a poison
@@ -56,6 +58,14 @@ type Handler struct {
 	// batch ("lambda batch done"; the metrics are OnDone's business)
 	// from the outcomes of the batch's records.
 	Summary func([]consumer.MessageOutcome) []slog.Attr
+	// Mappings and FunctionName (the Lambda runtime's
+	// AWS_LAMBDA_FUNCTION_NAME) let a halt stop the event source: every
+	// later batch would fail alike, and each of its receives would count
+	// towards the queue's maxReceiveCount, until the messages reach the
+	// dead-letter queue as max_receives. Without Mappings a halt only
+	// reports the records failed, and Lambda goes on polling.
+	Mappings     MappingsAPI
+	FunctionName string
 	// OnStart, when set, is called as a batch starts, before any of its
 	// work; OnDone, when set, after it, with its figures, before Handle
 	// returns. Handle runs one batch at a time (the Lambda runtime hands a
@@ -77,8 +87,10 @@ type BatchDone struct {
 	// back (all of them when the invocation fails), DeadLettered how many
 	// were sent to the dead-letter queue.
 	Records, Failed, DeadLettered int
-	// Halted says a halt stopped the batch (see Handler).
+	// Halted says a halt stopped the batch (see Handler); Paused is what
+	// it did to the event source mappings (with Handler.Mappings).
 	Halted bool
+	Paused Paused
 	// Outcomes are those of the records settled, in the order settled.
 	Outcomes []consumer.MessageOutcome
 }
@@ -138,9 +150,13 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 	}
 	log.Info("lambda batch done", attrs...)
 	halted := errors.As(runErr, new(*consumer.HaltError))
+	var paused Paused
+	if halted {
+		paused = h.pause(ctx, log, src.sourceARN)
+	}
 	if h.OnDone != nil {
 		done := BatchDone{Records: len(ev.Records), Failed: len(resp.BatchItemFailures), DeadLettered: src.DeadLettered(),
-			Halted: halted, Outcomes: outcomes}
+			Halted: halted, Paused: paused, Outcomes: outcomes}
 		if runErr != nil && !halted {
 			done.Failed = len(ev.Records) // a failed invocation hands the whole batch back
 		}
@@ -159,6 +175,27 @@ func (h *Handler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEve
 		return events.SQSEventResponse{}, fmt.Errorf("lambda batch: %w", runErr)
 	}
 	return resp, nil
+}
+
+// pause stops the event source after a halt, when the handler can, and
+// logs what it did: an operator must enable the mapping again once the
+// cause (in the "lambda batch halted" line) is fixed.
+func (h *Handler) pause(ctx context.Context, log *slog.Logger, sourceARN string) Paused {
+	if h.Mappings == nil {
+		log.Warn("lambda event source not paused: no Lambda API; the next batches meet the same halt and count receives towards maxReceiveCount")
+		return Paused{}
+	}
+	p, err := pauseMappings(ctx, h.Mappings, h.FunctionName, sourceARN)
+	ids := append(append(append([]string(nil), p.Disabled...), p.Off...), p.Busy...)
+	if err != nil {
+		log.Error("lambda event source not paused: the next batches meet the same halt and count receives towards maxReceiveCount",
+			"function", h.FunctionName, "queue", sourceARN, "err", err)
+		return p
+	}
+	log.Error("lambda event source paused: no batch is received until the mapping is enabled again; fix the cause, then enable it",
+		"function", h.FunctionName, "queue", sourceARN, "disabled", p.Disabled, "already_disabled", p.Off, "busy", p.Busy,
+		"enable_with", "aws lambda update-event-source-mapping --enabled --uuid "+ids[0])
+	return p
 }
 
 // Source is a consumer.Source over the records of one Lambda invocation:

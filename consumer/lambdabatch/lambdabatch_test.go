@@ -1,9 +1,11 @@
 package lambdabatch_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/lambdatest"
 	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/internal/testbed"
 )
@@ -273,4 +276,141 @@ func TestLambdaRunsOneBatchAtATime(t *testing.T) {
 	assert.Equal(t, int64(2), done.Load())
 	assert.Equal(t, int64(1), most.Load(), "never two batches at once")
 	b.RequireExactlyOnce(10, nil)
+}
+
+// logBuffer is a logger whose JSON lines a test reads back.
+func logBuffer() (*slog.Logger, *syncBuffer) {
+	var buf syncBuffer
+	return slog.New(slog.NewJSONHandler(&buf, nil)), &buf
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestLambdaHaltPausesTheEventSource: a halt disables the function's
+// event source mapping of the batch's queue through the Lambda API (and no
+// other mapping), so that Lambda stops handing out batches that would
+// meet the same halt; the log says how to enable it again. A batch that
+// does not halt calls nothing.
+func TestLambdaHaltPausesTheEventSource(t *testing.T) {
+	t.Parallel()
+	const queue = "arn:aws:sqs:us-east-1:000000000000:snapshots"
+	api := lambdatest.Start(t,
+		lambdatest.Mapping{UUID: "other-fn", Function: "someone-else", SourceARN: queue, State: "Enabled"},
+		lambdatest.Mapping{UUID: "off", Function: "enricher", SourceARN: queue, State: "Disabled"},
+		lambdatest.Mapping{UUID: "other-queue", Function: "enricher", SourceARN: queue + "-2", State: "Enabled"},
+		lambdatest.Mapping{UUID: "ours", Function: "enricher", SourceARN: queue, State: "Enabled"},
+	)
+	b := testbed.Setup(t)
+	s1 := b.AppendPosts(10)
+	lex, err := enrich.NewLexicon(b.Spec)
+	require.NoError(t, err)
+	var done []lambdabatch.BatchDone
+	log, buf := logBuffer()
+	h := &lambdabatch.Handler{Handler: b.Processor(lex), Logger: log, Mappings: api.Client(), FunctionName: "enricher",
+		OnDone: func(d lambdabatch.BatchDone) { done = append(done, d) }}
+	resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{record("ok", b.Event(s1).Encode(), "")}})
+	require.NoError(t, err)
+	require.Empty(t, failedIDs(resp))
+	assert.Empty(t, api.Updates(), "a batch that does not halt leaves the event source alone")
+
+	s2 := b.AppendPosts(5)
+	h.Handler = b.Processor(&refusing{})
+	resp, err = h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{
+		record("a", b.Event(s2).Encode(), ""), record("b", b.Event(s2).Encode(), ""),
+	}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"a", "b"}, failedIDs(resp))
+	assert.Equal(t, []string{"ours enabled=false"}, api.Updates())
+	assert.Equal(t, "Disabled", api.State("ours"))
+	assert.Equal(t, "Enabled", api.State("other-fn"))
+	assert.Equal(t, "Enabled", api.State("other-queue"))
+	require.Len(t, done, 2)
+	assert.Equal(t, lambdabatch.Paused{Disabled: []string{"ours"}, Off: []string{"off"}}, done[1].Paused)
+	line := onlyLogLine(t, buf.String(), "lambda event source paused")
+	assert.Equal(t, "aws lambda update-event-source-mapping --enabled --uuid ours", line["enable_with"])
+	assert.Equal(t, "ERROR", line["level"])
+
+	// A second halt (another invocation's batch) finds it off already.
+	_, err = h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{record("c", b.Event(s2).Encode(), "")}})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"ours enabled=false"}, api.Updates(), "nothing disabled twice")
+	assert.Equal(t, lambdabatch.Paused{Off: []string{"off", "ours"}}, done[2].Paused)
+}
+
+// TestLambdaHaltThatCannotPauseSaysSo: without the permission (or with
+// the mapping held by another change) the halt still reports the records
+// failed and succeeds, and the log says the event source goes on.
+func TestLambdaHaltThatCannotPauseSaysSo(t *testing.T) {
+	t.Parallel()
+	const queue = "arn:aws:sqs:us-east-1:000000000000:snapshots"
+	b := testbed.Setup(t)
+	s1 := b.AppendPosts(5)
+	for _, tt := range []struct {
+		name    string
+		busy    bool
+		refuse  string
+		mapping bool
+		want    string
+		paused  lambdabatch.Paused
+	}{
+		{name: "refused", refuse: "lambda:ListEventSourceMappings", mapping: true,
+			want: "not authorized to perform: lambda:ListEventSourceMappings"},
+		{name: "busy", busy: true, mapping: true, paused: lambdabatch.Paused{Busy: []string{"ours"}}},
+		{name: "no mapping", want: "has no event source mapping from " + queue},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var ms []lambdatest.Mapping
+			if tt.mapping {
+				ms = append(ms, lambdatest.Mapping{UUID: "ours", Function: "enricher", SourceARN: queue, State: "Enabled", Busy: tt.busy})
+			}
+			api := lambdatest.Start(t, ms...)
+			api.Refuse(tt.refuse)
+			log, buf := logBuffer()
+			var done lambdabatch.BatchDone
+			h := &lambdabatch.Handler{Handler: b.Processor(&refusing{}), Logger: log, Mappings: api.Client(), FunctionName: "enricher",
+				OnDone: func(d lambdabatch.BatchDone) { done = d }}
+			resp, err := h.Handle(t.Context(), events.SQSEvent{Records: []events.SQSMessage{record("a", b.Event(s1).Encode(), "")}})
+			require.NoError(t, err)
+			assert.Equal(t, []string{"a"}, failedIDs(resp))
+			assert.True(t, done.Halted)
+			assert.Equal(t, tt.paused, done.Paused)
+			assert.Empty(t, api.Updates())
+			if tt.want != "" {
+				line := onlyLogLine(t, buf.String(), "lambda event source not paused: the next batches meet the same halt and count receives towards maxReceiveCount")
+				assert.Contains(t, line["err"], tt.want)
+			} else {
+				onlyLogLine(t, buf.String(), "lambda event source paused: no batch is received until the mapping is enabled again; fix the cause, then enable it")
+			}
+		})
+	}
+}
+
+// onlyLogLine is the one JSON log line whose msg starts with msg.
+func onlyLogLine(t *testing.T, logs, msg string) map[string]any {
+	t.Helper()
+	var found []map[string]any
+	for l := range strings.Lines(logs) {
+		var m map[string]any
+		require.NoError(t, json.Unmarshal([]byte(l), &m), "log line %q", l)
+		if s, _ := m["msg"].(string); strings.HasPrefix(s, msg) {
+			found = append(found, m)
+		}
+	}
+	require.Len(t, found, 1, "log lines starting %q in:\n%s", msg, logs)
+	return found[0]
 }

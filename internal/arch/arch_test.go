@@ -31,7 +31,8 @@ func TestRooms(t *testing.T) {
 			banned: []string{"github.com/aws/", "github.com/apache/iceberg-go", "github.com/apache/arrow-go", "github.com/sashabaranov/go-openai",
 				module + "/consumer/", module + "/enrich", module + "/storage"}},
 		{pkg: "consumer/pipeline", why: "the stages import no queue driver",
-			banned: []string{"github.com/aws/aws-sdk-go-v2/service/sqs", "github.com/aws/aws-lambda-go", module + "/consumer/sqsqueue", module + "/consumer/lambdabatch"}},
+			banned: []string{"github.com/aws/aws-sdk-go-v2/service/sqs", "github.com/aws/aws-sdk-go-v2/service/lambda", "github.com/aws/aws-lambda-go",
+				module + "/consumer/sqsqueue", module + "/consumer/lambdabatch"}},
 		{pkg: "consumer/sqsqueue", why: "a queue driver knows no table and no model",
 			banned: []string{"github.com/apache/iceberg-go", module + "/consumer/pipeline", module + "/enrich", module + "/storage"}},
 		{pkg: "consumer/lambdabatch", why: "a queue driver knows no table and no model",
@@ -75,5 +76,35 @@ func TestInfraImportsOnlyTheActionLists(t *testing.T) {
 		if strings.HasPrefix(d, module+"/") && !slices.Contains(allowed, d) {
 			t.Errorf("infra imports %s: only internal/iamactions and internal/metricnames of this module are allowed", d)
 		}
+	}
+}
+
+// testOnly are the packages that only tests may import: emulator clients,
+// fakes and test beds.
+var testOnly = []string{"internal/testbed", "internal/sqstest", "internal/lambdatest", "internal/emf/emftest", "consumer/sourcetest"}
+
+// TestTestOnlyPackagesStayInTests: no package's own code (its tests
+// aside) imports a test-only package, so none reaches the binary.
+func TestTestOnlyPackagesStayInTests(t *testing.T) {
+	t.Parallel()
+	// Deps of a package are its own code's, transitively, without tests.
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Deps \" \"}}", module+"/...").CombinedOutput()
+	require.NoError(t, err, "go list: %s", out)
+	var pkgs []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		rel, _ := strings.CutPrefix(f[0], module+"/")
+		pkgs = append(pkgs, rel)
+		if slices.Contains(testOnly, rel) {
+			continue
+		}
+		for _, d := range f[1:] {
+			if r, ok := strings.CutPrefix(d, module+"/"); ok && slices.Contains(testOnly, r) {
+				t.Errorf("%s imports the test-only %s (directly or not): only tests may", rel, r)
+			}
+		}
+	}
+	for _, p := range testOnly {
+		require.Contains(t, pkgs, p, "%s is a package of this module", p)
 	}
 }

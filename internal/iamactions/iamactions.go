@@ -43,3 +43,11 @@ func Unexercised() map[string]string {
 func GlueCatalog() []string {
 	return []string{"glue:GetDatabase", "glue:CreateDatabase", "glue:GetTable", "glue:CreateTable", "glue:UpdateTable"}
 }
+
+// PauseEventSource are the Lambda actions with which the consumer
+// function stops its own event source mapping on a halt: listing takes no
+// resource (ListEventSourceMappings, by function and queue), the update
+// is granted on the mapping alone.
+func PauseEventSource() (list, update string) {
+	return "lambda:ListEventSourceMappings", "lambda:UpdateEventSourceMapping"
+}
