@@ -4,7 +4,9 @@
 // and cmd/enricher's tests record the S3 and Glue requests that the
 // commands make against emulators and check them against the same lists,
 // so a code path that starts calling something new fails a test before it
-// gets a 403 in AWS.
+// gets a 403 in AWS. It also names the Lambda actions with which the
+// function pauses its own event source on a halt (PauseEventSource; the
+// Lambda handler's tests check those calls against a fake of the API).
 //
 // It imports nothing: infra may import it without importing the runtime
 // (internal/arch checks that).
