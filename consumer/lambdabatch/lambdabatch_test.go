@@ -24,6 +24,7 @@ import (
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/iamactions"
 	"github.com/socialdata/enricher/internal/lambdatest"
 	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/internal/testbed"
@@ -336,6 +337,8 @@ func TestLambdaHaltPausesTheEventSource(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []string{"a", "b"}, failedIDs(resp))
 	assert.Equal(t, []string{"ours enabled=false"}, api.Updates())
+	list, update := iamactions.PauseEventSource()
+	assert.Equal(t, []string{list, update}, api.Actions(), "the calls are those the stack grants")
 	assert.Equal(t, "Disabled", api.State("ours"))
 	assert.Equal(t, "Enabled", api.State("other-fn"))
 	assert.Equal(t, "Enabled", api.State("other-queue"))

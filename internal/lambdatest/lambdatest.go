@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type Server struct {
 	refuse   string // an AccessDeniedException for every call when set
 	pageSize int
 	updates  []string // "UUID enabled=BOOL", in order
+	actions  []string // the IAM actions of the calls served, each once
 }
 
 // Start serves mappings until t ends.
@@ -82,6 +84,20 @@ func (s *Server) State(uuid string) string {
 	return ""
 }
 
+// Actions are the IAM actions of the calls the fake served (each once, in
+// the order first served), such as lambda:ListEventSourceMappings.
+func (s *Server) Actions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.actions...)
+}
+
+func (s *Server) served(op string) {
+	if a := "lambda:" + op; !slices.Contains(s.actions, a) {
+		s.actions = append(s.actions, a)
+	}
+}
+
 // Updates are the updates the fake took, "UUID enabled=BOOL", in order.
 func (s *Server) Updates() []string {
 	s.mu.Lock()
@@ -101,8 +117,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.Method == http.MethodGet && strings.TrimSuffix(r.URL.Path, "/") == prefix:
+		s.served("ListEventSourceMappings")
 		s.list(w, r)
 	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, prefix+"/"):
+		s.served("UpdateEventSourceMapping")
 		s.update(w, r, strings.TrimPrefix(r.URL.Path, prefix+"/"))
 	default:
 		fail(w, http.StatusNotFound, "ResourceNotFoundException", r.Method+" "+r.URL.Path+": not served by the fake")
