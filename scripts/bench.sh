@@ -512,7 +512,7 @@ those ratios is taken.
 
 ## 1. Pipeline overhead against the bare library
 
-One append snapshot of $(n "$rows") generated posts (\`storage.SamplePosts\`:
+One append snapshot of $(n "$rows") generated posts (\`postdata.Sample\`:
 short posts, emoji, several languages, 1% empty, 1% very long) in a sqlite
 SQL catalog on local disk. Each iteration processes it twice, into fresh
 tables:
@@ -522,7 +522,7 @@ tables:
   of the job's five columns streamed through \`array.ReaderFromIter\` into
   \`Transaction.Append\` of a table with the same columns and properties, one
   commit; library defaults.
-- **pipeline**: \`consumer.Processor.Process\` of the snapshot event, with the
+- **pipeline**: \`pipeline.Processor.Process\` of the snapshot event, with the
   runtime defaults (\`enricher run\` with an empty \`pipeline:\` section): plan from
   the target's watermark, incremental read, enrich with the \`noop\` model
   (every row answered at once with a fixed valid value), validation, typed and
