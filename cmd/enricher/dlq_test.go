@@ -198,10 +198,8 @@ func TestDLQRedriveAsksFirst(t *testing.T) {
 func TestDLQWithoutRedrivePolicyNeedsDLQURL(t *testing.T) {
 	t.Parallel()
 	sqstest.RequireCLIEndpoint(t)
-	api := sqstest.Client(t)
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(sqstest.Name(t) + "-nodlq")})
-	require.NoError(t, err)
-	_, _, err = runDLQ(t, "", "stats", "--queue-url", aws.ToString(q.QueueUrl))
+	url := sqstest.NewQueue(t, sqstest.Client(t), nil)
+	_, _, err := runDLQ(t, "", "stats", "--queue-url", url)
 	require.ErrorContains(t, err, "has no RedrivePolicy, so no dead-letter queue: pass --dlq-url")
 }
 

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -273,11 +272,7 @@ func standardQueue(t *testing.T, visibility int) (*sqs.Client, string) {
 	t.Helper()
 	sqstest.RequireCLIEndpoint(t) // skips without the emulator
 	api := sqstest.Client(t)
-	name := sqstest.Name(t)
-	q, err := api.CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name),
-		Attributes: map[string]string{"VisibilityTimeout": strconv.Itoa(visibility)}})
-	require.NoError(t, err)
-	return api, aws.ToString(q.QueueUrl)
+	return api, sqstest.NewQueue(t, api, map[string]string{"VisibilityTimeout": strconv.Itoa(visibility)})
 }
 
 func publish(t *testing.T, api *sqs.Client, url string, snap int64) {

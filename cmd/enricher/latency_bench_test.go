@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/socialdata/enricher/internal/postdata"
@@ -42,11 +40,7 @@ func BenchmarkPublishToCommit(b *testing.B) {
 	var p50s, p95s, means []float64
 	for b.Loop() {
 		dir := b.TempDir()
-		q, err := api.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(fmt.Sprintf("bench%d", time.Now().UnixNano()))})
-		if err != nil {
-			b.Fatal(err)
-		}
-		url := aws.ToString(q.QueueUrl)
+		url := sqstest.NewQueue(b, api, nil)
 		work := filepath.Join(dir, "demo")
 		benchRun(b, "demo", "--workdir", work, "--generate", "100", "--rounds", "1", "--samples", "0")
 		cfg := filepath.Join(work, "enricher.yaml")

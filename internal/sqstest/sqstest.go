@@ -94,6 +94,15 @@ func Name(t testing.TB) string {
 	return name[:min(len(name), 60)]
 }
 
+// NewQueue creates a lone standard queue named after t (no dead-letter
+// queue) with attrs, and returns its URL.
+func NewQueue(t testing.TB, api *sqs.Client, attrs map[string]string) string {
+	t.Helper()
+	q, err := api.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(Name(t) + "-lone"), Attributes: attrs})
+	require.NoError(t, err)
+	return aws.ToString(q.QueueUrl)
+}
+
 // NewQueues creates a pair of queues named after t.
 func NewQueues(t testing.TB, api *sqs.Client, o Options) *Queues {
 	t.Helper()
