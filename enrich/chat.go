@@ -147,6 +147,9 @@ const (
 // down to one row; what still fails is written as failed or invalid_output
 // with the reason. A wrong key, deployment or URL (401, 403, 404) and an
 // exhausted token budget stop the run instead: no row is written for them.
+// Within a Chunk that got no answer at all because every request sent for
+// it was throttled past its attempts, Annotate returns a *ThrottledError
+// instead of failed rows (see Chunk).
 type Chat struct {
 	spec     *Spec
 	name     string
@@ -324,34 +327,98 @@ func (c *Chat) Annotate(ctx context.Context, items []Item, out []Answer) error {
 		todo = todo[n:]
 	}
 	textOf := func(u int) string { return uniq[u].text }
-	g, gctx := errgroup.WithContext(ctx)
-	var next atomic.Int64
-	for range min(len(batches), c.spec.Model.MaxConcurrency) {
-		g.Go(func() error {
-			for {
-				b := int(next.Add(1) - 1)
-				if b >= len(batches) {
-					return nil
-				}
-				c.use.sent(len(batches[b]), false)
-				if err := c.solve(gctx, batches[b], textOf, answers); err != nil {
-					return err
-				}
+	// keep puts the answers bought in the cache, also when the call fails
+	// (a chunk abandoned, a cancellation): asked again, they cost nothing.
+	keep := func() {
+		if c.cache == nil {
+			return
+		}
+		for u, t := range uniq {
+			if answers[u].Status == StatusOK {
+				c.cache.put(t.key, answers[u])
 			}
-		})
+		}
 	}
-	if err := g.Wait(); err != nil {
-		return err
+	// Within a chunk (see Chunk), requests are held back while every one
+	// that ended was throttled; once the chunk's fate is known, those held
+	// back are sent (a request of the chunk was answered: it is written)
+	// or the call returns the chunk's ThrottledError (nothing answered,
+	// nothing in flight: nothing was bought).
+	ch := chunkFrom(ctx)
+	pending := make([]int, len(batches))
+	for b := range pending {
+		pending[b] = b
+	}
+	for len(pending) > 0 {
+		held, sent, err := c.send(ctx, pending, batches, textOf, answers)
+		if err != nil {
+			keep()
+			return err
+		}
+		if len(held) == 0 && !(sent && ch.held()) {
+			break
+		}
+		// Something was held back, or every request this call sent was
+		// throttled and nothing of the chunk is answered yet.
+		fate, err := ch.settle(ctx)
+		if err != nil {
+			keep()
+			return err
+		}
+		switch fate {
+		case fateThrottled:
+			return ch.throttledError(c.attempts)
+		case fateAbandoned:
+			keep()
+			return ErrChunkAbandoned
+		}
+		pending = held
 	}
 	for u, t := range uniq {
 		for _, i := range t.members {
 			out[i] = answers[u]
 		}
-		if c.cache != nil && answers[u].Status == StatusOK {
-			c.cache.put(t.key, answers[u])
+	}
+	keep()
+	return nil
+}
+
+// send solves the batches of todo (indexes into batches), MaxConcurrency
+// at a time. It returns those held back unsent by their chunk and whether
+// any was sent.
+func (c *Chat) send(ctx context.Context, todo []int, batches [][]int, textOf func(int) string, answers []Answer) (held []int, sent bool, err error) {
+	wasHeld := make([]bool, len(todo))
+	var anySent atomic.Bool
+	g, gctx := errgroup.WithContext(ctx)
+	var next atomic.Int64
+	for range min(len(todo), c.spec.Model.MaxConcurrency) {
+		g.Go(func() error {
+			for {
+				k := int(next.Add(1) - 1)
+				if k >= len(todo) {
+					return nil
+				}
+				batch := batches[todo[k]]
+				err := c.solve(gctx, batch, textOf, answers)
+				if errors.Is(err, errHeld) {
+					wasHeld[k] = true
+					continue
+				}
+				c.use.sent(len(batch), false)
+				anySent.Store(true)
+				if err != nil {
+					return err
+				}
+			}
+		})
+	}
+	err = g.Wait()
+	for k, h := range wasHeld {
+		if h {
+			held = append(held, todo[k])
 		}
 	}
-	return nil
+	return held, anySent.Load(), err
 }
 
 // solve asks for the rows of batch (indexes into answers) and asks again,
@@ -377,6 +444,11 @@ func (c *Chat) solve(ctx context.Context, batch []int, textOf func(int) string, 
 	for len(bad) > 0 {
 		n := min(size, len(bad))
 		if err := c.solve(ctx, bad[:n:n], textOf, answers); err != nil {
+			if errors.Is(err, errHeld) {
+				// This batch was answered, so its chunk holds nothing
+				// back for throttling: it was abandoned.
+				return ErrChunkAbandoned
+			}
 			return err
 		}
 		bad = bad[n:]
@@ -408,12 +480,24 @@ func (e *stopError) Unwrap() error { return e.err }
 func (e *stopError) Is(target error) bool { return e.unusable && target == ErrModelUnusable }
 func (e *batchError) Error() string       { return e.reason }
 
+// errHeld says that a request was not sent: its chunk holds requests back
+// (see Chunk).
+var errHeld = errors.New("request held back by its chunk")
+
+// throttleError is an attempt answered 429.
+type throttleError struct{ msg string }
+
+func (e *throttleError) Error() string { return e.msg }
+
 // ask sends one request for the rows of batch and returns one answer per
 // row and whether that row is worth asking again in a smaller batch.
 func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([]Answer, []bool, error) {
 	texts := make([]string, len(batch))
 	for j, u := range batch {
 		texts[j] = textOf(u)
+	}
+	if chunkFrom(ctx).held() {
+		return nil, nil, errHeld
 	}
 	rq, err := c.request(texts)
 	if err != nil {
@@ -435,7 +519,8 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 	var ue *unreachableError
 	switch {
 	case err == nil:
-	case errors.As(err, &se), ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &se), errors.Is(err, errHeld), errors.Is(err, ErrChunkAbandoned),
+		ctx.Err() != nil, errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil, nil, err
 	case errors.As(err, &ue):
 		// No server answered any attempt: a wrong URL or a server that is
@@ -449,7 +534,9 @@ func (c *Chat) ask(ctx context.Context, batch []int, textOf func(int) string) ([
 		return res, again, nil
 	default:
 		// Retries exhausted on throttling, 5xx or timeouts: smaller
-		// batches would not help, the rows are failed for a replay.
+		// batches would not help, the rows are failed for a replay
+		// (unless, within a chunk, nothing of it was answered: see
+		// Annotate).
 		reason := fmt.Sprintf("gave up after %d attempts: %s", c.attempts, err.Error())
 		c.log.Warn("model request failed", "model", c.name, "rows", len(batch), "error", reason)
 		res, again := allAnswers(len(batch), StatusFailed, reason, false)
@@ -556,22 +643,44 @@ func (c *Chat) judge(resp openai.ChatCompletionResponse, rq chatRequest) ([]Answ
 	return res, again
 }
 
-// call sends one request, retrying what may pass later.
+// call sends one request, retrying what may pass later. Within a chunk
+// (see Chunk) it is not sent when the chunk holds requests back (errHeld),
+// and the chunk learns how it ended.
 func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost int) (openai.ChatCompletionResponse, error) {
+	ch := chunkFrom(ctx)
+	// wctx is for the waits (quota, a free slot, backoff), which an
+	// abandoned chunk ends; the request itself runs on ctx, so that an
+	// answer on its way is not cut off.
+	wctx := ctx
+	if ch != nil {
+		var cancel context.CancelCauseFunc
+		wctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer context.AfterFunc(ch.ctx, func() { cancel(context.Cause(ch.ctx)) })()
+	}
 	b := &hintBackoff{next: retry.WithMaxRetries(uint64(c.attempts-1),
 		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
 	var resp openai.ChatCompletionResponse
 	attempt := 0
-	err := retry.Do(ctx, b, func(ctx context.Context) error {
+	begun := false
+	var longest time.Duration // the longest Retry-After of its 429s
+	err := retry.Do(wctx, b, func(context.Context) error {
 		attempt++
 		if attempt > 1 {
 			c.use.retries.Add(1)
 		}
-		if err := c.lim.wait(ctx, cost); err != nil {
+		if err := c.lim.wait(wctx, cost); err != nil {
 			return err
 		}
-		if err := c.gate.acquire(ctx); err != nil {
+		if err := c.gate.acquire(wctx); err != nil {
 			return err
+		}
+		if !begun {
+			if !ch.begin() {
+				c.gate.release(false, false)
+				return errHeld
+			}
+			begun = true
 		}
 		info := &callInfo{}
 		actx, cancel := context.WithTimeout(context.WithValue(ctx, callInfoKey{}, info), c.timeout)
@@ -604,10 +713,11 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 				c.lim.pause(info.retryAfter)
 			}
 			b.atLeast(info.retryAfter)
+			longest = max(longest, info.retryAfter)
 			// At info level: the run service's metric filters count
 			// these lines (ModelThrottled).
 			c.log.Info("model throttled", "model", c.name, "attempt", attempt, "retry_after", info.retryAfter)
-			return retry.RetryableError(errors.New(msg))
+			return retry.RetryableError(&throttleError{msg})
 		case s == 0 && unreachable(err):
 			c.use.serverErrors.Add(1)
 			c.log.Debug("model server unreachable, retrying", "model", c.name, "attempt", attempt, "error", msg)
@@ -635,6 +745,25 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 			return &batchError{status: StatusFailed, reason: fmt.Sprintf("HTTP %d: %s", s, clipText(msg))}
 		}
 	})
+	if err != nil && ch != nil && ctx.Err() == nil && errors.Is(context.Cause(wctx), ErrChunkAbandoned) {
+		// The chunk was abandoned while the request waited.
+		if begun {
+			err = ErrChunkAbandoned
+		} else {
+			err = errHeld
+		}
+	}
+	if begun {
+		var te *throttleError
+		switch {
+		case errors.As(err, &te):
+			ch.end(endThrottled, longest)
+		case err != nil && (errors.Is(err, ErrChunkAbandoned) || ctx.Err() != nil):
+			ch.end(endCancelled, 0)
+		default:
+			ch.end(endAnswered, 0)
+		}
+	}
 	return resp, err
 }
 

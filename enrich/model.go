@@ -51,7 +51,9 @@ type Answer struct {
 // Model is a backend that enriches texts. Annotate fills out[i] for items[i]
 // (len(out) == len(items)); a per-row problem goes into that row's Answer,
 // and the error is only for what stops the whole run (a cancelled context,
-// an exhausted budget). Implementations are safe for concurrent use.
+// an exhausted budget) or, for a call within a Chunk, the chunk (a
+// *ThrottledError, ErrChunkAbandoned). Implementations are safe for
+// concurrent use.
 type Model interface {
 	// Name is written to every row as _model, e.g. "lexicon/vader".
 	Name() string

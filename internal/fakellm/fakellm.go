@@ -68,6 +68,7 @@ const (
 	Redirect         // 307 to Server.RedirectTo with the request's path
 
 	RaggedColumns // the last field's array is one entry shorter than the ids
+	ThrottleBare  // 429 without retry-after-ms or Retry-After
 )
 
 // Row is one post of a request's user message.
@@ -354,6 +355,9 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 		return
 	case Throttle:
 		throttle(w, s.RetryAfter)
+		return
+	case ThrottleBare:
+		writeError(w, http.StatusTooManyRequests, "Rate limit reached.", "rate_limit_exceeded", "429")
 		return
 	case PromptFilter:
 		writeError(w, http.StatusBadRequest, "The response was filtered due to the prompt triggering content management policy.", "invalid_request_error", "content_filter")

@@ -1,0 +1,4 @@
+package enrich
+
+// ChunkHolding reports whether ch holds new requests back.
+func ChunkHolding(ch *Chunk) bool { return ch.held() }
