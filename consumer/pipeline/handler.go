@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"time"
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/enrich"
@@ -70,8 +71,12 @@ func (p *Processor) Handle(ctx context.Context, m *consumer.Message) (consumer.R
 // Classify gives an error of the stages its class for the consumer: a
 // model that cannot be used as configured, a spent token budget, or a
 // target table property its writers cannot use halts the consumer (every
-// message would fail alike); errors that already have a class keep it;
-// the rest are passing failures. It returns nil for nil.
+// message would fail alike); a chunk the model throttled entirely
+// (enrich.ThrottledError) comes back after the server's Retry-After,
+// rounded up to a whole second (queues count visibility in seconds), or
+// after the consumer's backoff when the server gave none; errors that
+// already have a class keep it; the rest are passing failures. It returns
+// nil for nil.
 func Classify(err error) error {
 	if err == nil {
 		return nil
@@ -81,6 +86,10 @@ func Classify(err error) error {
 	}
 	if errors.Is(err, enrich.ErrBudgetExhausted) || errors.Is(err, enrich.ErrModelUnusable) || errors.Is(err, storage.ErrTableProperty) {
 		return consumer.Halt(err)
+	}
+	var te *enrich.ThrottledError
+	if errors.As(err, &te) && te.RetryAfter > 0 {
+		return consumer.RetryAfter((te.RetryAfter + time.Second - 1).Truncate(time.Second), err)
 	}
 	return err
 }

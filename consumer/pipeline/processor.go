@@ -829,9 +829,10 @@ type slot struct {
 }
 
 type workItem struct {
-	slot *slot
-	rec  arrow.RecordBatch
-	snap int64
+	slot  *slot
+	rec   arrow.RecordBatch
+	snap  int64
+	chunk int // index of the chunk the batch belongs to
 }
 
 // pipeline streams the plan through read -> enrich -> write. The reader
@@ -845,6 +846,29 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		cs = chunks(plan, max(1, plan.Rows()), 0)
 	}
 	g, gctx := errgroup.WithContext(compute.WithAllocator(ctx, p.opts.Allocator))
+	// Each chunk's model calls share an enrich.Chunk: a chunk of which
+	// the model answered nothing because it throttled every request
+	// fails with an *enrich.ThrottledError instead of writing its rows
+	// failed. The enrich workers run on ectx, which the first failure
+	// cancels, except a throttled chunk's: then every chunk is abandoned
+	// instead (no request is sent or retried any more, but those in
+	// flight are not cut off: their answers are paid for and go to the
+	// model's cache for the retry).
+	scopes := make([]*enrich.Chunk, len(cs))
+	for i := range scopes {
+		scopes[i] = enrich.NewChunk()
+	}
+	ectx, cancelEnrich := context.WithCancelCause(compute.WithAllocator(ctx, p.opts.Allocator))
+	defer cancelEnrich(nil)
+	defer context.AfterFunc(gctx, func() {
+		if cause := context.Cause(gctx); errors.Is(cause, enrich.ErrThrottled) {
+			for _, sc := range scopes {
+				sc.Abandon()
+			}
+		} else {
+			cancelEnrich(cause)
+		}
+	})()
 	// order is how far reading and enriching may run ahead of writing.
 	order := make(chan *slot, 2*p.opts.Workers)
 	work := make(chan workItem)
@@ -854,7 +878,9 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 	g.Go(func() error { // reader
 		defer close(order)
 		defer close(work)
-		// send queues one batch (owned by the callee from here on).
+		// send queues one batch of chunk ci (owned by the callee from
+		// here on).
+		ci := 0
 		send := func(rec arrow.RecordBatch, snap int64) error {
 			s := &slot{done: make(chan struct{}), rows: rec.NumRows()}
 			select {
@@ -864,7 +890,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				return gctx.Err()
 			}
 			select {
-			case work <- workItem{slot: s, rec: rec, snap: snap}:
+			case work <- workItem{slot: s, rec: rec, snap: snap, chunk: ci}:
 				return nil
 			case <-gctx.Done():
 				rec.Release()
@@ -879,6 +905,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 			for range n {
 				select {
 				case order <- &slot{done: closed, end: true}:
+					ci++
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -933,12 +960,23 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		g.Go(func() error {
 			for w := range work {
 				start := time.Now()
-				out, counts, err := enr.Enrich(gctx, w.rec, w.snap)
+				out, counts, err := enr.Enrich(enrich.WithChunk(ectx, scopes[w.chunk]), w.rec, w.snap)
 				p.opts.stage(spec.Name, "enrich", start)
 				w.rec.Release()
 				w.slot.out, w.slot.counts, w.slot.err = out, counts, err
 				close(w.slot.done)
-				if err != nil {
+				switch {
+				case errors.Is(err, enrich.ErrThrottled):
+					// The chunk will not be written, nor any after it;
+					// the chunks before it go on, and the writer, which
+					// commits them in order, fails at this batch.
+					for _, sc := range scopes[w.chunk+1:] {
+						sc.Abandon()
+					}
+				case errors.Is(err, enrich.ErrChunkAbandoned):
+					// A chunk after a throttled one: the writer fails
+					// before it.
+				case err != nil:
 					return err
 				}
 			}
@@ -953,6 +991,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 		for i, c := range cs {
 			counts := enrich.Counts{}
 			var read int64
+			var failed error // the error of a batch of the chunk
 			batches := func(yield func(arrow.RecordBatch, error) bool) {
 				for {
 					var s *slot
@@ -971,6 +1010,7 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 					case s.end:
 						return
 					case s.err != nil:
+						failed = s.err
 						yield(nil, s.err)
 						return
 					}
@@ -999,6 +1039,14 @@ func (p *Processor) pipeline(ctx context.Context, log *slog.Logger, src, tgt *ta
 				}
 				next, err = p.settleConflict(gctx, log, spec, tgt, from, commit, ce, res, props)
 				written = ce.Rows
+			}
+			if err != nil && failed != nil {
+				// Not the commit's fault: the chunk's batch failed.
+				err = failed
+			}
+			if errors.Is(err, enrich.ErrThrottled) {
+				log.Warn("chunk not committed: the model throttled every request of it and answered none; the event comes back",
+					"chunk", i+1, "chunks", len(cs), "rows", c.rows, "watermark", from.String(), "err", err)
 			}
 			if err != nil {
 				return err
