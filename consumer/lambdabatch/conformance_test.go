@@ -2,6 +2,7 @@ package lambdabatch_test
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -12,10 +13,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/lambdabatch"
 	"github.com/socialdata/enricher/consumer/sourcetest"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
 	"github.com/socialdata/enricher/internal/sqstest"
+	"github.com/socialdata/enricher/internal/testbed"
 )
 
 // lambdaEvent sends bodies to q, receives them as the Lambda service
@@ -95,5 +98,35 @@ func TestLambdaRetryAfterKeepsTheRecordAway(t *testing.T) {
 		}
 	}
 	require.Len(t, back, 1, "the record came back, after its delay rather than the 30s visibility timeout")
+	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
+}
+
+// TestLambdaHandlerKeepsARetryAfterAway: a message whose handler fails
+// with a known wait (a model's Retry-After) is reported failed and kept
+// invisible for that wait, not the queue's visibility timeout nor the
+// handler's backoff: the whole road from the error to the queue.
+func TestLambdaHandlerKeepsARetryAfterAway(t *testing.T) {
+	t.Parallel()
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{Visibility: 30 * time.Second})
+	ev := lambdaEvent(t, q, []string{"throttled"})
+	h := &lambdabatch.Handler{API: api, Logger: testbed.QuietLogger(), RetryBackoff: time.Minute,
+		Handler: consumer.HandlerFunc(func(context.Context, *consumer.Message) (consumer.Report, error) {
+			return nil, consumer.RetryAfter(2*time.Second, errors.New("429: every request of the chunk was throttled"))
+		})}
+	start := time.Now()
+	resp, err := h.Handle(t.Context(), ev)
+	require.NoError(t, err)
+	require.Len(t, resp.BatchItemFailures, 1)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	var back []types.Message
+	for len(back) == 0 && ctx.Err() == nil {
+		r, err := api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.URL, WaitTimeSeconds: 1})
+		if err == nil {
+			back = r.Messages
+		}
+	}
+	require.Len(t, back, 1, "the record came back after its wait, not after the 30s visibility timeout or the minute of backoff")
 	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
 }
