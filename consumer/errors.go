@@ -30,12 +30,23 @@ const (
 //	*HaltError      every message would fail the same way (a wrong key, a
 //	                401/403, a spent token budget): release the message at
 //	                once and stop consuming; Consumer.Run returns the error.
-//	*RetryAfterError a passing failure whose end is known (a 429's
-//	                Retry-After, a pending batch): release the message to
-//	                come back after Wait.
-//	anything else   a passing failure (throttling, network, commit
-//	                conflict): release the message to come back after the
-//	                consumer's backoff for its receive count.
+//	*RetryAfterError a passing failure whose end is known: release the
+//	                message to come back after Wait. pipeline.Classify
+//	                makes one for a chunk of which the model answered
+//	                nothing because it throttled every request sent past
+//	                its attempts (enrich.ThrottledError), with the longest
+//	                Retry-After of those 429s rounded up to a second; the
+//	                pipeline makes one for an event that waits for a
+//	                resync in progress (a minute).
+//	anything else   a passing failure (a model server that errs or is
+//	                down, network, a commit conflict, a chunk throttled
+//	                entirely by a server that gave no Retry-After): release
+//	                the message to come back after the consumer's backoff
+//	                for its receive count.
+//
+// Rows the model did not answer within a chunk that it answered in part
+// (throttled, 5xx, timeouts past their attempts) are no error: they are
+// written with status failed and the message is acknowledged.
 //
 // Classify names the class of an error; the constructors below wrap an
 // error into one. Wrap once, where the error's meaning is known.
@@ -137,8 +148,9 @@ func Halt(err error) error {
 	return &HaltError{Err: err}
 }
 
-// RetryAfterError marks a passing failure that is known to last Wait: the
-// message comes back after Wait rather than after the usual backoff.
+// RetryAfterError marks a passing failure that is known to last Wait (a
+// model's Retry-After, a resync in progress): the message comes back after
+// Wait rather than after the usual backoff.
 type RetryAfterError struct {
 	Wait time.Duration
 	Err  error

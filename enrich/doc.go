@@ -14,7 +14,10 @@
 //     text, or a language the model does not read, with the reason in
 //     _error; never sent to a model), failed or invalid_output (a model
 //     answer that does not match the spec's enum or range). Rows are never
-//     dropped.
+//     dropped. Enrich returns rows or an error, never part of them: an
+//     exhausted budget, or, within a Chunk, a chunk of which the chat
+//     model answered nothing because every request was throttled past its
+//     attempts (*ThrottledError), gives no rows at all.
 //   - A model takes only the rows of the languages it reads (see Language):
 //     the lexicon reads English only; the chat providers every language
 //     unless model.languages says otherwise.
