@@ -27,6 +27,8 @@
 // so a concurrent writer makes the commit fail with ErrConflict instead
 // of appending twice; a commit that loses to maintenance is settled as
 // after any conflict (CommitFiles once the watermark is unchanged).
+// Every retry of a lost commit, the pipeline's and storage's own, waits
+// as ConflictBackoff says.
 //
 // # Tables that live long
 //

@@ -290,23 +290,6 @@ func (c *Catalog) onReloaded(ctx context.Context, name string, b retry.Backoff, 
 	})
 }
 
-// conflictBackoff is the backoff between attempts of a commit that lost
-// to another writer: attempts tries in all (0: 8), the first wait base
-// (0: 50ms) doubling up to 5s, with jitter so that racing maintainers
-// part.
-func conflictBackoff(attempts int, base time.Duration) retry.Backoff {
-	if attempts <= 0 {
-		attempts = 8
-	}
-	if base <= 0 {
-		base = 50 * time.Millisecond
-	}
-	b := retry.NewExponential(base)
-	b = retry.WithCappedDuration(5*time.Second, b)
-	b = retry.WithJitterPercent(20, b)
-	return retry.WithMaxRetries(uint64(attempts-1), b)
-}
-
 // onlyNotExist reports whether err is, or joins, nothing but errors for
 // files that do not exist. iceberg-go v0.7.0's expiry deletes the files of
 // the DELETED entries of expired manifests too, which an earlier expiry

@@ -52,7 +52,7 @@ func (c *Catalog) RecordFailure(ctx context.Context, name, job string, f JobFail
 	if err != nil {
 		return fmt.Errorf("record the failure of job %s: %w", job, err)
 	}
-	err = c.onReloaded(ctx, name, conflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
+	err = c.onReloaded(ctx, name, ConflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		if err := txn.SetProperties(iceberg.Properties{PropFailurePrefix + job: string(b)}); err != nil {
 			return fmt.Errorf("table %s: record the failure of job %s: %w", name, job, err)

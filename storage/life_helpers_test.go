@@ -101,16 +101,19 @@ var errReplan = errors.New("re-plan")
 // consume brings the target up to source snapshot `to`. With maxChunks >
 // 0 it stops after that many commits (a consumer killed partway).
 func (l *life) consume(ctx context.Context, to int64, maxChunks int) error {
-	for attempt := 0; ; attempt++ {
-		if attempt == 200 {
-			return fmt.Errorf("event %d: still re-planning after %d attempts", to, attempt)
-		}
+	const attempts = 200
+	b := storage.ConflictBackoff(attempts, conflictBase)
+	for {
 		err := l.consumeOnce(ctx, to, maxChunks)
 		if errors.Is(err, errReplan) || errors.Is(err, iofs.ErrNotExist) {
 			// ErrNotExist: a stale handle read a manifest that another
 			// writer's expiry deleted; the pipeline retries such an event.
 			l.replans++
-			if err := sleep(ctx, time.Duration(attempt%10+1)*5*time.Millisecond); err != nil {
+			wait, stop := b.Next()
+			if stop {
+				return fmt.Errorf("event %d: still re-planning after %d attempts: %w", to, attempts, err)
+			}
+			if err := sleep(ctx, wait); err != nil {
 				return err
 			}
 			continue
@@ -118,6 +121,10 @@ func (l *life) consume(ctx context.Context, to int64, maxChunks int) error {
 		return err
 	}
 }
+
+// conflictBase is the base of the consumer's storage.ConflictBackoff: a
+// local catalog commits in milliseconds.
+const conflictBase = 5 * time.Millisecond
 
 func (l *life) consumeOnce(ctx context.Context, to int64, maxChunks int) error {
 	tgt, err := l.cat.LoadTable(ctx, l.tgt)
@@ -181,7 +188,9 @@ func (l *life) settle(ctx context.Context, stale *table.Table, from storage.Curs
 	if len(ce.Files) == 0 {
 		return nil, errReplan
 	}
-	for attempt := 0; attempt < 100; attempt++ {
+	const attempts = 100
+	b := storage.ConflictBackoff(attempts, conflictBase)
+	for {
 		tgt, err := l.cat.LoadTable(ctx, l.tgt)
 		if err != nil {
 			return nil, err
@@ -197,11 +206,14 @@ func (l *life) settle(ctx context.Context, stale *table.Table, from storage.Curs
 		if !errors.Is(err, storage.ErrConflict) {
 			return out, err
 		}
-		if err := sleep(ctx, time.Duration(attempt%10+1)*5*time.Millisecond); err != nil {
+		wait, stop := b.Next()
+		if stop {
+			return nil, fmt.Errorf("chunk to %s: lost %d commits in a row: %w", c.After, attempts, err)
+		}
+		if err := sleep(ctx, wait); err != nil {
 			return nil, err
 		}
 	}
-	return nil, fmt.Errorf("chunk to %s: lost 100 commits in a row", c.After)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -49,8 +49,8 @@ type MaintainOptions struct {
 	// under the table's location).
 	SkipOrphans bool
 	// Attempts is how many times a step is tried when it loses to a
-	// concurrent commit (0: 8); Backoff the first wait between attempts
-	// (0: 50ms), doubling up to 5s.
+	// concurrent commit (0: 8); Backoff the base of the waits between
+	// them (0: 100ms; see ConflictBackoff).
 	Attempts int
 	Backoff  time.Duration
 }
@@ -175,7 +175,7 @@ func (c *Catalog) compact(ctx context.Context, name string, opts MaintainOptions
 		unknown bool // a commit failed in a way that may have committed it
 		tbl     *table.Table
 	)
-	err := c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, cur *table.Table) error {
+	err := c.onReloaded(ctx, name, ConflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, cur *table.Table) error {
 		tbl = cur
 		if written == nil {
 			cfg, gopts := compactionConfig(tbl, opts)
@@ -263,7 +263,7 @@ func compactionConfig(tbl *table.Table, opts MaintainOptions) (compaction.Config
 }
 
 func (c *Catalog) rewriteManifests(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
+	return c.onReloaded(ctx, name, ConflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		res, err := txn.RewriteManifests(ctx)
 		if err != nil {
@@ -297,7 +297,7 @@ func (c *Catalog) rewriteManifests(ctx context.Context, name string, opts Mainta
 }
 
 func (c *Catalog) expire(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
+	return c.onReloaded(ctx, name, ConflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		res, err := ExpireSnapshots(ctx, tbl, ExpireOptions{MinExpired: 1})
 		rep.SnapshotsExpired += res.Expired
 		rep.WatermarksMigrated = append(rep.WatermarksMigrated, res.Migrated...)
@@ -314,7 +314,7 @@ func (c *Catalog) expire(ctx context.Context, name string, opts MaintainOptions,
 
 func (c *Catalog) cleanOrphans(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
 	grace := cmp.Or(opts.OrphanGrace, DefaultOrphanGrace) // checked by Maintain
-	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
+	return c.onReloaded(ctx, name, ConflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		for _, loc := range tableLocations(tbl) {
 			files, err := orphansUnder(ctx, tbl, loc, grace, true)
 			for _, f := range files {
@@ -343,7 +343,7 @@ func tableLocations(tbl *table.Table) []string {
 }
 
 func (c *Catalog) markMaintained(ctx context.Context, name string, opts MaintainOptions, rep *MaintainReport) error {
-	return c.onReloaded(ctx, name, conflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
+	return c.onReloaded(ctx, name, ConflictBackoff(opts.Attempts, opts.Backoff), func(ctx context.Context, tbl *table.Table) error {
 		txn := tbl.NewTransaction()
 		if err := txn.SetProperties(iceberg.Properties{PropLastMaintenance: rep.At.Format(time.RFC3339Nano)}); err != nil {
 			return fmt.Errorf("set %s: %w", PropLastMaintenance, err)

@@ -408,7 +408,7 @@ func (c *Catalog) ReconcileProperties(ctx context.Context, name string, want map
 		out     *table.Table
 		changes []PropertyChange
 	)
-	err := c.onReloaded(ctx, name, conflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
+	err := c.onReloaded(ctx, name, ConflictBackoff(0, 0), func(ctx context.Context, tbl *table.Table) error {
 		have := tbl.Properties()
 		if err := checkOn(have, want); err != nil {
 			// What the table holds makes a wanted value unusable: every

@@ -577,10 +577,10 @@ func (p *Processor) bind(ctx context.Context, j Job) (*table.Table, *enrich.Enri
 }
 
 // conflictBackoff spaces the tries of every loop that commits to a target
-// again after a conflict: jittered so that racing writers part ways.
+// again after a conflict: storage.ConflictBackoff, the one backoff of
+// every conflict retry, for ConflictRetries retries.
 func (p *Processor) conflictBackoff() retry.Backoff {
-	return retry.WithMaxRetries(uint64(p.opts.ConflictRetries),
-		retry.WithJitterPercent(50, retry.NewExponential(100*time.Millisecond)))
+	return storage.ConflictBackoff(p.opts.ConflictRetries+1, 0)
 }
 
 // target loads the job's target table, creating it with schema when it
