@@ -93,11 +93,11 @@ func orphansOther(ctx context.Context, tbl *table.Table) (bool, error) {
 }
 
 // otherMaintenanceLost reports whether err is a maintenance commit that
-// lost to the consumer (or read a file the consumer's own expiry
-// deleted): the other process tries again later.
+// lost to the consumer, as the enricher's own commits tell a conflict
+// (storage.IsConflict), or read a file the consumer's own expiry
+// deleted: the other process tries again later.
 func otherMaintenanceLost(err error) bool {
-	return errors.Is(err, table.ErrCommitFailed) || strings.Contains(err.Error(), "requirement failed") ||
-		errors.Is(err, iofs.ErrNotExist)
+	return storage.IsConflict(err) || errors.Is(err, iofs.ErrNotExist)
 }
 
 // The watermark property is what survives maintenance: between events,
