@@ -2,7 +2,6 @@ package storage_test
 
 import (
 	"testing"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/iceberg-go"
@@ -11,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -29,23 +29,6 @@ func compactSource(t *testing.T, b *bundle) *table.Snapshot {
 	snap := b.src.CurrentSnapshot()
 	require.Equal(t, table.OpReplace, snap.Summary.Operation)
 	return snap
-}
-
-// expireAllButCurrent expires every snapshot of tbl but the current one,
-// with iceberg-go's own maintenance, as an ingestion job would.
-func expireAllButCurrent(t *testing.T, tbl *table.Table) *table.Table {
-	t.Helper()
-	// Snapshots are expired when older than now by more than 0 ms: wait
-	// for the clock to pass the newest one's millisecond.
-	for time.Now().UnixMilli() <= tbl.CurrentSnapshot().TimestampMs {
-		time.Sleep(time.Millisecond)
-	}
-	txn := tbl.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	out, err := txn.Commit(t.Context())
-	require.NoError(t, err)
-	require.Len(t, out.Metadata().Snapshots(), 1)
-	return out
 }
 
 func TestCheckHistoryAfterSourceExpiry(t *testing.T) {
@@ -70,7 +53,7 @@ func TestCheckHistoryAfterSourceExpiry(t *testing.T) {
 	require.NoError(t, err)
 	tgt = appendTo(t, tgt, 10, []postdata.Post{{ID: 1}, {ID: 2}})
 
-	b.src = expireAllButCurrent(t, b.src)
+	b.src = testbed.ExpireSource(t, b.src, 1)
 
 	err = storage.CheckHistory(b.src, storage.Cursor{SnapshotID: s1})
 	require.ErrorIs(t, err, storage.ErrHistoryExpired)
@@ -223,7 +206,7 @@ func TestHistoryReachesAnExpiredWatermarkWhoseChildIsHeld(t *testing.T) {
 			b.appendPosts(postdata.Post{ID: 1, Text: "a"})
 			w := b.appendPosts(postdata.Post{ID: 2, Text: "b"}) // the job's watermark
 			kept := tc.next(b)
-			b.src = expireAllButCurrent(t, b.src)
+			b.src = testbed.ExpireSource(t, b.src, 1)
 			require.Nil(t, b.src.Metadata().SnapshotByID(w), "the watermark's snapshot is expired")
 
 			next := b.appendPosts(postdata.Post{ID: 10, Text: "new"})

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -253,7 +254,9 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	require.NoError(t, os.WriteFile(more, []byte("a\nb\nc\n"), 0o644))
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "31")
 	mustRun(t, "ingest", "--config", cfg, "--posts", more, "--first-id", "34")
-	expireSource(t, cfg, "social.posts")
+	src, done := loadTable(t, cfg, "social.posts")
+	testbed.ExpireSource(t, src, 1)
+	done()
 
 	s = jobStatus(t, cfg)
 	assert.Equal(t, false, s["source_history_reaches_watermark"])
@@ -265,19 +268,6 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	t.Logf("status after the source's expiry:\n%s", out)
 	assert.Contains(t, out, "history reaches watermark  no: run enricher resync --job sentiment (")
 	assert.Regexp(t, regexp.MustCompile(`sentiment\s+social\.posts\s+\d+\s+\d+\s+\?\s+\?\s`), out, "behind: unknown")
-}
-
-// expireSource expires every snapshot of the table but the current one,
-// as ingestion's maintenance may.
-func expireSource(t *testing.T, cfgPath, name string) {
-	t.Helper()
-	tbl, done := loadTable(t, cfgPath, name)
-	defer done()
-	txn := tbl.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	tbl, err := txn.Commit(t.Context())
-	require.NoError(t, err)
-	require.Len(t, tbl.Metadata().Snapshots(), 1)
 }
 
 // loadTable loads a table of the config's catalog; done closes the catalog.

@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/apache/iceberg-go/table"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -23,10 +23,7 @@ func expireSourceHistory(t *testing.T, work, name string) {
 	defer func() { require.NoError(t, cat.Close()) }()
 	tbl, err := cat.LoadTable(t.Context(), name)
 	require.NoError(t, err)
-	txn := tbl.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	_, err = txn.Commit(t.Context())
-	require.NoError(t, err)
+	testbed.ExpireSource(t, tbl, 1)
 }
 
 // TestResyncAfterTheSourceHistoryExpired: a source whose history was

@@ -20,6 +20,7 @@ import (
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -548,7 +549,7 @@ func TestExpiredSourceHistoryIsDeadLetteredWithItsReason(t *testing.T) {
 	s1, p := enrichFirst(b, 10)
 	b.AppendPosts(10)
 	s3 := b.AppendPosts(10)
-	expireSource(t, b)
+	b.Src = testbed.ExpireSource(t, b.Src, 1)
 
 	_, err := p.Process(t.Context(), b.Event(s3))
 	requirePermanent(t, err, consumer.ReasonHistoryExpired)

@@ -14,19 +14,9 @@ import (
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/postdata"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
-
-// expireSource expires every snapshot of the source but its current one,
-// as ingestion's maintenance does (S3 Tables after 5 days).
-func expireSource(t *testing.T, b *bundle) {
-	t.Helper()
-	txn := b.Src.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	var err error
-	b.Src, err = txn.Commit(t.Context())
-	require.NoError(t, err)
-}
 
 // TestResyncCatchesUpAfterTheSourceHistoryExpired: events cannot read past
 // an expired history (they are dead-lettered); resync writes exactly the
@@ -38,7 +28,7 @@ func TestResyncCatchesUpAfterTheSourceHistoryExpired(t *testing.T) {
 	_, p := enrichFirst(b, 30, func(o *pipeline.Options) { o.ChunkRows = 25; o.BatchRows = 10 })
 	s2 := b.AppendPosts(40)
 	s3 := b.AppendPosts(30)
-	expireSource(t, b)
+	b.Src = testbed.ExpireSource(t, b.Src, 1)
 	_, err := p.Process(t.Context(), b.Event(s3))
 	reason, _ := consumer.IsPermanent(err)
 	require.Equal(t, consumer.ReasonHistoryExpired, reason)
@@ -143,7 +133,7 @@ func TestInterruptedResyncHoldsEventsBackAndResumes(t *testing.T) {
 	b := setup(t)
 	_, p := enrichFirst(b, 10)
 	b.AppendPosts(200)
-	expireSource(t, b)
+	b.Src = testbed.ExpireSource(t, b.Src, 1)
 
 	// The model stalls on its third batch: two commits of the resync are
 	// made, then it is cancelled.
@@ -237,7 +227,7 @@ func TestLateEventOfAnExpiredSnapshotBeforeTheWatermarkIsDone(t *testing.T) {
 	_, err := p.Process(t.Context(), b.Event(s2))
 	require.NoError(t, err)
 	s3 := b.AppendPosts(10)
-	expireSource(t, b) // s1 and s2 expired; s3's parent is the watermark
+	b.Src = testbed.ExpireSource(t, b.Src, 1) // s1 and s2 expired; s3's parent is the watermark
 	res, err := p.Process(t.Context(), b.Event(s1))
 	require.NoError(t, err)
 	assert.Equal(t, pipeline.OutcomeStale, res[0].Outcome)
@@ -270,7 +260,7 @@ func TestResyncThatLosesAConflictCountsEveryPass(t *testing.T) {
 	_, p := enrichFirst(b, 30, func(o *pipeline.Options) { o.ChunkRows = 20; o.BatchRows = 10; o.NoMaintenance = true })
 	b.AppendPosts(40)
 	b.AppendPosts(30)
-	expireSource(t, b)
+	b.Src = testbed.ExpireSource(t, b.Src, 1)
 
 	var commits []int
 	compacted := false

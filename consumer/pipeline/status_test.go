@@ -3,11 +3,11 @@ package pipeline_test
 import (
 	"testing"
 
-	"github.com/apache/iceberg-go/table"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/internal/testbed"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -62,10 +62,7 @@ func TestStatusShowsTargetHealthAndSourceHistory(t *testing.T) {
 	// its newest snapshot: the watermark's snapshot is gone.
 	b.AppendPosts(5)
 	b.AppendPosts(5)
-	txn := b.Src.NewTransaction()
-	require.NoError(t, txn.ExpireSnapshots(table.WithRetainLast(1), table.WithOlderThan(0)))
-	b.Src, err = txn.Commit(t.Context())
-	require.NoError(t, err)
+	b.Src = testbed.ExpireSource(t, b.Src, 1)
 	require.Nil(t, b.Src.SnapshotByID(s1))
 
 	s = status()

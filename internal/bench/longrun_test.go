@@ -265,9 +265,7 @@ func runLongRun(ctx context.Context, tb testing.TB, cfg longRunConfig) longRunRe
 		res.plan = append(res.plan, time.Duration(planNs.Load()))
 		res.commit = append(res.commit, time.Duration(commitNs.Load()))
 		if i%sourceExpireEvery == 0 {
-			if src, err = expireSource(ctx, src); err != nil {
-				tb.Fatalf("event %d: %v", i, err)
-			}
+			src = testbed.ExpireSource(tb, src, sourceKeepSnapshots)
 		}
 		if slices.Contains(cfg.checkpoints, i) {
 			res.checkpoints = append(res.checkpoints, measure(ctx, tb, cat, spec, i))
@@ -278,22 +276,6 @@ func runLongRun(ctx context.Context, tb testing.TB, cfg longRunConfig) longRunRe
 	res.expiries, res.maintenances = expiries.Load(), maintenances.Load()
 	requireExactlyOnce(ctx, tb, cat, spec.Target.Table, nextID-1)
 	return res
-}
-
-// expireSource is the ingestion job's upkeep of the source: its
-// snapshots but the newest sourceKeepSnapshots expire, and the files
-// only they referenced are deleted.
-func expireSource(ctx context.Context, src *table.Table) (*table.Table, error) {
-	txn := src.NewTransaction()
-	if err := txn.ExpireSnapshots(table.WithRetainLast(sourceKeepSnapshots), table.WithOlderThan(0),
-		table.WithPostCommit(true)); err != nil {
-		return nil, fmt.Errorf("expire source snapshots: %w", err)
-	}
-	out, err := txn.Commit(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("commit source expiry: %w", err)
-	}
-	return out, nil
 }
 
 // measure takes both tables' health after events events.

@@ -228,3 +228,25 @@ func SQLCatalog(tb testing.TB, dir string) *storage.Catalog {
 	tb.Cleanup(func() { require.NoError(tb, cat.Close()) })
 	return cat
 }
+
+// ExpireSource is an ingestion job's upkeep of a source table, with
+// iceberg-go's own ExpireSnapshots (not the enricher's): every snapshot
+// but the newest keep expires, whatever its age (checked), and the files
+// that only they referenced are deleted. It returns the table as
+// committed.
+func ExpireSource(tb testing.TB, src *table.Table, keep int) *table.Table {
+	tb.Helper()
+	// Snapshots are expired when older than now by more than 0 ms: wait
+	// for the clock to pass the newest one's millisecond, or a snapshot
+	// of that millisecond would stay.
+	for cur := src.CurrentSnapshot(); cur != nil && time.Now().UnixMilli() <= cur.TimestampMs; {
+		time.Sleep(time.Millisecond)
+	}
+	txn := src.NewTransaction()
+	require.NoError(tb, txn.ExpireSnapshots(table.WithRetainLast(keep), table.WithOlderThan(0), table.WithPostCommit(true)),
+		"expire the snapshots of %s", src.Identifier())
+	out, err := txn.Commit(tb.Context())
+	require.NoError(tb, err, "commit the expiry of %s", src.Identifier())
+	require.LessOrEqual(tb, len(out.Metadata().Snapshots()), keep, "snapshots of %s after its expiry", src.Identifier())
+	return out
+}
