@@ -467,8 +467,7 @@ func batchValue[T any](ctx context.Context, c *Chat, what string, call func(ctx 
 
 // batchCallN is batchCall with at most attempts tries.
 func (c *Chat) batchCallN(ctx context.Context, what string, attempts int, f func(ctx context.Context) error) error {
-	b := &hintBackoff{next: retry.WithMaxRetries(uint64(attempts-1),
-		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
+	b := c.backoff(attempts)
 	attempt := 0
 	err := retry.Do(ctx, b, func(ctx context.Context) error {
 		attempt++

@@ -658,8 +658,7 @@ func (c *Chat) call(ctx context.Context, req openai.ChatCompletionRequest, cost 
 		defer cancel(nil)
 		defer context.AfterFunc(ch.ctx, func() { cancel(context.Cause(ch.ctx)) })()
 	}
-	b := &hintBackoff{next: retry.WithMaxRetries(uint64(c.attempts-1),
-		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
+	b := c.backoff(c.attempts)
 	var resp openai.ChatCompletionResponse
 	attempt := 0
 	begun := false
@@ -823,6 +822,15 @@ func clipText(s string) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// backoff is the waits between the tries of one model call (a chat
+// request, a Batch API call): exponential from model settings' base,
+// ±20% jitter, each at most 30s and never shorter than the server's last
+// Retry-After, for at most attempts tries.
+func (c *Chat) backoff(attempts int) *hintBackoff {
+	return &hintBackoff{next: retry.WithMaxRetries(uint64(attempts-1),
+		retry.WithCappedDuration(30*time.Second, retry.WithJitterPercent(20, retry.NewExponential(c.base))))}
 }
 
 // hintBackoff is a go-retry backoff whose next step is never shorter than
