@@ -825,7 +825,7 @@ func clipText(s string) string {
 }
 
 // backoff is the waits between the tries of one model call (a chat
-// request, a Batch API call): exponential from model settings' base,
+// request, a Batch API call): exponential from c.base (default 500ms),
 // ±20% jitter, each at most 30s and never shorter than the server's last
 // Retry-After, for at most attempts tries.
 func (c *Chat) backoff(attempts int) *hintBackoff {
