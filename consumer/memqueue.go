@@ -132,7 +132,7 @@ func (q *MemQueue) Receive(ctx context.Context, limit int) ([]*Message, error) {
 func (q *MemQueue) take(m *Message) (*Message, error) {
 	orig, ok := q.inFlight[m.Receipt]
 	if !ok {
-		return nil, fmt.Errorf("message %s: delivery %q is not in flight", m.ID, m.Receipt)
+		return nil, fmt.Errorf("message %s: %w: delivery %q was settled already, or not received from this queue", m.ID, ErrNotInFlight, m.Receipt)
 	}
 	delete(q.inFlight, m.Receipt)
 	q.changed.Notify()

@@ -10,6 +10,12 @@ import (
 // delivered everything and nothing is in flight: the consumer stops.
 var ErrDrained = errors.New("queue drained")
 
+// ErrNotInFlight is wrapped by the error of a Source's Ack, Release,
+// ReleaseAfter or DeadLetter (and Extend) when the delivery it is given is
+// not in flight: it was settled already, or its delivery expired, or it
+// was not received from this source.
+var ErrNotInFlight = errors.New("delivery not in flight")
+
 // ErrNotDeadLettered is wrapped by a Source's DeadLetter error when the
 // message did not reach a dead-letter queue (there is none, or the send
 // failed): it comes back, and counts as released.
@@ -42,7 +48,9 @@ type Message struct {
 //
 // A received message is in flight until exactly one of Ack, Release or
 // DeadLetter settles it; settling a message that is not in flight (twice,
-// or after its delivery expired) is an error, never a panic.
+// or after its delivery expired) is an error, never a panic: the error
+// wraps ErrNotInFlight, and the source carries on as if the call had not
+// been made.
 type Source interface {
 	// Receive blocks until at least one message is there and returns at
 	// most max of them (max >= 1). It returns ctx's error when ctx is done
@@ -61,7 +69,9 @@ type Source interface {
 	// error. An error that wraps ErrNotDeadLettered says m is not in the
 	// dead-letter queue (none, or it refused m): m comes back; any other
 	// error says m is there but a later step failed (its delete: a
-	// duplicate may follow).
+	// duplicate may follow), unless it wraps ErrNotInFlight: m was not in
+	// flight, and nothing was sent (if it also wraps ErrNotDeadLettered,
+	// m's delivery expired and m comes back).
 	DeadLetter(ctx context.Context, m *Message, reason string, cause error) error
 }
 
@@ -78,6 +88,9 @@ type Delayer interface {
 // message waits or is worked on.
 type Extender interface {
 	HeartbeatInterval() time.Duration
+	// Extend keeps m in flight for another visibility timeout from now. A
+	// message not in flight (settled, or its delivery expired) is not
+	// extended: the error wraps ErrNotInFlight.
 	Extend(ctx context.Context, m *Message) error
 }
 
