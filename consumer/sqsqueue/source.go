@@ -64,6 +64,13 @@ type Config struct {
 // deletes, Release makes the message visible again at once, consumer.DeadLetter
 // sends it to the dead-letter queue with the reason in its attributes and
 // then deletes it. While a message is in flight, Extend keeps it invisible.
+//
+// The source keeps each delivery it made until one call settles it, by
+// receipt handle, and when its visibility timeout ends. A delivery settled
+// already, or expired (its time passed, or its message was received here
+// again), is not in flight: a call that settles or extends it fails with
+// consumer.ErrNotInFlight and sends SQS nothing, which would acknowledge a
+// delete of a stale receipt handle and delete nothing.
 type Source struct {
 	api        API
 	cfg        Config
@@ -73,8 +80,36 @@ type Source struct {
 
 	warnings []string
 
-	mu       sync.Mutex
-	inFlight int
+	mu sync.Mutex
+	// inFlight holds the deliveries received here and not settled, by
+	// receipt handle; latest is the receipt of each message's latest
+	// delivery here, by message id.
+	inFlight map[string]*delivery
+	latest   map[string]string
+}
+
+// delivery is a message received here and not settled yet.
+type delivery struct {
+	id string
+	// expires is when its visibility timeout ends unless extended, as seen
+	// from here: counted from when the receive returned (SQS started it a
+	// network trip earlier) and from when an Extend was sent.
+	expires time.Time
+	// again says the message was received again here since: SQS takes
+	// only the latest receipt handle (it acknowledges a delete with an
+	// older one, and does nothing).
+	again bool
+}
+
+// expired says why d is no longer in flight at now ("" while it is).
+func (d *delivery) expired(now time.Time) string {
+	switch {
+	case d.again:
+		return "its delivery expired: the message was received again since"
+	case !now.Before(d.expires):
+		return fmt.Sprintf("its delivery expired %s ago (the visibility timeout ended)", now.Sub(d.expires).Round(time.Millisecond))
+	}
+	return ""
 }
 
 var (
@@ -92,7 +127,7 @@ func NewSource(ctx context.Context, api API, cfg Config) (*Source, error) {
 	if cfg.WaitTime <= 0 {
 		cfg.WaitTime = 20 * time.Second
 	}
-	s := &Source{api: api, cfg: cfg, fifo: IsFIFO(cfg.QueueURL)}
+	s := &Source{api: api, cfg: cfg, fifo: IsFIFO(cfg.QueueURL), inFlight: map[string]*delivery{}, latest: map[string]string{}}
 	attrs, err := api.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl: &cfg.QueueURL,
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout, types.QueueAttributeNameRedrivePolicy,
@@ -188,12 +223,17 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*consumer.Message, error
 			return nil, fmt.Errorf("receive from %s: %w", s.cfg.QueueURL, err)
 		}
 		if len(out.Messages) > 0 {
+			expires := time.Now().Add(s.visibility)
 			msgs := make([]*consumer.Message, len(out.Messages))
+			s.mu.Lock()
 			for i, m := range out.Messages {
 				msgs[i] = fromSQS(m)
+				if old, ok := s.latest[msgs[i].ID]; ok && s.inFlight[old] != nil {
+					s.inFlight[old].again = true // SQS takes only the latest receipt
+				}
+				s.inFlight[msgs[i].Receipt] = &delivery{id: msgs[i].ID, expires: expires}
+				s.latest[msgs[i].ID] = msgs[i].Receipt
 			}
-			s.mu.Lock()
-			s.inFlight += len(msgs)
 			s.mu.Unlock()
 			return msgs, nil
 		}
@@ -229,7 +269,7 @@ func fromSQS(m types.Message) *consumer.Message {
 // visible, in flight elsewhere or delayed in the queue.
 func (s *Source) drained(ctx context.Context) (bool, error) {
 	s.mu.Lock()
-	busy := s.inFlight > 0
+	busy := len(s.inFlight) > 0
 	s.mu.Unlock()
 	if busy {
 		return false, nil
@@ -241,15 +281,33 @@ func (s *Source) drained(ctx context.Context) (bool, error) {
 	return n.Visible+n.InFlight+n.Delayed == 0, nil
 }
 
-func (s *Source) settled() {
+// take settles m's delivery here, whatever comes of the call that then
+// settles it in SQS, so that only one caller takes a delivery. Its error
+// (which names action) wraps consumer.ErrNotInFlight when m was not in
+// flight: settled already or not received here, or its delivery expired
+// (expired: m comes back, and the caller must not touch it in SQS).
+func (s *Source) take(m *consumer.Message, action string) (expired bool, err error) {
 	s.mu.Lock()
-	s.inFlight--
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	d, ok := s.inFlight[m.Receipt]
+	if !ok {
+		return false, fmt.Errorf("%s message %s: %w: settled already, or not received from this source", action, m.ID, consumer.ErrNotInFlight)
+	}
+	delete(s.inFlight, m.Receipt)
+	if s.latest[d.id] == m.Receipt {
+		delete(s.latest, d.id)
+	}
+	if why := d.expired(time.Now()); why != "" {
+		return true, fmt.Errorf("%s message %s: %w: %s; it comes back", action, m.ID, consumer.ErrNotInFlight, why)
+	}
+	return false, nil
 }
 
 // Ack implements Source.
 func (s *Source) Ack(ctx context.Context, m *consumer.Message) error {
-	defer s.settled()
+	if _, err := s.take(m, "ack"); err != nil {
+		return err
+	}
 	if _, err := s.api.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt}); err != nil {
 		return fmt.Errorf("delete message %s: %w", m.ID, err)
 	}
@@ -264,7 +322,9 @@ func (s *Source) Release(ctx context.Context, m *consumer.Message) error {
 // ReleaseAfter implements consumer.Delayer: the message becomes visible again after
 // d (whole seconds, at most SQS's 12 hours).
 func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.Duration) error {
-	defer s.settled()
+	if _, err := s.take(m, "release"); err != nil {
+		return err
+	}
 	secs := int32(min(max(d, 0), 12*time.Hour) / time.Second)
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: secs,
@@ -286,7 +346,12 @@ func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason str
 		}
 		return fmt.Errorf("dead-letter message %s (%s): %w: the queue has no dead-letter queue (pass --dlq-url or set a RedrivePolicy); released", m.ID, reason, consumer.ErrNotDeadLettered)
 	}
-	defer s.settled()
+	if expired, err := s.take(m, "dead-letter"); err != nil {
+		if expired {
+			return fmt.Errorf("%w: %w", consumer.ErrNotDeadLettered, err)
+		}
+		return err
+	}
 	if err := SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.cfg.QueueURL); err != nil {
 		return fmt.Errorf("%w (%s), back after its visibility timeout: %w", consumer.ErrNotDeadLettered, reason, err)
 	}
@@ -473,13 +538,27 @@ func (s *Source) HeartbeatInterval() time.Duration {
 }
 
 // Extend implements consumer.Extender: the message stays invisible for another
-// visibility timeout.
+// visibility timeout. A delivery settled, or expired, is not extended.
 func (s *Source) Extend(ctx context.Context, m *consumer.Message) error {
+	start := time.Now()
+	s.mu.Lock()
+	d, ok := s.inFlight[m.Receipt]
+	why := "settled already, or not received from this source"
+	if ok {
+		why = d.expired(start)
+	}
+	s.mu.Unlock()
+	if why != "" {
+		return fmt.Errorf("extend visibility of message %s: %w: %s", m.ID, consumer.ErrNotInFlight, why)
+	}
 	if _, err := s.api.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
 		QueueUrl: &s.cfg.QueueURL, ReceiptHandle: &m.Receipt, VisibilityTimeout: int32(s.visibility / time.Second),
 	}); err != nil {
 		return fmt.Errorf("extend visibility of message %s: %w", m.ID, err)
 	}
+	s.mu.Lock()
+	d.expires = start.Add(s.visibility) // SQS counts from when it got the call
+	s.mu.Unlock()
 	return nil
 }
 
