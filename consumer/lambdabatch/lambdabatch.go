@@ -202,6 +202,9 @@ func (h *Handler) pause(ctx context.Context, log *slog.Logger, sourceARN string)
 // finite (ErrDrained once every record is settled), and it redelivers
 // nothing: a released record is reported in Response, for SQS to deliver
 // again. API and DLQURL, both optional, dead-letter and delay records.
+// A record is in flight from when Receive hands it out until one settle
+// call takes it; its delivery does not expire here (the event source
+// mapping's visibility timeout outlasts the invocation).
 type Source struct {
 	api    sqsqueue.API
 	dlqURL string
@@ -215,11 +218,22 @@ type Source struct {
 	urlErr    error
 
 	mu        sync.Mutex
-	delivered int // records handed out so far
-	settled   int
-	done      map[string]bool // message id -> its work is durable (or dead-lettered)
+	delivered int             // records handed out so far
+	inFlight  map[string]bool // record key -> handed out and not taken by a settle call
+	settled   int             // records whose settle call ended
+	done      map[string]bool // record key -> its work is durable (or dead-lettered)
 	dead      int             // records sent to the dead-letter queue
 	changed   broadcast.Signal
+}
+
+// recordKey names m's record in the batch: its receipt handle, unique per
+// record even when SQS delivered one message twice in a batch (a recorded
+// or hand-made event may have none: then its message id).
+func recordKey(m *consumer.Message) string {
+	if m.Receipt != "" {
+		return "receipt:" + m.Receipt
+	}
+	return "id:" + m.ID
 }
 
 var (
@@ -229,7 +243,7 @@ var (
 
 // NewSource makes the source of one batch.
 func NewSource(ev events.SQSEvent, api sqsqueue.API, dlqURL string) *Source {
-	s := &Source{api: api, dlqURL: dlqURL, done: map[string]bool{}}
+	s := &Source{api: api, dlqURL: dlqURL, inFlight: map[string]bool{}, done: map[string]bool{}}
 	for _, r := range ev.Records {
 		s.sourceARN = r.EventSourceARN
 		s.fifo = sqsqueue.IsFIFO(r.EventSourceARN)
@@ -269,6 +283,9 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*consumer.Message, error
 		if s.delivered < len(s.msgs) {
 			out := s.msgs[s.delivered:min(s.delivered+max(n, 1), len(s.msgs))]
 			s.delivered += len(out)
+			for _, m := range out {
+				s.inFlight[recordKey(m)] = true
+			}
 			s.mu.Unlock()
 			return out, nil
 		}
@@ -285,33 +302,56 @@ func (s *Source) Receive(ctx context.Context, n int) ([]*consumer.Message, error
 	}
 }
 
-func (s *Source) settle(m *consumer.Message, failed bool) error {
+// take claims m's record for the one settle call that may settle it: it
+// must be in flight (handed out, and not taken before). The caller then
+// calls finish.
+func (s *Source) take(m *consumer.Message, action string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, settled := s.done[m.ID]; settled {
-		return fmt.Errorf("message %s: already settled", m.ID)
+	k := recordKey(m)
+	if !s.inFlight[k] {
+		return fmt.Errorf("%s message %s: %w: settled already, or not handed out by this batch", action, m.ID, consumer.ErrNotInFlight)
 	}
-	s.settled++
-	s.done[m.ID] = !failed
-	s.changed.Notify()
+	delete(s.inFlight, k)
 	return nil
+}
+
+// finish settles the record take claimed: done (its work is durable, or
+// it is in the dead-letter queue) or failed (reported in Response).
+func (s *Source) finish(m *consumer.Message, done, dead bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.settled++
+	s.done[recordKey(m)] = done
+	if dead {
+		s.dead++
+	}
+	s.changed.Notify()
 }
 
 // Ack implements consumer.Source.
 func (s *Source) Ack(_ context.Context, m *consumer.Message) error {
-	return s.settle(m, false)
+	if err := s.take(m, "ack"); err != nil {
+		return err
+	}
+	s.finish(m, true, false)
+	return nil
 }
 
 // Release implements consumer.Source.
 func (s *Source) Release(_ context.Context, m *consumer.Message) error {
-	return s.settle(m, true)
+	if err := s.take(m, "release"); err != nil {
+		return err
+	}
+	s.finish(m, false, false)
+	return nil
 }
 
 // ReleaseAfter reports m failed and, when it can, keeps it invisible for
 // d: Lambda leaves a failed record's visibility as it is, so without the
 // change it would come back after the queue's visibility timeout.
 func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.Duration) error {
-	if err := s.settle(m, true); err != nil {
+	if err := s.Release(ctx, m); err != nil {
 		return err
 	}
 	if s.api == nil || m.Receipt == "" || d <= 0 {
@@ -331,22 +371,20 @@ func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.D
 }
 
 // DeadLetter implements consumer.Source.
+// A record not in flight is not sent.
 func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason string, cause error) error {
+	if err := s.take(m, "dead-letter"); err != nil {
+		return err
+	}
 	if s.api == nil || s.dlqURL == "" {
-		if err := s.settle(m, true); err != nil {
-			return err
-		}
+		s.finish(m, false, false)
 		return fmt.Errorf("dead-letter message %s (%s): %w: no dead-letter queue configured: it is reported failed", m.ID, reason, consumer.ErrNotDeadLettered)
 	}
 	if err := sqsqueue.SendDeadLetter(ctx, s.api, s.dlqURL, m, reason, cause, s.sourceARN); err != nil {
-		return errors.Join(fmt.Errorf("%w (%s), reported failed: %w", consumer.ErrNotDeadLettered, reason, err), s.settle(m, true))
+		s.finish(m, false, false)
+		return fmt.Errorf("%w (%s), reported failed: %w", consumer.ErrNotDeadLettered, reason, err)
 	}
-	if err := s.settle(m, false); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.dead++
-	s.mu.Unlock()
+	s.finish(m, true, true)
 	return nil
 }
 
@@ -366,7 +404,7 @@ func (s *Source) Response() events.SQSEventResponse {
 	var resp events.SQSEventResponse
 	failedGroup := map[string]bool{}
 	for _, m := range s.msgs {
-		fail := !s.done[m.ID] || (s.fifo && failedGroup[m.GroupID])
+		fail := !s.done[recordKey(m)] || (s.fifo && failedGroup[m.GroupID])
 		if fail {
 			if s.fifo {
 				failedGroup[m.GroupID] = true
