@@ -16,10 +16,10 @@ func TestMemQueueConformance(t *testing.T) {
 		}
 		q.Close()
 		return sourcetest.Fixture{Source: q, Redelivers: true, Finite: true,
-			DeadLetters: func(*testing.T) map[string]string {
-				out := map[string]string{}
+			DeadLetters: func(*testing.T) map[string][]string {
+				out := map[string][]string{}
 				for _, d := range q.Dead() {
-					out[string(d.Body)] = d.Reason
+					out[string(d.Body)] = append(out[string(d.Body)], d.Reason)
 				}
 				return out
 			}}

@@ -52,10 +52,10 @@ func TestLambdaSourceConformance(t *testing.T) {
 		ev := lambdaEvent(t, q, bodies)
 		src := lambdabatch.NewSource(ev, api, q.DLQ)
 		return sourcetest.Fixture{Source: src, Finite: true,
-			DeadLetters: func(t *testing.T) map[string]string {
-				out := map[string]string{}
+			DeadLetters: func(t *testing.T) map[string][]string {
+				out := map[string][]string{}
 				for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
-					out[aws.ToString(m.Body)] = aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue)
+					out[aws.ToString(m.Body)] = append(out[aws.ToString(m.Body)], aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue))
 				}
 				return out
 			},

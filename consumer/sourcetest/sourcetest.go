@@ -29,9 +29,9 @@ type Fixture struct {
 	// Finite says Receive returns consumer.ErrDrained once every message
 	// was delivered and settled.
 	Finite bool
-	// DeadLetters returns the messages dead-lettered so far: body ->
-	// reason.
-	DeadLetters func(t *testing.T) map[string]string
+	// DeadLetters returns the messages dead-lettered so far: body -> the
+	// reason of each copy in the dead-letter queue.
+	DeadLetters func(t *testing.T) map[string][]string
 	// HandedBack returns the bodies a non-redelivering source hands back
 	// to its queue (nil when Redelivers).
 	HandedBack func(t *testing.T) []string
@@ -50,6 +50,7 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ReceiveStopsWithItsContext", func(t *testing.T) { t.Parallel(); testCancel(t, h) })
 	t.Run("ConcurrentUse", func(t *testing.T) { t.Parallel(); testConcurrent(t, h) })
 	t.Run("DelayedReleaseComesBackLater", func(t *testing.T) { t.Parallel(); testDelay(t, h) })
+	t.Run("SettlingTwiceIsAnError", func(t *testing.T) { t.Parallel(); testSettleTwice(t, h) })
 }
 
 const timeout = 30 * time.Second
@@ -157,7 +158,7 @@ func testDeadLetter(t *testing.T, h Harness) {
 		}
 	}
 	requireEmpty(t, f, 2*time.Second)
-	assert.Equal(t, map[string]string{"poison": consumer.ReasonBadMessage}, f.DeadLetters(t))
+	assert.Equal(t, map[string][]string{"poison": {consumer.ReasonBadMessage}}, f.DeadLetters(t))
 	if !f.Redelivers {
 		assert.Empty(t, f.HandedBack(t), "a dead-lettered message is not handed back")
 	}

@@ -24,10 +24,10 @@ func sqsFixture(t *testing.T, bodies []string, fifo bool) sourcetest.Fixture {
 	src, err := sqsqueue.NewSource(t.Context(), api, sqsqueue.Config{QueueURL: q.URL, Drain: true, WaitTime: time.Second})
 	require.NoError(t, err)
 	return sourcetest.Fixture{Source: src, Redelivers: true, Finite: true,
-		DeadLetters: func(t *testing.T) map[string]string {
-			out := map[string]string{}
+		DeadLetters: func(t *testing.T) map[string][]string {
+			out := map[string][]string{}
 			for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
-				out[aws.ToString(m.Body)] = aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue)
+				out[aws.ToString(m.Body)] = append(out[aws.ToString(m.Body)], aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue))
 			}
 			return out
 		}}
