@@ -3,7 +3,10 @@ package lambdabatch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,34 +47,70 @@ func lambdaEvent(t *testing.T, q *sqstest.Queues, bodies []string) events.SQSEve
 	return ev
 }
 
-func TestLambdaSourceConformance(t *testing.T) {
-	t.Parallel()
-	sourcetest.Run(t, func(t *testing.T, bodies []string) sourcetest.Fixture {
-		api := sqstest.Client(t)
-		q := sqstest.NewQueues(t, api, sqstest.Options{Visibility: 30 * time.Second})
-		ev := lambdaEvent(t, q, bodies)
-		src := lambdabatch.NewSource(ev, api, q.DLQ)
-		return sourcetest.Fixture{Source: src, Finite: true,
-			DeadLetters: func(t *testing.T) map[string][]string {
-				out := map[string][]string{}
-				for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
-					out[aws.ToString(m.Body)] = append(out[aws.ToString(m.Body)], aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue))
-				}
-				return out
-			},
-			HandedBack: func(*testing.T) []string {
-				var out []string
-				for _, f := range src.Response().BatchItemFailures {
-					for _, r := range ev.Records {
-						if r.MessageId == f.ItemIdentifier {
-							out = append(out, r.Body)
-						}
+// fifoLambdaEvent is the SQS event batch the Lambda service would make
+// of bodies sent to the FIFO queue q, each in its group (see
+// sourcetest.Fixture.FIFO). It is written here: the emulator hands out
+// one message of a group at a time, where SQS gives Lambda several. Its
+// records have no receipt handle, so ReleaseAfter reports a record failed
+// without changing its visibility.
+func fifoLambdaEvent(t *testing.T, q *sqstest.Queues, bodies []string) events.SQSEvent {
+	t.Helper()
+	arn, err := q.API.GetQueueAttributes(t.Context(), &sqs.GetQueueAttributesInput{QueueUrl: &q.URL,
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameQueueArn}})
+	require.NoError(t, err)
+	sent := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	var ev events.SQSEvent
+	for i, b := range bodies {
+		group := "g-" + b
+		if g, _, ok := strings.Cut(b, "/"); ok {
+			group = g
+		}
+		ev.Records = append(ev.Records, events.SQSMessage{MessageId: fmt.Sprintf("fifo-%d", i), Body: b, EventSourceARN: arn.Attributes["QueueArn"],
+			Attributes: map[string]string{"ApproximateReceiveCount": "1", "SentTimestamp": sent, "MessageGroupId": group}})
+	}
+	return ev
+}
+
+func lambdaFixture(t *testing.T, bodies []string, fifo bool) sourcetest.Fixture {
+	api := sqstest.Client(t)
+	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: fifo, Visibility: 30 * time.Second})
+	var ev events.SQSEvent
+	if fifo {
+		ev = fifoLambdaEvent(t, q, bodies)
+	} else {
+		ev = lambdaEvent(t, q, bodies)
+	}
+	src := lambdabatch.NewSource(ev, api, q.DLQ)
+	return sourcetest.Fixture{Source: src, Finite: true, FIFO: fifo,
+		DeadLetters: func(t *testing.T) map[string][]string {
+			out := map[string][]string{}
+			for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
+				out[aws.ToString(m.Body)] = append(out[aws.ToString(m.Body)], aws.ToString(m.MessageAttributes[sqsqueue.AttrReason].StringValue))
+			}
+			return out
+		},
+		HandedBack: func(*testing.T) []string {
+			var out []string
+			for _, f := range src.Response().BatchItemFailures {
+				for _, r := range ev.Records {
+					if r.MessageId == f.ItemIdentifier {
+						out = append(out, r.Body)
 					}
 				}
-				slices.Sort(out)
-				return out
-			}}
-	})
+			}
+			slices.Sort(out)
+			return out
+		}}
+}
+
+func TestLambdaSourceConformance(t *testing.T) {
+	t.Parallel()
+	sourcetest.Run(t, func(t *testing.T, bodies []string) sourcetest.Fixture { return lambdaFixture(t, bodies, false) })
+}
+
+func TestLambdaFIFOSourceConformance(t *testing.T) {
+	t.Parallel()
+	sourcetest.Run(t, func(t *testing.T, bodies []string) sourcetest.Fixture { return lambdaFixture(t, bodies, true) })
 }
 
 // TestLambdaRetryAfterKeepsTheRecordAway: a record released with a delay

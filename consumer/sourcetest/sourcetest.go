@@ -29,6 +29,10 @@ type Fixture struct {
 	// Finite says Receive returns consumer.ErrDrained once every message
 	// was delivered and settled.
 	Finite bool
+	// FIFO says the source has FIFO message groups. The group of a body is
+	// the text before its first "/" ("a/1" and "a/2" are of group "a"); a
+	// body without one is a group of its own.
+	FIFO bool
 	// DeadLetters returns the messages dead-lettered so far: body -> the
 	// reason of each copy in the dead-letter queue.
 	DeadLetters func(t *testing.T) map[string][]string
@@ -51,6 +55,8 @@ func Run(t *testing.T, h Harness) {
 	t.Run("ConcurrentUse", func(t *testing.T) { t.Parallel(); testConcurrent(t, h) })
 	t.Run("DelayedReleaseComesBackLater", func(t *testing.T) { t.Parallel(); testDelay(t, h) })
 	t.Run("SettlingTwiceIsAnError", func(t *testing.T) { t.Parallel(); testSettleTwice(t, h) })
+	t.Run("FIFOGroupsComeInOrder", func(t *testing.T) { t.Parallel(); testFIFOOrder(t, h) })
+	t.Run("FIFOReleasedMessageComesBeforeTheRestOfItsGroup", func(t *testing.T) { t.Parallel(); testFIFORelease(t, h) })
 }
 
 const timeout = 30 * time.Second

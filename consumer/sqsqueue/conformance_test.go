@@ -1,6 +1,7 @@
 package sqsqueue_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -18,12 +19,17 @@ func sqsFixture(t *testing.T, bodies []string, fifo bool) sourcetest.Fixture {
 	q := sqstest.NewQueues(t, api, sqstest.Options{FIFO: fifo, Visibility: 30 * time.Second})
 	for _, b := range bodies {
 		// A FIFO queue hands out one message of a group at a time: each
-		// body in a group of its own, so that the suite can hold several.
-		q.SendInGroup(t, b, "g-"+b)
+		// body in a group of its own, so that the suite can hold several,
+		// unless it names its group (see Fixture.FIFO).
+		group := "g-" + b
+		if g, _, ok := strings.Cut(b, "/"); ok {
+			group = g
+		}
+		q.SendInGroup(t, b, group)
 	}
 	src, err := sqsqueue.NewSource(t.Context(), api, sqsqueue.Config{QueueURL: q.URL, Drain: true, WaitTime: time.Second})
 	require.NoError(t, err)
-	return sourcetest.Fixture{Source: src, Redelivers: true, Finite: true,
+	return sourcetest.Fixture{Source: src, Redelivers: true, Finite: true, FIFO: fifo,
 		DeadLetters: func(t *testing.T) map[string][]string {
 			out := map[string][]string{}
 			for _, m := range sqstest.ReceiveAll(t, api, q.DLQ) {
