@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,4 +132,96 @@ func bodiesOf(msgs []*consumer.Message) []string {
 		out[i] = string(m.Body)
 	}
 	return out
+}
+
+// expiring makes a fixture of the Expiring harness, or skips the test.
+func expiring(t *testing.T, o options, bodies []string) Fixture {
+	t.Helper()
+	if o.expiring == nil {
+		t.Skip("no Expiring harness: the deliveries of this source do not expire")
+	}
+	f := o.expiring(t, bodies)
+	require.Positive(t, f.Visibility, "a fixture of the Expiring harness says its Visibility")
+	require.True(t, f.Redelivers, "an expired delivery comes back from its source")
+	return f
+}
+
+// testExpired: a delivery whose visibility ended is not in flight any
+// more: the message comes back, and settling the expired delivery, by any
+// call, is an error that changes nothing (no dead letter); the new
+// delivery settles as usual.
+func testExpired(t *testing.T, h Harness, o options) {
+	bodies := []string{"e1", "e2", "e3", "e4"}
+	f := expiring(t, o, bodies)
+	start := time.Now()
+	first := receiveN(t, f.Source, len(bodies))
+	again := receiveN(t, f.Source, len(bodies)) // none settled: each comes back
+	assert.GreaterOrEqual(t, time.Since(start), f.Visibility, "came back before its visibility ended")
+	byID := map[string]*consumer.Message{}
+	for _, m := range again {
+		byID[m.ID] = m
+	}
+	all := settles(f.Source)
+	for i, m := range first {
+		fresh := byID[m.ID]
+		require.NotNil(t, fresh, "message %s came back", m.ID)
+		assert.Greater(t, fresh.ReceiveCount, m.ReceiveCount)
+		assertNotInFlight(t, all[i%len(all)], m, "an expired delivery")
+	}
+	for _, m := range again {
+		require.NoError(t, f.Source.Ack(context.Background(), m), "the latest delivery is in flight")
+	}
+	requireDrained(t, f, 2*time.Second)
+	if f.DeadLetters != nil {
+		assert.Empty(t, f.DeadLetters(t), "an expired delivery is not dead-lettered")
+	}
+}
+
+// testExtend: a message extended every HeartbeatInterval does not come
+// back while it is, though that outlasts its visibility, and its delivery
+// stays in flight; a settled message cannot be extended.
+func testExtend(t *testing.T, h Harness, o options) {
+	if o.expiring == nil {
+		if _, ok := h(t, nil).Source.(consumer.Extender); ok {
+			t.Fatal("the source is a consumer.Extender: pass sourcetest.Expiring to Run")
+		}
+	}
+	f := expiring(t, o, []string{"held"})
+	e, ok := f.Source.(consumer.Extender)
+	if !ok {
+		t.Skip("the source is not a consumer.Extender")
+	}
+	every := e.HeartbeatInterval()
+	require.Positive(t, every)
+	require.Less(t, every, f.Visibility, "a heartbeat comes within the visibility")
+	m := receiveN(t, f.Source, 1)[0]
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				assert.NoError(t, e.Extend(context.Background(), m))
+			}
+		}
+	})
+	hold := f.Visibility * 3 / 2
+	ctx, cancel := context.WithTimeout(context.Background(), hold)
+	msgs, err := f.Source.Receive(ctx, 10)
+	cancel()
+	close(stop)
+	wg.Wait()
+	require.Empty(t, bodiesOf(msgs), "an extended message came back within %s, its visibility being %s", hold, f.Visibility)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+
+	require.NoError(t, f.Source.Ack(context.Background(), m), "the extended delivery is in flight after its first visibility")
+	var extendErr error
+	require.NotPanics(t, func() { extendErr = e.Extend(context.Background(), m) })
+	require.ErrorIs(t, extendErr, consumer.ErrNotInFlight, "Extend of a settled message")
+	requireDrained(t, f, 2*time.Second)
 }

@@ -3,7 +3,8 @@
 // that the Consumer can rely on the contract written on the interface.
 //
 // A driver's test calls Run with a Harness that makes a fresh source
-// holding given message bodies.
+// holding given message bodies (and, if its deliveries expire, with the
+// Expiring option).
 package sourcetest
 
 import (
@@ -33,6 +34,10 @@ type Fixture struct {
 	// the text before its first "/" ("a/1" and "a/2" are of group "a"); a
 	// body without one is a group of its own.
 	FIFO bool
+	// Visibility is how long a delivery stays in flight unless it is
+	// settled or extended (zero: until it is settled). The fixtures of an
+	// Expiring harness set it.
+	Visibility time.Duration
 	// DeadLetters returns the messages dead-lettered so far: body -> the
 	// reason of each copy in the dead-letter queue.
 	DeadLetters func(t *testing.T) map[string][]string
@@ -44,8 +49,26 @@ type Fixture struct {
 // Harness makes a fixture whose source holds bodies, in this order.
 type Harness func(t *testing.T, bodies []string) Fixture
 
+// Option adds to what Run tests.
+type Option func(*options)
+
+type options struct {
+	expiring Harness
+}
+
+// Expiring gives Run a harness of sources like the harness's, but whose
+// deliveries expire: a message neither settled nor extended within the
+// fixture's Visibility (short: a second or two) comes back. The clauses on
+// expiry and on consumer.Extender run on its fixtures; without it they are
+// skipped, and a source that is a consumer.Extender fails.
+func Expiring(h Harness) Option { return func(o *options) { o.expiring = h } }
+
 // Run runs every conformance test on the sources h makes.
-func Run(t *testing.T, h Harness) {
+func Run(t *testing.T, h Harness, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	t.Run("ReceivesEveryMessageOnce", func(t *testing.T) { t.Parallel(); testReceive(t, h) })
 	t.Run("ReceiveHonoursMax", func(t *testing.T) { t.Parallel(); testMax(t, h) })
 	t.Run("AckedMessagesDoNotComeBack", func(t *testing.T) { t.Parallel(); testAck(t, h) })
@@ -57,6 +80,8 @@ func Run(t *testing.T, h Harness) {
 	t.Run("SettlingTwiceIsAnError", func(t *testing.T) { t.Parallel(); testSettleTwice(t, h) })
 	t.Run("FIFOGroupsComeInOrder", func(t *testing.T) { t.Parallel(); testFIFOOrder(t, h) })
 	t.Run("FIFOReleasedMessageComesBeforeTheRestOfItsGroup", func(t *testing.T) { t.Parallel(); testFIFORelease(t, h) })
+	t.Run("ExpiredDeliveryIsNotInFlight", func(t *testing.T) { t.Parallel(); testExpired(t, h, o) })
+	t.Run("ExtendedMessageStaysInFlight", func(t *testing.T) { t.Parallel(); testExtend(t, h, o) })
 }
 
 const timeout = 30 * time.Second
