@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/socialdata/enricher/internal/specfile"
 )
 
 // Output field types a job spec may declare.
@@ -297,13 +298,12 @@ func (m ModelSettings) RequestTimeout() time.Duration {
 	return d
 }
 
-var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+var namePattern = specfile.NamePattern
 
 // TablePattern is what a table name must match: NAMESPACE.TABLE, with
-// nested namespaces as a.b.TABLE. The snapshot event's JSON Schema
-// (consumer/snapshot-event.schema.json) holds the same pattern for its
-// table field; TestEventTablePatternIsTheSpecs keeps the two equal.
-var TablePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
+// nested namespaces as a.b.TABLE (specfile.TablePattern, which the CDK app
+// and the snapshot event's JSON Schema share).
+var TablePattern = specfile.TablePattern
 
 // Validate checks every field and returns all problems joined.
 func (s *Spec) Validate() error {
@@ -329,11 +329,8 @@ func (s *Spec) Validate() error {
 	}
 
 	checkTable := func(field, v string) {
-		switch {
-		case v == "":
-			bad(field, "is required")
-		case !TablePattern.MatchString(v):
-			bad(field, "%q must be NAMESPACE.TABLE", v)
+		if p := specfile.TableProblem(v); p != "" {
+			bad(field, "%s", p)
 		}
 	}
 	checkTable("source.table", s.Source.Table)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer/pipeline"
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/specfile"
 	"github.com/socialdata/enricher/storage"
 )
 
@@ -67,19 +68,19 @@ func configPath(flag string) (string, error) {
 
 // loadConfig reads and validates a config file. Relative paths in it are
 // relative to the file's folder. What is wrong with it comes as
-// *enrich.SpecError, as for job specs: the file itself (not a regular
-// file, larger than enrich.MaxFileBytes, two YAML documents) and each field
-// (a fraction where an integer is expected, ...).
+// *enrich.SpecError (specfile.FieldError), as for job specs: the file
+// itself (not a regular file, larger than specfile.MaxFileBytes, two YAML
+// documents) and each field (a fraction where an integer is expected, ...).
 func loadConfig(path string) (*Config, error) {
-	data, err := enrich.ReadFile(path)
+	data, err := specfile.ReadFile(path)
 	if err != nil {
-		if se := new(enrich.SpecError); errors.As(err, &se) {
+		if se := new(specfile.FieldError); errors.As(err, &se) {
 			return nil, err // a device, a FIFO, a folder, too large
 		}
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	var c Config
-	if err := enrich.DecodeYAML(path, data, &c); err != nil {
+	if err := specfile.DecodeYAML(path, data, &c); err != nil {
 		return nil, err
 	}
 	abs, err := filepath.Abs(path)

@@ -108,3 +108,16 @@ func TestTestOnlyPackagesStayInTests(t *testing.T) {
 		require.Contains(t, pkgs, p, "%s is a package of this module", p)
 	}
 }
+
+// TestSpecfileImportsOnlyYAML: internal/specfile, which the CDK app
+// imports beside enrich and cmd/enricher, needs the standard library and
+// gopkg.in/yaml.v3, nothing else.
+func TestSpecfileImportsOnlyYAML(t *testing.T) {
+	t.Parallel()
+	for _, d := range deps(t, "internal/specfile") {
+		first, _, _ := strings.Cut(d, "/")
+		if d != module+"/internal/specfile" && strings.Contains(first, ".") && d != "gopkg.in/yaml.v3" {
+			t.Errorf("internal/specfile imports %s: only the standard library and gopkg.in/yaml.v3 are allowed", d)
+		}
+	}
+}

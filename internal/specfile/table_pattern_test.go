@@ -1,4 +1,4 @@
-package enrich_test
+package specfile_test
 
 import (
 	"encoding/json"
@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/specfile"
 )
 
 // TestEventTablePatternIsTheSpecs: the snapshot event's JSON Schema and
@@ -17,12 +17,11 @@ import (
 // can name every table a job may read.
 //
 // The test reads the schema file that consumer embeds as EventSchema
-// rather than importing consumer: in either direction the import would
-// put the other package's dependencies into a fuzz binary (consumer's
-// FuzzDecodeEvent runs at half the speed with enrich's Arrow in it).
+// rather than importing consumer, which would put the runtime into this
+// small package's test.
 func TestEventTablePatternIsTheSpecs(t *testing.T) {
 	t.Parallel()
-	data, err := os.ReadFile(filepath.Join("..", "consumer", "snapshot-event.schema.json"))
+	data, err := os.ReadFile(filepath.Join("..", "..", "consumer", "snapshot-event.schema.json"))
 	require.NoError(t, err)
 	var schema struct {
 		Properties struct {
@@ -33,5 +32,5 @@ func TestEventTablePatternIsTheSpecs(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(data, &schema))
 	require.NotEmpty(t, schema.Properties.Table.Pattern, "the schema's table.pattern")
-	assert.Equal(t, enrich.TablePattern.String(), schema.Properties.Table.Pattern)
+	assert.Equal(t, specfile.TablePattern.String(), schema.Properties.Table.Pattern)
 }
