@@ -13,7 +13,7 @@ import (
 	"strconv"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	"github.com/socialdata/enricher/internal/specfile"
 )
 
 // Config is everything a deployment can choose. It comes from CDK context
@@ -162,23 +162,24 @@ func DefaultConfig() Config {
 // contextConfigFile is the context key naming the optional config file.
 const contextConfigFile = "config"
 
-// ConfigError is one bad setting: the key (context key and config file
-// field), where it came from and why it cannot work.
-type ConfigError struct {
-	Key, Source, Reason string
-}
+// sourceContext is where a setting given as CDK context comes from, in
+// errors: "context: queueType: ...". A setting from the config file names
+// the file.
+const sourceContext = "context"
 
-func (e *ConfigError) Error() string {
-	if e.Source == "" {
-		return fmt.Sprintf("%s: %s", e.Key, e.Reason)
-	}
-	return fmt.Sprintf("%s (%s): %s", e.Key, e.Source, e.Reason)
+// setting is the error of one bad setting: a *specfile.FieldError whose
+// File is where the setting came from (sourceContext, the config file, or
+// "" for a default) and whose Field is the key (context key and config
+// file field).
+func setting(source, key, reason string) error {
+	return &specfile.FieldError{File: source, Field: key, Reason: reason}
 }
 
 // LoadConfig builds the configuration from CDK context (all of it, as
 // Node.GetAllContext returns it) over the config file the context key
 // "config" names (relative to dir) over the defaults, and validates it.
-// Every problem is returned, joined, each naming its key.
+// Every problem is returned, joined, each a *specfile.FieldError naming
+// where the setting came from and its key.
 func LoadConfig(context map[string]any, dir string) (Config, error) {
 	cfg := DefaultConfig()
 	source := map[string]string{}
@@ -192,7 +193,7 @@ func LoadConfig(context map[string]any, dir string) (Config, error) {
 			return cfg, err
 		}
 		for _, k := range set {
-			source[k] = "config file " + path
+			source[k] = path
 		}
 	}
 	var errs []error
@@ -203,14 +204,14 @@ func LoadConfig(context map[string]any, dir string) (Config, error) {
 		}
 		f, ok := keys[k]
 		if !ok {
-			errs = append(errs, &ConfigError{Key: k, Source: "context", Reason: "unknown setting; known: " + strings.Join(sortedKeys(keys), ", ")})
+			errs = append(errs, setting(sourceContext, k, "unknown setting; known: "+strings.Join(sortedKeys(keys), ", ")))
 			continue
 		}
 		if err := f.set(&cfg, v); err != nil {
-			errs = append(errs, &ConfigError{Key: k, Source: "context", Reason: err.Error()})
+			errs = append(errs, setting(sourceContext, k, err.Error()))
 			continue
 		}
-		source[k] = "context"
+		source[k] = sourceContext
 	}
 	if err := errors.Join(errs...); err != nil {
 		return cfg, err
@@ -233,11 +234,11 @@ func readConfigFile(path string, cfg *Config) ([]string, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return nil, &specfile.FieldError{File: path, Reason: err.Error()}
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return nil, fmt.Errorf("config file %s: %w", path, err)
+		return nil, &specfile.FieldError{File: path, Reason: err.Error()}
 	}
 	set := make([]string, 0, len(raw))
 	for k := range raw {
@@ -414,7 +415,7 @@ func (c Config) VisibilityTimeout() int {
 func (c Config) validate(source map[string]string) error {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, &ConfigError{Key: key, Source: source[key], Reason: fmt.Sprintf(format, args...)})
+		errs = append(errs, setting(source[key], key, fmt.Sprintf(format, args...)))
 	}
 	if !stageRE.MatchString(c.Stage) {
 		bad("stage", "%q must be lowercase letters, digits and dashes, starting with a letter, at most 20 characters", c.Stage)
@@ -545,49 +546,56 @@ type JobTables struct {
 
 // ReadJobs reads the source and target tables of the configured job specs
 // (relative to root) and checks that, on a Glue catalog, they live in the
-// Glue database: the Iceberg namespace is the Glue database. Only these two
-// fields are read; the consumer validates the whole spec when it starts.
+// Glue database: the Iceberg namespace is the Glue database. The files are
+// read as the consumer reads them (specfile.ReadFile, specfile.DecodeYAML:
+// an empty file, a second document, a duplicate key stop the synth) and
+// the tables checked by its rule (specfile.TableProblem); only these two
+// fields are read, the other fields are the consumer's to check when it
+// starts (enricher validate checks them before). Each problem is a
+// *specfile.FieldError naming the file and the field.
 func (c Config) ReadJobs(root string) ([]JobTables, error) {
 	var out []JobTables
 	var errs []error
 	for _, j := range c.Jobs {
-		data, err := os.ReadFile(filepath.Join(root, j))
+		data, err := specfile.ReadFile(filepath.Join(root, j))
 		if err != nil {
-			errs = append(errs, &ConfigError{Key: "jobs", Reason: fmt.Sprintf("read job spec: %v", err)})
+			if se := new(specfile.FieldError); errors.As(err, &se) {
+				errs = append(errs, err) // a folder, a device, too large
+			} else {
+				errs = append(errs, setting("", "jobs", fmt.Sprintf("read job spec: %v", err)))
+			}
 			continue
 		}
+		// The inline maps take every other field: their names and values
+		// are the consumer's to check.
 		var spec struct {
 			Source struct {
-				Table string `yaml:"table"`
+				Table string         `yaml:"table"`
+				Other map[string]any `yaml:",inline"`
 			} `yaml:"source"`
 			Target struct {
-				Table string `yaml:"table"`
+				Table string         `yaml:"table"`
+				Other map[string]any `yaml:",inline"`
 			} `yaml:"target"`
+			Other map[string]any `yaml:",inline"`
 		}
-		if err := yaml.Unmarshal(data, &spec); err != nil {
-			errs = append(errs, &ConfigError{Key: "jobs", Reason: fmt.Sprintf("%s: %v", j, err)})
+		if err := specfile.DecodeYAML(j, data, &spec); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		t := JobTables{File: j, Source: spec.Source.Table, Target: spec.Target.Table}
-		for _, name := range []string{t.Source, t.Target} {
-			ns, _, ok := cutLast(name, ".")
-			switch {
-			case !ok:
-				errs = append(errs, &ConfigError{Key: "jobs", Reason: fmt.Sprintf("%s: table %q is not NAMESPACE.TABLE", j, name)})
-			case c.Catalog == CatalogGlue && ns != c.GlueDatabase:
-				errs = append(errs, &ConfigError{Key: "glueDatabase", Reason: fmt.Sprintf(
-					"%s names table %s, whose namespace %q is not the Glue database %q (the namespace is the Glue database)", j, name, ns, c.GlueDatabase)})
+		for _, f := range []struct{ field, name string }{{"source.table", t.Source}, {"target.table", t.Target}} {
+			if p := specfile.TableProblem(f.name); p != "" {
+				errs = append(errs, &specfile.FieldError{File: j, Field: f.field, Reason: p})
+				continue
+			}
+			ns := f.name[:strings.LastIndex(f.name, ".")]
+			if c.Catalog == CatalogGlue && ns != c.GlueDatabase {
+				errs = append(errs, &specfile.FieldError{File: j, Field: f.field, Reason: fmt.Sprintf(
+					"%s is in namespace %q, not in the Glue database %q (glueDatabase): the namespace is the Glue database", f.name, ns, c.GlueDatabase)})
 			}
 		}
 		out = append(out, t)
 	}
 	return out, errors.Join(errs...)
-}
-
-func cutLast(s, sep string) (before, after string, ok bool) {
-	i := strings.LastIndex(s, sep)
-	if i <= 0 || i == len(s)-len(sep) {
-		return "", "", false
-	}
-	return s[:i], s[i+len(sep):], true
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/socialdata/enricher/internal/specfile"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -80,32 +82,32 @@ func TestLoadConfigErrors(t *testing.T) {
 		give map[string]any
 		want []string // every one must be in the error
 	}{
-		{"queue type", map[string]any{"queueType": "lifo"}, []string{`queueType (context): "lifo" is not fifo or standard`}},
-		{"queue type from file", map[string]any{"config": "bad.json"}, []string{`queueType (config file `, `bad.json): "lifo" is not fifo or standard`}},
-		{"max concurrency below AWS minimum", map[string]any{"maxConcurrency": "1"}, []string{"maxConcurrency (context): must be 2 to 1000", "got 1"}},
+		{"queue type", map[string]any{"queueType": "lifo"}, []string{`context: queueType: "lifo" is not fifo or standard`}},
+		{"queue type from file", map[string]any{"config": "bad.json"}, []string{`bad.json: queueType: "lifo" is not fifo or standard`}},
+		{"max concurrency below AWS minimum", map[string]any{"maxConcurrency": "1"}, []string{"context: maxConcurrency: must be 2 to 1000", "got 1"}},
 		{"visibility below six times the function timeout", map[string]any{"lambdaTimeoutSeconds": "300", "visibilityTimeoutSeconds": "900"},
-			[]string{"visibilityTimeoutSeconds (context): 900 is less than six times lambdaTimeoutSeconds (6 x 300 = 1800)"}},
+			[]string{"context: visibilityTimeoutSeconds: 900 is less than six times lambdaTimeoutSeconds (6 x 300 = 1800)"}},
 		{"six times the timeout over the SQS maximum", map[string]any{"lambdaTimeoutSeconds": "900", "visibilityTimeoutSeconds": "50000"},
-			[]string{"visibilityTimeoutSeconds (context): must be 0 (six times lambdaTimeoutSeconds) to 43200, got 50000"}},
+			[]string{"context: visibilityTimeoutSeconds: must be 0 (six times lambdaTimeoutSeconds) to 43200, got 50000"}},
 		{"rest without endpoint", map[string]any{"catalog": "rest"}, []string{"restCatalogUri: is required with catalog=rest"}},
-		{"rest endpoint not https", map[string]any{"catalog": "rest", "restCatalogUri": "http://catalog:8181"}, []string{`restCatalogUri (context): "http://catalog:8181" is not an https:// URL`}},
-		{"unknown catalog", map[string]any{"catalog": "hive"}, []string{`catalog (context): "hive" is not glue or rest`}},
-		{"batch size over FIFO limit", map[string]any{"batchSize": "100"}, []string{"batchSize (context): must be 1 to 10"}},
-		{"retention not shorter than the DLQ's", map[string]any{"retentionDays": "14"}, []string{"retentionDays (context): must be 1 to 13 days"}},
-		{"max receive count", map[string]any{"maxReceiveCount": "0"}, []string{"maxReceiveCount (context): must be 1 to 1000, got 0"}},
-		{"stage", map[string]any{"stage": "Prod!"}, []string{`stage (context): "Prod!" must be lowercase`}},
-		{"compute", map[string]any{"compute": "ec2"}, []string{`compute (context): "ec2" is not lambda, fargate or both`}},
-		{"not a number", map[string]any{"maxConcurrency": "ten"}, []string{`maxConcurrency (context): want a whole number, got "ten"`}},
-		{"unknown key", map[string]any{"stag": "prod"}, []string{"stag (context): unknown setting; known: batchSize, catalog"}},
+		{"rest endpoint not https", map[string]any{"catalog": "rest", "restCatalogUri": "http://catalog:8181"}, []string{`context: restCatalogUri: "http://catalog:8181" is not an https:// URL`}},
+		{"unknown catalog", map[string]any{"catalog": "hive"}, []string{`context: catalog: "hive" is not glue or rest`}},
+		{"batch size over FIFO limit", map[string]any{"batchSize": "100"}, []string{"context: batchSize: must be 1 to 10"}},
+		{"retention not shorter than the DLQ's", map[string]any{"retentionDays": "14"}, []string{"context: retentionDays: must be 1 to 13 days"}},
+		{"max receive count", map[string]any{"maxReceiveCount": "0"}, []string{"context: maxReceiveCount: must be 1 to 1000, got 0"}},
+		{"stage", map[string]any{"stage": "Prod!"}, []string{`context: stage: "Prod!" must be lowercase`}},
+		{"compute", map[string]any{"compute": "ec2"}, []string{`context: compute: "ec2" is not lambda, fargate or both`}},
+		{"not a number", map[string]any{"maxConcurrency": "ten"}, []string{`context: maxConcurrency: want a whole number, got "ten"`}},
+		{"unknown key", map[string]any{"stag": "prod"}, []string{"context: stag: unknown setting; known: batchSize, catalog"}},
 		{"unknown key in file", map[string]any{"config": "typo.json"}, []string{`unknown field "stag"`}},
 		{"missing file", map[string]any{"config": "nope.json"}, []string{"read config file", "nope.json"}},
 		{"model endpoint without deployment", map[string]any{"modelEndpoint": "https://x.openai.azure.com"}, []string{"modelDeployment: is required with modelEndpoint"}},
-		{"secret ARN", map[string]any{"modelSecretArn": "my-key"}, []string{`modelSecretArn (context): "my-key" is not a Secrets Manager secret ARN`}},
-		{"fargate memory", map[string]any{"compute": "fargate", "fargateCpu": "256", "fargateMemoryMB": "4096"}, []string{"fargateMemoryMB (context): must be 512 to 2048 with fargateCpu 256"}},
-		{"fargate tasks", map[string]any{"compute": "both", "fargateMinTasks": "3", "fargateMaxTasks": "2"}, []string{"fargateMaxTasks (context): must be at least 1 and at least fargateMinTasks (3)"}},
-		{"job outside the repository", map[string]any{"jobs": "../x.yaml"}, []string{`jobs (context): "../x.yaml" must be a path inside the repository`}},
+		{"secret ARN", map[string]any{"modelSecretArn": "my-key"}, []string{`context: modelSecretArn: "my-key" is not a Secrets Manager secret ARN`}},
+		{"fargate memory", map[string]any{"compute": "fargate", "fargateCpu": "256", "fargateMemoryMB": "4096"}, []string{"context: fargateMemoryMB: must be 512 to 2048 with fargateCpu 256"}},
+		{"fargate tasks", map[string]any{"compute": "both", "fargateMinTasks": "3", "fargateMaxTasks": "2"}, []string{"context: fargateMaxTasks: must be at least 1 and at least fargateMinTasks (3)"}},
+		{"job outside the repository", map[string]any{"jobs": "../x.yaml"}, []string{`context: jobs: "../x.yaml" must be a path inside the repository`}},
 		{"every problem at once", map[string]any{"queueType": "lifo", "maxConcurrency": "1", "catalog": "rest"},
-			[]string{"queueType (context)", "maxConcurrency (context)", "restCatalogUri"}},
+			[]string{"context: queueType", "context: maxConcurrency", "restCatalogUri"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +139,7 @@ func TestReadJobs(t *testing.T) {
 	cfg.GlueDatabase = "analytics"
 	_, err = cfg.ReadJobs(root)
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `glueDatabase: jobs/sentiment.yaml names table social.posts, whose namespace "social" is not the Glue database "analytics"`)
+	assert.Contains(t, err.Error(), `jobs/sentiment.yaml: source.table: social.posts is in namespace "social", not in the Glue database "analytics" (glueDatabase)`)
 
 	cfg.Catalog = CatalogREST // any namespace on a REST catalog
 	_, err = cfg.ReadJobs(root)
@@ -147,6 +149,75 @@ func TestReadJobs(t *testing.T) {
 	_, err = cfg.ReadJobs(root)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "jobs: read job spec")
+}
+
+// TestReadJobsReadsAsTheConsumerDoes: the synth reads the job specs with
+// the consumer's strict decoder and table rule, so that what it ships is
+// what the consumer reads, and says so as the consumer does: file, field,
+// reason.
+func TestReadJobsReadsAsTheConsumerDoes(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	require.NoError(t, os.Mkdir(filepath.Join(root, "jobs"), 0o755))
+	spec := func(source, target string) string {
+		return "name: j\nsource: {table: " + source + ", key: id, text: body}\ntarget: {table: " + target + "}\nmodel: {provider: lexicon}\n"
+	}
+	tests := []struct {
+		name, give  string
+		field, want string // "" = read
+	}{
+		{name: "other fields are the consumer's", give: spec("social.posts", "social.out") + "outputs: [{name: label, type: string}]\n"},
+		{name: "a second document", give: spec("social.posts", "social.out") + "---\n" + spec("social.a", "social.b"),
+			want: "line 5: a second YAML document (after ---): a file holds one document (one config, or one job spec), the rest would be ignored"},
+		{name: "empty", give: "", want: "file is empty"},
+		{name: "duplicate key", give: spec("social.posts", "social.out") + "target: {table: social.other}\n", want: `line 5: mapping key "target" already defined at line 3`},
+		{name: "not a table name", give: spec("so cial.posts", "social.out"), field: "source.table", want: `"so cial.posts" must be NAMESPACE.TABLE`},
+		{name: "no target", give: "source: {table: social.posts}\n", field: "target.table", want: "is required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			file := "jobs/" + strings.ReplaceAll(tt.name, " ", "_") + ".yaml"
+			require.NoError(t, os.WriteFile(filepath.Join(root, file), []byte(tt.give), 0o644))
+			cfg := DefaultConfig()
+			cfg.Jobs = []string{file}
+			_, err := cfg.ReadJobs(root)
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			var fe *specfile.FieldError
+			require.ErrorAs(t, err, &fe)
+			assert.Equal(t, file, fe.File)
+			assert.Equal(t, tt.field, fe.Field)
+			assert.Equal(t, tt.want, fe.Reason)
+		})
+	}
+}
+
+// TestSettingErrorsNameSourceAndKey: a bad setting is the error type of
+// every file the program reads (specfile.FieldError), naming where it came
+// from as the file and its key as the field.
+func TestSettingErrorsNameSourceAndKey(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "bad.json"), []byte(`{"queueType": "lifo"}`), 0o644))
+	for _, tt := range []struct {
+		give                map[string]any
+		file, field, reason string
+	}{
+		{map[string]any{"queueType": "lifo"}, "context", "queueType", `"lifo" is not fifo or standard`},
+		{map[string]any{"stag": "prod"}, "context", "stag", "unknown setting; known: "},
+		{map[string]any{"config": "bad.json"}, filepath.Join(dir, "bad.json"), "queueType", `"lifo" is not fifo or standard`},
+		{map[string]any{"catalog": "rest"}, "", "restCatalogUri", "is required with catalog=rest"},
+	} {
+		_, err := LoadConfig(tt.give, dir)
+		var fe *specfile.FieldError
+		require.ErrorAs(t, err, &fe)
+		assert.Equal(t, tt.file, fe.File)
+		assert.Equal(t, tt.field, fe.Field)
+		assert.True(t, strings.HasPrefix(fe.Reason, tt.reason), fe.Reason)
+	}
 }
 
 func TestRuntimeConfig(t *testing.T) {

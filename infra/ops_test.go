@@ -239,7 +239,7 @@ func TestReservedConcurrency(t *testing.T) {
 		assert.Equal(t, 50, cfg.Reserved())
 		_, err = LoadConfig(map[string]any{"reservedConcurrency": "3", "maxConcurrency": "10"}, t.TempDir())
 		require.Error(t, err)
-		assert.Contains(t, err.Error(), "reservedConcurrency (context): must be 0 (reserve maxConcurrency), -1 (reserve none) or maxConcurrency (10) to 1000, got 3")
+		assert.Contains(t, err.Error(), "context: reservedConcurrency: must be 0 (reserve maxConcurrency), -1 (reserve none) or maxConcurrency (10) to 1000, got 3")
 	})
 }
 
@@ -416,11 +416,11 @@ func TestFargateImageConfig(t *testing.T) {
 	assert.Equal(t, []string{"123456789012", "eu-west-1", "team/enricher", digest[1:]}, m[1:])
 	_, err = LoadConfig(map[string]any{"compute": "fargate", "fargateNetwork": "vpn"}, t.TempDir())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `fargateNetwork (context): "vpn" is not public or private`)
+	assert.Contains(t, err.Error(), `context: fargateNetwork: "vpn" is not public or private`)
 	_, err = LoadConfig(map[string]any{"modelProvider": "azure"}, t.TempDir())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "modelProvider (context): is only used with modelEndpoint")
+	assert.Contains(t, err.Error(), "context: modelProvider: is only used with modelEndpoint")
 	_, err = LoadConfig(map[string]any{"modelProvider": "lexicon", "modelEndpoint": "https://x", "modelDeployment": "d"}, t.TempDir())
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), `modelProvider (context): "lexicon" is not azure or openai`)
+	assert.Contains(t, err.Error(), `context: modelProvider: "lexicon" is not azure or openai`)
 }

@@ -42,7 +42,8 @@ func TestRooms(t *testing.T) {
 		{pkg: "storage", why: "storage knows neither queues nor models",
 			banned: []string{module + "/consumer", module + "/enrich", "github.com/sashabaranov/go-openai", "github.com/aws/aws-sdk-go-v2/service/sqs"}},
 		{pkg: "infra", why: "the CDK app imports nothing of the runtime",
-			banned: []string{module + "/consumer", module + "/enrich", module + "/storage", module + "/cmd", "github.com/apache/iceberg-go"}},
+			banned: []string{module + "/consumer", module + "/enrich", module + "/storage", module + "/cmd",
+				"github.com/apache/iceberg-go", "github.com/apache/arrow-go", "github.com/sashabaranov/go-openai"}},
 		{pkg: "internal/iamactions", why: "the IAM action lists that infra grants and cmd/enricher's tests check are plain data",
 			banned: []string{module + "/", "github.com/", "golang.org/", "gopkg.in/"}},
 		{pkg: "internal/metricnames", why: "the metric names that infra alarms on and the consumer writes are plain data",
@@ -65,16 +66,18 @@ func TestRooms(t *testing.T) {
 	}
 }
 
-// TestInfraImportsOnlyTheActionLists: of this module, the CDK app imports
+// TestInfraImportsOnlyPlainPackages: of this module, the CDK app imports
 // internal/iamactions (the one list of what the consumer may do, shared
-// with the tests that record what it does) and internal/metricnames (the
-// metrics its alarms read, which the consumer writes), nothing else.
-func TestInfraImportsOnlyTheActionLists(t *testing.T) {
+// with the tests that record what it does), internal/metricnames (the
+// metrics its alarms read, which the consumer writes) and
+// internal/specfile (how the consumer reads the job specs the stack ships,
+// and the one error type of settings and files), nothing else.
+func TestInfraImportsOnlyPlainPackages(t *testing.T) {
 	t.Parallel()
-	allowed := []string{module + "/infra", module + "/internal/iamactions", module + "/internal/metricnames"}
+	allowed := []string{module + "/infra", module + "/internal/iamactions", module + "/internal/metricnames", module + "/internal/specfile"}
 	for _, d := range deps(t, "infra") {
 		if strings.HasPrefix(d, module+"/") && !slices.Contains(allowed, d) {
-			t.Errorf("infra imports %s: only internal/iamactions and internal/metricnames of this module are allowed", d)
+			t.Errorf("infra imports %s: only internal/iamactions, internal/metricnames and internal/specfile of this module are allowed", d)
 		}
 	}
 }
