@@ -13,8 +13,9 @@ const DefaultAzureVersion = "2024-10-21"
 // model name, picks what answers, so _model records the deployment.
 func azureProvider() Provider {
 	return Provider{
-		Name: ProviderAzure,
-		Chat: true,
+		Name:        ProviderAzure,
+		Chat:        true,
+		Deployments: true,
 		Defaults: func(m *ModelSettings) {
 			m.APIVersion = cmp.Or(m.APIVersion, DefaultAzureVersion)
 			m.Deployment = cmp.Or(m.Deployment, m.Name)

@@ -71,7 +71,7 @@ func TestBatchSettingsAreChecked(t *testing.T) {
 	spec := strings.NewReplacer("provider: openai", "provider: lexicon", "name: gpt-4o-mini", "name: vader").Replace(batchSpecBase)
 	_, err := enrich.ParseSpec("job.yaml", []byte(strings.Replace(spec, "%MODEL%", "  batch_api: true", 1)))
 	require.Error(t, err)
-	assert.Contains(t, err.Error(), "model.batch_api: is for the chat providers")
+	assert.Contains(t, err.Error(), "model.batch_api: is for the chat providers ("+strings.Join(enrich.ChatProviders, ", ")+"), not lexicon")
 
 	azure := strings.NewReplacer("provider: openai", "provider: azure\n  base_url: https://x.openai.azure.com\n  api_version: 2024-06-01").Replace(batchSpecBase)
 	_, err = enrich.ParseSpec("job.yaml", []byte(strings.Replace(azure, "%MODEL%", "  batch_api: true", 1)))

@@ -23,11 +23,23 @@ func ModelProviders() []Provider {
 // ModelProviders.
 var Providers = providerNames()
 
-func providerNames() []string {
-	ps := ModelProviders()
-	names := make([]string, len(ps))
-	for i, p := range ps {
-		names[i] = p.Name
+// ChatProviders names the chat-completion providers (Provider.Chat), in
+// the order of ModelProviders: those a model endpoint can be, and those
+// the chat settings (base_url, the Batch API, ...) are for.
+var ChatProviders = providerNames(func(p Provider) bool { return p.Chat })
+
+// DeploymentProviders names the providers whose servers pick what answers
+// by a deployment (Provider.Deployments), in the order of ModelProviders.
+var DeploymentProviders = providerNames(func(p Provider) bool { return p.Deployments })
+
+// providerNames are the names of the providers for which keep is true,
+// or of every provider without keep.
+func providerNames(keep ...func(Provider) bool) []string {
+	var names []string
+	for _, p := range ModelProviders() {
+		if len(keep) == 0 || keep[0](p) {
+			names = append(names, p.Name)
+		}
 	}
 	return names
 }
@@ -55,6 +67,13 @@ type Provider struct {
 	// the command line commits such jobs in smaller chunks, as they
 	// enrich tens of rows a second rather than many thousands.
 	Chat bool
+
+	// Deployments marks a chat server that picks what answers by a
+	// deployment name (model.deployment, --deployment), not by the model
+	// name. For a chat provider without it, --deployment (and so the CDK
+	// app's modelDeployment, which it passes as --deployment whatever the
+	// provider) names the model when --model does not.
+	Deployments bool
 
 	// Defaults fills the settings of the provider that the spec left
 	// empty (model.name above all). It runs after the defaults common to

@@ -1,7 +1,6 @@
 package enrich_test
 
 import (
-	"regexp"
 	"strings"
 	"testing"
 
@@ -9,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/socialdata/enricher/enrich"
+	"github.com/socialdata/enricher/internal/specfile"
 )
 
 // TestEveryProviderLoadsAndBuilds is what a new provider gets checked
@@ -27,7 +27,9 @@ func TestEveryProviderLoadsAndBuilds(t *testing.T) {
 	for _, p := range providers {
 		t.Run(p.Name, func(t *testing.T) {
 			t.Parallel()
-			assert.Regexp(t, regexp.MustCompile(`^[a-z][a-z0-9_]*$`), p.Name)
+			// The rule the CDK app checks modelProvider by, knowing no
+			// list of providers.
+			assert.Regexp(t, specfile.NamePattern, p.Name)
 			require.NotNil(t, p.New, "a provider needs a constructor")
 			if p.Key.Required {
 				assert.NotEmpty(t, p.Key.Env, "a required key needs a variable to come from")
@@ -78,6 +80,29 @@ func TestProviderSpecificSettings(t *testing.T) {
 	})
 	require.NoError(t, err)
 	assert.Equal(t, "azure/prod-gpt4o", spec.Model.ID(), "_model names the deployment that answers")
+
+	// --deployment (the CDK app's modelDeployment, whatever the provider)
+	// names what answers: a deployment where the provider has them, else
+	// the model, unless --model names it.
+	for _, p := range enrich.ModelProviders() {
+		if !p.Chat {
+			continue
+		}
+		t.Run("deployment of "+p.Name, func(t *testing.T) {
+			t.Parallel()
+			spec, err := enrich.LoadSpecWith("../jobs/sentiment.yaml", enrich.Overrides{Provider: p.Name, BaseURL: "https://llm.example.com/v1", Deployment: "llama-3.1-8b"})
+			require.NoError(t, err)
+			assert.Equal(t, p.Name+"/llama-3.1-8b", spec.Model.ID())
+			if p.Deployments {
+				assert.Equal(t, "llama-3.1-8b", spec.Model.Deployment)
+			} else {
+				assert.Equal(t, "llama-3.1-8b", spec.Model.Name)
+				spec, err = enrich.LoadSpecWith("../jobs/sentiment.yaml", enrich.Overrides{Provider: p.Name, Model: "m", Deployment: "d"})
+				require.NoError(t, err)
+				assert.Equal(t, p.Name+"/m", spec.Model.ID(), "--model wins")
+			}
+		})
+	}
 
 	// A provider whose key is required refuses to build without one.
 	azure, ok := enrich.LookupProvider(enrich.ProviderAzure)

@@ -86,7 +86,7 @@ type ModelSettings struct {
 	// defaults, not by the spec.
 	languagesByDefault bool
 
-	// Chat providers (openai, azure).
+	// Chat providers (ChatProviders).
 	BaseURL         string  `yaml:"base_url"`
 	Deployment      string  `yaml:"deployment"`
 	APIVersion      string  `yaml:"api_version"`
@@ -222,9 +222,12 @@ func (s *Spec) applyDefaults() {
 // Overrides are model settings given on the command line; zero values
 // leave the spec's own setting.
 type Overrides struct {
-	Provider       string
-	BaseURL        string
-	Model          string
+	Provider string
+	BaseURL  string
+	Model    string
+	// Deployment is model.deployment for a provider with deployments
+	// (Provider.Deployments); for another chat provider it is the model
+	// name when Model is empty.
 	Deployment     string
 	APIVersion     string
 	RowsPerRequest int
@@ -254,7 +257,13 @@ func (o Overrides) apply(s *Spec) {
 	}
 	set(&m.BaseURL, o.BaseURL)
 	set(&m.Name, o.Model)
-	set(&m.Deployment, o.Deployment)
+	if p, ok := LookupProvider(m.Provider); ok && p.Chat && !p.Deployments {
+		// A server without deployments picks what answers by the model
+		// name: --deployment names it, unless --model does.
+		set(&m.Name, cmp.Or(o.Model, o.Deployment))
+	} else {
+		set(&m.Deployment, o.Deployment)
+	}
 	set(&m.APIVersion, o.APIVersion)
 	if o.RowsPerRequest != 0 {
 		m.RowsPerRequest = o.RowsPerRequest
@@ -384,7 +393,7 @@ func (s *Spec) Validate() error {
 		s.validateChat(bad)
 		s.validateBatch(bad)
 	} else if known && s.Model.BatchAPI != BatchOff {
-		bad("model.batch_api", "is for the chat providers (openai, azure), not %s", s.Model.Provider)
+		bad("model.batch_api", "is for the chat providers (%s), not %s", strings.Join(ChatProviders, ", "), s.Model.Provider)
 	}
 	finite("model.temperature", &s.Model.Temperature)
 	finite("model.prices.input_per_million", &s.Model.Prices.InputPerMillion)

@@ -39,8 +39,8 @@ type modelFlags struct {
 func (m *modelFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&m.provider, "provider", "", "model backend for every job: "+orList(enrich.Providers)+" (default: the job spec's)")
 	f.StringVar(&m.baseURL, "base-url", "", "chat server: OpenAI-compatible base URL (e.g. http://localhost:8000/v1) or the Azure endpoint https://NAME.openai.azure.com")
-	f.StringVar(&m.model, "model", "", "model name sent to the server (for azure also the deployment when --deployment is not given)")
-	f.StringVar(&m.deployment, "deployment", "", "Azure OpenAI deployment name (default: --model)")
+	f.StringVar(&m.model, "model", "", "model name sent to the server (for "+orList(enrich.DeploymentProviders)+" also the deployment when --deployment is not given)")
+	f.StringVar(&m.deployment, "deployment", "", "what answers at the chat server: for "+orList(enrich.DeploymentProviders)+" the deployment name (default: --model), for the other chat providers the model name when --model is not given")
 	f.StringVar(&m.apiVersion, "api-version", "", "Azure OpenAI API version (default "+enrich.DefaultAzureVersion+")")
 	f.StringVar(&m.apiKeySecret, "api-key-secret", "", "AWS Secrets Manager secret NAME or ARN holding the API key, a plain string or JSON such as {\"api_key\": \"...\"} (default $"+envAPIKeySecret+"; without it the key comes from "+orList(keyVariables())+")")
 	f.IntVar(&m.rowsPerRequest, "rows-per-request", 0, "rows sent in one chat request (default: the job spec's, else 20)")
@@ -48,7 +48,7 @@ func (m *modelFlags) register(f *pflag.FlagSet) {
 	f.IntVar(&m.tpm, "tpm", 0, "tokens-per-minute quota to stay under, counting prompt estimate plus max_tokens (default: the job spec's)")
 	f.IntVar(&m.maxConcurrency, "max-concurrency", 0, "chat requests in flight at most, per job (default: the job spec's, else 16)")
 	f.Int64Var(&m.maxTokensTotal, "max-tokens-total", 0, "token budget of each job in this process: stop cleanly before spending more (default: the job spec's; 0: none)")
-	f.BoolVar(&m.batchAPI, "batch-api", false, "send rows through the provider's Batch API (openai, azure): half the price, answers within 24h; the job spec's model.batch_api: auto sends only big ranges (default: the job spec's)")
+	f.BoolVar(&m.batchAPI, "batch-api", false, "send rows through the provider's Batch API ("+strings.Join(enrich.ChatProviders, ", ")+"): half the price, answers within 24h; the job spec's model.batch_api: auto sends only big ranges (default: the job spec's)")
 	f.DurationVar(&m.batchPoll, "batch-poll", 0, "how often submitted batches are checked (default: the job spec's model.batch.poll, else "+enrich.DefaultBatchPoll+")")
 }
 
@@ -98,6 +98,16 @@ func (m *modelFlags) validate() error {
 	}
 	if m.provider != "" && !slices.Contains(enrich.Providers, m.provider) {
 		return fmt.Errorf("%w: --provider %q: want one of %s", errUsage, m.provider, strings.Join(enrich.Providers, ", "))
+	}
+	// A chat server's settings with a provider that asks none would be
+	// dropped without a word (the CDK app passes them with any
+	// modelProvider).
+	if m.provider != "" && !slices.Contains(enrich.ChatProviders, m.provider) {
+		for _, f := range []struct{ name, v string }{{"--base-url", m.baseURL}, {"--deployment", m.deployment}} {
+			if f.v != "" {
+				return fmt.Errorf("%w: %s is for the chat providers (%s), not --provider %s", errUsage, f.name, strings.Join(enrich.ChatProviders, ", "), m.provider)
+			}
+		}
 	}
 	for name, v := range map[string]int{"--rows-per-request": m.rowsPerRequest, "--rpm": m.rpm, "--tpm": m.tpm, "--max-concurrency": m.maxConcurrency} {
 		if v < 0 {

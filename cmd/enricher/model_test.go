@@ -410,8 +410,29 @@ func TestLambdaModelSettingsFromTheEnvironment(t *testing.T) {
 	assert.Equal(t, "gpt-4o-mini", m.Deployment)
 	assert.Equal(t, "gpt-4o-mini", m.Name)
 
+	// The CDK app passes its modelDeployment as ENRICHER_MODEL_DEPLOYMENT
+	// whatever the provider: one without deployments takes it as the
+	// model name.
+	t.Setenv(envModelProvider, "openai")
+	t.Setenv(envModelBaseURL, "https://llm.example.com/v1")
+	t.Setenv(envModelDeployment, "llama-3.1-8b")
+	mf = modelFlagsFromEnv()
+	require.NoError(t, mf.validate())
+	specs, err = c.loadSpecs(mf.overrides())
+	require.NoError(t, err)
+	assert.Equal(t, "openai/llama-3.1-8b", specs[0].Model.ID())
+
 	t.Setenv(envModelProvider, "gpt")
 	require.ErrorContains(t, modelFlagsFromEnv().validate(), `--provider "gpt"`)
+
+	// An endpoint for a provider that asks none is refused, not dropped.
+	t.Setenv(envModelProvider, "lexicon")
+	require.ErrorContains(t, modelFlagsFromEnv().validate(),
+		"--base-url is for the chat providers ("+strings.Join(enrich.ChatProviders, ", ")+"), not --provider lexicon")
+	t.Setenv(envModelBaseURL, "")
+	require.ErrorContains(t, modelFlagsFromEnv().validate(), "--deployment is for the chat providers")
+	t.Setenv(envModelDeployment, "")
+	require.NoError(t, modelFlagsFromEnv().validate())
 }
 
 // TestEveryProviderBuildsWithItsKey: the command line builds every
@@ -452,11 +473,19 @@ func TestEveryProviderBuildsWithItsKey(t *testing.T) {
 		assert.Contains(t, logs.String(), "set "+p.Key.Env+" or --api-key-secret")
 	}
 
-	// The help names every provider and every key variable.
+	// The help names every provider and every key variable, every chat
+	// provider where the Batch API is, every provider with deployments
+	// where --deployment is.
 	out, _, err := runBoth(t, "run", "--help")
 	require.NoError(t, err)
 	for _, p := range enrich.ModelProviders() {
 		assert.Regexp(t, `--provider string +model backend for every job: [^\n]*\b`+p.Name+`\b`, out)
+		if p.Chat {
+			assert.Regexp(t, `--batch-api +send rows through the provider's Batch API \([^)\n]*\b`+p.Name+`\b`, out)
+		}
+		if p.Deployments {
+			assert.Regexp(t, `--deployment string +what answers at the chat server: for [^\n]*\b`+p.Name+`\b[^\n]* the deployment name`, out)
+		}
 		if p.Key.Env != "" {
 			assert.Regexp(t, `--api-key-secret string +[^\n]*without it the key comes from [^\n]*\$`+p.Key.Env+`\b`, out)
 		}
