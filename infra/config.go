@@ -80,11 +80,17 @@ type Config struct {
 	// ModelEndpoint is the chat-completion endpoint (https) of the
 	// language model, empty for jobs on the offline lexicon model.
 	ModelEndpoint string `json:"modelEndpoint"`
-	// ModelDeployment is the deployment (Azure) or model name at that
-	// endpoint; required with ModelEndpoint.
+	// ModelDeployment is what answers at that endpoint: the deployment for
+	// a provider with deployments (azure), else the model name; required
+	// with ModelEndpoint. The consumer gets it as --deployment
+	// (ENRICHER_MODEL_DEPLOYMENT) whatever the provider, and the provider
+	// says what it means (enrich.Provider.Deployments).
 	ModelDeployment string `json:"modelDeployment"`
-	// ModelProvider is the provider of ModelEndpoint: azure (the default
-	// with an endpoint) or openai (any OpenAI-compatible server). Empty
+	// ModelProvider is the consumer's chat provider of ModelEndpoint
+	// (DefaultModelProvider when empty with an endpoint), passed through:
+	// the stack keeps no list of providers, so a new provider of the
+	// consumer needs no change here, and the consumer refuses one it does
+	// not know, or that is not a chat provider, when it starts. Empty
 	// without an endpoint: each job spec's provider stands.
 	ModelProvider string `json:"modelProvider"`
 	// ModelSecretARN imports an existing Secrets Manager secret holding the
@@ -121,10 +127,9 @@ const (
 	NetworkPublic  = "public"
 	NetworkPrivate = "private"
 
-	// The chat providers of enrich.ModelProviders that an endpoint can
-	// be (infra imports nothing of the runtime, so they are repeated).
-	ProviderAzure  = "azure"
-	ProviderOpenAI = "openai"
+	// DefaultModelProvider is the provider of a modelEndpoint when
+	// modelProvider is not given.
+	DefaultModelProvider = "azure"
 )
 
 // Limits that AWS sets.
@@ -378,12 +383,12 @@ func (c Config) Lambda() bool { return c.Compute == ComputeLambda || c.Compute =
 func (c Config) Fargate() bool { return c.Compute == ComputeFargate || c.Compute == ComputeBoth }
 
 // Provider is the model provider of ModelEndpoint: ModelProvider, else
-// azure with an endpoint, else empty (the job specs' own).
+// DefaultModelProvider with an endpoint, else empty (the job specs' own).
 func (c Config) Provider() string {
 	if c.ModelProvider != "" || c.ModelEndpoint == "" {
 		return c.ModelProvider
 	}
-	return ProviderAzure
+	return DefaultModelProvider
 }
 
 // Reserved is the function's reserved concurrency, 0 for none.
@@ -491,14 +496,14 @@ func (c Config) validate(source map[string]string) error {
 			bad("modelDeployment", "is required with modelEndpoint (the deployment or model name)")
 		}
 	}
-	switch c.ModelProvider {
-	case "":
-	case ProviderAzure, ProviderOpenAI:
-		if c.ModelEndpoint == "" {
-			bad("modelProvider", "is only used with modelEndpoint")
-		}
-	default:
-		bad("modelProvider", "%q is not azure or openai (the chat providers an endpoint can be)", c.ModelProvider)
+	switch {
+	case c.ModelProvider == "":
+	case c.ModelEndpoint == "":
+		bad("modelProvider", "is only used with modelEndpoint")
+	case !specfile.NamePattern.MatchString(c.ModelProvider):
+		// Which providers the consumer has is the consumer's to say (it
+		// refuses another when it starts): here only what can be none.
+		bad("modelProvider", "%q is not a provider name (lower case letters, digits and _, starting with a letter; enricher run --help lists the providers)", c.ModelProvider)
 	}
 	if c.ModelSecretARN != "" && !secretRE.MatchString(c.ModelSecretARN) {
 		bad("modelSecretArn", "%q is not a Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME)", c.ModelSecretARN)

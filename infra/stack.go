@@ -32,9 +32,10 @@ import (
 // Environment variables of the consumer. cmd/enricher reads ENRICHER_CONFIG,
 // ENRICHER_DLQ_URL (Lambda), ENRICHER_QUEUE_URL (run) and
 // ENRICHER_API_KEY_SECRET (the model key's secret, both modes); the Lambda
-// handler reads the model settings from ENRICHER_MODEL_PROVIDER, _BASE_URL,
-// _DEPLOYMENT (azure) or _NAME (openai), which enricher run gets as flags
-// (--provider, --base-url, --deployment or --model), and writes its
+// handler reads the model settings from ENRICHER_MODEL_PROVIDER, _BASE_URL
+// and _DEPLOYMENT, which enricher run gets as flags (--provider,
+// --base-url, --deployment; a provider without deployments takes the
+// deployment as the model name), and writes its
 // per-batch metrics (CloudWatch Embedded Metric Format) in the namespace
 // ENRICHER_METRICS_NAMESPACE.
 const (
@@ -45,7 +46,6 @@ const (
 	envModelProvider    = "ENRICHER_MODEL_PROVIDER"
 	envModelBaseURL     = "ENRICHER_MODEL_BASE_URL"
 	envModelDeployment  = "ENRICHER_MODEL_DEPLOYMENT"
-	envModelName        = "ENRICHER_MODEL_NAME"
 	envAPIKeySecret     = "ENRICHER_API_KEY_SECRET"
 	envWarehouse        = "ENRICHER_WAREHOUSE"
 	envMetricsNamespace = "ENRICHER_METRICS_NAMESPACE"
@@ -320,11 +320,7 @@ func (s *Stack) consumerEnv() map[string]*string {
 	if cfg.ModelEndpoint != "" {
 		env[envModelProvider] = jsii.String(cfg.Provider())
 		env[envModelBaseURL] = jsii.String(cfg.ModelEndpoint)
-		if cfg.Provider() == ProviderAzure {
-			env[envModelDeployment] = jsii.String(cfg.ModelDeployment)
-		} else {
-			env[envModelName] = jsii.String(cfg.ModelDeployment)
-		}
+		env[envModelDeployment] = jsii.String(cfg.ModelDeployment)
 	}
 	if s.Bucket != nil {
 		env[envWarehouse] = jsii.String(s.warehouseURL())
@@ -333,17 +329,14 @@ func (s *Stack) consumerEnv() map[string]*string {
 }
 
 // modelFlags are the flags of enricher run that carry the model settings
-// (the Lambda handler reads them from consumerEnv).
+// (the Lambda handler reads them from consumerEnv): the same three
+// whatever the provider.
 func (s *Stack) modelFlags() []string {
 	cfg := s.Config
 	if cfg.ModelEndpoint == "" {
 		return nil
 	}
-	name := "--deployment"
-	if cfg.Provider() != ProviderAzure {
-		name = "--model"
-	}
-	return []string{"--provider", cfg.Provider(), "--base-url", cfg.ModelEndpoint, name, cfg.ModelDeployment}
+	return []string{"--provider", cfg.Provider(), "--base-url", cfg.ModelEndpoint, "--deployment", cfg.ModelDeployment}
 }
 
 // metricNamespace holds the consumer's metrics: the Lambda handler's EMF

@@ -642,7 +642,7 @@ func TestFargateService(t *testing.T) {
 		max   float64
 	}{
 		{"both, azure", altStack, []any{"--provider", "azure", "--base-url", "https://example.openai.azure.com/", "--deployment", "gpt-4o-mini"}, 1, 6},
-		{"fargate, openai", fargateStack, []any{"--provider", "openai", "--base-url", "https://llm.example.com/v1", "--model", "llama-3.1-8b"}, 0, 4},
+		{"fargate, openai", fargateStack, []any{"--provider", "openai", "--base-url", "https://llm.example.com/v1", "--deployment", "llama-3.1-8b"}, 0, 4},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			s := tt.stack(t)
