@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/fakellm"
+	"github.com/socialdata/enricher/internal/testlog"
 )
 
 const testKey = "sk-test-0123456789abcdef"
@@ -62,25 +62,7 @@ func startServer(t *testing.T, s *fakellm.Server) *fakellm.Server {
 	return s.StartTB(t)
 }
 
-// logBuffer collects every log line of a model at debug level.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func newChat(t *testing.T, spec *enrich.Spec, logs *logBuffer) *enrich.Chat {
+func newChat(t *testing.T, spec *enrich.Spec, logs *testlog.Buffer) *enrich.Chat {
 	t.Helper()
 	opts := enrich.ChatOptions{APIKey: enrich.NewSecret(testKey), RetryBase: 10 * time.Millisecond}
 	opts.Logger = slog.New(slog.DiscardHandler)
@@ -452,7 +434,7 @@ func TestChatNeverLogsTheKey(t *testing.T) {
 	const secret = "sk-live-this-must-never-be-printed"
 	srv := startServer(t, &fakellm.Server{Key: "sk-the-right-one"})
 	spec := chatSpec(t, srv, nil)
-	var logs logBuffer
+	var logs testlog.Buffer
 	chat, err := enrich.NewChat(spec, enrich.ChatOptions{
 		APIKey: enrich.NewSecret(secret),
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

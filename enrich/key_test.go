@@ -18,6 +18,7 @@ import (
 
 	"github.com/socialdata/enricher/enrich"
 	"github.com/socialdata/enricher/internal/fakellm"
+	"github.com/socialdata/enricher/internal/testlog"
 )
 
 // leakKey holds every character class a key may have, so that each
@@ -137,7 +138,7 @@ func TestTheKeyReachesNoRowErrorOrLog(t *testing.T) {
 				}
 				spec.Model.MaxAttempts, spec.Model.MaxConcurrency, spec.Model.RowsPerRequest = 2, 1, 4
 				require.NoError(t, spec.Validate())
-				var logs logBuffer
+				var logs testlog.Buffer
 				chat, err := enrich.NewChat(spec, enrich.ChatOptions{
 					APIKey: enrich.NewSecret(leakKey), RetryBase: time.Millisecond,
 					Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

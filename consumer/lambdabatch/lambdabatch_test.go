@@ -1,7 +1,6 @@
 package lambdabatch_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +27,7 @@ import (
 	"github.com/socialdata/enricher/internal/lambdatest"
 	"github.com/socialdata/enricher/internal/sqstest"
 	"github.com/socialdata/enricher/internal/testbed"
+	"github.com/socialdata/enricher/internal/testlog"
 )
 
 func record(id string, body []byte, group string) events.SQSMessage {
@@ -280,26 +280,9 @@ func TestLambdaRunsOneBatchAtATime(t *testing.T) {
 }
 
 // logBuffer is a logger whose JSON lines a test reads back.
-func logBuffer() (*slog.Logger, *syncBuffer) {
-	var buf syncBuffer
+func logBuffer() (*slog.Logger, *testlog.Buffer) {
+	var buf testlog.Buffer
 	return slog.New(slog.NewJSONHandler(&buf, nil)), &buf
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestLambdaHaltPausesTheEventSource: a halt disables the function's

@@ -1,13 +1,11 @@
 package pipeline_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,25 +19,8 @@ import (
 	"github.com/socialdata/enricher/internal/fakellm"
 	"github.com/socialdata/enricher/internal/postdata"
 	"github.com/socialdata/enricher/internal/testbed"
+	"github.com/socialdata/enricher/internal/testlog"
 )
-
-// lockedBuffer collects log lines written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestThrottledChunkComesBackAfterRetryAfter: a chunk of which the model
 // answered nothing because it throttled every request is not written (no
@@ -84,7 +65,7 @@ func TestThrottledChunkComesBackAfterRetryAfter(t *testing.T) {
 	require.NoError(t, err)
 	snap := b.Src.CurrentSnapshot().SnapshotID
 
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	p := b.Processor(chat, func(o *pipeline.Options) {
 		o.ChunkRows = 100

@@ -84,7 +84,7 @@ func TestInfraImportsOnlyPlainPackages(t *testing.T) {
 
 // testOnly are the packages that only tests may import: emulator clients,
 // fakes and test beds.
-var testOnly = []string{"internal/testbed", "internal/sqstest", "internal/lambdatest", "internal/emf/emftest", "consumer/sourcetest"}
+var testOnly = []string{"internal/testbed", "internal/testlog", "internal/sqstest", "internal/lambdatest", "internal/emf/emftest", "consumer/sourcetest"}
 
 // TestTestOnlyPackagesStayInTests: no package's own code (its tests
 // aside) imports a test-only package, so none reaches the binary.
