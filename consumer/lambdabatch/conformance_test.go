@@ -127,17 +127,27 @@ func TestLambdaRetryAfterKeepsTheRecordAway(t *testing.T) {
 	start := time.Now()
 	require.NoError(t, src.ReleaseAfter(t.Context(), msgs[0], 2*time.Second))
 	require.Len(t, src.Response().BatchItemFailures, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	var back []types.Message
-	for len(back) == 0 && ctx.Err() == nil {
-		r, err := api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.URL, WaitTimeSeconds: 1})
-		if err == nil {
-			back = r.Messages
-		}
-	}
+	back := firstBack(t, api, q.URL)
 	require.Len(t, back, 1, "the record came back, after its delay rather than the 30s visibility timeout")
 	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
+}
+
+// firstBack receives from url until a message comes (for at most 20s) and
+// returns what came.
+func firstBack(t *testing.T, api *sqs.Client, url string) []types.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		r, err := api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 1})
+		if ctx.Err() == nil {
+			require.NoError(t, err)
+		}
+		if err == nil && len(r.Messages) > 0 {
+			return r.Messages
+		}
+	}
+	return nil
 }
 
 // TestLambdaHandlerKeepsARetryAfterAway: a message whose handler fails
@@ -157,15 +167,7 @@ func TestLambdaHandlerKeepsARetryAfterAway(t *testing.T) {
 	resp, err := h.Handle(t.Context(), ev)
 	require.NoError(t, err)
 	require.Len(t, resp.BatchItemFailures, 1)
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
-	var back []types.Message
-	for len(back) == 0 && ctx.Err() == nil {
-		r, err := api.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &q.URL, WaitTimeSeconds: 1})
-		if err == nil {
-			back = r.Messages
-		}
-	}
+	back := firstBack(t, api, q.URL)
 	require.Len(t, back, 1, "the record came back after its wait, not after the 30s visibility timeout or the minute of backoff")
 	require.GreaterOrEqual(t, time.Since(start), 1900*time.Millisecond)
 }
