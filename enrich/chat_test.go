@@ -106,6 +106,16 @@ func requireAnsweredFromText(t *testing.T, ts []string, out []enrich.Answer) {
 	}
 }
 
+// assertFailedRows checks that every answer is a failed row whose error
+// says why.
+func assertFailedRows(t *testing.T, out []enrich.Answer, why string) {
+	t.Helper()
+	for i, a := range out {
+		assert.Equal(t, enrich.StatusFailed, a.Status, "row %d", i)
+		assert.Contains(t, a.Error, why, "row %d", i)
+	}
+}
+
 // requireAnswersTexts annotates n distinct texts with chat and requires
 // every row answered from its own text.
 func requireAnswersTexts(t *testing.T, chat *enrich.Chat, n int) {
@@ -336,10 +346,7 @@ func TestChatGivesUpOnPersistentServerErrorsAsFailedRows(t *testing.T) {
 	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) { m.MaxAttempts = 3 }), nil)
 	out := make([]enrich.Answer, 5)
 	require.NoError(t, chat.Annotate(context.Background(), items(texts(5)), out))
-	for _, a := range out {
-		assert.Equal(t, enrich.StatusFailed, a.Status)
-		assert.Contains(t, a.Error, "gave up after 3 attempts")
-	}
+	assertFailedRows(t, out, "gave up after 3 attempts")
 	assert.Equal(t, 3, srv.Stats().Requests, "retries are bounded and not split")
 	assert.Equal(t, int64(2), chat.Usage().Retries)
 }

@@ -61,10 +61,7 @@ func column[T any](t *testing.T, rec arrow.RecordBatch, name string) []any {
 
 func TestEnricherLexiconEndToEnd(t *testing.T) {
 	t.Parallel()
-	mem := checkedAlloc(t)
-	spec := sentimentSpec(t)
-	model := lexicon(t, spec)
-	enr := newEnricher(t, spec, model, mem)
+	mem, enr := lexiconEnricher(t)
 
 	rec := input(t, mem, []*string{
 		ptr("I love this, it is wonderful and amazing"),
@@ -245,10 +242,7 @@ func TestEnricherRefusesTwoTargetColumnsOfOneName(t *testing.T) {
 
 func TestEnricherIsSafeForConcurrentUse(t *testing.T) {
 	t.Parallel()
-	mem := checkedAlloc(t)
-	spec := sentimentSpec(t)
-	model := lexicon(t, spec)
-	enr := newEnricher(t, spec, model, mem)
+	mem, enr := lexiconEnricher(t)
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
@@ -307,6 +301,15 @@ func newEnricher(t *testing.T, spec *enrich.Spec, model enrich.Model, mem memory
 	enr, err := enrich.NewEnricher(spec, model, enrich.PostsSchema, mem)
 	require.NoError(t, err)
 	return enr
+}
+
+// lexiconEnricher is the enricher of the sentiment job with its lexicon
+// model, over a checked allocator.
+func lexiconEnricher(t *testing.T) (*memory.CheckedAllocator, *enrich.Enricher) {
+	t.Helper()
+	mem := checkedAlloc(t)
+	spec := sentimentSpec(t)
+	return mem, newEnricher(t, spec, lexicon(t, spec), mem)
 }
 
 // lexicon is spec's offline lexicon model.

@@ -101,10 +101,7 @@ func TestChatWithoutAChunkWritesThrottledRowsFailed(t *testing.T) {
 	}), nil)
 	out := make([]enrich.Answer, 40)
 	require.NoError(t, chat.Annotate(t.Context(), items(texts(40)), out))
-	for _, a := range out {
-		assert.Equal(t, enrich.StatusFailed, a.Status)
-		assert.Contains(t, a.Error, "gave up after 2 attempts")
-	}
+	assertFailedRows(t, out, "gave up after 2 attempts")
 	assert.Equal(t, 4, srv.Stats().Requests, "both requests sent, two attempts each")
 	assert.Equal(t, int64(40), chat.Usage().RowsSent)
 }

@@ -46,17 +46,25 @@ func (o *fifoOrder) released(t *testing.T, m *consumer.Message) {
 	o.next[g] = min(o.next[g], n)
 }
 
-// testFIFOOrder: the messages of a group come in the order they were
-// sent, in a receive and across receives.
-func testFIFOOrder(t *testing.T, h Harness) {
-	sent := []string{"a/1", "b/1", "c/1", "a/2", "b/2", "c/2", "a/3", "b/3", "c/3"}
+// fifoFixture is h's fixture of sent, skipping t where the source has no
+// FIFO groups (the clause does not apply), with a context bounded by the
+// suite's timeout and an empty order book.
+func fifoFixture(t *testing.T, h Harness, sent []string) (Fixture, context.Context, *fifoOrder) {
+	t.Helper()
 	f := h(t, sent)
 	if !f.FIFO {
 		t.Skip("the source has no FIFO groups")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	order := fifoOrder{next: map[string]int{}}
+	t.Cleanup(cancel)
+	return f, ctx, &fifoOrder{next: map[string]int{}}
+}
+
+// testFIFOOrder: the messages of a group come in the order they were
+// sent, in a receive and across receives.
+func testFIFOOrder(t *testing.T, h Harness) {
+	sent := []string{"a/1", "b/1", "c/1", "a/2", "b/2", "c/2", "a/3", "b/3", "c/3"}
+	f, ctx, order := fifoFixture(t, h, sent)
 	for got := 0; got < len(sent); {
 		msgs, err := f.Source.Receive(ctx, 10)
 		require.NoError(t, err, "received %d of %d", got, len(sent))
@@ -80,13 +88,7 @@ func testFIFOOrder(t *testing.T, h Harness) {
 // again, after it).
 func testFIFORelease(t *testing.T, h Harness) {
 	sent := []string{"a/1", "b/1", "a/2", "b/2", "a/3", "b/3"}
-	f := h(t, sent)
-	if !f.FIFO {
-		t.Skip("the source has no FIFO groups")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	order := fifoOrder{next: map[string]int{}}
+	f, ctx, order := fifoFixture(t, h, sent)
 	released := false
 	for acked, received := 0, 0; acked < len(sent) && (f.Redelivers || received < len(sent)); {
 		// One at a time: the next of a group is not held while the one
