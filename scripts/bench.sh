@@ -6,8 +6,6 @@
 #                                          # still works; OUT defaults to a temp file
 #   BENCH_ONLY=7 scripts/bench.sh [OUT]    # scenario 7 alone: replaces (or adds) its
 #                                          # section of OUT and leaves the rest as it is
-#   BENCH_ONLY=1-6 scripts/bench.sh [OUT]  # every scenario but 7 (which takes about 20
-#                                          # min): rewrites OUT, keeping its section 7
 #
 # Scenarios (numbers as in BENCHMARKS.md):
 #   1. pipeline overhead: BenchmarkPipeline (noop model vs bare iceberg-go, side
@@ -54,15 +52,13 @@ fi
 export BENCH_SMOKE=$smoke BENCH_LONGRUN_ROWS=${BENCH_LONGRUN_ROWS:-10}
 only=${BENCH_ONLY:-}
 case "$only" in
-  "" | 7 | 1-6) ;;
-  *) echo "BENCH_ONLY=$only: want 7 (the long run alone) or 1-6 (all but the long run)" >&2; exit 2 ;;
+  "" | 7) ;;
+  *) echo "BENCH_ONLY=$only: only 7 (the long run) runs alone" >&2; exit 2 ;;
 esac
 if [ -n "$only" ] && [ ! -f "$out" ]; then
   echo "BENCH_ONLY=$only: $out does not exist (run every scenario first)" >&2; exit 2
 fi
 raw=$(mktemp -d)
-kept="$raw/kept.md" # OUT as it was, for BENCH_ONLY=1-6
-if [ "$only" = 1-6 ]; then cp "$out" "$kept"; fi
 stop_emulator=
 cleanup() {
   if [ -n "$stop_emulator" ]; then scripts/sqs-emulator.sh stop || true; fi
@@ -83,7 +79,7 @@ gobench() { # FILE PKG REGEX COUNT [extra go test flags...]
   go test -run '^$' -bench "$regex" -count "$count" -timeout 30m "$@" "$pkg" | tee "$file" >&2
 }
 
-if [ "$only" != 7 ]; then
+if [ -z "$only" ]; then
 say "1. pipeline and lexicon vs the bare library ($BENCH_PIPELINE_ROWS rows, $runs runs)"
 gobench "$raw/pipeline.txt" ./internal/bench '^(BenchmarkPipeline|BenchmarkLexicon)$' "$runs" -benchtime 1x
 
@@ -115,7 +111,6 @@ gobench "$raw/micro.txt" ./enrich \
   "$runs" -benchtime "$microtime" -benchmem
 fi
 
-if [ "$only" != 1-6 ]; then
 say "7. long run ($BENCH_LONGRUN_EVENTS events of $BENCH_LONGRUN_ROWS rows; maintenance off: $BENCH_LONGRUN_OFF_EVENTS events; one run)"
 lr_started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 lr_load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -124,7 +119,6 @@ go test -run '^$' -bench '^BenchmarkLongRun$' -benchtime 1x -count 1 -timeout 4h
   -cpuprofile "$raw/longrun.cpu" -o "$raw/longrun.test" ./internal/bench | tee "$raw/longrun.txt" >&2
 lr_elapsed=$((SECONDS - lr_t0))
 lr_load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-fi
 
 # med FILE BENCH UNIT: the median, over BENCH's result lines in FILE, of the
 # value reported in UNIT ("n/a" when there is none).
@@ -158,7 +152,7 @@ cpu() {
       END { if (!found) printf "0.00" }'
 }
 
-if [ "$only" != 7 ]; then
+if [ -z "$only" ]; then
 rows=$(med "$raw/pipeline.txt" BenchmarkPipeline rows)
 bare=$(med "$raw/pipeline.txt" BenchmarkPipeline bare_rows/s)
 pipe=$(med "$raw/pipeline.txt" BenchmarkPipeline pipeline_rows/s)
@@ -480,9 +474,8 @@ cmdline="scripts/bench.sh"
 [ -n "$smoke" ] && cmdline="BENCH_SMOKE=1 scripts/bench.sh"
 lr_cmdline="$cmdline"
 [ -n "$only" ] && lr_cmdline="BENCH_ONLY=$only $cmdline"
-[ "$only" = 1-6 ] && cmdline="BENCH_ONLY=1-6 $cmdline"
 
-if [ "$only" = 7 ]; then
+if [ -n "$only" ]; then
   # Scenario 7 alone: its section replaces the old one (or is added at
   # the end); the rest of OUT stays as it was.
   longrun_section >"$raw/section.md"
@@ -501,7 +494,7 @@ fi
 cat <<EOF
 # Benchmarks
 
-Written by \`$cmdline\` ($([ "$only" = 1-6 ] && echo "scenarios 1 to 6, $((elapsed / 60)) min $((elapsed % 60)) s; section 7 is from its own run, as it says" || echo "every scenario below, $((elapsed / 60)) min $((elapsed % 60)) s")) on $started.
+Written by \`$cmdline\` (every scenario below, $((elapsed / 60)) min $((elapsed % 60)) s) on $started.
 $([ -n "$smoke" ] && echo "**Smoke run at reduced sizes: these numbers check that the benchmark works, nothing more.**")
 
 | machine | |
@@ -690,11 +683,6 @@ $(micro_row BenchmarkEnrichNoop "Enrich of an 8192-row Arrow batch, noop model: 
 $(micro_row BenchmarkEnrichLexicon "the same with the lexicon model")
 
 EOF
-if [ "$only" = 1-6 ]; then
-  # Section 7 as OUT had it (its own run, BENCH_ONLY=7).
-  awk '/^## 7\. / { on = 1 } /^## / && !/^## 7\. / { on = 0 } on' "$kept"
-else
-  longrun_section
-fi
+longrun_section
 } >"$out"
 say "wrote $out in $((elapsed / 60)) min $((elapsed % 60)) s"
