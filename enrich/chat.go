@@ -404,6 +404,16 @@ func (c *Chat) send(ctx context.Context, todo []int, batches [][]int, textOf fun
 					wasHeld[k] = true
 					continue
 				}
+				if errors.Is(err, ErrChunkAbandoned) {
+					// Sent, then abandoned while it waited to try again:
+					// not an error of the call, which would cut off the
+					// other requests on the wire, whose answers are paid
+					// for; settle tells the caller.
+					c.use.sent(len(batch), false)
+					anySent.Store(true)
+					wasHeld[k] = true
+					continue
+				}
 				c.use.sent(len(batch), false)
 				anySent.Store(true)
 				if err != nil {

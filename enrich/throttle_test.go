@@ -3,6 +3,7 @@ package enrich_test
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,6 +264,57 @@ func TestAbandonedChunkKeepsWhatWasBought(t *testing.T) {
 	}
 	assert.Less(t, time.Since(start), 5*time.Second)
 	assert.Equal(t, 1, slow.Stats().Requests)
+}
+
+// TestAbandonedChunkLetsItsOtherRequestsFinish: a request of an abandoned
+// chunk that waits to try again stops, and its call ends, without cutting
+// off the chunk's other request on the wire: that answer is paid for, and
+// asking the same texts again costs only the rows never answered.
+func TestAbandonedChunkLetsItsOtherRequestsFinish(t *testing.T) {
+	t.Parallel()
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var faulty atomic.Bool
+	faulty.Store(true)
+	// The Retry-After outlasts the abandon, and the model's quota, which
+	// it pauses, is back by the time the texts are asked again.
+	srv := startServer(t, &fakellm.Server{RetryAfter: 3 * time.Second, Fault: func(r *fakellm.Request) fakellm.Fault {
+		switch {
+		case !faulty.Load():
+			return fakellm.None
+		case r.N == 1:
+			close(arrived)
+			<-release
+			return fakellm.None
+		default:
+			return fakellm.Throttle
+		}
+	}})
+	chat := newChat(t, chatSpec(t, srv, func(m *enrich.ModelSettings) {
+		m.MaxConcurrency = 2
+		m.RowsPerRequest = 20
+	}), nil)
+	ts := texts(40)
+	ch := enrich.NewChunk()
+	done := make(chan error, 1)
+	go func() {
+		done <- chat.Annotate(enrich.WithChunk(t.Context(), ch), items(ts), make([]enrich.Answer, len(ts)))
+	}()
+	waitClosed(t, arrived)
+	require.Eventually(t, func() bool { return srv.Stats().Injected >= 1 }, 10*time.Second, time.Millisecond,
+		"the second request was throttled and waits out its Retry-After")
+	ch.Abandon()
+	close(release)
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, enrich.ErrChunkAbandoned)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the abandoned call did not return")
+	}
+	assert.Positive(t, chat.Usage().CompletionTokens, "the answer on the wire was read, not cut off")
+	before := srv.Stats().Requests
+	faulty.Store(false)
+	requireAnswersTexts(t, chat, 40)
+	assert.Equal(t, before+1, srv.Stats().Requests, "only the 20 rows never answered are asked again")
 }
 
 func waitClosed(t *testing.T, c <-chan struct{}) {
