@@ -15,6 +15,7 @@ import (
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/sqsqueue"
+	"github.com/socialdata/enricher/internal/sqstest"
 )
 
 // lagging is an SQS queue as the source sees it when the approximate
@@ -206,4 +207,23 @@ func receiveAll(t *testing.T, src *sqsqueue.Source, n int) []*consumer.Message {
 	require.NoError(t, err)
 	require.Len(t, msgs, n)
 	return msgs
+}
+
+// TestDeadLetterWithoutADLQOfASettledMessageIsNotDeadLettered: on a queue
+// with no dead-letter queue, dead-lettering a message that is no longer in
+// flight is refused, and the error says it is not in a dead-letter queue,
+// so that the consumer counts it released, not dead-lettered.
+func TestDeadLetterWithoutADLQOfASettledMessageIsNotDeadLettered(t *testing.T) {
+	t.Parallel()
+	api := sqstest.Client(t)
+	url := sqstest.NewQueue(t, api, nil)
+	_, err := api.SendMessage(t.Context(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String("poison")})
+	require.NoError(t, err)
+	src, err := sqsqueue.NewSource(t.Context(), api, sqsqueue.Config{QueueURL: url, WaitTime: time.Second})
+	require.NoError(t, err)
+	msgs := receiveAll(t, src, 1)
+	require.NoError(t, src.Ack(t.Context(), msgs[0]))
+	err = src.DeadLetter(t.Context(), msgs[0], consumer.ReasonBadMessage, errors.New("not a JSON object"))
+	require.ErrorIs(t, err, consumer.ErrNotDeadLettered)
+	require.ErrorIs(t, err, consumer.ErrNotInFlight)
 }

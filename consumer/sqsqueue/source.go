@@ -342,7 +342,9 @@ func (s *Source) ReleaseAfter(ctx context.Context, m *consumer.Message, d time.D
 func (s *Source) DeadLetter(ctx context.Context, m *consumer.Message, reason string, cause error) error {
 	if s.dlqURL == "" {
 		if err := s.Release(ctx, m); err != nil {
-			return err
+			// Not in the DLQ either way (there is none): the message
+			// comes back, as the consumer must count it.
+			return fmt.Errorf("dead-letter message %s (%s): %w: no dead-letter queue, and the release failed: %w", m.ID, reason, consumer.ErrNotDeadLettered, err)
 		}
 		return fmt.Errorf("dead-letter message %s (%s): %w: the queue has no dead-letter queue (pass --dlq-url or set a RedrivePolicy); released", m.ID, reason, consumer.ErrNotDeadLettered)
 	}
