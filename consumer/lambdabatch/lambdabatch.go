@@ -192,6 +192,14 @@ func (h *Handler) pause(ctx context.Context, log *slog.Logger, sourceARN string)
 			"function", h.FunctionName, "queue", sourceARN, "err", err)
 		return p
 	}
+	if len(p.Disabled)+len(p.Off) == 0 {
+		// Every mapping was held by another change (a deploy, or another
+		// invocation's halt disabling it): this halt did not pause it.
+		log.Error("lambda event source not paused: the mapping is being changed by another call; check it is disabled",
+			"function", h.FunctionName, "queue", sourceARN, "busy", p.Busy,
+			"disable_with", "aws lambda update-event-source-mapping --no-enabled --uuid "+ids[0])
+		return p
+	}
 	log.Error("lambda event source paused: no batch is received until the mapping is enabled again; fix the cause, then enable it",
 		"function", h.FunctionName, "queue", sourceARN, "disabled", p.Disabled, "already_disabled", p.Off, "busy", p.Busy,
 		"enable_with", "aws lambda update-event-source-mapping --enabled --uuid "+ids[0])

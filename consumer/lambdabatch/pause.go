@@ -46,7 +46,17 @@ func pauseMappings(ctx context.Context, api MappingsAPI, function, sourceARN str
 	if function == "" || sourceARN == "" {
 		return p, fmt.Errorf("pause the event source: the function name (%q) or the queue ARN (%q) is unknown", function, sourceARN)
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pauseTimeout)
+	// At most pauseTimeout, and never past a second before the
+	// invocation's deadline: a timed-out invocation hands the whole batch
+	// back, dead-lettered records included.
+	limit := pauseTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		limit = min(limit, time.Until(deadline)-time.Second)
+	}
+	if limit <= 0 {
+		return p, fmt.Errorf("pause the event source: no time left before the invocation's deadline")
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
 	var marker *string
 	for {
