@@ -67,7 +67,7 @@ func TestRunOnHaltWaitReceivesNothingUntilStopped(t *testing.T) {
 		mustRun(t, "publish", "--config", cfg, "--queue-url", url, "--table", "social.posts")
 	}
 	c := startChild(t, "cli", []string{"OPENAI_API_KEY=sk-wrong"}, "run", "--config", cfg, "--queue-url", url,
-		"--on-halt", "wait", "--drain", "--wait", "1s", "--concurrency", "1",
+		"--on-halt", "wait", "--wait", "1s", "--concurrency", "1",
 		"--provider", "openai", "--base-url", llm.URL()+"/v1", "--model", "m", "--log-format", "json")
 	require.True(t, c.waitFor("consumer halted: receiving nothing until stopped and started again (--on-halt wait); fix the cause, then restart", 1), c.logs())
 	refused := llm.Stats().Unauthorized
@@ -121,4 +121,14 @@ func TestLambdaRetryBackoffFromEnv(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// TestRunOnHaltWaitWithDrainIsAUsageError: --drain ends the process when
+// the queue is empty, --on-halt wait keeps it after a halt: the pair says
+// two things.
+func TestRunOnHaltWaitWithDrainIsAUsageError(t *testing.T) {
+	t.Parallel()
+	_, err := run(t, "run", "--queue-url", "http://127.0.0.1:1/q", "--drain", "--on-halt", "wait")
+	require.ErrorIs(t, err, errUsage)
+	assert.Contains(t, err.Error(), "choose one")
 }

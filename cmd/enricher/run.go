@@ -158,6 +158,9 @@ func (r *runCmd) Validate() error {
 	if r.grace < 0 {
 		return fmt.Errorf("%w: --shutdown-grace %s must not be negative", errUsage, r.grace)
 	}
+	if r.drain && r.onHalt == onHaltWait {
+		return fmt.Errorf("%w: --drain exits once the queue is empty, --on-halt wait waits for a signal after a halt: choose one", errUsage)
+	}
 	if r.backoff < 0 || r.backoff > consumer.MaxRetryBackoff {
 		return fmt.Errorf("%w: --retry-backoff %s: want 0 to %s", errUsage, r.backoff, consumer.MaxRetryBackoff)
 	}
