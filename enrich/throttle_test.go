@@ -236,12 +236,7 @@ func TestAbandonedChunkKeepsWhatWasBought(t *testing.T) {
 	waitClosed(t, arrived)
 	ch.Abandon()
 	close(release)
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, enrich.ErrChunkAbandoned)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the abandoned call did not return")
-	}
+	requireAbandoned(t, done)
 	assert.Positive(t, chat.Usage().CompletionTokens, "the answer in flight was read")
 	requireAnswersTexts(t, chat, 20)
 	assert.Equal(t, 1, srv.Stats().Requests, "the answer bought was kept")
@@ -304,17 +299,24 @@ func TestAbandonedChunkLetsItsOtherRequestsFinish(t *testing.T) {
 		"the second request was throttled and waits out its Retry-After")
 	ch.Abandon()
 	close(release)
+	requireAbandoned(t, done)
+	assert.Positive(t, chat.Usage().CompletionTokens, "the answer on the wire was read, not cut off")
+	before := srv.Stats().Requests
+	faulty.Store(false)
+	requireAnswersTexts(t, chat, 40)
+	assert.Equal(t, before+1, srv.Stats().Requests, "only the 20 rows never answered are asked again")
+}
+
+// requireAbandoned waits (at most 30s) for an Annotate call of an
+// abandoned chunk to end, with ErrChunkAbandoned.
+func requireAbandoned(t *testing.T, done <-chan error) {
+	t.Helper()
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, enrich.ErrChunkAbandoned)
 	case <-time.After(30 * time.Second):
 		t.Fatal("the abandoned call did not return")
 	}
-	assert.Positive(t, chat.Usage().CompletionTokens, "the answer on the wire was read, not cut off")
-	before := srv.Stats().Requests
-	faulty.Store(false)
-	requireAnswersTexts(t, chat, 40)
-	assert.Equal(t, before+1, srv.Stats().Requests, "only the 20 rows never answered are asked again")
 }
 
 func waitClosed(t *testing.T, c <-chan struct{}) {
