@@ -12,10 +12,12 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/config"
 	lambdaapi "github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/socialdata/enricher/consumer"
 	"github.com/socialdata/enricher/consumer/lambdabatch"
 	"github.com/socialdata/enricher/consumer/pipeline"
+	"github.com/socialdata/enricher/consumer/sqsqueue"
 	"github.com/socialdata/enricher/internal/emf"
 )
 
@@ -73,14 +75,14 @@ func runLambda(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	api, err := newSQSClient(ctx)
-	if err != nil {
-		return err
-	}
+	// One AWS config for both clients (AWS_ENDPOINT_URL_SQS and
+	// AWS_ENDPOINT_URL_LAMBDA pick each one's endpoint); sqsqueue.OwnBody
+	// on every SQS call, as newSQSClient does.
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("aws config: %w", err)
 	}
+	api := sqs.NewFromConfig(awsCfg, sqsqueue.OwnBody)
 	h := &lambdabatch.Handler{Handler: proc, API: api, DLQURL: os.Getenv(envDLQURL), Logger: log, Summary: pipeline.BatchSummary,
 		RetryBackoff: backoff, Mappings: lambdaapi.NewFromConfig(awsCfg), FunctionName: os.Getenv("AWS_LAMBDA_FUNCTION_NAME")}
 	h.OnStart, h.OnDone = emfHooks(metrics, os.Stdout, log)
